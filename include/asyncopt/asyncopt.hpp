@@ -1,0 +1,17 @@
+// asyncopt: asynchronous and parallel SGD. One include for the whole library.
+#pragma once
+
+#include <asyncopt/consistency/lock_free.hpp>
+#include <asyncopt/consistency/locked.hpp>
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/config.hpp>
+#include <asyncopt/core/objective.hpp>
+#include <asyncopt/core/optimizer.hpp>
+#include <asyncopt/core/options.hpp>
+#include <asyncopt/core/report.hpp>
+#include <asyncopt/core/sparse.hpp>
+#include <asyncopt/io/fashion_mnist.hpp>
+#include <asyncopt/io/idx.hpp>
+#include <asyncopt/objective/objective.hpp>
+#include <asyncopt/transport/shared_memory.hpp>
+#include <asyncopt/update/sgd.hpp>

@@ -1,0 +1,112 @@
+// Mutual exclusion per stripe of the parameter vector.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+
+#include <asyncopt/core/config.hpp>
+#include <asyncopt/kernels/access.hpp>
+#include <asyncopt/kernels/dense.hpp>
+
+namespace asyncopt::consistency {
+
+/// Each stripe of the parameter vector has its own mutex: a push or pull of a stripe is
+/// atomic, pushes to different stripes run in parallel, and inside a stripe the SIMD kernel
+/// runs unhindered. `stripes = 1` is one global lock: every push and pull is atomic.
+struct Locked {
+  /// Upper bound on the number of stripes.
+  std::size_t stripes = 64;
+  /// A stripe never holds fewer parameters than this (small vectors get fewer stripes):
+  /// taking a lock costs about as much as updating a few hundred floats.
+  std::size_t min_stripe_elements = 1024;
+
+  void validate() const {
+    if (stripes == 0) {
+      throw std::invalid_argument("asyncopt: Locked::stripes must be at least 1");
+    }
+    if (min_stripe_elements == 0) {
+      throw std::invalid_argument("asyncopt: Locked::min_stripe_elements must be at least 1");
+    }
+  }
+
+  /// The runtime side: the mutexes for a vector of n parameters.
+  template <class Scalar>
+  class Guard {
+   public:
+    Guard(const Locked& policy, std::size_t n, std::size_t /*workers*/) : n_(n) {
+      policy.validate();
+      const std::size_t by_size = std::max<std::size_t>(1, n / policy.min_stripe_elements);
+      count_ = std::min(policy.stripes, by_size);
+      // Stripes start on cache-line boundaries of the element index so two stripes never
+      // share a line of w.
+      constexpr std::size_t line = cache_line / sizeof(Scalar);
+      stripe_size_ = ((n + count_ - 1) / count_ + line - 1) / line * line;
+      stripe_size_ = std::max<std::size_t>(stripe_size_, 1);
+      count_ = (n + stripe_size_ - 1) / stripe_size_;
+      count_ = std::max<std::size_t>(count_, 1);
+      mutexes_ = std::make_unique<PaddedMutex[]>(count_);
+    }
+
+    [[nodiscard]] std::size_t stripes() const noexcept { return count_; }
+    [[nodiscard]] std::size_t stripe_of(std::size_t i) const noexcept { return i / stripe_size_; }
+
+    /// dst <- src, stripe by stripe, each under its lock.
+    void read(const Scalar* src, Scalar* dst) {
+      for_each_stripe([&](std::size_t begin, std::size_t end) {
+        kernels::copy<kernels::PlainAccess>(src, dst, begin, end);
+      });
+    }
+
+    /// Calls apply(PlainAccess{}, begin, end) for each stripe, under its lock.
+    template <class F>
+    void write_dense(F&& apply) {
+      for_each_stripe(
+          [&](std::size_t begin, std::size_t end) { apply(kernels::PlainAccess{}, begin, end); });
+    }
+
+    /// Calls apply(PlainAccess{}, k_begin, k_end) for each run of entries of the strictly
+    /// increasing `index` that lie in one stripe, under that stripe's lock. Only the stripes
+    /// the gradient touches are locked.
+    template <class F>
+    void write_sparse(std::span<const std::size_t> index, F&& apply) {
+      std::size_t k = 0;
+      while (k < index.size()) {
+        const std::size_t stripe = stripe_of(index[k]);
+        const std::size_t stripe_end = (stripe + 1) * stripe_size_;
+        std::size_t run_end = k + 1;
+        while (run_end < index.size() && index[run_end] < stripe_end) {
+          ++run_end;
+        }
+        const std::lock_guard lock(mutexes_[stripe].mutex);
+        apply(kernels::PlainAccess{}, k, run_end);
+        k = run_end;
+      }
+    }
+
+   private:
+    struct alignas(cache_line) PaddedMutex {
+      std::mutex mutex;
+    };
+
+    template <class F>
+    void for_each_stripe(F&& body) {
+      for (std::size_t s = 0; s < count_; ++s) {
+        const std::size_t begin = s * stripe_size_;
+        const std::size_t end = std::min(n_, begin + stripe_size_);
+        const std::lock_guard lock(mutexes_[s].mutex);
+        body(begin, end);
+      }
+    }
+
+    std::size_t n_;
+    std::size_t count_ = 1;
+    std::size_t stripe_size_ = 1;
+    std::unique_ptr<PaddedMutex[]> mutexes_;
+  };
+};
+
+}  // namespace asyncopt::consistency

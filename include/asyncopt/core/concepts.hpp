@@ -1,0 +1,104 @@
+// The three axes of an optimizer, as concepts. Reading one tells what to implement.
+#pragma once
+
+#include <array>
+#include <concepts>
+#include <cstddef>
+#include <span>
+
+#include <asyncopt/core/objective.hpp>
+#include <asyncopt/core/step.hpp>
+#include <asyncopt/kernels/access.hpp>
+
+namespace asyncopt {
+
+namespace detail {
+
+template <template <class> class>
+struct TemplateOfOne {};
+template <template <class, class, class> class>
+struct TemplateOfThree {};
+
+/// Stands in for the callables the store hands to a consistency policy's Guard.
+struct RangeArchetype {
+  void operator()(kernels::PlainAccess /*access*/, std::size_t /*begin*/,
+                  std::size_t /*end*/) const {}
+  void operator()(kernels::RelaxedAccess /*access*/, std::size_t /*begin*/,
+                  std::size_t /*end*/) const {}
+};
+
+/// Stands in for a worker's step in Transport::run.
+struct WorkerBodyArchetype {
+  bool operator()(std::size_t /*worker*/) const { return false; }
+};
+
+}  // namespace detail
+
+/// How one gradient changes the parameters.
+///
+/// A rule is a value type holding its hyper-parameters. It provides
+/// - `state_slots`: how many extra scalars it keeps per parameter (0 for SGD, 1 for momentum);
+/// - `step<Scalar>(StepInfo)`: the coefficients of this update folded into a callable
+///   `s(w, g, state)` that updates one element in place, where `w` and `g` are `V` and `state`
+///   is `std::array<V, state_slots>&`, for `V` = `Scalar` and `V` = `xsimd::batch<Scalar>`
+///   (write the formula once, generic over `V`);
+/// - `validate()`: throws std::invalid_argument on bad hyper-parameters.
+template <class R>
+concept UpdateRule = std::copy_constructible<R> && requires(const R& rule) {
+  { R::state_slots } -> std::convertible_to<std::size_t>;
+  rule.validate();
+} && requires(const R& rule, const StepInfo& info, float& wf, double& wd,
+              std::array<float, R::state_slots>& sf, std::array<double, R::state_slots>& sd) {
+  rule.template step<float>(info)(wf, wf, sf);
+  rule.template step<double>(info)(wd, wd, sd);
+};
+
+/// How concurrent pushes and pulls relate.
+///
+/// A policy is a value type with its options, `validate()`, and a nested class template
+/// `Guard<Scalar>`, constructed as `Guard(policy, n, workers)`, which the store uses for
+/// every access to the shared parameters:
+/// - `read(src, dst)`: copy the n parameters for a pull;
+/// - `write_dense(apply)`: call `apply(access, begin, end)` over ranges covering [0, n);
+/// - `write_sparse(index, apply)`: call `apply(access, k_begin, k_end)` over runs of entries
+///   of a strictly increasing index list;
+/// where `access` is kernels::PlainAccess (the guard excludes other writers of the range)
+/// or kernels::RelaxedAccess (it does not; the kernel then uses atomic_ref).
+template <class C>
+concept ConsistencyPolicy = std::copy_constructible<C> && requires {
+  typename detail::TemplateOfOne<C::template Guard>;
+} && requires(const C& policy, typename C::template Guard<float>& guard, const float* src,
+              float* dst, std::span<const std::size_t> index, detail::RangeArchetype apply) {
+  policy.validate();
+  requires std::constructible_from < typename C::template Guard<float>,
+  const C&, std::size_t, std::size_t > ;
+  guard.read(src, dst);
+  guard.write_dense(apply);
+  guard.write_sparse(index, apply);
+};
+
+/// Where the store lives and how workers reach it.
+///
+/// A transport is a value type with its options, a nested class template
+/// `Store<Scalar, Rule, Consistency>` that holds (or reaches) the parameters and hands out
+/// worker handles (`pull`, `push`, `clock`), and `run(workers, body)`, which calls
+/// `body(worker)` repeatedly for every worker until it returns false: on threads, in one
+/// thread in a simulated order, or in remote processes.
+template <class T>
+concept Transport = std::copy_constructible<T> && requires {
+  typename detail::TemplateOfThree<T::template Store>;
+} && requires(const T& transport, std::size_t workers, detail::WorkerBodyArchetype body) {
+  transport.run(workers, body);
+};
+
+/// A worker's view of a store: the parameter-server API every transport offers.
+template <class H, class Scalar>
+concept WorkerHandle = requires(H& handle, std::span<Scalar> out, std::span<const Scalar> grad,
+                                std::span<const std::size_t> index) {
+  handle.pull(out);
+  handle.push(grad);
+  handle.push(index, grad);
+  handle.clock();
+};
+
+}  // namespace asyncopt

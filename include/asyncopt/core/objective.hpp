@@ -1,0 +1,41 @@
+// What a user hands to optimize(): the Objective and SparseObjective concepts.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <span>
+
+#include <asyncopt/core/sparse.hpp>
+
+namespace asyncopt {
+
+/// A differentiable finite-sum objective f(w) = mean_i loss_i(w) + regularizer(w).
+///
+/// To implement one, provide (all `const`, and safe to call from several threads at once):
+/// - `dimension()`: the number of parameters;
+/// - `num_examples()`: the number of terms in the sum (examples);
+/// - `loss(w)`: the full objective at `w`;
+/// - `gradient(w, batch, grad)`: overwrite `grad` (size `dimension()`) with the gradient of
+///   the mean loss over the examples whose ids are in `batch`, plus the regularizer's.
+template <class F, class Scalar>
+concept Objective = requires(const F& f, std::span<const Scalar> w,
+                             std::span<const std::size_t> batch, std::span<Scalar> grad) {
+  { f.dimension() } -> std::convertible_to<std::size_t>;
+  { f.num_examples() } -> std::convertible_to<std::size_t>;
+  { f.loss(w) } -> std::convertible_to<double>;
+  { f.gradient(w, batch, grad) } -> std::same_as<void>;
+};
+
+/// An Objective whose batch gradients touch few parameters (sparse data, Hogwild!).
+///
+/// `sparse_gradient(w, batch, g)` clears `g` and writes the batch gradient as strictly
+/// increasing indices with their values. It only needs the parameters at those indices, so
+/// a worker may pull just them.
+template <class F, class Scalar>
+concept SparseObjective = Objective<F, Scalar> &&
+    requires(const F& f, std::span<const Scalar> w, std::span<const std::size_t> batch,
+             SparseGradient<Scalar>& g) {
+  { f.sparse_gradient(w, batch, g) } -> std::same_as<void>;
+};
+
+}  // namespace asyncopt

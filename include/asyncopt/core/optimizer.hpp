@@ -1,0 +1,318 @@
+// AsyncOptimizer: an update rule, a consistency policy and a transport composed into one
+// type, and the training loop written once on top of the worker handle.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <asyncopt/consistency/lock_free.hpp>
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/options.hpp>
+#include <asyncopt/core/random.hpp>
+#include <asyncopt/core/report.hpp>
+#include <asyncopt/transport/shared_memory.hpp>
+#include <asyncopt/update/sgd.hpp>
+
+namespace asyncopt {
+
+/// What an epoch callback receives.
+template <class Scalar>
+struct EpochInfo {
+  std::size_t epoch = 0;
+  /// Full loss after the epoch; NaN when Options::evaluate_loss is false.
+  double loss = std::numeric_limits<double>::quiet_NaN();
+  /// Updates applied so far and training wall time so far.
+  std::uint64_t updates = 0;
+  double seconds = 0.0;
+  /// Mean staleness of the updates applied so far.
+  double mean_staleness = 0.0;
+  /// The parameters after the epoch (no worker is running while callbacks run).
+  std::span<const Scalar> params;
+};
+
+namespace detail {
+
+template <class T>
+inline constexpr bool always_false = false;
+
+// A callback returning bool stops the run with false; one returning void never stops it.
+template <class Callback, class Info>
+bool invoke_callback(Callback& callback, const Info& info) {
+  if constexpr (std::is_same_v<std::invoke_result_t<Callback&, const Info&>, bool>) {
+    return callback(info);
+  } else {
+    callback(info);
+    return true;
+  }
+}
+
+}  // namespace detail
+
+/// An asynchronous optimizer: `Rule` (how a gradient changes the parameters),
+/// `Consistency` (how concurrent pushes and pulls relate) and `Transport` (where the
+/// parameters live and how workers reach them), checked at compile time.
+///
+/// Two levels of API: `attach(params, workers)` gives a store whose worker handles
+/// (pull, push, clock) serve users who own their loop; `optimize(objective, params, options)`
+/// runs the worker pool over disjoint shards of the examples and returns a Report.
+template <class Scalar, class Rule, class Consistency, class Transport = transport::SharedMemory>
+class AsyncOptimizer {
+  static_assert(std::same_as<Scalar, float> || std::same_as<Scalar, double>,
+                "asyncopt: the Scalar slot of AsyncOptimizer must be float or double");
+  static_assert(UpdateRule<Rule>,
+                "asyncopt: the Rule slot of AsyncOptimizer needs an update rule (a type that "
+                "models asyncopt::UpdateRule, such as asyncopt::update::Sgd)");
+  static_assert(ConsistencyPolicy<Consistency>,
+                "asyncopt: the Consistency slot of AsyncOptimizer needs a consistency policy (a "
+                "type that models asyncopt::ConsistencyPolicy, such as "
+                "asyncopt::consistency::LockFree or asyncopt::consistency::Locked)");
+  static_assert(asyncopt::Transport<Transport>,
+                "asyncopt: the Transport slot of AsyncOptimizer needs a transport (a type that "
+                "models asyncopt::Transport, such as asyncopt::transport::SharedMemory)");
+
+ public:
+  // After a failed static_assert, well-formed stand-ins keep the compiler from adding a
+  // cascade of errors to the one sentence above.
+  using scalar_type =
+      std::conditional_t<std::same_as<Scalar, float> || std::same_as<Scalar, double>, Scalar,
+                         float>;
+  using rule_type = std::conditional_t<UpdateRule<Rule>, Rule, update::Sgd>;
+  using consistency_type =
+      std::conditional_t<ConsistencyPolicy<Consistency>, Consistency, consistency::LockFree>;
+  using transport_type =
+      std::conditional_t<asyncopt::Transport<Transport>, Transport, transport::SharedMemory>;
+  using store_type =
+      typename transport_type::template Store<scalar_type, rule_type, consistency_type>;
+
+  AsyncOptimizer() = default;
+  explicit AsyncOptimizer(rule_type rule, consistency_type consistency = {},
+                          transport_type transport = {})
+      : rule_(std::move(rule)),
+        consistency_(std::move(consistency)),
+        transport_(std::move(transport)) {}
+
+  [[nodiscard]] const rule_type& rule() const noexcept { return rule_; }
+  [[nodiscard]] const consistency_type& consistency() const noexcept { return consistency_; }
+  [[nodiscard]] const transport_type& transport() const noexcept { return transport_; }
+
+  /// A store over `params` (used in place, so it must outlive the store) for `workers`
+  /// workers; its `worker(id)` handles pull, push and clock.
+  [[nodiscard]] std::unique_ptr<store_type> attach(std::span<scalar_type> params,
+                                                   std::size_t workers) const {
+    return std::make_unique<store_type>(transport_, rule_, consistency_, params, workers);
+  }
+
+  /// Minimizes `objective` from the starting point in `params`, in place.
+  ///
+  /// Each epoch shuffles the example ids with a seed derived from Options::seed, gives
+  /// worker k the k-th contiguous slice, and runs the workers until their slices are done
+  /// or a stopping criterion fires. Bad options, rule or policy settings, or a parameter
+  /// span of the wrong size throw std::invalid_argument before anything is touched.
+  /// Callbacks are called after every epoch with an EpochInfo; one that returns false stops
+  /// the run.
+  template <class F, class... Callbacks>
+  Report optimize(const F& objective, std::span<scalar_type> params, const Options& options,
+                  Callbacks&&... callbacks) const {
+    static_assert(Objective<F, scalar_type>,
+                  "asyncopt: the objective passed to optimize() must model "
+                  "asyncopt::Objective<F, Scalar> (dimension(), num_examples(), loss(w), "
+                  "gradient(w, batch, grad))");
+    if constexpr (Objective<F, scalar_type>) {
+      return run(objective, params, options, callbacks...);
+    } else {
+      return {};
+    }
+  }
+
+  /// The same, with default options.
+  template <class F>
+  Report optimize(const F& objective, std::span<scalar_type> params) const {
+    return optimize(objective, params, Options{});
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  template <class F>
+  void validate(const F& objective, std::span<scalar_type> params, const Options& options) const {
+    options.validate();
+    rule_.validate();
+    consistency_.validate();
+    const std::size_t dimension = objective.dimension();
+    if (params.size() != dimension) {
+      throw std::invalid_argument(
+          "asyncopt: the parameter span has " + std::to_string(params.size()) +
+          " elements but the objective's dimension is " + std::to_string(dimension));
+    }
+    const std::size_t examples = objective.num_examples();
+    if (examples == 0) {
+      throw std::invalid_argument("asyncopt: the objective has no examples");
+    }
+    if (options.workers > examples) {
+      throw std::invalid_argument("asyncopt: Options::workers is " +
+                                  std::to_string(options.workers) + " but the objective has only " +
+                                  std::to_string(examples) + " examples");
+    }
+  }
+
+  template <class F, class... Callbacks>
+  Report run(const F& objective, std::span<scalar_type> params, const Options& options,
+             Callbacks&... callbacks) const {
+    validate(objective, params, options);
+    constexpr bool sparse = SparseObjective<F, scalar_type>;
+    const auto start = Clock::now();
+    const std::size_t n = params.size();
+    const std::size_t examples = objective.num_examples();
+    const std::size_t workers = options.workers;
+
+    store_type store(transport_, rule_, consistency_, params, workers);
+
+    // Per-worker buffers live across epochs: a step allocates nothing.
+    struct WorkerState {
+      explicit WorkerState(typename store_type::Worker h) : handle(std::move(h)) {}
+      typename store_type::Worker handle;
+      std::vector<scalar_type> w;
+      std::vector<scalar_type> grad;
+      SparseGradient<scalar_type> sparse_grad;
+      std::size_t next = 0;
+      std::size_t end = 0;
+      std::uint64_t examples = 0;
+    };
+    std::vector<WorkerState> states;
+    states.reserve(workers);
+    for (std::size_t id = 0; id < workers; ++id) {
+      states.emplace_back(store.worker(id));
+      states.back().w.resize(n);
+      if constexpr (!sparse) {
+        states.back().grad.resize(n);
+      }
+    }
+
+    Report report;
+    auto evaluate = [&] {
+      return static_cast<double>(objective.loss(std::span<const scalar_type>(params)));
+    };
+    if (options.evaluate_loss) {
+      report.loss.push_back(evaluate());
+    }
+
+    std::vector<std::size_t> order(examples);
+    std::atomic<bool> stop{false};
+    const bool timed = options.max_seconds > 0.0;
+    const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(options.max_seconds));
+    const std::size_t batch_size = options.batch_size;
+
+    auto step = [&](std::size_t id) -> bool {
+      WorkerState& ws = states[id];
+      if (ws.next >= ws.end || stop.load(std::memory_order_relaxed)) {
+        return false;
+      }
+      const std::size_t count = std::min(batch_size, ws.end - ws.next);
+      const std::span<const std::size_t> batch(order.data() + ws.next, count);
+      ws.next += count;
+      try {
+        ws.handle.pull(ws.w);
+        if constexpr (sparse) {
+          objective.sparse_gradient(std::span<const scalar_type>(ws.w), batch, ws.sparse_grad);
+          ws.handle.push(ws.sparse_grad);
+        } else {
+          objective.gradient(std::span<const scalar_type>(ws.w), batch,
+                             std::span<scalar_type>(ws.grad));
+          ws.handle.push(std::span<const scalar_type>(ws.grad));
+        }
+        ws.handle.clock();
+      } catch (...) {
+        stop.store(true, std::memory_order_relaxed);
+        throw;
+      }
+      ws.examples += count;
+      if (timed && Clock::now() >= deadline) {
+        stop.store(true, std::memory_order_relaxed);
+      }
+      return ws.next < ws.end;
+    };
+
+    Clock::duration training{};
+    double previous = report.loss.empty() ? 0.0 : report.loss.back();
+    for (std::size_t epoch = 1;; ++epoch) {
+      random_permutation(order, epoch_seed(options.seed, epoch));
+      for (std::size_t id = 0; id < workers; ++id) {
+        states[id].next = id * examples / workers;
+        states[id].end = (id + 1) * examples / workers;
+      }
+      const auto epoch_start = Clock::now();
+      transport_.run(workers, step);
+      training += Clock::now() - epoch_start;
+      report.epochs = epoch;
+
+      double loss = std::numeric_limits<double>::quiet_NaN();
+      if (options.evaluate_loss) {
+        loss = evaluate();
+        report.loss.push_back(loss);
+      }
+      bool keep_going = true;
+      [[maybe_unused]] const EpochInfo<scalar_type> info{
+          .epoch = epoch,
+          .loss = loss,
+          .updates = store.version(),
+          .seconds = std::chrono::duration<double>(training).count(),
+          .mean_staleness = store.stats().mean_staleness(),
+          .params = std::span<const scalar_type>(params)};
+      ((keep_going = detail::invoke_callback(callbacks, info) && keep_going), ...);
+
+      if (stop.load(std::memory_order_relaxed)) {
+        report.stop = StopReason::time;
+        break;
+      }
+      if (!keep_going) {
+        report.stop = StopReason::callback;
+        break;
+      }
+      if (options.evaluate_loss && loss <= options.target_loss) {
+        report.stop = StopReason::target_loss;
+        break;
+      }
+      if (options.tolerance > 0.0 && std::abs(previous - loss) <= options.tolerance) {
+        report.stop = StopReason::tolerance;
+        break;
+      }
+      if (timed && Clock::now() >= deadline) {
+        report.stop = StopReason::time;
+        break;
+      }
+      if (options.epochs != 0 && epoch >= options.epochs) {
+        report.stop = StopReason::epochs;
+        break;
+      }
+      previous = loss;
+    }
+
+    static_cast<StoreStats&>(report) = store.stats();
+    for (const auto& ws : states) {
+      report.examples += ws.examples;
+    }
+    report.training_seconds = std::chrono::duration<double>(training).count();
+    report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    return report;
+  }
+
+  rule_type rule_{};
+  consistency_type consistency_{};
+  transport_type transport_{};
+};
+
+}  // namespace asyncopt

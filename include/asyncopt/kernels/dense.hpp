@@ -1,0 +1,126 @@
+// The update kernels: one pass over memory, the rule's formula on SIMD batches with a scalar
+// tail running the same formula, no allocation and no branch inside the loop.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstring>
+#include <span>
+
+#include <xsimd/xsimd.hpp>
+
+#include <asyncopt/kernels/access.hpp>
+
+namespace asyncopt::kernels {
+
+/// Pointers to a rule's per-parameter state slots (momentum, second moments, ...).
+template <class Scalar, std::size_t Slots>
+using StatePointers = std::array<Scalar*, Slots>;
+
+namespace detail {
+
+template <class V, std::size_t Slots, class Load>
+inline std::array<V, Slots> load_state(Load&& load) {
+  std::array<V, Slots> s{};
+  for (std::size_t k = 0; k < Slots; ++k) {
+    s[k] = load(k);
+  }
+  return s;
+}
+
+}  // namespace detail
+
+/// w[i], state[.][i] <- step(w[i], g[i], state[.][i]) for i in [begin, end).
+///
+/// `step` is the rule's per-element formula, called with `Scalar` and with
+/// `xsimd::batch<Scalar>`. With RelaxedAccess every shared element is read and written
+/// through std::atomic_ref and the loop stays scalar.
+template <Access A, class Step, class Scalar, std::size_t Slots>
+void apply_dense(const Step& step, Scalar* w, const Scalar* g,
+                 const StatePointers<Scalar, Slots>& state, std::size_t begin, std::size_t end) {
+  std::size_t i = begin;
+  if constexpr (A::vectorizable) {
+    using Batch = xsimd::batch<Scalar>;
+    constexpr std::size_t width = Batch::size;
+    for (; i + width <= end; i += width) {
+      Batch wv = Batch::load_unaligned(w + i);
+      const Batch gv = Batch::load_unaligned(g + i);
+      auto s = detail::load_state<Batch, Slots>(
+          [&](std::size_t k) { return Batch::load_unaligned(state[k] + i); });
+      step(wv, gv, s);
+      wv.store_unaligned(w + i);
+      for (std::size_t k = 0; k < Slots; ++k) {
+        s[k].store_unaligned(state[k] + i);
+      }
+    }
+  }
+  for (; i < end; ++i) {
+    Scalar wv = A::load(w + i);
+    auto s =
+        detail::load_state<Scalar, Slots>([&](std::size_t k) { return A::load(state[k] + i); });
+    step(wv, g[i], s);
+    A::store(w + i, wv);
+    for (std::size_t k = 0; k < Slots; ++k) {
+      A::store(state[k] + i, s[k]);
+    }
+  }
+}
+
+/// The same formula over a sparse gradient: entries [begin, end) of (index, value).
+template <Access A, class Step, class Scalar, std::size_t Slots>
+void apply_sparse(const Step& step, Scalar* w, const std::size_t* index, const Scalar* value,
+                  const StatePointers<Scalar, Slots>& state, std::size_t begin, std::size_t end) {
+  for (std::size_t k = begin; k < end; ++k) {
+    const std::size_t i = index[k];
+    Scalar wv = A::load(w + i);
+    auto s =
+        detail::load_state<Scalar, Slots>([&](std::size_t j) { return A::load(state[j] + i); });
+    step(wv, value[k], s);
+    A::store(w + i, wv);
+    for (std::size_t j = 0; j < Slots; ++j) {
+      A::store(state[j] + i, s[j]);
+    }
+  }
+}
+
+/// dst[i] <- src[i] for i in [begin, end), reading shared memory through A.
+template <Access A, class Scalar>
+void copy(const Scalar* src, Scalar* dst, std::size_t begin, std::size_t end) noexcept {
+  if constexpr (A::vectorizable) {
+    if (end > begin) {
+      std::memcpy(dst + begin, src + begin, (end - begin) * sizeof(Scalar));
+    }
+  } else {
+    for (std::size_t i = begin; i < end; ++i) {
+      dst[i] = A::load(src + i);
+    }
+  }
+}
+
+/// True when every value is finite. x * 0 is 0 for finite x and NaN for NaN or Inf, so one
+/// vectorized accumulation answers for the whole span (not valid under -ffast-math).
+template <class Scalar>
+[[nodiscard]] bool all_finite(std::span<const Scalar> values) noexcept {
+  using Batch = xsimd::batch<Scalar>;
+  constexpr std::size_t width = Batch::size;
+  const std::size_t n = values.size();
+  const Scalar* p = values.data();
+  Batch acc(Scalar{0});
+  const Batch zero(Scalar{0});
+  std::size_t i = 0;
+  for (; i + width <= n; i += width) {
+    acc += Batch::load_unaligned(p + i) * zero;
+  }
+  alignas(64) std::array<Scalar, width> lanes{};
+  acc.store_unaligned(lanes.data());
+  Scalar total{0};
+  for (const Scalar lane : lanes) {
+    total += lane;
+  }
+  for (; i < n; ++i) {
+    total += p[i] * Scalar{0};
+  }
+  return total == Scalar{0};
+}
+
+}  // namespace asyncopt::kernels

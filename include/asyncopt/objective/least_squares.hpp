@@ -1,0 +1,46 @@
+// Linear least squares (ridge regression when l2 > 0).
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <utility>
+
+#include <asyncopt/objective/detail.hpp>
+
+namespace asyncopt::objective {
+
+namespace detail {
+
+struct SquaredLoss {
+  static double value(double z, double y) { return 0.5 * (z - y) * (z - y); }
+  static double slope(double z, double y) { return z - y; }
+};
+
+}  // namespace detail
+
+/// Minimises mean_i 0.5 (x_i . w + b - y_i)^2 + 0.5 l2 ||w||^2; parameters [w_0..w_{d-1}, b],
+/// b iff `intercept`, never penalised. `sparse_gradient` puts L2 on touched weights only, so
+/// it differs from `gradient` by l2 * w elsewhere (Hogwild!, Niu et al., NeurIPS 2011).
+/// Reference: Hastie, Tibshirani, Friedman, The Elements of Statistical Learning, 2009, 3.4.1.
+template <class Matrix>
+class LeastSquares : public detail::SingleOutputModel<Matrix, detail::SquaredLoss> {
+  using Base = detail::SingleOutputModel<Matrix, detail::SquaredLoss>;
+
+ public:
+  using Scalar = typename Matrix::Scalar;
+  /// One real target per example.
+  using Labels = typename Base::Labels;
+  using Options = objective::Options;
+
+  /// Takes the data and targets by value: pass them with std::move to avoid a copy.
+  LeastSquares(Matrix data, Labels labels, Options options = {})
+      : Base("LeastSquares", std::move(data), std::move(labels), options) {
+    for (Eigen::Index i = 0; i < this->labels().size(); ++i) {
+      if (!std::isfinite(this->labels()[i])) {
+        detail::fail(this->type(), "", "the label at row " + std::to_string(i) + " is not finite");
+      }
+    }
+  }
+};
+
+}  // namespace asyncopt::objective

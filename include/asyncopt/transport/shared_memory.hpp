@@ -1,0 +1,293 @@
+// The default transport: the store lives in this process and workers are threads.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
+
+#include <asyncopt/core/config.hpp>
+#include <asyncopt/core/report.hpp>
+#include <asyncopt/core/sparse.hpp>
+#include <asyncopt/core/step.hpp>
+#include <asyncopt/kernels/dense.hpp>
+
+namespace asyncopt::transport {
+
+/// What a push did.
+struct PushResult {
+  /// False when the gradient was rejected (it held NaN or Inf); nothing changed then.
+  bool applied = false;
+  /// Updates applied between the worker's last pull and this push.
+  std::uint64_t staleness = 0;
+};
+
+/// Shared memory: the store holds the caller's parameter array in place (no copy) and
+/// workers are threads of this process.
+struct SharedMemory {
+  /// Pin worker k to CPU k modulo the CPUs this process may use (Linux only; elsewhere
+  /// ignored). Steadier timings on a quiet machine, worse ones on a shared one.
+  bool pin_threads = false;
+
+  template <class Scalar, class Rule, class Consistency>
+  class Store;
+
+  /// Runs body(worker) repeatedly on one thread per worker until it returns false. The
+  /// first exception thrown by a body is rethrown here after every thread has finished.
+  template <class Body>
+  void run(std::size_t workers, Body&& body) const {
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    {
+      std::vector<std::jthread> threads;
+      threads.reserve(workers);
+      for (std::size_t id = 0; id < workers; ++id) {
+        threads.emplace_back([this, &body, &error, &error_mutex, id] {
+          if (pin_threads) {
+            pin_to_cpu(id);
+          }
+          try {
+            while (body(id)) {
+            }
+          } catch (...) {
+            const std::lock_guard lock(error_mutex);
+            if (!error) {
+              error = std::current_exception();
+            }
+          }
+        });
+      }
+    }
+    if (error) {
+      std::rethrow_exception(error);
+    }
+  }
+
+ private:
+  static void pin_to_cpu([[maybe_unused]] std::size_t worker) noexcept {
+#if defined(__linux__)
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
+      return;
+    }
+    const int count = CPU_COUNT(&allowed);
+    if (count <= 0) {
+      return;
+    }
+    int wanted = static_cast<int>(worker % static_cast<std::size_t>(count));
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (CPU_ISSET(cpu, &allowed) && wanted-- == 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+        return;
+      }
+    }
+#endif
+  }
+};
+
+/// The parameters, the rule's state and the version counter, shared by worker threads.
+///
+/// The store keeps a reference to the caller's parameter array, which must outlive it.
+/// Worker handles are cheap; each must be used by one thread at a time, and each worker id
+/// by one handle.
+template <class Scalar, class Rule, class Consistency>
+class SharedMemory::Store {
+ public:
+  using scalar_type = Scalar;
+  using guard_type = typename Consistency::template Guard<Scalar>;
+  static constexpr std::size_t slots = Rule::state_slots;
+
+  class Worker;
+
+  Store(const SharedMemory& /*transport*/, const Rule& rule, const Consistency& consistency,
+        std::span<Scalar> params, std::size_t workers)
+      : rule_(rule),
+        params_(params),
+        state_(slots * params.size(), Scalar{0}),
+        guard_(consistency, params.size(), workers),
+        counters_(workers) {
+    if (workers == 0) {
+      throw std::invalid_argument("asyncopt: a store needs at least one worker");
+    }
+    rule_.validate();
+    for (std::size_t k = 0; k < slots; ++k) {
+      state_pointers_[k] = state_.data() + k * params.size();
+    }
+  }
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  Store(Store&&) = delete;
+  Store& operator=(Store&&) = delete;
+  ~Store() = default;
+
+  /// The handle of worker `id` (0 <= id < workers()).
+  [[nodiscard]] Worker worker(std::size_t id) {
+    if (id >= counters_.size()) {
+      throw std::out_of_range("asyncopt: worker id " + std::to_string(id) + " but the store has " +
+                              std::to_string(counters_.size()) + " workers");
+    }
+    return Worker(*this, id);
+  }
+
+  [[nodiscard]] std::size_t dimension() const noexcept { return params_.size(); }
+  [[nodiscard]] std::size_t workers() const noexcept { return counters_.size(); }
+  /// Updates applied (or being applied) so far.
+  [[nodiscard]] std::uint64_t version() const noexcept {
+    return version_.load(std::memory_order_acquire);
+  }
+
+  /// The counters of all workers, merged. Call it while no worker is pushing.
+  [[nodiscard]] StoreStats stats() const {
+    StoreStats total;
+    for (const auto& c : counters_) {
+      total.merge(c.stats);
+    }
+    return total;
+  }
+
+ private:
+  struct alignas(cache_line) Counters {
+    StoreStats stats;
+    std::uint64_t clock = 0;
+  };
+
+  // Takes this update's slot in the version sequence and applies it.
+  template <class Apply>
+  PushResult apply(std::size_t worker, std::uint64_t seen, Apply&& apply_with) {
+    const std::uint64_t version = version_.fetch_add(1, std::memory_order_acq_rel);
+    const std::uint64_t staleness = version >= seen ? version - seen : 0;
+    const auto step = rule_.template step<Scalar>(
+        StepInfo{.staleness = staleness, .version = version, .worker = worker});
+    apply_with(step);
+    auto& stats = counters_[worker].stats;
+    ++stats.updates;
+    if (stats.staleness.size() <= staleness) {
+      stats.staleness.resize(staleness + 1, 0);
+    }
+    ++stats.staleness[staleness];
+    return {.applied = true, .staleness = staleness};
+  }
+
+  Rule rule_;
+  std::span<Scalar> params_;
+  std::vector<Scalar> state_;
+  kernels::StatePointers<Scalar, slots> state_pointers_{};
+  guard_type guard_;
+  alignas(cache_line) std::atomic<std::uint64_t> version_{0};
+  std::vector<Counters> counters_;
+};
+
+/// A worker's handle on a shared-memory store: pull, push, clock.
+template <class Scalar, class Rule, class Consistency>
+class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
+ public:
+  /// Copies the parameters into `out` and remembers the store's version, so that the next
+  /// push knows how stale its gradient is.
+  void pull(std::span<Scalar> out) {
+    check_size(out.size(), "pull");
+    seen_ = store_->version_.load(std::memory_order_acquire);
+    store_->guard_.read(store_->params_.data(), out.data());
+  }
+
+  /// Applies a dense gradient computed at the last pulled parameters.
+  PushResult push(std::span<const Scalar> gradient) {
+    check_size(gradient.size(), "push");
+    if (!kernels::all_finite(gradient)) {
+      return reject();
+    }
+    Store& s = *store_;
+    return s.apply(id_, seen_, [&](const auto& step) {
+      s.guard_.write_dense([&](auto access, std::size_t begin, std::size_t end) {
+        kernels::apply_dense<decltype(access)>(step, s.params_.data(), gradient.data(),
+                                               s.state_pointers_, begin, end);
+      });
+    });
+  }
+
+  /// Applies a sparse gradient: strictly increasing indices with their values.
+  PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
+    check_sparse(index, value);
+    if (!kernels::all_finite(value)) {
+      return reject();
+    }
+    Store& s = *store_;
+    return s.apply(id_, seen_, [&](const auto& step) {
+      s.guard_.write_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
+        kernels::apply_sparse<decltype(access)>(step, s.params_.data(), index.data(), value.data(),
+                                                s.state_pointers_, begin, end);
+      });
+    });
+  }
+
+  PushResult push(const SparseGradient<Scalar>& gradient) {
+    return push(gradient.indices(), gradient.values());
+  }
+
+  /// Marks the end of this worker's step.
+  void clock() noexcept { ++store_->counters_[id_].clock; }
+
+  [[nodiscard]] std::size_t id() const noexcept { return id_; }
+  /// The store's version at the last pull.
+  [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_; }
+  /// Steps this worker has finished.
+  [[nodiscard]] std::uint64_t clock_count() const noexcept { return store_->counters_[id_].clock; }
+
+ private:
+  friend class Store;
+  Worker(Store& store, std::size_t id) : store_(&store), id_(id) {}
+
+  PushResult reject() noexcept {
+    ++store_->counters_[id_].stats.rejected;
+    return {.applied = false, .staleness = 0};
+  }
+
+  void check_size(std::size_t size, const char* what) const {
+    if (size != store_->params_.size()) {
+      throw std::invalid_argument(std::string("asyncopt: ") + what + " of " + std::to_string(size) +
+                                  " elements into a store of " +
+                                  std::to_string(store_->params_.size()) + " parameters");
+    }
+  }
+
+  void check_sparse(std::span<const std::size_t> index, std::span<const Scalar> value) const {
+    if (index.size() != value.size()) {
+      throw std::invalid_argument("asyncopt: sparse push with " + std::to_string(index.size()) +
+                                  " indices but " + std::to_string(value.size()) + " values");
+    }
+    const std::size_t n = store_->params_.size();
+    for (std::size_t k = 0; k < index.size(); ++k) {
+      if (index[k] >= n) {
+        throw std::invalid_argument("asyncopt: sparse push index " + std::to_string(index[k]) +
+                                    " is out of range for " + std::to_string(n) + " parameters");
+      }
+      if (k > 0 && index[k] <= index[k - 1]) {
+        throw std::invalid_argument(
+            "asyncopt: sparse push indices must be strictly increasing (index " +
+            std::to_string(index[k]) + " follows " + std::to_string(index[k - 1]) + ")");
+      }
+    }
+  }
+
+  Store* store_;
+  std::size_t id_;
+  std::uint64_t seen_ = 0;
+};
+
+}  // namespace asyncopt::transport

@@ -1,0 +1,47 @@
+// Plain stochastic gradient descent.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+
+#include <asyncopt/core/config.hpp>
+#include <asyncopt/core/step.hpp>
+
+namespace asyncopt::update {
+
+/// Stochastic gradient descent, w <- w - lr * g (Robbins and Monro 1951). Asynchronous
+/// and lock-free when composed with consistency::LockFree (Hogwild!, Niu et al. 2011).
+struct Sgd {
+  double learning_rate = 0.01;
+
+  static constexpr std::size_t state_slots = 0;
+
+  /// The per-element formula with the step's coefficients folded in. `V` is a scalar or a
+  /// SIMD batch; the same code runs on both.
+  template <class Scalar>
+  struct Step {
+    Scalar learning_rate;
+
+    template <class V>
+    ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, 0>& /*state*/) const {
+      w -= V(learning_rate) * g;
+    }
+  };
+
+  template <class Scalar>
+  [[nodiscard]] Step<Scalar> step(const StepInfo& /*info*/) const noexcept {
+    return {static_cast<Scalar>(learning_rate)};
+  }
+
+  void validate() const {
+    if (!(learning_rate > 0.0) || !std::isfinite(learning_rate)) {
+      throw std::invalid_argument("asyncopt: Sgd::learning_rate must be positive and finite, got " +
+                                  std::to_string(learning_rate));
+    }
+  }
+};
+
+}  // namespace asyncopt::update

@@ -1,0 +1,25 @@
+# Builds TARGET in BUILD_DIR. With EXPECT empty the build must succeed (the control case that
+# shows the harness can pass); otherwise it must fail with exactly one error whose text
+# matches EXPECT.
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${BUILD_DIR} --target ${TARGET}
+                RESULT_VARIABLE result OUTPUT_VARIABLE out ERROR_VARIABLE err)
+set(log "${out}${err}")
+if(EXPECT STREQUAL "")
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "control case ${TARGET} failed to build:\n${log}")
+  endif()
+  message(STATUS "control case ${TARGET} builds")
+  return()
+endif()
+if(result EQUAL 0)
+  message(FATAL_ERROR "${TARGET} compiled, but it must fail with: ${EXPECT}")
+endif()
+string(REGEX MATCHALL "error:" errors "${log}")
+list(LENGTH errors error_count)
+if(NOT log MATCHES "${EXPECT}")
+  message(FATAL_ERROR "${TARGET} failed without the expected message '${EXPECT}':\n${log}")
+endif()
+if(NOT error_count EQUAL 1)
+  message(FATAL_ERROR "${TARGET} must fail with exactly one error, got ${error_count}:\n${log}")
+endif()
+message(STATUS "${TARGET} fails with the expected message and no other error")

@@ -1,0 +1,27 @@
+// The same shape as the failing cases, well-typed: it must compile, which shows the harness
+// can tell a passing build from a failing one.
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include <asyncopt/asyncopt.hpp>
+
+struct Quadratic {
+  [[nodiscard]] std::size_t dimension() const { return 2; }
+  [[nodiscard]] std::size_t num_examples() const { return 4; }
+  [[nodiscard]] double loss(std::span<const float> w) const {
+    return 0.5 * (w[0] * w[0] + w[1] * w[1]);
+  }
+  void gradient(std::span<const float> w, std::span<const std::size_t> /*batch*/,
+                std::span<float> grad) const {
+    grad[0] = w[0];
+    grad[1] = w[1];
+  }
+};
+
+int main() {
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, asyncopt::consistency::LockFree> optimizer;
+  std::vector<float> w(2);
+  const auto report = optimizer.optimize(Quadratic{}, std::span<float>(w), {.epochs = 1});
+  return static_cast<int>(report.epochs);
+}

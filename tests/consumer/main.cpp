@@ -1,0 +1,72 @@
+// Trains least squares on synthetic data through the installed package and checks
+// that the known solution is recovered. Exit status 0 means the package works.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <random>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Dense>
+
+#include <asyncopt/asyncopt.hpp>
+#include <asyncopt/objective/least_squares.hpp>
+
+namespace {
+
+int run() {
+  using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  constexpr Eigen::Index rows = 200;
+  constexpr std::array<float, 5> w_star{1.0f, -2.0f, 0.5f, 3.0f, -1.0f};
+  constexpr auto cols = static_cast<Eigen::Index>(w_star.size());
+
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Matrix x(rows, cols);
+  for (Eigen::Index i = 0; i < rows; ++i) {
+    for (Eigen::Index j = 0; j < cols; ++j) {
+      x(i, j) = normal(rng);
+    }
+  }
+  const Eigen::Map<const Eigen::VectorXf> truth(w_star.data(), cols);
+  Eigen::VectorXf y = x * truth;
+
+  const asyncopt::objective::LeastSquares<Matrix> f(std::move(x), std::move(y),
+                                                    {.l2 = 0.0, .intercept = false});
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, asyncopt::consistency::LockFree> opt{
+      asyncopt::update::Sgd{.learning_rate = 0.05f}};
+
+  std::vector<float> w(w_star.size(), 0.0f);
+  const asyncopt::Report r = opt.optimize(f, std::span<float>(w),
+                                          {.workers = 2, .batch_size = 4, .epochs = 50, .seed = 1});
+
+  float max_error = 0.0f;
+  std::printf("w =");
+  for (std::size_t j = 0; j < w.size(); ++j) {
+    std::printf(" %.5f", static_cast<double>(w[j]));
+    max_error = std::max(max_error, std::abs(w[j] - w_star[j]));
+  }
+  std::printf("\nupdates = %llu, max |w - w*| = %.3g\n", static_cast<unsigned long long>(r.updates),
+              static_cast<double>(max_error));
+
+  if (!(max_error < 1e-2f)) {
+    std::printf("FAILED: the solution w* was not recovered\n");
+    return 1;
+  }
+  std::printf("OK\n");
+  return 0;
+}
+
+}  // namespace
+
+int main() {
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "FAILED: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,277 @@
+// The worker-handle API of the shared-memory store: pull, push, clock.
+#include <algorithm>
+#include <cstddef>
+#include <limits>
+#include <numeric>
+#include <span>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <asyncopt/asyncopt.hpp>
+
+using asyncopt::consistency::Locked;
+using asyncopt::consistency::LockFree;
+using asyncopt::update::Sgd;
+
+namespace {
+
+// Locked with small stripes, so that a few hundred parameters span several of them.
+const Locked small_stripes{.stripes = 8, .min_stripe_elements = 16};
+
+template <class Scalar, class Consistency>
+using Opt = asyncopt::AsyncOptimizer<Scalar, Sgd, Consistency>;
+
+template <class Consistency>
+Consistency make_policy() {
+  if constexpr (std::is_same_v<Consistency, Locked>) {
+    return small_stripes;
+  } else {
+    return Consistency{};
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("staleness counts the updates applied between a worker's pull and its push", "",
+                   Locked, LockFree) {
+  std::vector<double> w(10, 0.0);
+  const Opt<double, TestType> opt(Sgd{.learning_rate = 1.0}, make_policy<TestType>());
+  auto store = opt.attach(w, 3);
+  auto a = store->worker(0);
+  auto b = store->worker(1);
+  auto c = store->worker(2);
+  std::vector<double> buffer(10);
+  const std::vector<double> g(10, 1.0);
+
+  a.pull(buffer);
+  b.pull(buffer);
+  c.pull(buffer);
+  REQUIRE(a.push(std::span<const double>(g)).staleness == 0);
+  REQUIRE(b.push(std::span<const double>(g)).staleness == 1);
+  REQUIRE(c.push(std::span<const double>(g)).staleness == 2);
+  a.pull(buffer);
+  REQUIRE(a.seen_version() == 3);
+  REQUIRE(a.push(std::span<const double>(g)).staleness == 0);
+
+  REQUIRE(store->version() == 4);
+  const auto stats = store->stats();
+  REQUIRE(stats.updates == 4);
+  REQUIRE(stats.staleness == std::vector<std::uint64_t>{2, 1, 1});
+  REQUIRE(stats.max_staleness() == 2);
+  REQUIRE(stats.mean_staleness() == Approx(0.75));
+  for (const double x : w) {
+    REQUIRE(x == -4.0);
+  }
+}
+
+TEMPLATE_TEST_CASE("pull copies the parameters and push applies w -= lr * g", "", Locked,
+                   LockFree) {
+  constexpr std::size_t n = 301;
+  std::vector<float> w(n);
+  std::iota(w.begin(), w.end(), 0.0f);
+  const Opt<float, TestType> opt(Sgd{.learning_rate = 0.5}, make_policy<TestType>());
+  auto store = opt.attach(w, 1);
+  auto h = store->worker(0);
+  std::vector<float> pulled(n, -1.0f);
+  h.pull(pulled);
+  REQUIRE(pulled == w);
+  std::vector<float> g(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    g[i] = static_cast<float>(i % 7);
+  }
+  const auto result = h.push(std::span<const float>(g));
+  REQUIRE(result.applied);
+  for (std::size_t i = 0; i < n; ++i) {
+    REQUIRE(w[i] == static_cast<float>(i) - 0.5f * static_cast<float>(i % 7));
+  }
+  h.clock();
+  h.clock();
+  REQUIRE(h.clock_count() == 2);
+}
+
+TEMPLATE_TEST_CASE("a sparse push and the equivalent dense push give identical parameters", "",
+                   Locked, LockFree) {
+  constexpr std::size_t n = 257;
+  std::vector<float> dense_w(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    dense_w[i] = 0.01f * static_cast<float>(i) - 1.0f;
+  }
+  std::vector<float> sparse_w = dense_w;
+  const Opt<float, TestType> opt(Sgd{.learning_rate = 0.3}, make_policy<TestType>());
+  auto dense_store = opt.attach(dense_w, 1);
+  auto sparse_store = opt.attach(sparse_w, 1);
+
+  asyncopt::SparseGradient<float> sparse;
+  std::vector<float> dense(n, 0.0f);
+  for (const std::size_t i : {0, 1, 15, 16, 17, 100, 200, 255, 256}) {
+    const float v = 0.1f * static_cast<float>(i) + 0.3f;
+    sparse.push_back(i, v);
+    dense[i] = v;
+  }
+  for (int round = 0; round < 5; ++round) {
+    REQUIRE(dense_store->worker(0).push(std::span<const float>(dense)).applied);
+    REQUIRE(sparse_store->worker(0).push(sparse).applied);
+  }
+  REQUIRE(dense_w == sparse_w);
+}
+
+TEMPLATE_TEST_CASE("a gradient with NaN or Inf is rejected whole and counted", "", Locked,
+                   LockFree) {
+  std::vector<double> w(20, 1.0);
+  const auto before = w;
+  const Opt<double, TestType> opt(Sgd{.learning_rate = 0.1}, make_policy<TestType>());
+  auto store = opt.attach(w, 1);
+  auto h = store->worker(0);
+  std::vector<double> g(20, 1.0);
+  g[13] = std::numeric_limits<double>::quiet_NaN();
+  REQUIRE_FALSE(h.push(std::span<const double>(g)).applied);
+  g[13] = -std::numeric_limits<double>::infinity();
+  REQUIRE_FALSE(h.push(std::span<const double>(g)).applied);
+  const std::vector<std::size_t> index = {2, 5};
+  const std::vector<double> value = {1.0, std::numeric_limits<double>::infinity()};
+  REQUIRE_FALSE(h.push(index, value).applied);
+  REQUIRE(w == before);
+  REQUIRE(store->version() == 0);
+  REQUIRE(store->stats().rejected == 3);
+  REQUIRE(store->stats().updates == 0);
+}
+
+TEMPLATE_TEST_CASE("malformed pushes and pulls raise clear errors and change nothing", "", Locked,
+                   LockFree) {
+  std::vector<float> w(12, 2.0f);
+  const auto before = w;
+  const Opt<float, TestType> opt(Sgd{.learning_rate = 0.1}, make_policy<TestType>());
+  auto store = opt.attach(w, 2);
+  auto h = store->worker(1);
+  std::vector<float> wrong(11, 1.0f);
+  REQUIRE_THROWS_WITH(h.push(std::span<const float>(wrong)),
+                      Catch::Contains("push of 11 elements into a store of 12 parameters"));
+  REQUIRE_THROWS_WITH(h.pull(wrong), Catch::Contains("pull of 11 elements"));
+  const std::vector<float> two = {1.0f, 1.0f};
+  const std::vector<std::size_t> out_of_range = {3, 12};
+  REQUIRE_THROWS_WITH(h.push(out_of_range, two), Catch::Contains("index 12 is out of range"));
+  const std::vector<std::size_t> unsorted = {5, 2};
+  REQUIRE_THROWS_WITH(h.push(unsorted, two), Catch::Contains("strictly increasing"));
+  const std::vector<std::size_t> repeated = {4, 4};
+  REQUIRE_THROWS_WITH(h.push(repeated, two), Catch::Contains("strictly increasing"));
+  const std::vector<std::size_t> three = {1, 2, 3};
+  REQUIRE_THROWS_WITH(h.push(three, two), Catch::Contains("3 indices but 2 values"));
+  REQUIRE_THROWS_AS(store->worker(2), std::out_of_range);
+  REQUIRE(w == before);
+  REQUIRE(store->version() == 0);
+}
+
+TEST_CASE("Locked stripes partition the vector on cache-line boundaries") {
+  using Guard = Locked::Guard<float>;
+  for (const std::size_t n : {1, 15, 16, 1000, 10000, 100003}) {
+    for (const std::size_t stripes : {1, 3, 64}) {
+      INFO("n = " << n << ", stripes = " << stripes);
+      Guard guard(Locked{.stripes = stripes, .min_stripe_elements = 100}, n, 1);
+      REQUIRE(guard.stripes() >= 1);
+      REQUIRE(guard.stripes() <= stripes);
+      std::vector<int> covered(n, 0);
+      std::size_t previous_end = 0;
+      guard.write_dense([&](auto access, std::size_t begin, std::size_t end) {
+        STATIC_REQUIRE(std::is_same_v<decltype(access), asyncopt::kernels::PlainAccess>);
+        REQUIRE(begin == previous_end);
+        REQUIRE(begin % 16 == 0);
+        previous_end = end;
+        for (std::size_t i = begin; i < end; ++i) {
+          ++covered[i];
+        }
+      });
+      REQUIRE(previous_end == n);
+      REQUIRE(std::all_of(covered.begin(), covered.end(), [](int c) { return c == 1; }));
+    }
+  }
+}
+
+TEST_CASE("a sparse write locks only the stripes it touches, one run per stripe") {
+  Locked::Guard<float> guard(Locked{.stripes = 4, .min_stripe_elements = 16}, 256, 1);
+  REQUIRE(guard.stripes() == 4);
+  const std::vector<std::size_t> index = {1, 2, 63, 64, 200, 255};
+  std::vector<std::pair<std::size_t, std::size_t>> runs;
+  guard.write_sparse(index, [&](auto /*access*/, std::size_t begin, std::size_t end) {
+    runs.emplace_back(begin, end);
+  });
+  const std::vector<std::pair<std::size_t, std::size_t>> expected = {{0, 3}, {3, 4}, {4, 6}};
+  REQUIRE(runs == expected);
+}
+
+TEST_CASE("Locked with concurrent pushes loses no update, and one stripe makes pulls atomic") {
+  constexpr std::size_t n = 4096;
+  constexpr int threads = 4;
+  constexpr int pushes = 300;
+  for (const std::size_t stripes : {1, 16}) {
+    INFO("stripes = " << stripes);
+    std::vector<float> w(n, 0.0f);
+    const Opt<float, Locked> opt(Sgd{.learning_rate = 1.0},
+                                 Locked{.stripes = stripes, .min_stripe_elements = 64});
+    auto store = opt.attach(w, threads);
+    std::atomic<int> torn_reads{0};
+    {
+      std::vector<std::jthread> pool;
+      for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+          auto h = store->worker(static_cast<std::size_t>(t));
+          std::vector<float> g(n, 1.0f);
+          std::vector<float> seen(n);
+          for (int k = 0; k < pushes; ++k) {
+            h.pull(seen);
+            // With one lock, a pull sees whole pushes only: every element is equal.
+            if (stripes == 1 &&
+                std::any_of(seen.begin(), seen.end(), [&](float x) { return x != seen[0]; })) {
+              ++torn_reads;
+            }
+            h.push(std::span<const float>(g));
+          }
+        });
+      }
+    }
+    REQUIRE(torn_reads.load() == 0);
+    for (const float x : w) {
+      REQUIRE(x == -static_cast<float>(threads * pushes));
+    }
+    REQUIRE(store->stats().updates == static_cast<std::uint64_t>(threads * pushes));
+  }
+}
+
+TEST_CASE("LockFree with concurrent sparse pushes is race-free and keeps every value in range") {
+  constexpr std::size_t n = 64;
+  constexpr int threads = 4;
+  constexpr int pushes = 2000;
+  std::vector<double> w(n, 0.0);
+  const Opt<double, LockFree> opt(Sgd{.learning_rate = 1.0});
+  auto store = opt.attach(w, threads);
+  {
+    std::vector<std::jthread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        auto h = store->worker(static_cast<std::size_t>(t));
+        std::vector<double> seen(n);
+        asyncopt::SparseGradient<double> g;
+        for (int k = 0; k < pushes; ++k) {
+          h.pull(seen);
+          g.clear();
+          for (std::size_t i = static_cast<std::size_t>(k % 3); i < n; i += 3) {
+            g.push_back(i, 1.0);
+          }
+          h.push(g);
+        }
+      });
+    }
+  }
+  // Hogwild! may lose updates that race, never invent them: each coordinate received at
+  // most the pushes offered to it, a whole number of them, and not none.
+  for (std::size_t i = 0; i < n; ++i) {
+    const double received = -w[i];
+    const double offered =
+        threads * static_cast<double>((pushes + 2 - static_cast<int>(i % 3)) / 3);
+    REQUIRE(received <= offered);
+    REQUIRE(received >= 1.0);
+    REQUIRE(received == std::floor(received));
+  }
+}
