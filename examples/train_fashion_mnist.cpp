@@ -139,9 +139,9 @@ int main(int argc, char** argv) {
     }
     const asyncopt::objective::Options model{.l2 = s.l2, .intercept = true};
     const Softmax train_set(std::move(data.train.images), std::move(data.train.labels),
-                            data.classes, model);
-    const Softmax test_set(std::move(data.test.images), std::move(data.test.labels), data.classes,
-                           model);
+                            asyncopt::io::FashionMnist<float>::classes, model);
+    const Softmax test_set(std::move(data.test.images), std::move(data.test.labels),
+                           asyncopt::io::FashionMnist<float>::classes, model);
     std::printf(
         "Fashion-MNIST: %zu training and %zu test images, %zu parameters; "
         "%zu workers, rule %s, consistency %s, loaded in %.2f s\n",

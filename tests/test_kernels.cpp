@@ -28,6 +28,9 @@ std::vector<T> random_vector(std::size_t n, unsigned seed) {
 const std::vector<std::size_t> lengths = {0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1001};
 
 template <class T>
+using Operands = asyncopt::kernels::DenseOperands<T, 0>;
+
+template <class T>
 constexpr double relative_bound = std::is_same_v<T, float> ? 1e-6 : 1e-14;
 
 }  // namespace
@@ -36,14 +39,13 @@ TEMPLATE_TEST_CASE("the Sgd kernel matches a double-precision reference on every
                    double) {
   const asyncopt::update::Sgd rule{.learning_rate = 0.37};
   const auto step = rule.step<TestType>({});
-  const asyncopt::kernels::StatePointers<TestType, 0> no_state{};
   for (const std::size_t n : lengths) {
     INFO("n = " << n);
     auto w = random_vector<TestType>(n, 1);
     const auto g = random_vector<TestType>(n, 2);
     const auto w0 = w;
-    asyncopt::kernels::apply_dense<asyncopt::kernels::PlainAccess>(step, w.data(), g.data(),
-                                                                   no_state, 0, n);
+    asyncopt::kernels::apply_dense<asyncopt::kernels::PlainAccess>(
+        step, Operands<TestType>{.w = w.data(), .g = g.data()}, 0, n);
     for (std::size_t i = 0; i < n; ++i) {
       const double expected =
           static_cast<double>(w0[i]) -
@@ -57,16 +59,15 @@ TEMPLATE_TEST_CASE("the Sgd kernel matches a double-precision reference on every
 TEMPLATE_TEST_CASE("the relaxed-atomic path and the SIMD path agree", "", float, double) {
   const asyncopt::update::Sgd rule{.learning_rate = 0.05};
   const auto step = rule.step<TestType>({});
-  const asyncopt::kernels::StatePointers<TestType, 0> no_state{};
   for (const std::size_t n : lengths) {
     INFO("n = " << n);
     auto plain = random_vector<TestType>(n, 3);
     auto relaxed = plain;
     const auto g = random_vector<TestType>(n, 4);
-    asyncopt::kernels::apply_dense<asyncopt::kernels::PlainAccess>(step, plain.data(), g.data(),
-                                                                   no_state, 0, n);
-    asyncopt::kernels::apply_dense<asyncopt::kernels::RelaxedAccess>(step, relaxed.data(), g.data(),
-                                                                     no_state, 0, n);
+    asyncopt::kernels::apply_dense<asyncopt::kernels::PlainAccess>(
+        step, Operands<TestType>{.w = plain.data(), .g = g.data()}, 0, n);
+    asyncopt::kernels::apply_dense<asyncopt::kernels::RelaxedAccess>(
+        step, Operands<TestType>{.w = relaxed.data(), .g = g.data()}, 0, n);
     for (std::size_t i = 0; i < n; ++i) {
       REQUIRE(std::abs(static_cast<double>(plain[i]) - static_cast<double>(relaxed[i])) <=
               relative_bound<TestType> * (std::abs(static_cast<double>(plain[i])) + 1.0));
@@ -77,11 +78,10 @@ TEMPLATE_TEST_CASE("the relaxed-atomic path and the SIMD path agree", "", float,
 TEMPLATE_TEST_CASE("a kernel over a sub-range leaves the rest alone", "", float, double) {
   const asyncopt::update::Sgd rule{.learning_rate = 1.0};
   const auto step = rule.step<TestType>({});
-  const asyncopt::kernels::StatePointers<TestType, 0> no_state{};
   std::vector<TestType> w(50, TestType{1});
   const std::vector<TestType> g(50, TestType{1});
-  asyncopt::kernels::apply_dense<asyncopt::kernels::PlainAccess>(step, w.data(), g.data(), no_state,
-                                                                 5, 37);
+  asyncopt::kernels::apply_dense<asyncopt::kernels::PlainAccess>(
+      step, Operands<TestType>{.w = w.data(), .g = g.data()}, 5, 37);
   for (std::size_t i = 0; i < w.size(); ++i) {
     REQUIRE(w[i] == ((i >= 5 && i < 37) ? TestType{0} : TestType{1}));
   }
@@ -91,14 +91,16 @@ TEMPLATE_TEST_CASE("the sparse kernel applies each listed entry once and nothing
                    double) {
   const asyncopt::update::Sgd rule{.learning_rate = 0.5};
   const auto step = rule.step<TestType>({});
-  const asyncopt::kernels::StatePointers<TestType, 0> no_state{};
   const auto w0 = random_vector<TestType>(40, 5);
   auto w = w0;
   const std::vector<std::size_t> index = {0, 3, 4, 17, 39};
   const std::vector<TestType> value = {TestType{1}, TestType{-2}, TestType{0.25}, TestType{8},
                                        TestType{-0.5}};
   asyncopt::kernels::apply_sparse<asyncopt::kernels::RelaxedAccess>(
-      step, w.data(), index.data(), value.data(), no_state, 0, index.size());
+      step,
+      asyncopt::kernels::SparseOperands<TestType, 0>{
+          .w = w.data(), .index = index.data(), .value = value.data()},
+      0, index.size());
   std::size_t k = 0;
   for (std::size_t i = 0; i < w.size(); ++i) {
     if (k < index.size() && index[k] == i) {

@@ -79,7 +79,7 @@ void check_least_squares_converges(const Consistency& policy, double tolerance) 
     const auto report =
         opt.optimize(f, std::span<Scalar>(w), {.workers = workers, .batch_size = 4, .epochs = 40});
     REQUIRE(report.epochs == 40);
-    REQUIRE(report.updates == 40 * 200);
+    REQUIRE(report.updates == 40U * 200U);
     double error = 0.0;
     for (Eigen::Index j = 0; j < 12; ++j) {
       error = std::max(error,
@@ -120,7 +120,7 @@ TEST_CASE("least squares on sparse data converges through sparse pushes", "[conv
   std::vector<double> w(12, 0.0);
   const auto report =
       opt.optimize(f, std::span<double>(w), {.workers = 2, .batch_size = 4, .epochs = 40});
-  REQUIRE(report.updates == 40 * 200);
+  REQUIRE(report.updates == 40U * 200U);
   for (Eigen::Index j = 0; j < 12; ++j) {
     REQUIRE(std::abs(w[static_cast<std::size_t>(j)] - optimum[j]) < 2e-3);
   }
@@ -237,7 +237,7 @@ TEST_CASE(
 
   const auto serial =
       opt.optimize(f, std::span<float>(w), {.workers = 1, .batch_size = 3, .epochs = 3});
-  REQUIRE(serial.updates == 3 * 134);
+  REQUIRE(serial.updates == 3U * 134U);
   REQUIRE(serial.staleness == std::vector<std::uint64_t>{serial.updates});
   REQUIRE(serial.max_staleness() == 0);
 
@@ -253,7 +253,7 @@ TEST_CASE(
       total += count;
     }
     REQUIRE(total == parallel.updates);
-    REQUIRE(parallel.updates == 5 * 400);
+    REQUIRE(parallel.updates == 5U * 400U);
     positive = parallel.updates - parallel.staleness[0];
   }
   REQUIRE(positive > 0);
@@ -267,7 +267,7 @@ TEST_CASE("every example is used exactly once per epoch, across workers") {
   std::vector<float> w(f.dimension(), 0.0f);
   const auto report =
       opt.optimize(observed, std::span<float>(w), {.workers = 3, .batch_size = 7, .epochs = 4});
-  REQUIRE(report.examples == 4 * 1001);
+  REQUIRE(report.examples == 4U * 1001U);
   for (std::size_t i = 0; i < 1001; ++i) {
     REQUIRE(observed.uses[i].load() == 4);
   }
@@ -339,12 +339,13 @@ TEST_CASE("optimize stops on tolerance, target loss, time and callbacks") {
 
 namespace {
 
+// Static members are enough to model Objective: it calls them through an object.
 struct Throwing {
-  [[nodiscard]] std::size_t dimension() const { return 2; }
-  [[nodiscard]] std::size_t num_examples() const { return 100; }
-  [[nodiscard]] double loss(std::span<const float> /*w*/) const { return 1.0; }
-  void gradient(std::span<const float> /*w*/, std::span<const std::size_t> batch,
-                std::span<float> grad) const {
+  [[nodiscard]] static std::size_t dimension() { return 2; }
+  [[nodiscard]] static std::size_t num_examples() { return 100; }
+  [[nodiscard]] static double loss(std::span<const float> /*w*/) { return 1.0; }
+  static void gradient(std::span<const float> /*w*/, std::span<const std::size_t> batch,
+                       std::span<float> grad) {
     if (batch[0] == 42) {
       throw std::runtime_error("example 42 is broken");
     }

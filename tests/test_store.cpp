@@ -268,8 +268,8 @@ TEST_CASE("LockFree with concurrent sparse pushes is race-free and keeps every v
   // most the pushes offered to it, a whole number of them, and not none.
   for (std::size_t i = 0; i < n; ++i) {
     const double received = -w[i];
-    const double offered =
-        threads * static_cast<double>((pushes + 2 - static_cast<int>(i % 3)) / 3);
+    const int offered_per_thread = (pushes + 2 - static_cast<int>(i % 3)) / 3;
+    const double offered = threads * static_cast<double>(offered_per_thread);
     REQUIRE(received <= offered);
     REQUIRE(received >= 1.0);
     REQUIRE(received == std::floor(received));

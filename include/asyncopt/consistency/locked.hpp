@@ -37,19 +37,11 @@ struct Locked {
   template <class Scalar>
   class Guard {
    public:
-    Guard(const Locked& policy, std::size_t n, std::size_t /*workers*/) : n_(n) {
-      policy.validate();
-      const std::size_t by_size = std::max<std::size_t>(1, n / policy.min_stripe_elements);
-      count_ = std::min(policy.stripes, by_size);
-      // Stripes start on cache-line boundaries of the element index so two stripes never
-      // share a line of w.
-      constexpr std::size_t line = cache_line / sizeof(Scalar);
-      stripe_size_ = ((n + count_ - 1) / count_ + line - 1) / line * line;
-      stripe_size_ = std::max<std::size_t>(stripe_size_, 1);
-      count_ = (n + stripe_size_ - 1) / stripe_size_;
-      count_ = std::max<std::size_t>(count_, 1);
-      mutexes_ = std::make_unique<PaddedMutex[]>(count_);
-    }
+    Guard(const Locked& policy, std::size_t n, std::size_t /*workers*/)
+        : n_(n),
+          stripe_size_(stripe_size_for(policy, n)),
+          count_(std::max<std::size_t>(1, (n + stripe_size_ - 1) / stripe_size_)),
+          mutexes_(std::make_unique<PaddedMutex[]>(count_)) {}
 
     [[nodiscard]] std::size_t stripes() const noexcept { return count_; }
     [[nodiscard]] std::size_t stripe_of(std::size_t i) const noexcept { return i / stripe_size_; }
@@ -88,6 +80,17 @@ struct Locked {
     }
 
    private:
+    // Stripes start on cache-line boundaries of the element index, so two stripes never
+    // share a line of w.
+    static std::size_t stripe_size_for(const Locked& policy, std::size_t n) {
+      policy.validate();
+      const std::size_t by_size = std::max<std::size_t>(1, n / policy.min_stripe_elements);
+      const std::size_t wanted = std::min(policy.stripes, by_size);
+      constexpr std::size_t line = cache_line / sizeof(Scalar);
+      const std::size_t size = ((n + wanted - 1) / wanted + line - 1) / line * line;
+      return std::max<std::size_t>(size, 1);
+    }
+
     struct alignas(cache_line) PaddedMutex {
       std::mutex mutex;
     };
@@ -103,8 +106,8 @@ struct Locked {
     }
 
     std::size_t n_;
-    std::size_t count_ = 1;
-    std::size_t stripe_size_ = 1;
+    std::size_t stripe_size_;
+    std::size_t count_;
     std::unique_ptr<PaddedMutex[]> mutexes_;
   };
 };

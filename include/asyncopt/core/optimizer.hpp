@@ -124,8 +124,8 @@ class AsyncOptimizer {
   /// Callbacks are called after every epoch with an EpochInfo; one that returns false stops
   /// the run.
   template <class F, class... Callbacks>
-  Report optimize(const F& objective, std::span<scalar_type> params, const Options& options,
-                  Callbacks&&... callbacks) const {
+  [[nodiscard]] Report optimize(const F& objective, std::span<scalar_type> params,
+                                const Options& options, Callbacks&&... callbacks) const {
     static_assert(Objective<F, scalar_type>,
                   "asyncopt: the objective passed to optimize() must model "
                   "asyncopt::Objective<F, Scalar> (dimension(), num_examples(), loss(w), "
@@ -139,7 +139,7 @@ class AsyncOptimizer {
 
   /// The same, with default options.
   template <class F>
-  Report optimize(const F& objective, std::span<scalar_type> params) const {
+  [[nodiscard]] Report optimize(const F& objective, std::span<scalar_type> params) const {
     return optimize(objective, params, Options{});
   }
 
@@ -169,8 +169,8 @@ class AsyncOptimizer {
   }
 
   template <class F, class... Callbacks>
-  Report run(const F& objective, std::span<scalar_type> params, const Options& options,
-             Callbacks&... callbacks) const {
+  [[nodiscard]] Report run(const F& objective, std::span<scalar_type> params,
+                           const Options& options, Callbacks&... callbacks) const {
     validate(objective, params, options);
     constexpr bool sparse = SparseObjective<F, scalar_type>;
     const auto start = Clock::now();

@@ -17,6 +17,37 @@ namespace asyncopt::kernels {
 template <class Scalar, std::size_t Slots>
 using StatePointers = std::array<Scalar*, Slots>;
 
+/// What a dense update reads and writes: w[i], g[i], state[k][i] and, for rules that need it
+/// (delay compensation), w_seen[i], the parameters the gradient was computed at.
+template <class Scalar, std::size_t Slots>
+struct DenseOperands {
+  Scalar* w = nullptr;
+  const Scalar* g = nullptr;
+  StatePointers<Scalar, Slots> state{};
+  const Scalar* w_seen = nullptr;
+};
+
+/// What a sparse update reads and writes: entries (index[k], value[k]); state and w_seen are
+/// dense arrays indexed by index[k].
+template <class Scalar, std::size_t Slots>
+struct SparseOperands {
+  Scalar* w = nullptr;
+  const std::size_t* index = nullptr;
+  const Scalar* value = nullptr;
+  StatePointers<Scalar, Slots> state{};
+  const Scalar* w_seen = nullptr;
+};
+
+/// Whether a rule's step reads w_seen (a `static constexpr bool needs_w_seen` member).
+template <class T>
+inline constexpr bool needs_w_seen_v = [] {
+  if constexpr (requires { T::needs_w_seen; }) {
+    return static_cast<bool>(T::needs_w_seen);
+  } else {
+    return false;
+  }
+}();
+
 namespace detail {
 
 template <class V, std::size_t Slots, class Load>
@@ -28,16 +59,32 @@ inline std::array<V, Slots> load_state(Load&& load) {
   return s;
 }
 
+// Calls the formula with w_seen only when the step asks for it, so rules that do not need
+// it never read the array.
+template <class Step, class V, std::size_t Slots, class LoadSeen>
+inline void invoke(const Step& step, V& w, const V& g, std::array<V, Slots>& s,
+                   LoadSeen&& load_seen) {
+  if constexpr (needs_w_seen_v<Step>) {
+    step(w, g, s, load_seen());
+  } else {
+    step(w, g, s);
+  }
+}
+
 }  // namespace detail
 
-/// w[i], state[.][i] <- step(w[i], g[i], state[.][i]) for i in [begin, end).
+/// w[i], state[.][i] <- step(w[i], g[i], state[.][i] [, w_seen[i]]) for i in [begin, end).
 ///
 /// `step` is the rule's per-element formula, called with `Scalar` and with
-/// `xsimd::batch<Scalar>`. With RelaxedAccess every shared element is read and written
-/// through std::atomic_ref and the loop stays scalar.
+/// `xsimd::batch<Scalar>`. With RelaxedAccess every shared element (w and state) is read
+/// and written through std::atomic_ref and the loop stays scalar; g and w_seen belong to
+/// the pushing worker and are read plainly.
 template <Access A, class Step, class Scalar, std::size_t Slots>
-void apply_dense(const Step& step, Scalar* w, const Scalar* g,
-                 const StatePointers<Scalar, Slots>& state, std::size_t begin, std::size_t end) {
+void apply_dense(const Step& step, const DenseOperands<Scalar, Slots>& op, std::size_t begin,
+                 std::size_t end) {
+  Scalar* const w = op.w;
+  const Scalar* const g = op.g;
+  const auto& state = op.state;
   std::size_t i = begin;
   if constexpr (A::vectorizable) {
     using Batch = xsimd::batch<Scalar>;
@@ -47,7 +94,7 @@ void apply_dense(const Step& step, Scalar* w, const Scalar* g,
       const Batch gv = Batch::load_unaligned(g + i);
       auto s = detail::load_state<Batch, Slots>(
           [&](std::size_t k) { return Batch::load_unaligned(state[k] + i); });
-      step(wv, gv, s);
+      detail::invoke(step, wv, gv, s, [&] { return Batch::load_unaligned(op.w_seen + i); });
       wv.store_unaligned(w + i);
       for (std::size_t k = 0; k < Slots; ++k) {
         s[k].store_unaligned(state[k] + i);
@@ -58,7 +105,7 @@ void apply_dense(const Step& step, Scalar* w, const Scalar* g,
     Scalar wv = A::load(w + i);
     auto s =
         detail::load_state<Scalar, Slots>([&](std::size_t k) { return A::load(state[k] + i); });
-    step(wv, g[i], s);
+    detail::invoke(step, wv, g[i], s, [&] { return op.w_seen[i]; });
     A::store(w + i, wv);
     for (std::size_t k = 0; k < Slots; ++k) {
       A::store(state[k] + i, s[k]);
@@ -68,17 +115,17 @@ void apply_dense(const Step& step, Scalar* w, const Scalar* g,
 
 /// The same formula over a sparse gradient: entries [begin, end) of (index, value).
 template <Access A, class Step, class Scalar, std::size_t Slots>
-void apply_sparse(const Step& step, Scalar* w, const std::size_t* index, const Scalar* value,
-                  const StatePointers<Scalar, Slots>& state, std::size_t begin, std::size_t end) {
+void apply_sparse(const Step& step, const SparseOperands<Scalar, Slots>& op, std::size_t begin,
+                  std::size_t end) {
   for (std::size_t k = begin; k < end; ++k) {
-    const std::size_t i = index[k];
-    Scalar wv = A::load(w + i);
+    const std::size_t i = op.index[k];
+    Scalar wv = A::load(op.w + i);
     auto s =
-        detail::load_state<Scalar, Slots>([&](std::size_t j) { return A::load(state[j] + i); });
-    step(wv, value[k], s);
-    A::store(w + i, wv);
+        detail::load_state<Scalar, Slots>([&](std::size_t j) { return A::load(op.state[j] + i); });
+    detail::invoke(step, wv, op.value[k], s, [&] { return op.w_seen[i]; });
+    A::store(op.w + i, wv);
     for (std::size_t j = 0; j < Slots; ++j) {
-      A::store(state[j] + i, s[j]);
+      A::store(op.state[j] + i, s[j]);
     }
   }
 }

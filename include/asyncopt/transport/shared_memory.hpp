@@ -199,24 +199,33 @@ template <class Scalar, class Rule, class Consistency>
 class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
  public:
   /// Copies the parameters into `out` and remembers the store's version, so that the next
-  /// push knows how stale its gradient is.
+  /// push knows how stale its gradient is. Rules that need the parameters a gradient was
+  /// computed at (delay compensation) read them from `out` at the next push: keep it
+  /// alive and unchanged until then.
   void pull(std::span<Scalar> out) {
     check_size(out.size(), "pull");
     seen_ = store_->version_.load(std::memory_order_acquire);
     store_->guard_.read(store_->params_.data(), out.data());
+    seen_params_ = out.data();
   }
 
   /// Applies a dense gradient computed at the last pulled parameters.
   PushResult push(std::span<const Scalar> gradient) {
     check_size(gradient.size(), "push");
+    check_seen();
     if (!kernels::all_finite(gradient)) {
       return reject();
     }
     Store& s = *store_;
     return s.apply(id_, seen_, [&](const auto& step) {
       s.guard_.write_dense([&](auto access, std::size_t begin, std::size_t end) {
-        kernels::apply_dense<decltype(access)>(step, s.params_.data(), gradient.data(),
-                                               s.state_pointers_, begin, end);
+        kernels::apply_dense<decltype(access)>(
+            step,
+            kernels::DenseOperands<Scalar, slots>{.w = s.params_.data(),
+                                                  .g = gradient.data(),
+                                                  .state = s.state_pointers_,
+                                                  .w_seen = seen_params_},
+            begin, end);
       });
     });
   }
@@ -224,14 +233,21 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   /// Applies a sparse gradient: strictly increasing indices with their values.
   PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
     check_sparse(index, value);
+    check_seen();
     if (!kernels::all_finite(value)) {
       return reject();
     }
     Store& s = *store_;
     return s.apply(id_, seen_, [&](const auto& step) {
       s.guard_.write_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
-        kernels::apply_sparse<decltype(access)>(step, s.params_.data(), index.data(), value.data(),
-                                                s.state_pointers_, begin, end);
+        kernels::apply_sparse<decltype(access)>(
+            step,
+            kernels::SparseOperands<Scalar, slots>{.w = s.params_.data(),
+                                                   .index = index.data(),
+                                                   .value = value.data(),
+                                                   .state = s.state_pointers_,
+                                                   .w_seen = seen_params_},
+            begin, end);
       });
     });
   }
@@ -266,6 +282,18 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
     }
   }
 
+  // Rules such as delay compensation read the parameters the gradient was computed at: in
+  // shared memory that is the worker's own pulled copy, so the store keeps none.
+  void check_seen() const {
+    if constexpr (kernels::needs_w_seen_v<Rule>) {
+      if (seen_params_ == nullptr) {
+        throw std::logic_error(
+            "asyncopt: this update rule needs the parameters the gradient was computed at; "
+            "pull into a buffer before the first push and keep it unchanged until the push");
+      }
+    }
+  }
+
   void check_sparse(std::span<const std::size_t> index, std::span<const Scalar> value) const {
     if (index.size() != value.size()) {
       throw std::invalid_argument("asyncopt: sparse push with " + std::to_string(index.size()) +
@@ -288,6 +316,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   Store* store_;
   std::size_t id_;
   std::uint64_t seen_ = 0;
+  const Scalar* seen_params_ = nullptr;
 };
 
 }  // namespace asyncopt::transport
