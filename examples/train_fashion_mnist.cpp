@@ -28,6 +28,8 @@ struct Settings {
   std::size_t batch_size = 8;
   double learning_rate = 0.01;
   double l2 = 1e-4;
+  double momentum = 0.9;
+  double lambda = 0.04;
   std::uint64_t seed = 1;
   std::size_t limit = 0;
   std::string data_dir = asyncopt::io::default_fashion_mnist_dir().string();
@@ -83,9 +85,35 @@ template <class Consistency>
 int with_rule(const Settings& s, const Consistency& consistency, const Softmax& train_set,
               const Softmax& test_set) {
   // One entry per rule; every rule composes with every consistency policy.
+  namespace update = asyncopt::update;
+  const double lr = s.learning_rate;
   if (s.rule == "sgd") {
-    return train(s, asyncopt::update::Sgd{.learning_rate = s.learning_rate}, consistency, train_set,
+    return train(s, update::Sgd{.learning_rate = lr}, consistency, train_set, test_set);
+  }
+  if (s.rule == "momentum") {
+    return train(s, update::MomentumCorrection{.learning_rate = lr, .beta = s.momentum},
+                 consistency, train_set, test_set);
+  }
+  if (s.rule == "heavy-ball" || s.rule == "nesterov") {
+    return train(s,
+                 update::HeavyBall{
+                     .learning_rate = lr, .momentum = s.momentum, .nesterov = s.rule == "nesterov"},
+                 consistency, train_set, test_set);
+  }
+  if (s.rule == "dc") {
+    return train(s, update::DelayCompensated{.learning_rate = lr, .lambda = s.lambda}, consistency,
+                 train_set, test_set);
+  }
+  if (s.rule == "dc-adaptive") {
+    return train(s, update::AdaptiveDelayCompensated{.learning_rate = lr}, consistency, train_set,
                  test_set);
+  }
+  if (s.rule == "staleness-aware") {
+    return train(s, update::StalenessAware<update::Sgd>{.inner = {.learning_rate = lr}},
+                 consistency, train_set, test_set);
+  }
+  if (s.rule == "adam") {
+    return train(s, update::Adam{.learning_rate = lr}, consistency, train_set, test_set);
   }
   std::fprintf(stderr, "error: unknown rule '%s'\n", s.rule.c_str());
   return 2;
@@ -96,8 +124,17 @@ int with_rule(const Settings& s, const Consistency& consistency, const Softmax& 
 int main(int argc, char** argv) {
   Settings s;
   CLI::App app{"Softmax regression on Fashion-MNIST, trained asynchronously with asyncopt"};
-  app.add_option("--rule", s.rule, "update rule")
-      ->check(CLI::IsMember({"sgd"}))
+  app.add_option("--rule", s.rule,
+                 "update rule: sgd, momentum (EMA), heavy-ball, nesterov, dc (delay-compensated), "
+                 "dc-adaptive, staleness-aware (sgd with lr / staleness), adam")
+      ->check(CLI::IsMember({"sgd", "momentum", "heavy-ball", "nesterov", "dc", "dc-adaptive",
+                             "staleness-aware", "adam"}))
+      ->capture_default_str();
+  app.add_option("--momentum", s.momentum, "beta (momentum) or mu (heavy-ball, nesterov)")
+      ->check(CLI::Range(0.0, 0.999999))
+      ->capture_default_str();
+  app.add_option("--lambda", s.lambda, "lambda of the delay-compensated rule")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--consistency", s.consistency,
                  "consistency policy: locked (striped mutexes), lockfree (Hogwild!)")

@@ -2,6 +2,7 @@
 // stopping criteria, and validation before anything is touched.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <memory>
@@ -67,15 +68,16 @@ Eigen::VectorXd normal_equations(const Regression<Scalar>& r) {
 
 // Checks the policy with 1, 2 and 4 workers against the closed-form optimum.
 template <class Scalar, class Consistency>
-void check_least_squares_converges(const Consistency& policy, double tolerance) {
-  const auto data = planted_regression<Scalar>(800, 12, 0.01, 11);
+void check_least_squares_converges(const Consistency& policy, double tolerance,
+                                   Eigen::Index d = 12) {
+  const auto data = planted_regression<Scalar>(800, d, 0.01, 11);
   const Eigen::VectorXd optimum = normal_equations(data);
   const asyncopt::objective::LeastSquares<Dense<Scalar>> f(data.x, data.y,
                                                            {.l2 = 0.0, .intercept = false});
   const asyncopt::AsyncOptimizer<Scalar, Sgd, Consistency> opt(Sgd{.learning_rate = 0.02}, policy);
   for (const std::size_t workers : {1, 2, 4}) {
     INFO("workers = " << workers);
-    std::vector<Scalar> w(12, Scalar{0});
+    std::vector<Scalar> w(static_cast<std::size_t>(d), Scalar{0});
     const auto report =
         opt.optimize(f, std::span<Scalar>(w), {.workers = workers, .batch_size = 4, .epochs = 40});
     REQUIRE(report.epochs == 40);
@@ -101,7 +103,10 @@ TEMPLATE_TEST_CASE("least squares converges to the normal-equations optimum unde
 
 TEMPLATE_TEST_CASE("least squares converges to the normal-equations optimum under striped Locked",
                    "[convergence]", float, double) {
-  check_least_squares_converges<TestType>(Locked{.stripes = 4, .min_stripe_elements = 1}, 2e-3);
+  const Locked striped{.stripes = 4, .min_stripe_elements = 1};
+  // 40 parameters in stripes of 16: three stripes, each with its own lock.
+  REQUIRE(Locked::Guard<TestType>(striped, 40, 1).stripes() == 3);
+  check_least_squares_converges<TestType>(striped, 2e-3, 40);
 }
 
 TEMPLATE_TEST_CASE("least squares converges to the normal-equations optimum under LockFree",
@@ -339,15 +344,16 @@ TEST_CASE("optimize stops on tolerance, target loss, time and callbacks") {
 
 namespace {
 
-// Static members are enough to model Objective: it calls them through an object.
+// Throws on its first gradient; counts the gradients computed.
 struct Throwing {
+  std::atomic<int>* calls;
   [[nodiscard]] static std::size_t dimension() { return 2; }
-  [[nodiscard]] static std::size_t num_examples() { return 100; }
+  [[nodiscard]] static std::size_t num_examples() { return 20000; }
   [[nodiscard]] static double loss(std::span<const float> /*w*/) { return 1.0; }
-  static void gradient(std::span<const float> /*w*/, std::span<const std::size_t> batch,
-                       std::span<float> grad) {
-    if (batch[0] == 42) {
-      throw std::runtime_error("example 42 is broken");
+  void gradient(std::span<const float> /*w*/, std::span<const std::size_t> /*batch*/,
+                std::span<float> grad) const {
+    if (calls->fetch_add(1) == 0) {
+      throw std::runtime_error("the first gradient is broken");
     }
     grad[0] = grad[1] = 0.0f;
   }
@@ -358,9 +364,59 @@ struct Throwing {
 TEST_CASE("an exception in a worker stops the others and reaches the caller") {
   const asyncopt::AsyncOptimizer<float, Sgd, LockFree> opt(Sgd{.learning_rate = 0.1});
   std::vector<float> w(2, 0.0f);
-  REQUIRE_THROWS_WITH(
-      opt.optimize(Throwing{}, std::span<float>(w), {.workers = 4, .batch_size = 1, .epochs = 3}),
-      "example 42 is broken");
+  std::atomic<int> calls{0};
+  REQUIRE_THROWS_WITH(opt.optimize(Throwing{&calls}, std::span<float>(w),
+                                   {.workers = 4, .batch_size = 1, .epochs = 3}),
+                      "the first gradient is broken");
+  // Without the stop, the other workers would finish the epoch: 20000 gradients. With it,
+  // each stops at its next step.
+  INFO("gradients computed: " << calls.load());
+  REQUIRE(calls.load() < 10000);
+}
+
+namespace {
+
+// A gradient that takes about a millisecond.
+template <class F>
+struct Slow {
+  const F* inner;
+  [[nodiscard]] std::size_t dimension() const { return inner->dimension(); }
+  [[nodiscard]] std::size_t num_examples() const { return inner->num_examples(); }
+  [[nodiscard]] double loss(std::span<const double> w) const { return inner->loss(w); }
+  void gradient(std::span<const double> w, std::span<const std::size_t> batch,
+                std::span<double> grad) const {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    inner->gradient(w, batch, grad);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the time limit stops the workers in the middle of an epoch") {
+  const auto data = planted_regression<double>(4000, 3, 0.1, 10);
+  const asyncopt::objective::LeastSquares<Dense<double>> f(data.x, data.y);
+  const asyncopt::AsyncOptimizer<double, Sgd, LockFree> opt(Sgd{.learning_rate = 0.01});
+  std::vector<double> w(f.dimension(), 0.0);
+  // An epoch is 2000 sleeping steps per worker (at least 2 s); the limit is 0.1 s.
+  const auto r = opt.optimize(Slow<decltype(f)>{&f}, std::span<double>(w),
+                              {.workers = 2, .batch_size = 1, .epochs = 5, .max_seconds = 0.1});
+  REQUIRE(r.stop == StopReason::time);
+  REQUIRE(r.epochs == 1);
+  REQUIRE(r.examples < 4000);
+  REQUIRE(r.updates == r.examples);
+}
+
+TEST_CASE("a diverging run stops with StopReason::diverged") {
+  const auto data = planted_regression<double>(200, 4, 0.1, 13);
+  const asyncopt::objective::LeastSquares<Dense<double>> f(data.x, data.y);
+  // Far above 2 / L for this problem: the iterates blow up within an epoch or two.
+  const asyncopt::AsyncOptimizer<double, Sgd, Locked> opt(Sgd{.learning_rate = 50.0});
+  std::vector<double> w(f.dimension(), 0.0);
+  const auto r =
+      opt.optimize(f, std::span<double>(w), {.workers = 1, .batch_size = 1, .epochs = 100});
+  REQUIRE(r.stop == StopReason::diverged);
+  REQUIRE(r.epochs < 100);
+  REQUIRE_FALSE(std::isfinite(r.final_loss()));
 }
 
 TEMPLATE_TEST_CASE("every validation error names its cause and leaves the parameters untouched", "",

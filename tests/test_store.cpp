@@ -60,6 +60,7 @@ TEMPLATE_TEST_CASE("staleness counts the updates applied between a worker's pull
   const auto stats = store->stats();
   REQUIRE(stats.updates == 4);
   REQUIRE(stats.staleness == std::vector<std::uint64_t>{2, 1, 1});
+  REQUIRE(stats.staleness_sum == 3);
   REQUIRE(stats.max_staleness() == 2);
   REQUIRE(stats.mean_staleness() == Approx(0.75));
   for (const double x : w) {
@@ -160,6 +161,7 @@ TEMPLATE_TEST_CASE("malformed pushes and pulls raise clear errors and change not
   const std::vector<std::size_t> three = {1, 2, 3};
   REQUIRE_THROWS_WITH(h.push(three, two), Catch::Contains("3 indices but 2 values"));
   REQUIRE_THROWS_AS(store->worker(2), std::out_of_range);
+  REQUIRE_THROWS_WITH(store->worker(1), Catch::Contains("worker 1 already has a handle"));
   REQUIRE(w == before);
   REQUIRE(store->version() == 0);
 }
@@ -239,6 +241,8 @@ TEST_CASE("Locked with concurrent pushes loses no update, and one stripe makes p
   }
 }
 
+// Mostly a target for ThreadSanitizer, which checks that concurrent Hogwild! pushes and pulls
+// are free of data races.
 TEST_CASE("LockFree with concurrent sparse pushes is race-free and keeps every value in range") {
   constexpr std::size_t n = 64;
   constexpr int threads = 4;
@@ -274,4 +278,58 @@ TEST_CASE("LockFree with concurrent sparse pushes is race-free and keeps every v
     REQUIRE(received >= 1.0);
     REQUIRE(received == std::floor(received));
   }
+}
+
+namespace {
+
+// Sgd whose step, for worker 1, first waits until `release` is set: it holds an update
+// between taking its place in the sequence and writing it.
+struct HeldSgd {
+  double learning_rate = 1.0;
+  std::atomic<bool>* release = nullptr;
+  std::atomic<bool>* holding = nullptr;
+  static constexpr std::size_t state_slots = 0;
+
+  template <class Scalar>
+  [[nodiscard]] Sgd::Step<Scalar> step(const asyncopt::StepInfo& info) const {
+    if (info.worker == 1) {
+      holding->store(true);
+      while (!release->load()) {
+        std::this_thread::yield();
+      }
+    }
+    return Sgd{.learning_rate = learning_rate}.step<Scalar>(info);
+  }
+  void validate() const {}
+};
+
+}  // namespace
+
+TEST_CASE("an update still being written when a worker pulls counts towards its staleness") {
+  std::vector<double> w(4, 0.0);
+  std::atomic<bool> release{false};
+  std::atomic<bool> holding{false};
+  const asyncopt::AsyncOptimizer<double, HeldSgd, Locked> opt(
+      HeldSgd{.release = &release, .holding = &holding});
+  auto store = opt.attach(w, 2);
+  auto a = store->worker(0);
+  const std::vector<double> g(4, 1.0);
+  std::vector<double> seen(4);
+  std::jthread b_thread([&] {
+    auto b = store->worker(1);
+    b.pull(seen);
+    (void)b.push(std::span<const double>(g));
+  });
+  while (!holding.load()) {
+    std::this_thread::yield();
+  }
+  // B has started its update but not written it: A's pull cannot include it.
+  std::vector<double> mine(4);
+  a.pull(mine);
+  REQUIRE(mine[0] == 0.0);
+  release.store(true);
+  b_thread.join();
+  REQUIRE(w[0] == -1.0);
+  // One update was applied between A's pull and A's push.
+  REQUIRE(a.push(std::span<const double>(g)).staleness == 1);
 }

@@ -14,4 +14,4 @@
 #include <asyncopt/io/idx.hpp>
 #include <asyncopt/objective/objective.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
-#include <asyncopt/update/sgd.hpp>
+#include <asyncopt/update/update.hpp>

@@ -41,17 +41,28 @@ struct WorkerBodyArchetype {
 /// - `step<Scalar>(StepInfo)`: the coefficients of this update folded into a callable
 ///   `s(w, g, state)` that updates one element in place, where `w` and `g` are `V` and `state`
 ///   is `std::array<V, state_slots>&`, for `V` = `Scalar` and `V` = `xsimd::batch<Scalar>`
-///   (write the formula once, generic over `V`);
+///   (write the formula once, generic over `V`). `step` is called concurrently by several
+///   workers, so it must not modify the rule;
+/// - optionally `needs_w_seen = true` (on the rule and its step): the step then takes a
+///   fourth argument, the parameter's value when the worker pulled (delay compensation);
+/// - optionally `needs_gradient_norm = true`: StepInfo::gradient_norm is filled in;
 /// - `validate()`: throws std::invalid_argument on bad hyper-parameters.
 template <class R>
 concept UpdateRule = std::copy_constructible<R> && requires(const R& rule) {
   { R::state_slots } -> std::convertible_to<std::size_t>;
   rule.validate();
-} && requires(const R& rule, const StepInfo& info, float& wf, double& wd,
-              std::array<float, R::state_slots>& sf, std::array<double, R::state_slots>& sd) {
-  rule.template step<float>(info)(wf, wf, sf);
-  rule.template step<double>(info)(wd, wd, sd);
-};
+} &&((!needs_w_seen_v<R> &&
+      requires(const R& rule, const StepInfo& info, float& wf, double& wd,
+               std::array<float, R::state_slots>& sf, std::array<double, R::state_slots>& sd) {
+        rule.template step<float>(info)(wf, wf, sf);
+        rule.template step<double>(info)(wd, wd, sd);
+      }) ||
+     (needs_w_seen_v<R> &&
+      requires(const R& rule, const StepInfo& info, float& wf, double& wd,
+               std::array<float, R::state_slots>& sf, std::array<double, R::state_slots>& sd) {
+        rule.template step<float>(info)(wf, wf, sf, wf);
+        rule.template step<double>(info)(wd, wd, sd, wd);
+      }));
 
 /// How concurrent pushes and pulls relate.
 ///
@@ -90,6 +101,17 @@ concept Transport = std::copy_constructible<T> && requires {
 } && requires(const T& transport, std::size_t workers, detail::WorkerBodyArchetype body) {
   transport.run(workers, body);
 };
+
+/// Whether a transport gives rules the parameters each gradient was computed at
+/// (`static constexpr bool provides_w_seen = true`), as delay compensation needs.
+template <class T>
+inline constexpr bool provides_w_seen_v = [] {
+  if constexpr (requires { T::provides_w_seen; }) {
+    return static_cast<bool>(T::provides_w_seen);
+  } else {
+    return false;
+  }
+}();
 
 /// A worker's view of a store: the parameter-server API every transport offers.
 template <class H, class Scalar>

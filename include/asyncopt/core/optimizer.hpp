@@ -37,7 +37,7 @@ struct EpochInfo {
   /// Updates applied so far and training wall time so far.
   std::uint64_t updates = 0;
   double seconds = 0.0;
-  /// Mean staleness of the updates applied so far.
+  /// Mean staleness of the updates applied during this epoch.
   double mean_staleness = 0.0;
   /// The parameters after the epoch (no worker is running while callbacks run).
   std::span<const Scalar> params;
@@ -51,13 +51,20 @@ inline constexpr bool always_false = false;
 // A callback returning bool stops the run with false; one returning void never stops it.
 template <class Callback, class Info>
 bool invoke_callback(Callback& callback, const Info& info) {
-  if constexpr (std::is_same_v<std::invoke_result_t<Callback&, const Info&>, bool>) {
-    return callback(info);
-  } else {
+  if constexpr (std::is_void_v<std::invoke_result_t<Callback&, const Info&>>) {
     callback(info);
     return true;
+  } else {
+    return static_cast<bool>(callback(info));
   }
 }
+
+/// An epoch callback: called with the EpochInfo, returning void or something that converts
+/// to bool (false stops the run).
+template <class Callback, class Info>
+concept EpochCallback = std::invocable<Callback&, const Info&> &&
+    (std::is_void_v<std::invoke_result_t<Callback&, const Info&>> ||
+     std::convertible_to<std::invoke_result_t<Callback&, const Info&>, bool>);
 
 }  // namespace detail
 
@@ -79,6 +86,9 @@ class AsyncOptimizer {
                 "asyncopt: the Consistency slot of AsyncOptimizer needs a consistency policy (a "
                 "type that models asyncopt::ConsistencyPolicy, such as "
                 "asyncopt::consistency::LockFree or asyncopt::consistency::Locked)");
+  static_assert(!needs_w_seen_v<Rule> || provides_w_seen_v<Transport>,
+                "asyncopt: the Rule slot needs w_seen (the parameters a gradient was computed "
+                "at, for delay compensation) but the Transport slot cannot provide it");
   static_assert(asyncopt::Transport<Transport>,
                 "asyncopt: the Transport slot of AsyncOptimizer needs a transport (a type that "
                 "models asyncopt::Transport, such as asyncopt::transport::SharedMemory)");
@@ -89,7 +99,9 @@ class AsyncOptimizer {
   using scalar_type =
       std::conditional_t<std::same_as<Scalar, float> || std::same_as<Scalar, double>, Scalar,
                          float>;
-  using rule_type = std::conditional_t<UpdateRule<Rule>, Rule, update::Sgd>;
+  using rule_type = std::conditional_t<UpdateRule<Rule> &&
+                                           (!needs_w_seen_v<Rule> || provides_w_seen_v<Transport>),
+                                       Rule, update::Sgd>;
   using consistency_type =
       std::conditional_t<ConsistencyPolicy<Consistency>, Consistency, consistency::LockFree>;
   using transport_type =
@@ -130,7 +142,11 @@ class AsyncOptimizer {
                   "asyncopt: the objective passed to optimize() must model "
                   "asyncopt::Objective<F, Scalar> (dimension(), num_examples(), loss(w), "
                   "gradient(w, batch, grad))");
-    if constexpr (Objective<F, scalar_type>) {
+    static_assert((detail::EpochCallback<Callbacks, EpochInfo<scalar_type>> && ...),
+                  "asyncopt: every callback passed to optimize() must be callable with "
+                  "const asyncopt::EpochInfo<Scalar>& and return void or bool");
+    if constexpr (Objective<F, scalar_type> &&
+                  (detail::EpochCallback<Callbacks, EpochInfo<scalar_type>> && ...)) {
       return run(objective, params, options, callbacks...);
     } else {
       return {};
@@ -212,8 +228,11 @@ class AsyncOptimizer {
     std::vector<std::size_t> order(examples);
     std::atomic<bool> stop{false};
     const bool timed = options.max_seconds > 0.0;
-    const auto deadline = start + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(options.max_seconds));
+    // Compared in double seconds: any finite limit is representable, however large.
+    auto out_of_time = [&] {
+      return timed &&
+             std::chrono::duration<double>(Clock::now() - start).count() >= options.max_seconds;
+    };
     const std::size_t batch_size = options.batch_size;
 
     auto step = [&](std::size_t id) -> bool {
@@ -240,13 +259,23 @@ class AsyncOptimizer {
         throw;
       }
       ws.examples += count;
-      if (timed && Clock::now() >= deadline) {
+      if (out_of_time()) {
         stop.store(true, std::memory_order_relaxed);
       }
       return ws.next < ws.end;
     };
 
     Clock::duration training{};
+    StoreStats before_epoch;
+    auto epoch_staleness = [&](const StoreStats& now) {
+      const std::uint64_t updates = now.updates - before_epoch.updates;
+      const double mean =
+          updates == 0 ? 0.0
+                       : static_cast<double>(now.staleness_sum - before_epoch.staleness_sum) /
+                             static_cast<double>(updates);
+      before_epoch = now;
+      return mean;
+    };
     double previous = report.loss.empty() ? 0.0 : report.loss.back();
     for (std::size_t epoch = 1;; ++epoch) {
       random_permutation(order, epoch_seed(options.seed, epoch));
@@ -270,7 +299,7 @@ class AsyncOptimizer {
           .loss = loss,
           .updates = store.version(),
           .seconds = std::chrono::duration<double>(training).count(),
-          .mean_staleness = store.stats().mean_staleness(),
+          .mean_staleness = epoch_staleness(store.stats()),
           .params = std::span<const scalar_type>(params)};
       ((keep_going = detail::invoke_callback(callbacks, info) && keep_going), ...);
 
@@ -282,6 +311,10 @@ class AsyncOptimizer {
         report.stop = StopReason::callback;
         break;
       }
+      if (options.evaluate_loss && !std::isfinite(loss)) {
+        report.stop = StopReason::diverged;
+        break;
+      }
       if (options.evaluate_loss && loss <= options.target_loss) {
         report.stop = StopReason::target_loss;
         break;
@@ -290,7 +323,7 @@ class AsyncOptimizer {
         report.stop = StopReason::tolerance;
         break;
       }
-      if (timed && Clock::now() >= deadline) {
+      if (out_of_time()) {
         report.stop = StopReason::time;
         break;
       }

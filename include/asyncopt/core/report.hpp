@@ -10,7 +10,7 @@
 namespace asyncopt {
 
 /// Why optimize() stopped.
-enum class StopReason { epochs, tolerance, target_loss, time, callback };
+enum class StopReason { epochs, tolerance, target_loss, time, callback, diverged };
 
 [[nodiscard]] constexpr std::string_view to_string(StopReason reason) noexcept {
   switch (reason) {
@@ -24,48 +24,59 @@ enum class StopReason { epochs, tolerance, target_loss, time, callback };
       return "time";
     case StopReason::callback:
       return "callback";
+    case StopReason::diverged:
+      return "diverged";
   }
   return "unknown";
 }
 
 /// Counters a store keeps about the pushes it received.
 struct StoreStats {
+  /// Staleness values up to this bound get a bucket each; larger ones share the last bucket
+  /// (max_staleness() stays exact), so the histogram never grows in the push path.
+  static constexpr std::size_t staleness_buckets = 1024;
+
   /// Gradients applied.
   std::uint64_t updates = 0;
   /// Gradients rejected whole because they held NaN or Inf.
   std::uint64_t rejected = 0;
-  /// staleness[tau]: the number of applied gradients whose staleness was tau.
+  /// staleness[tau]: the number of applied gradients whose staleness was tau (the last of
+  /// staleness_buckets entries counts every tau >= staleness_buckets - 1). Trailing empty
+  /// buckets are trimmed.
   std::vector<std::uint64_t> staleness;
+  /// Sum and maximum of the staleness of the applied gradients.
+  std::uint64_t staleness_sum = 0;
+  std::uint64_t staleness_max = 0;
+
+  /// Counts one applied gradient; `staleness` must have staleness_buckets entries.
+  void record(std::uint64_t tau) noexcept {
+    ++updates;
+    ++staleness[tau < staleness_buckets ? tau : staleness_buckets - 1];
+    staleness_sum += tau;
+    staleness_max = tau > staleness_max ? tau : staleness_max;
+  }
 
   void merge(const StoreStats& other) {
     updates += other.updates;
     rejected += other.rejected;
+    staleness_sum += other.staleness_sum;
+    staleness_max = other.staleness_max > staleness_max ? other.staleness_max : staleness_max;
     if (staleness.size() < other.staleness.size()) {
       staleness.resize(other.staleness.size(), 0);
     }
     for (std::size_t tau = 0; tau < other.staleness.size(); ++tau) {
       staleness[tau] += other.staleness[tau];
     }
+    while (!staleness.empty() && staleness.back() == 0) {
+      staleness.pop_back();
+    }
   }
 
   [[nodiscard]] double mean_staleness() const noexcept {
-    std::uint64_t count = 0;
-    double sum = 0.0;
-    for (std::size_t tau = 0; tau < staleness.size(); ++tau) {
-      count += staleness[tau];
-      sum += static_cast<double>(tau) * static_cast<double>(staleness[tau]);
-    }
-    return count == 0 ? 0.0 : sum / static_cast<double>(count);
+    return updates == 0 ? 0.0 : static_cast<double>(staleness_sum) / static_cast<double>(updates);
   }
 
-  [[nodiscard]] std::uint64_t max_staleness() const noexcept {
-    for (std::size_t tau = staleness.size(); tau > 0; --tau) {
-      if (staleness[tau - 1] != 0) {
-        return tau - 1;
-      }
-    }
-    return 0;
-  }
+  [[nodiscard]] std::uint64_t max_staleness() const noexcept { return staleness_max; }
 };
 
 /// The outcome of optimize(): the loss trace and what happened along the way.

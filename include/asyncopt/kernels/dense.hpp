@@ -9,6 +9,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <asyncopt/core/step.hpp>
 #include <asyncopt/kernels/access.hpp>
 
 namespace asyncopt::kernels {
@@ -38,16 +39,6 @@ struct SparseOperands {
   const Scalar* w_seen = nullptr;
 };
 
-/// Whether a rule's step reads w_seen (a `static constexpr bool needs_w_seen` member).
-template <class T>
-inline constexpr bool needs_w_seen_v = [] {
-  if constexpr (requires { T::needs_w_seen; }) {
-    return static_cast<bool>(T::needs_w_seen);
-  } else {
-    return false;
-  }
-}();
-
 namespace detail {
 
 template <class V, std::size_t Slots, class Load>
@@ -64,7 +55,7 @@ inline std::array<V, Slots> load_state(Load&& load) {
 template <class Step, class V, std::size_t Slots, class LoadSeen>
 inline void invoke(const Step& step, V& w, const V& g, std::array<V, Slots>& s,
                    LoadSeen&& load_seen) {
-  if constexpr (needs_w_seen_v<Step>) {
+  if constexpr (asyncopt::needs_w_seen_v<Step>) {
     step(w, g, s, load_seen());
   } else {
     step(w, g, s);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -11,6 +12,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__linux__)
@@ -40,6 +43,9 @@ struct SharedMemory {
   /// Pin worker k to CPU k modulo the CPUs this process may use (Linux only; elsewhere
   /// ignored). Steadier timings on a quiet machine, worse ones on a shared one.
   bool pin_threads = false;
+
+  /// A worker's pulled copy holds the parameters its gradient was computed at.
+  static constexpr bool provides_w_seen = true;
 
   template <class Scalar, class Rule, class Consistency>
   class Store;
@@ -104,8 +110,8 @@ struct SharedMemory {
 /// The parameters, the rule's state and the version counter, shared by worker threads.
 ///
 /// The store keeps a reference to the caller's parameter array, which must outlive it.
-/// Worker handles are cheap; each must be used by one thread at a time, and each worker id
-/// by one handle.
+/// Each worker id has at most one live handle at a time (worker() refuses a second), and a
+/// handle is used by one thread at a time.
 template <class Scalar, class Rule, class Consistency>
 class SharedMemory::Store {
  public:
@@ -121,11 +127,15 @@ class SharedMemory::Store {
         params_(params),
         state_(slots * params.size(), Scalar{0}),
         guard_(consistency, params.size(), workers),
-        counters_(workers) {
+        counters_(workers),
+        claimed_(std::make_unique<std::atomic<bool>[]>(workers)) {
     if (workers == 0) {
       throw std::invalid_argument("asyncopt: a store needs at least one worker");
     }
     rule_.validate();
+    for (auto& c : counters_) {
+      c.stats.staleness.assign(StoreStats::staleness_buckets, 0);
+    }
     for (std::size_t k = 0; k < slots; ++k) {
       state_pointers_[k] = state_.data() + k * params.size();
     }
@@ -137,20 +147,25 @@ class SharedMemory::Store {
   Store& operator=(Store&&) = delete;
   ~Store() = default;
 
-  /// The handle of worker `id` (0 <= id < workers()).
+  /// The handle of worker `id` (0 <= id < workers()). Throws std::logic_error while
+  /// another handle of the same id is alive.
   [[nodiscard]] Worker worker(std::size_t id) {
     if (id >= counters_.size()) {
       throw std::out_of_range("asyncopt: worker id " + std::to_string(id) + " but the store has " +
                               std::to_string(counters_.size()) + " workers");
+    }
+    if (claimed_[id].exchange(true, std::memory_order_acq_rel)) {
+      throw std::logic_error("asyncopt: worker " + std::to_string(id) +
+                             " already has a handle; each worker id has one at a time");
     }
     return Worker(*this, id);
   }
 
   [[nodiscard]] std::size_t dimension() const noexcept { return params_.size(); }
   [[nodiscard]] std::size_t workers() const noexcept { return counters_.size(); }
-  /// Updates applied (or being applied) so far.
+  /// Updates applied so far.
   [[nodiscard]] std::uint64_t version() const noexcept {
-    return version_.load(std::memory_order_acquire);
+    return completed_.load(std::memory_order_acquire);
   }
 
   /// The counters of all workers, merged. Call it while no worker is pushing.
@@ -165,24 +180,48 @@ class SharedMemory::Store {
  private:
   struct alignas(cache_line) Counters {
     StoreStats stats;
-    std::uint64_t clock = 0;
+    std::atomic<std::uint64_t> clock{0};
   };
 
-  // Takes this update's slot in the version sequence and applies it.
+  // Counts an update as completed when it leaves apply(), even by an exception, so that
+  // version() and the pulls' view never wait for an update that will not come.
+  struct CompleteOnExit {
+    std::atomic<std::uint64_t>& completed;
+    explicit CompleteOnExit(std::atomic<std::uint64_t>& counter) : completed(counter) {}
+    CompleteOnExit(const CompleteOnExit&) = delete;
+    CompleteOnExit& operator=(const CompleteOnExit&) = delete;
+    ~CompleteOnExit() { completed.fetch_add(1, std::memory_order_release); }
+  };
+
+  // Takes this update's slot in the sequence of updates, then applies it. `seen` counts the
+  // updates completed before the worker's pull, so every update that started after that
+  // (or had started but not finished) counts towards the staleness: it is never
+  // underestimated.
   template <class Apply>
-  PushResult apply(std::size_t worker, std::uint64_t seen, Apply&& apply_with) {
-    const std::uint64_t version = version_.fetch_add(1, std::memory_order_acq_rel);
-    const std::uint64_t staleness = version >= seen ? version - seen : 0;
+  PushResult apply(std::size_t worker, std::uint64_t seen, std::span<const Scalar> values,
+                   Apply&& apply_with) {
+    const std::uint64_t slot = started_.fetch_add(1, std::memory_order_acq_rel);
+    const CompleteOnExit done{completed_};
+    const std::uint64_t staleness = slot >= seen ? slot - seen : 0;
     const auto step = rule_.template step<Scalar>(
-        StepInfo{.staleness = staleness, .version = version, .worker = worker});
+        StepInfo{.staleness = staleness,
+                 .version = slot,
+                 .worker = worker,
+                 .gradient_norm = needs_gradient_norm_v<Rule> ? norm(values) : 0.0});
+    static_assert(needs_w_seen_v<Rule> == needs_w_seen_v<std::decay_t<decltype(step)>>,
+                  "asyncopt: a rule and its step must agree on needs_w_seen");
     apply_with(step);
-    auto& stats = counters_[worker].stats;
-    ++stats.updates;
-    if (stats.staleness.size() <= staleness) {
-      stats.staleness.resize(staleness + 1, 0);
-    }
-    ++stats.staleness[staleness];
+    counters_[worker].stats.record(staleness);
     return {.applied = true, .staleness = staleness};
+  }
+
+  // Sums the squares in double for the rules that clip by norm.
+  static double norm(std::span<const Scalar> values) noexcept {
+    double sum = 0.0;
+    for (const Scalar v : values) {
+      sum += static_cast<double>(v) * static_cast<double>(v);
+    }
+    return std::sqrt(sum);
   }
 
   Rule rule_;
@@ -190,8 +229,10 @@ class SharedMemory::Store {
   std::vector<Scalar> state_;
   kernels::StatePointers<Scalar, slots> state_pointers_{};
   guard_type guard_;
-  alignas(cache_line) std::atomic<std::uint64_t> version_{0};
+  alignas(cache_line) std::atomic<std::uint64_t> started_{0};
+  alignas(cache_line) std::atomic<std::uint64_t> completed_{0};
   std::vector<Counters> counters_;
+  std::unique_ptr<std::atomic<bool>[]> claimed_;
 };
 
 /// A worker's handle on a shared-memory store: pull, push, clock.
@@ -204,7 +245,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   /// alive and unchanged until then.
   void pull(std::span<Scalar> out) {
     check_size(out.size(), "pull");
-    seen_ = store_->version_.load(std::memory_order_acquire);
+    seen_ = store_->completed_.load(std::memory_order_acquire);
     store_->guard_.read(store_->params_.data(), out.data());
     seen_params_ = out.data();
   }
@@ -217,7 +258,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
       return reject();
     }
     Store& s = *store_;
-    return s.apply(id_, seen_, [&](const auto& step) {
+    return s.apply(id_, seen_, gradient, [&](const auto& step) {
       s.guard_.write_dense([&](auto access, std::size_t begin, std::size_t end) {
         kernels::apply_dense<decltype(access)>(
             step,
@@ -238,7 +279,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
       return reject();
     }
     Store& s = *store_;
-    return s.apply(id_, seen_, [&](const auto& step) {
+    return s.apply(id_, seen_, value, [&](const auto& step) {
       s.guard_.write_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
         kernels::apply_sparse<decltype(access)>(
             step,
@@ -257,17 +298,45 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   }
 
   /// Marks the end of this worker's step.
-  void clock() noexcept { ++store_->counters_[id_].clock; }
+  void clock() noexcept { store_->counters_[id_].clock.fetch_add(1, std::memory_order_release); }
 
   [[nodiscard]] std::size_t id() const noexcept { return id_; }
   /// The store's version at the last pull.
   [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_; }
   /// Steps this worker has finished.
-  [[nodiscard]] std::uint64_t clock_count() const noexcept { return store_->counters_[id_].clock; }
+  [[nodiscard]] std::uint64_t clock_count() const noexcept {
+    return store_->counters_[id_].clock.load(std::memory_order_acquire);
+  }
+
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  Worker(Worker&& other) noexcept
+      : store_(std::exchange(other.store_, nullptr)),
+        id_(other.id_),
+        seen_(other.seen_),
+        seen_params_(other.seen_params_) {}
+  Worker& operator=(Worker&& other) noexcept {
+    if (this != &other) {
+      release();
+      store_ = std::exchange(other.store_, nullptr);
+      id_ = other.id_;
+      seen_ = other.seen_;
+      seen_params_ = other.seen_params_;
+    }
+    return *this;
+  }
+  ~Worker() { release(); }
 
  private:
   friend class Store;
   Worker(Store& store, std::size_t id) : store_(&store), id_(id) {}
+
+  void release() noexcept {
+    if (store_ != nullptr) {
+      store_->claimed_[id_].store(false, std::memory_order_release);
+      store_ = nullptr;
+    }
+  }
 
   PushResult reject() noexcept {
     ++store_->counters_[id_].stats.rejected;
@@ -285,7 +354,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   // Rules such as delay compensation read the parameters the gradient was computed at: in
   // shared memory that is the worker's own pulled copy, so the store keeps none.
   void check_seen() const {
-    if constexpr (kernels::needs_w_seen_v<Rule>) {
+    if constexpr (needs_w_seen_v<Rule>) {
       if (seen_params_ == nullptr) {
         throw std::logic_error(
             "asyncopt: this update rule needs the parameters the gradient was computed at; "

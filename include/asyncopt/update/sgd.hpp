@@ -2,13 +2,11 @@
 #pragma once
 
 #include <array>
-#include <cmath>
 #include <cstddef>
-#include <stdexcept>
-#include <string>
 
 #include <asyncopt/core/config.hpp>
 #include <asyncopt/core/step.hpp>
+#include <asyncopt/update/check.hpp>
 
 namespace asyncopt::update {
 
@@ -19,7 +17,7 @@ struct Sgd {
 
   static constexpr std::size_t state_slots = 0;
 
-  /// The per-element formula with the step's coefficients folded in. `V` is a scalar or a
+  /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
   /// SIMD batch; the same code runs on both.
   template <class Scalar>
   struct Step {
@@ -32,16 +30,11 @@ struct Sgd {
   };
 
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const StepInfo& /*info*/) const noexcept {
-    return {static_cast<Scalar>(learning_rate)};
+  [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
+    return {static_cast<Scalar>(learning_rate * info.lr_scale)};
   }
 
-  void validate() const {
-    if (!(learning_rate > 0.0) || !std::isfinite(learning_rate)) {
-      throw std::invalid_argument("asyncopt: Sgd::learning_rate must be positive and finite, got " +
-                                  std::to_string(learning_rate));
-    }
-  }
+  void validate() const { detail::require_learning_rate("Sgd", learning_rate); }
 };
 
 }  // namespace asyncopt::update

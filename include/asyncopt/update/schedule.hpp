@@ -1,0 +1,129 @@
+// Learning-rate schedules, and the decorator that applies one to any rule.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/step.hpp>
+#include <asyncopt/update/check.hpp>
+#include <asyncopt/update/decorator.hpp>
+
+/// Learning-rate schedules: a factor of the update index t (the store's version), which
+/// multiplies the rule's learning rate.
+namespace asyncopt::schedule {
+
+/// A schedule is a value type with `double operator()(std::uint64_t t) const`, positive and
+/// finite for every t, and `validate()`.
+template <class S>
+concept Schedule = std::copy_constructible<S> && requires(const S& s, std::uint64_t t) {
+  { s(t) } -> std::convertible_to<double>;
+  s.validate();
+};
+
+/// Factor 1.
+struct Constant {
+  [[nodiscard]] double operator()(std::uint64_t /*t*/) const noexcept { return 1.0; }
+  void validate() const noexcept {}
+};
+
+/// gamma^floor(t / every): step decay.
+struct Step {
+  std::uint64_t every = 1000;
+  double gamma = 0.1;
+  [[nodiscard]] double operator()(std::uint64_t t) const {
+    return std::pow(gamma, static_cast<double>(t / every));
+  }
+  void validate() const {
+    update::detail::require(every > 0, "schedule::Step", "every", "at least 1",
+                            static_cast<double>(every));
+    update::detail::require(gamma > 0.0 && gamma <= 1.0, "schedule::Step", "gamma", "in (0, 1]",
+                            gamma);
+  }
+};
+
+/// gamma^t: exponential decay.
+struct Exponential {
+  double gamma = 0.9999;
+  [[nodiscard]] double operator()(std::uint64_t t) const {
+    return std::pow(gamma, static_cast<double>(t));
+  }
+  void validate() const {
+    update::detail::require(gamma > 0.0 && gamma <= 1.0, "schedule::Exponential", "gamma",
+                            "in (0, 1]", gamma);
+  }
+};
+
+/// 1 / sqrt(1 + t / scale): inverse square root decay.
+struct InverseSqrt {
+  double scale = 1000.0;
+  [[nodiscard]] double operator()(std::uint64_t t) const {
+    return 1.0 / std::sqrt(1.0 + static_cast<double>(t) / scale);
+  }
+  void validate() const {
+    update::detail::require_positive("schedule::InverseSqrt", "scale", scale);
+  }
+};
+
+/// Linear warm-up over `steps` updates, from 1/steps to 1, times `then` (Goyal et al.,
+/// "Accurate, Large Minibatch SGD", 2017, sec. 2.2).
+template <class Then = Constant>
+struct LinearWarmup {
+  static_assert(Schedule<Then>, "asyncopt: LinearWarmup<Then> needs a schedule as Then");
+  std::uint64_t steps = 1000;
+  Then then{};
+  [[nodiscard]] double operator()(std::uint64_t t) const {
+    const double ramp = std::min(1.0, static_cast<double>(t + 1) / static_cast<double>(steps));
+    return ramp * then(t);
+  }
+  void validate() const {
+    update::detail::require(steps > 0, "schedule::LinearWarmup", "steps", "at least 1",
+                            static_cast<double>(steps));
+    then.validate();
+  }
+};
+
+}  // namespace asyncopt::schedule
+
+namespace asyncopt::update {
+
+/// Any rule with its learning rate multiplied by a schedule of the update index. Also tells
+/// the rule the ratio of consecutive factors, for momentum correction (HeavyBall).
+template <class Inner, class Schedule = schedule::Constant>
+struct Scheduled {
+  static_assert(UpdateRule<Inner>,
+                "asyncopt: Scheduled<Inner, Schedule> wraps an update rule; Inner must model "
+                "asyncopt::UpdateRule, such as asyncopt::update::Sgd");
+  static_assert(schedule::Schedule<Schedule>,
+                "asyncopt: Scheduled<Inner, Schedule> needs a schedule (a type that models "
+                "asyncopt::schedule::Schedule, such as asyncopt::schedule::Step)");
+  using inner_type = detail::InnerRule<Inner>;
+  using schedule_type =
+      std::conditional_t<schedule::Schedule<Schedule>, Schedule, schedule::Constant>;
+
+  inner_type inner{};
+  schedule_type schedule{};
+
+  static constexpr std::size_t state_slots = inner_type::state_slots;
+  static constexpr bool needs_w_seen = needs_w_seen_v<inner_type>;
+  static constexpr bool needs_gradient_norm = needs_gradient_norm_v<inner_type>;
+
+  template <class Scalar>
+  [[nodiscard]] auto step(StepInfo info) const {
+    const double now = schedule(info.version);
+    const double before = info.version > 0 ? schedule(info.version - 1) : now;
+    info.lr_scale *= now;
+    info.lr_ratio *= now / before;
+    return inner.template step<Scalar>(info);
+  }
+
+  void validate() const {
+    inner.validate();
+    schedule.validate();
+  }
+};
+
+}  // namespace asyncopt::update

@@ -1,0 +1,40 @@
+// Staleness-aware learning rate.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/step.hpp>
+#include <asyncopt/update/decorator.hpp>
+
+namespace asyncopt::update {
+
+/// Any rule with its learning rate divided by max(1, tau), tau the gradient's staleness
+/// (Zhang, Gupta, Lian and Liu, "Staleness-aware Async-SGD for Distributed Deep Learning",
+/// IJCAI 2016). At tau <= 1 it is the wrapped rule exactly.
+template <class Inner>
+struct StalenessAware {
+  static_assert(UpdateRule<Inner>,
+                "asyncopt: StalenessAware<Inner> wraps an update rule; Inner must model "
+                "asyncopt::UpdateRule, such as asyncopt::update::Sgd");
+  using inner_type = detail::InnerRule<Inner>;
+
+  inner_type inner{};
+
+  static constexpr std::size_t state_slots = inner_type::state_slots;
+  static constexpr bool needs_w_seen = needs_w_seen_v<inner_type>;
+  static constexpr bool needs_gradient_norm = needs_gradient_norm_v<inner_type>;
+
+  template <class Scalar>
+  [[nodiscard]] auto step(StepInfo info) const {
+    if (info.staleness > 1) {
+      info.lr_scale /= static_cast<double>(info.staleness);
+    }
+    return inner.template step<Scalar>(info);
+  }
+
+  void validate() const { inner.validate(); }
+};
+
+}  // namespace asyncopt::update
