@@ -2,6 +2,7 @@
 #pragma once
 
 #include <asyncopt/consistency/lock_free.hpp>
+#include <asyncopt/consistency/bounded_staleness.hpp>
 #include <asyncopt/consistency/locked.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>

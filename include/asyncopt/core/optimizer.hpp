@@ -238,6 +238,7 @@ class AsyncOptimizer {
     auto step = [&](std::size_t id) -> bool {
       WorkerState& ws = states[id];
       if (ws.next >= ws.end || stop.load(std::memory_order_relaxed)) {
+        ws.handle.leave();
         return false;
       }
       const std::size_t count = std::min(batch_size, ws.end - ws.next);
@@ -256,13 +257,18 @@ class AsyncOptimizer {
         ws.handle.clock();
       } catch (...) {
         stop.store(true, std::memory_order_relaxed);
+        ws.handle.leave();
         throw;
       }
       ws.examples += count;
       if (out_of_time()) {
         stop.store(true, std::memory_order_relaxed);
       }
-      return ws.next < ws.end;
+      if (ws.next >= ws.end) {
+        ws.handle.leave();
+        return false;
+      }
+      return true;
     };
 
     Clock::duration training{};
@@ -282,6 +288,7 @@ class AsyncOptimizer {
       for (std::size_t id = 0; id < workers; ++id) {
         states[id].next = id * examples / workers;
         states[id].end = (id + 1) * examples / workers;
+        states[id].handle.join();
       }
       const auto epoch_start = Clock::now();
       transport_.run(workers, step);

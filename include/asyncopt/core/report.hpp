@@ -47,6 +47,9 @@ struct StoreStats {
   /// Sum and maximum of the staleness of the applied gradients.
   std::uint64_t staleness_sum = 0;
   std::uint64_t staleness_max = 0;
+  /// Seconds workers spent waiting at the consistency policy's gate (bounded staleness),
+  /// summed over workers.
+  double wait_seconds = 0.0;
 
   /// Counts one applied gradient; `staleness` must have staleness_buckets entries.
   void record(std::uint64_t tau) noexcept {
@@ -60,6 +63,7 @@ struct StoreStats {
     updates += other.updates;
     rejected += other.rejected;
     staleness_sum += other.staleness_sum;
+    wait_seconds += other.wait_seconds;
     staleness_max = other.staleness_max > staleness_max ? other.staleness_max : staleness_max;
     if (staleness.size() < other.staleness.size()) {
       staleness.resize(other.staleness.size(), 0);

@@ -245,6 +245,9 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   /// alive and unchanged until then.
   void pull(std::span<Scalar> out) {
     check_size(out.size(), "pull");
+    if constexpr (requires(guard_type & g) { g.wait_to_read(id_, std::uint64_t{0}); }) {
+      store_->counters_[id_].stats.wait_seconds += store_->guard_.wait_to_read(id_, clock_count());
+    }
     seen_ = store_->completed_.load(std::memory_order_acquire);
     store_->guard_.read(store_->params_.data(), out.data());
     seen_params_ = out.data();
@@ -298,7 +301,28 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   }
 
   /// Marks the end of this worker's step.
-  void clock() noexcept { store_->counters_[id_].clock.fetch_add(1, std::memory_order_release); }
+  void clock() {
+    const std::uint64_t now =
+        store_->counters_[id_].clock.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if constexpr (requires(guard_type & g) { g.clock(id_, now); }) {
+      store_->guard_.clock(id_, now);
+    }
+  }
+
+  /// Stops holding other workers back (bounded staleness) until join(): call it when this
+  /// worker has no more steps for now. Destroying the handle leaves as well.
+  void leave() {
+    if constexpr (requires(guard_type & g) { g.leave(id_); }) {
+      store_->guard_.leave(id_);
+    }
+  }
+
+  /// Takes part again after leave(), at this worker's clock.
+  void join() {
+    if constexpr (requires(guard_type & g) { g.join(id_, std::uint64_t{0}); }) {
+      store_->guard_.join(id_, clock_count());
+    }
+  }
 
   [[nodiscard]] std::size_t id() const noexcept { return id_; }
   /// The store's version at the last pull.
@@ -333,6 +357,12 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
 
   void release() noexcept {
     if (store_ != nullptr) {
+      if constexpr (requires(guard_type & g) { g.leave(id_); }) {
+        try {
+          store_->guard_.leave(id_);
+        } catch (...) {  // a failed notify cannot be reported from a destructor
+        }
+      }
       store_->claimed_[id_].store(false, std::memory_order_release);
       store_ = nullptr;
     }

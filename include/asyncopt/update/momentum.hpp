@@ -52,7 +52,11 @@ struct MomentumCorrection {
 /// With `lr_in_velocity` the velocity carries the learning rate, v <- mu * v + lr * g and
 /// w <- w - v; then a learning-rate change must rescale v by lr_new / lr_old ("momentum
 /// correction", Goyal et al., "Accurate, Large Minibatch SGD", 2017, sec. 2.1), which
-/// `momentum_correction` does, making both forms the same iteration.
+/// `momentum_correction` does, making both forms the same iteration for dense pushes under a
+/// schedule (Scheduled). Two limits, both measured: a sparse push rescales only the
+/// velocities it touches, so coordinates untouched at a learning-rate change drift from the
+/// classic form; and factors applied per push (StalenessAware) are not corrected. Use the
+/// classic form (lr_in_velocity = false) with sparse pushes or staleness scaling.
 struct HeavyBall {
   double learning_rate = 0.01;
   double momentum = 0.9;

@@ -1,0 +1,131 @@
+// Stale synchronous parallel: a bound on how far workers may run ahead of each other.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <type_traits>
+
+#include <asyncopt/consistency/lock_free.hpp>
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/config.hpp>
+
+namespace asyncopt::consistency {
+
+/// Bounded staleness, the stale synchronous parallel model (Ho et al., "More Effective
+/// Distributed ML via a Stale Synchronous Parallel Parameter Server", NIPS 2013). Each worker
+/// has a clock, its count of finished steps; a pull by a worker at clock c waits until every
+/// live worker has reached c - staleness. staleness = 0 is bulk synchronous, `unbounded`
+/// fully asynchronous. Writes go through `Inner` (Locked or LockFree). A worker that leaves
+/// (its shard is done, it threw, or it was stopped) no longer holds anybody back.
+template <class Inner = LockFree>
+struct BoundedStaleness {
+  static_assert(ConsistencyPolicy<Inner>,
+                "asyncopt: BoundedStaleness<Inner> needs a consistency policy as Inner, such as "
+                "asyncopt::consistency::LockFree or asyncopt::consistency::Locked");
+  using inner_type = std::conditional_t<ConsistencyPolicy<Inner>, Inner, LockFree>;
+
+  static constexpr std::uint64_t unbounded = std::numeric_limits<std::uint64_t>::max();
+
+  /// s: how many clocks a worker may be ahead of the slowest live worker.
+  std::uint64_t staleness = 0;
+  inner_type inner{};
+
+  void validate() const { inner.validate(); }
+
+  template <class Scalar>
+  class Guard {
+   public:
+    Guard(const BoundedStaleness& policy, std::size_t n, std::size_t workers)
+        : staleness_(policy.staleness),
+          inner_(policy.inner, n, workers),
+          workers_(workers),
+          slots_(std::make_unique<Slot[]>(workers)) {}
+
+    void read(const Scalar* src, Scalar* dst) { inner_.read(src, dst); }
+    template <class F>
+    void write_dense(F&& apply) {
+      inner_.write_dense(static_cast<F&&>(apply));
+    }
+    template <class F>
+    void write_sparse(std::span<const std::size_t> index, F&& apply) {
+      inner_.write_sparse(index, static_cast<F&&>(apply));
+    }
+
+    /// Blocks worker `id`, at clock `clock`, until every live worker has reached
+    /// clock - staleness. Returns the seconds it waited.
+    double wait_to_read(std::size_t id, std::uint64_t clock) {
+      if (staleness_ == unbounded || clock <= staleness_ || ready(id, clock)) {
+        return 0.0;
+      }
+      const auto start = std::chrono::steady_clock::now();
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return ready(id, clock); });
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+
+    /// Worker `id` finished a step and is now at `clock`.
+    void clock(std::size_t id, std::uint64_t clock) {
+      slots_[id].clock.store(clock, std::memory_order_release);
+      notify();
+    }
+
+    /// Worker `id` holds nobody back until it joins again.
+    void leave(std::size_t id) {
+      slots_[id].live.store(false, std::memory_order_release);
+      notify();
+    }
+
+    /// Worker `id` takes part again, at `clock`.
+    void join(std::size_t id, std::uint64_t clock) {
+      slots_[id].clock.store(clock, std::memory_order_release);
+      slots_[id].live.store(true, std::memory_order_release);
+    }
+
+    /// How far worker `id` at `clock` is ahead of the slowest other live worker (0 if none).
+    [[nodiscard]] std::uint64_t lead(std::size_t id, std::uint64_t clock) const noexcept {
+      std::uint64_t slowest = clock;
+      for (std::size_t k = 0; k < workers_; ++k) {
+        if (k != id && slots_[k].live.load(std::memory_order_acquire)) {
+          slowest = std::min(slowest, slots_[k].clock.load(std::memory_order_acquire));
+        }
+      }
+      return clock - slowest;
+    }
+
+    [[nodiscard]] std::uint64_t staleness_bound() const noexcept { return staleness_; }
+
+   private:
+    struct alignas(cache_line) Slot {
+      std::atomic<std::uint64_t> clock{0};
+      std::atomic<bool> live{true};
+    };
+
+    [[nodiscard]] bool ready(std::size_t id, std::uint64_t clock) const noexcept {
+      return lead(id, clock) <= staleness_;
+    }
+
+    void notify() {
+      // Taking the mutex orders this change before a waiter's next check of its predicate,
+      // so no wake-up is lost.
+      { const std::lock_guard lock(mutex_); }
+      changed_.notify_all();
+    }
+
+    std::uint64_t staleness_;
+    typename inner_type::template Guard<Scalar> inner_;
+    std::size_t workers_;
+    std::unique_ptr<Slot[]> slots_;
+    std::mutex mutex_;
+    std::condition_variable changed_;
+  };
+};
+
+}  // namespace asyncopt::consistency
