@@ -21,6 +21,7 @@ packages=(
   zlib1g-dev
   dataset-fashion-mnist
   python3
+  python3-matplotlib
 )
 
 die() {

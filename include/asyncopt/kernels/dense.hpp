@@ -71,11 +71,15 @@ inline void invoke(const Step& step, V& w, const V& g, std::array<V, Slots>& s,
 /// and written through std::atomic_ref and the loop stays scalar; g and w_seen belong to
 /// the pushing worker and are read plainly.
 template <Access A, class Step, class Scalar, std::size_t Slots>
-void apply_dense(const Step& step, const DenseOperands<Scalar, Slots>& op, std::size_t begin,
+void apply_dense(const Step& step_ref, const DenseOperands<Scalar, Slots>& op, std::size_t begin,
                  std::size_t end) {
+  // Local copies: the SIMD stores may alias anything reachable through a reference, which
+  // would make the compiler reload the pointers and coefficients after every store.
+  const Step step = step_ref;
   Scalar* const w = op.w;
   const Scalar* const g = op.g;
-  const auto& state = op.state;
+  const StatePointers<Scalar, Slots> state = op.state;
+  const Scalar* const w_seen = op.w_seen;
   std::size_t i = begin;
   if constexpr (A::vectorizable) {
     using Batch = xsimd::batch<Scalar>;
@@ -85,7 +89,7 @@ void apply_dense(const Step& step, const DenseOperands<Scalar, Slots>& op, std::
       const Batch gv = Batch::load_unaligned(g + i);
       auto s = detail::load_state<Batch, Slots>(
           [&](std::size_t k) { return Batch::load_unaligned(state[k] + i); });
-      detail::invoke(step, wv, gv, s, [&] { return Batch::load_unaligned(op.w_seen + i); });
+      detail::invoke(step, wv, gv, s, [&] { return Batch::load_unaligned(w_seen + i); });
       wv.store_unaligned(w + i);
       for (std::size_t k = 0; k < Slots; ++k) {
         s[k].store_unaligned(state[k] + i);
@@ -96,7 +100,7 @@ void apply_dense(const Step& step, const DenseOperands<Scalar, Slots>& op, std::
     Scalar wv = A::load(w + i);
     auto s =
         detail::load_state<Scalar, Slots>([&](std::size_t k) { return A::load(state[k] + i); });
-    detail::invoke(step, wv, g[i], s, [&] { return op.w_seen[i]; });
+    detail::invoke(step, wv, g[i], s, [&] { return w_seen[i]; });
     A::store(w + i, wv);
     for (std::size_t k = 0; k < Slots; ++k) {
       A::store(state[k] + i, s[k]);
@@ -106,17 +110,23 @@ void apply_dense(const Step& step, const DenseOperands<Scalar, Slots>& op, std::
 
 /// The same formula over a sparse gradient: entries [begin, end) of (index, value).
 template <Access A, class Step, class Scalar, std::size_t Slots>
-void apply_sparse(const Step& step, const SparseOperands<Scalar, Slots>& op, std::size_t begin,
+void apply_sparse(const Step& step_ref, const SparseOperands<Scalar, Slots>& op, std::size_t begin,
                   std::size_t end) {
+  const Step step = step_ref;
+  Scalar* const w = op.w;
+  const std::size_t* const index = op.index;
+  const Scalar* const value = op.value;
+  const StatePointers<Scalar, Slots> state = op.state;
+  const Scalar* const w_seen = op.w_seen;
   for (std::size_t k = begin; k < end; ++k) {
-    const std::size_t i = op.index[k];
-    Scalar wv = A::load(op.w + i);
+    const std::size_t i = index[k];
+    Scalar wv = A::load(w + i);
     auto s =
-        detail::load_state<Scalar, Slots>([&](std::size_t j) { return A::load(op.state[j] + i); });
-    detail::invoke(step, wv, op.value[k], s, [&] { return op.w_seen[i]; });
-    A::store(op.w + i, wv);
+        detail::load_state<Scalar, Slots>([&](std::size_t j) { return A::load(state[j] + i); });
+    detail::invoke(step, wv, value[k], s, [&] { return w_seen[i]; });
+    A::store(w + i, wv);
     for (std::size_t j = 0; j < Slots; ++j) {
-      A::store(op.state[j] + i, s[j]);
+      A::store(state[j] + i, s[j]);
     }
   }
 }

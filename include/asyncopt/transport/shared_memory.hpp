@@ -37,6 +37,54 @@ struct PushResult {
   std::uint64_t staleness = 0;
 };
 
+namespace detail {
+
+/// A dense pull or push must cover every parameter.
+inline void check_dense_size(std::size_t size, std::size_t parameters, const char* what) {
+  if (size != parameters) {
+    throw std::invalid_argument(std::string("asyncopt: ") + what + " of " + std::to_string(size) +
+                                " elements into a store of " + std::to_string(parameters) +
+                                " parameters");
+  }
+}
+
+/// A sparse push: as many values as indices, every index in range, strictly increasing.
+template <class Scalar>
+void check_sparse_push(std::span<const std::size_t> index, std::span<const Scalar> value,
+                       std::size_t parameters) {
+  if (index.size() != value.size()) {
+    throw std::invalid_argument("asyncopt: sparse push with " + std::to_string(index.size()) +
+                                " indices but " + std::to_string(value.size()) + " values");
+  }
+  for (std::size_t k = 0; k < index.size(); ++k) {
+    if (index[k] >= parameters) {
+      throw std::invalid_argument("asyncopt: sparse push index " + std::to_string(index[k]) +
+                                  " is out of range for " + std::to_string(parameters) +
+                                  " parameters");
+    }
+    if (k > 0 && index[k] <= index[k - 1]) {
+      throw std::invalid_argument(
+          "asyncopt: sparse push indices must be strictly increasing (index " +
+          std::to_string(index[k]) + " follows " + std::to_string(index[k - 1]) + ")");
+    }
+  }
+}
+
+/// Rules such as delay compensation read the parameters the gradient was computed at: the
+/// worker's own pulled copy, so the store keeps none. A push before any pull has none.
+template <class Rule, class Scalar>
+void check_seen(const Scalar* seen_params) {
+  if constexpr (needs_w_seen_v<Rule>) {
+    if (seen_params == nullptr) {
+      throw std::logic_error(
+          "asyncopt: this update rule needs the parameters the gradient was computed at; "
+          "pull into a buffer before the first push and keep it unchanged until the push");
+    }
+  }
+}
+
+}  // namespace detail
+
 /// Shared memory: the store holds the caller's parameter array in place (no copy) and
 /// workers are threads of this process.
 struct SharedMemory {
@@ -374,42 +422,13 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   }
 
   void check_size(std::size_t size, const char* what) const {
-    if (size != store_->params_.size()) {
-      throw std::invalid_argument(std::string("asyncopt: ") + what + " of " + std::to_string(size) +
-                                  " elements into a store of " +
-                                  std::to_string(store_->params_.size()) + " parameters");
-    }
+    detail::check_dense_size(size, store_->params_.size(), what);
   }
 
-  // Rules such as delay compensation read the parameters the gradient was computed at: in
-  // shared memory that is the worker's own pulled copy, so the store keeps none.
-  void check_seen() const {
-    if constexpr (needs_w_seen_v<Rule>) {
-      if (seen_params_ == nullptr) {
-        throw std::logic_error(
-            "asyncopt: this update rule needs the parameters the gradient was computed at; "
-            "pull into a buffer before the first push and keep it unchanged until the push");
-      }
-    }
-  }
+  void check_seen() const { detail::check_seen<Rule>(seen_params_); }
 
   void check_sparse(std::span<const std::size_t> index, std::span<const Scalar> value) const {
-    if (index.size() != value.size()) {
-      throw std::invalid_argument("asyncopt: sparse push with " + std::to_string(index.size()) +
-                                  " indices but " + std::to_string(value.size()) + " values");
-    }
-    const std::size_t n = store_->params_.size();
-    for (std::size_t k = 0; k < index.size(); ++k) {
-      if (index[k] >= n) {
-        throw std::invalid_argument("asyncopt: sparse push index " + std::to_string(index[k]) +
-                                    " is out of range for " + std::to_string(n) + " parameters");
-      }
-      if (k > 0 && index[k] <= index[k - 1]) {
-        throw std::invalid_argument(
-            "asyncopt: sparse push indices must be strictly increasing (index " +
-            std::to_string(index[k]) + " follows " + std::to_string(index[k - 1]) + ")");
-      }
-    }
+    detail::check_sparse_push(index, value, store_->params_.size());
   }
 
   Store* store_;
