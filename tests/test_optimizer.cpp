@@ -233,7 +233,7 @@ struct Observed {
 }  // namespace
 
 TEST_CASE(
-    "one worker sees no staleness; four workers see some, and the histogram counts every "
+    "one worker sees no staleness, four workers see some, and the histogram counts every "
     "update") {
   const auto data = planted_regression<float>(400, 6, 0.1, 5);
   const asyncopt::objective::LeastSquares<Dense<float>> f(data.x, data.y);
@@ -278,7 +278,7 @@ TEST_CASE("every example is used exactly once per epoch, across workers") {
   }
 }
 
-TEST_CASE("one worker with the same seed reproduces a run bit for bit; another seed does not") {
+TEST_CASE("one worker with the same seed reproduces a run bit for bit, another seed does not") {
   const auto data = planted_regression<double>(300, 5, 0.1, 7);
   const asyncopt::objective::LeastSquares<Dense<double>> f(data.x, data.y);
   const asyncopt::AsyncOptimizer<double, Sgd, Locked> opt(Sgd{.learning_rate = 0.01});
@@ -355,6 +355,9 @@ struct Throwing {
     if (calls->fetch_add(1) == 0) {
       throw std::runtime_error("the first gradient is broken");
     }
+    // Slow enough that the others cannot finish their shards while the first exception is
+    // being thrown (that can take milliseconds, more under sanitizers).
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
     grad[0] = grad[1] = 0.0f;
   }
 };

@@ -15,4 +15,5 @@
 #include <asyncopt/io/idx.hpp>
 #include <asyncopt/objective/objective.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
+#include <asyncopt/transport/simulated.hpp>
 #include <asyncopt/update/update.hpp>

@@ -1,0 +1,330 @@
+// A deterministic staleness simulator: workers take turns in one thread and every gradient
+// is computed at parameters a controlled number of updates old.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <asyncopt/core/random.hpp>
+#include <asyncopt/core/report.hpp>
+#include <asyncopt/core/sparse.hpp>
+#include <asyncopt/core/step.hpp>
+#include <asyncopt/kernels/dense.hpp>
+#include <asyncopt/transport/shared_memory.hpp>
+
+namespace asyncopt::delay {
+
+/// How stale each simulated gradient is: a distribution over tau, the number of updates
+/// applied between the parameters a gradient is computed at and its arrival.
+struct Delay {
+  enum class Kind { fixed, uniform, geometric };
+  Kind kind = Kind::fixed;
+  std::uint64_t low = 0;   ///< fixed: tau; uniform: smallest tau
+  std::uint64_t high = 0;  ///< uniform: largest tau
+  double p = 1.0;          ///< geometric: P(tau = k) = (1 - p)^k p
+
+  /// Throws std::invalid_argument on an impossible distribution.
+  void validate() const {
+    if (kind == Kind::uniform && low > high) {
+      throw std::invalid_argument("asyncopt: delay::uniform(a, b) needs a <= b, got a = " +
+                                  std::to_string(low) + ", b = " + std::to_string(high));
+    }
+    if (kind == Kind::geometric && !(p > 0.0 && p <= 1.0)) {
+      throw std::invalid_argument("asyncopt: delay::geometric(p) needs p in (0, 1], got " +
+                                  std::to_string(p));
+    }
+  }
+
+  /// The largest tau this distribution can draw before truncation.
+  [[nodiscard]] std::uint64_t bound() const noexcept {
+    return kind == Kind::uniform ? high : kind == Kind::fixed ? low : ~std::uint64_t{0};
+  }
+
+  [[nodiscard]] std::uint64_t draw(Xoshiro256& rng) const {
+    switch (kind) {
+      case Kind::fixed:
+        return low;
+      case Kind::uniform:
+        return low + rng.below(high - low + 1);
+      case Kind::geometric: {
+        if (p >= 1.0) {
+          return 0;
+        }
+        // Inverse CDF: floor(log(U) / log(1 - p)) with U uniform in (0, 1].
+        const double u = 1.0 - rng.uniform();
+        const double k = std::floor(std::log(u) / std::log1p(-p));
+        return k >= 1e18 ? ~std::uint64_t{0} : static_cast<std::uint64_t>(k);
+      }
+    }
+    return 0;
+  }
+};
+
+/// Every gradient is tau updates old. tau = K - 1 is K workers taking turns.
+[[nodiscard]] constexpr Delay fixed(std::uint64_t tau) noexcept {
+  return {.kind = Delay::Kind::fixed, .low = tau, .high = tau};
+}
+/// tau uniform in [a, b].
+[[nodiscard]] constexpr Delay uniform(std::uint64_t a, std::uint64_t b) noexcept {
+  return {.kind = Delay::Kind::uniform, .low = a, .high = b};
+}
+/// tau geometric with success probability p (mean (1 - p) / p), truncated at the
+/// simulator's history.
+[[nodiscard]] constexpr Delay geometric(double p) noexcept {
+  return {.kind = Delay::Kind::geometric, .p = p};
+}
+
+}  // namespace asyncopt::delay
+
+namespace asyncopt::transport {
+
+/// The staleness simulator: workers run in turn in the calling thread; a pull hands out the
+/// parameters as they were tau updates ago, tau drawn from `delay`, and pushes are applied in
+/// the order they are made. The same seed gives the same run, bit for bit. tau is capped by
+/// the number of updates so far and by `history` (the number of past parameter vectors
+/// kept). The consistency policy only guards memory here: its gates (bounded staleness)
+/// are not consulted, since the simulator decides every delay itself.
+struct Simulated {
+  delay::Delay delay = delay::fixed(0);
+  std::uint64_t seed = 1;
+  /// Past parameter vectors kept; a drawn tau above history - 1 is cut to it.
+  std::size_t history = 65;
+
+  static constexpr bool provides_w_seen = true;
+
+  template <class Scalar, class Rule, class Consistency>
+  class Store;
+
+  /// Calls body(0), body(1), ..., body(workers - 1), and again, skipping the workers whose
+  /// body returned false, until every body has returned false.
+  template <class Body>
+  void run(std::size_t workers, Body&& body) const {
+    std::vector<char> active(workers, 1);
+    std::size_t remaining = workers;
+    while (remaining > 0) {
+      for (std::size_t id = 0; id < workers; ++id) {
+        if (active[id] != 0 && !body(id)) {
+          active[id] = 0;
+          --remaining;
+        }
+      }
+    }
+  }
+
+  void validate() const {
+    delay.validate();
+    if (history == 0) {
+      throw std::invalid_argument("asyncopt: Simulated::history must be at least 1");
+    }
+  }
+};
+
+/// The simulated store: the parameters in place, the rule's state, and a ring of the last
+/// `history` parameter vectors.
+template <class Scalar, class Rule, class Consistency>
+class Simulated::Store {
+ public:
+  using scalar_type = Scalar;
+  static constexpr std::size_t slots = Rule::state_slots;
+
+  class Worker;
+
+  Store(const Simulated& transport, const Rule& rule, const Consistency& consistency,
+        std::span<Scalar> params, std::size_t workers)
+      : config_(transport),
+        rule_(rule),
+        params_(params),
+        state_(slots * params.size(), Scalar{0}),
+        guard_(consistency, params.size(), workers),
+        rng_(transport.seed),
+        counters_(workers) {
+    transport.validate();
+    if (workers == 0) {
+      throw std::invalid_argument("asyncopt: a store needs at least one worker");
+    }
+    rule_.validate();
+    for (std::size_t k = 0; k < slots; ++k) {
+      state_pointers_[k] = state_.data() + k * params.size();
+    }
+    for (auto& c : counters_) {
+      c.staleness.assign(StoreStats::staleness_buckets, 0);
+    }
+    const std::uint64_t bound = transport.delay.bound();
+    capacity_ = static_cast<std::size_t>(std::min<std::uint64_t>(
+        bound == ~std::uint64_t{0} ? transport.history : bound + 1, transport.history));
+    capacity_ = std::max<std::size_t>(capacity_, 1);
+    ring_.resize(capacity_ * params.size());
+    remember();
+  }
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  Store(Store&&) = delete;
+  Store& operator=(Store&&) = delete;
+  ~Store() = default;
+
+  [[nodiscard]] Worker worker(std::size_t id) {
+    if (id >= counters_.size()) {
+      throw std::out_of_range("asyncopt: worker id " + std::to_string(id) + " but the store has " +
+                              std::to_string(counters_.size()) + " workers");
+    }
+    return Worker(*this, id);
+  }
+
+  [[nodiscard]] std::size_t dimension() const noexcept { return params_.size(); }
+  [[nodiscard]] std::size_t workers() const noexcept { return counters_.size(); }
+  [[nodiscard]] std::uint64_t version() const noexcept { return version_; }
+
+  [[nodiscard]] StoreStats stats() const {
+    StoreStats total;
+    for (const auto& c : counters_) {
+      total.merge(c);
+    }
+    return total;
+  }
+
+ private:
+  // Copies the current parameters into the ring slot of the current version.
+  void remember() {
+    const std::size_t n = params_.size();
+    std::copy(params_.begin(), params_.end(),
+              ring_.begin() + static_cast<std::ptrdiff_t>((version_ % capacity_) * n));
+  }
+
+  template <class Apply>
+  PushResult apply(std::size_t worker, std::uint64_t seen, std::span<const Scalar> values,
+                   Apply&& apply_with) {
+    const std::uint64_t staleness = version_ - seen;
+    const auto step = rule_.template step<Scalar>(
+        StepInfo{.staleness = staleness,
+                 .version = version_,
+                 .worker = worker,
+                 .gradient_norm = needs_gradient_norm_v<Rule> ? norm(values) : 0.0});
+    apply_with(step);
+    ++version_;
+    counters_[worker].record(staleness);
+    remember();
+    return {.applied = true, .staleness = staleness};
+  }
+
+  static double norm(std::span<const Scalar> values) noexcept {
+    double sum = 0.0;
+    for (const Scalar v : values) {
+      sum += static_cast<double>(v) * static_cast<double>(v);
+    }
+    return std::sqrt(sum);
+  }
+
+  Simulated config_;
+  Rule rule_;
+  std::span<Scalar> params_;
+  std::vector<Scalar> state_;
+  kernels::StatePointers<Scalar, slots> state_pointers_{};
+  typename Consistency::template Guard<Scalar> guard_;
+  Xoshiro256 rng_;
+  std::vector<StoreStats> counters_;
+  std::vector<Scalar> ring_;
+  std::size_t capacity_ = 1;
+  std::uint64_t version_ = 0;
+};
+
+/// A simulated worker's handle: the same pull, push and clock as shared memory.
+template <class Scalar, class Rule, class Consistency>
+class Simulated::Store<Scalar, Rule, Consistency>::Worker {
+ public:
+  /// Draws tau and copies the parameters as they were tau updates ago into `out`.
+  void pull(std::span<Scalar> out) {
+    Store& s = *store_;
+    check_size(out.size(), "pull");
+    std::uint64_t tau = s.config_.delay.draw(s.rng_);
+    tau = std::min<std::uint64_t>({tau, s.version_, s.capacity_ - 1});
+    seen_ = s.version_ - tau;
+    const std::size_t n = s.params_.size();
+    const Scalar* past = s.ring_.data() + (seen_ % s.capacity_) * n;
+    std::copy(past, past + n, out.begin());
+    seen_params_ = out.data();
+  }
+
+  PushResult push(std::span<const Scalar> gradient) {
+    check_size(gradient.size(), "push");
+    check_seen();
+    if (!kernels::all_finite(gradient)) {
+      return reject();
+    }
+    Store& s = *store_;
+    return s.apply(id_, seen_, gradient, [&](const auto& step) {
+      s.guard_.write_dense([&](auto access, std::size_t begin, std::size_t end) {
+        kernels::apply_dense<decltype(access)>(
+            step,
+            kernels::DenseOperands<Scalar, slots>{.w = s.params_.data(),
+                                                  .g = gradient.data(),
+                                                  .state = s.state_pointers_,
+                                                  .w_seen = seen_params_},
+            begin, end);
+      });
+    });
+  }
+
+  PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
+    detail::check_sparse_push(index, value, store_->params_.size());
+    check_seen();
+    if (!kernels::all_finite(value)) {
+      return reject();
+    }
+    Store& s = *store_;
+    return s.apply(id_, seen_, value, [&](const auto& step) {
+      s.guard_.write_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
+        kernels::apply_sparse<decltype(access)>(
+            step,
+            kernels::SparseOperands<Scalar, slots>{.w = s.params_.data(),
+                                                   .index = index.data(),
+                                                   .value = value.data(),
+                                                   .state = s.state_pointers_,
+                                                   .w_seen = seen_params_},
+            begin, end);
+      });
+    });
+  }
+
+  PushResult push(const SparseGradient<Scalar>& gradient) {
+    return push(gradient.indices(), gradient.values());
+  }
+
+  void clock() noexcept { ++clock_; }
+  void leave() noexcept {}
+  void join() noexcept {}
+
+  [[nodiscard]] std::size_t id() const noexcept { return id_; }
+  [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_; }
+  [[nodiscard]] std::uint64_t clock_count() const noexcept { return clock_; }
+
+ private:
+  friend class Store;
+  Worker(Store& store, std::size_t id) : store_(&store), id_(id) {}
+
+  PushResult reject() noexcept {
+    ++store_->counters_[id_].rejected;
+    return {.applied = false, .staleness = 0};
+  }
+
+  void check_size(std::size_t size, const char* what) const {
+    detail::check_dense_size(size, store_->params_.size(), what);
+  }
+
+  void check_seen() const { detail::check_seen<Rule>(seen_params_); }
+
+  Store* store_;
+  std::size_t id_;
+  std::uint64_t seen_ = 0;
+  std::uint64_t clock_ = 0;
+  const Scalar* seen_params_ = nullptr;
+};
+
+}  // namespace asyncopt::transport
