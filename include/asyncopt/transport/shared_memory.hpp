@@ -83,6 +83,44 @@ void check_seen(const Scalar* seen_params) {
   }
 }
 
+/// Runs a rule's step over a dense gradient under a consistency guard: the write path of
+/// every store that holds the parameters in memory.
+template <class Guard, class Step, class Scalar, std::size_t Slots>
+void write_dense(Guard& guard, const Step& step, Scalar* w, std::span<const Scalar> gradient,
+                 const kernels::StatePointers<Scalar, Slots>& state, const Scalar* w_seen) {
+  guard.write_dense([&](auto access, std::size_t begin, std::size_t end) {
+    kernels::apply_dense<decltype(access)>(
+        step,
+        kernels::DenseOperands<Scalar, Slots>{
+            .w = w, .g = gradient.data(), .state = state, .w_seen = w_seen},
+        begin, end);
+  });
+}
+
+/// The same for a sparse gradient.
+template <class Guard, class Step, class Scalar, std::size_t Slots>
+void write_sparse(Guard& guard, const Step& step, Scalar* w, std::span<const std::size_t> index,
+                  std::span<const Scalar> value, const kernels::StatePointers<Scalar, Slots>& state,
+                  const Scalar* w_seen) {
+  guard.write_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
+    kernels::apply_sparse<decltype(access)>(
+        step,
+        kernels::SparseOperands<Scalar, Slots>{
+            .w = w, .index = index.data(), .value = value.data(), .state = state, .w_seen = w_seen},
+        begin, end);
+  });
+}
+
+/// Euclidean norm, summed in double, for the rules that clip by norm.
+template <class Scalar>
+double norm(std::span<const Scalar> values) noexcept {
+  double sum = 0.0;
+  for (const Scalar v : values) {
+    sum += static_cast<double>(v) * static_cast<double>(v);
+  }
+  return std::sqrt(sum);
+}
+
 }  // namespace detail
 
 /// Shared memory: the store holds the caller's parameter array in place (no copy) and
@@ -255,21 +293,12 @@ class SharedMemory::Store {
         StepInfo{.staleness = staleness,
                  .version = slot,
                  .worker = worker,
-                 .gradient_norm = needs_gradient_norm_v<Rule> ? norm(values) : 0.0});
+                 .gradient_norm = needs_gradient_norm_v<Rule> ? detail::norm(values) : 0.0});
     static_assert(needs_w_seen_v<Rule> == needs_w_seen_v<std::decay_t<decltype(step)>>,
                   "asyncopt: a rule and its step must agree on needs_w_seen");
     apply_with(step);
     counters_[worker].stats.record(staleness);
     return {.applied = true, .staleness = staleness};
-  }
-
-  // Sums the squares in double for the rules that clip by norm.
-  static double norm(std::span<const Scalar> values) noexcept {
-    double sum = 0.0;
-    for (const Scalar v : values) {
-      sum += static_cast<double>(v) * static_cast<double>(v);
-    }
-    return std::sqrt(sum);
   }
 
   Rule rule_;
@@ -310,15 +339,8 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
     }
     Store& s = *store_;
     return s.apply(id_, seen_, gradient, [&](const auto& step) {
-      s.guard_.write_dense([&](auto access, std::size_t begin, std::size_t end) {
-        kernels::apply_dense<decltype(access)>(
-            step,
-            kernels::DenseOperands<Scalar, slots>{.w = s.params_.data(),
-                                                  .g = gradient.data(),
-                                                  .state = s.state_pointers_,
-                                                  .w_seen = seen_params_},
-            begin, end);
-      });
+      detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_,
+                          seen_params_);
     });
   }
 
@@ -331,16 +353,8 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
     }
     Store& s = *store_;
     return s.apply(id_, seen_, value, [&](const auto& step) {
-      s.guard_.write_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
-        kernels::apply_sparse<decltype(access)>(
-            step,
-            kernels::SparseOperands<Scalar, slots>{.w = s.params_.data(),
-                                                   .index = index.data(),
-                                                   .value = value.data(),
-                                                   .state = s.state_pointers_,
-                                                   .w_seen = seen_params_},
-            begin, end);
-      });
+      detail::write_sparse(s.guard_, step, s.params_.data(), index, value, s.state_pointers_,
+                           seen_params_);
     });
   }
 

@@ -206,20 +206,12 @@ class Simulated::Store {
         StepInfo{.staleness = staleness,
                  .version = version_,
                  .worker = worker,
-                 .gradient_norm = needs_gradient_norm_v<Rule> ? norm(values) : 0.0});
+                 .gradient_norm = needs_gradient_norm_v<Rule> ? detail::norm(values) : 0.0});
     apply_with(step);
     ++version_;
     counters_[worker].record(staleness);
     remember();
     return {.applied = true, .staleness = staleness};
-  }
-
-  static double norm(std::span<const Scalar> values) noexcept {
-    double sum = 0.0;
-    for (const Scalar v : values) {
-      sum += static_cast<double>(v) * static_cast<double>(v);
-    }
-    return std::sqrt(sum);
   }
 
   Simulated config_;
@@ -260,15 +252,8 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     }
     Store& s = *store_;
     return s.apply(id_, seen_, gradient, [&](const auto& step) {
-      s.guard_.write_dense([&](auto access, std::size_t begin, std::size_t end) {
-        kernels::apply_dense<decltype(access)>(
-            step,
-            kernels::DenseOperands<Scalar, slots>{.w = s.params_.data(),
-                                                  .g = gradient.data(),
-                                                  .state = s.state_pointers_,
-                                                  .w_seen = seen_params_},
-            begin, end);
-      });
+      detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_,
+                          seen_params_);
     });
   }
 
@@ -280,16 +265,8 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     }
     Store& s = *store_;
     return s.apply(id_, seen_, value, [&](const auto& step) {
-      s.guard_.write_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
-        kernels::apply_sparse<decltype(access)>(
-            step,
-            kernels::SparseOperands<Scalar, slots>{.w = s.params_.data(),
-                                                   .index = index.data(),
-                                                   .value = value.data(),
-                                                   .state = s.state_pointers_,
-                                                   .w_seen = seen_params_},
-            begin, end);
-      });
+      detail::write_sparse(s.guard_, step, s.params_.data(), index, value, s.state_pointers_,
+                           seen_params_);
     });
   }
 
