@@ -1,8 +1,8 @@
 // asyncopt: asynchronous and parallel SGD. One include for the whole library.
 #pragma once
 
-#include <asyncopt/consistency/lock_free.hpp>
 #include <asyncopt/consistency/bounded_staleness.hpp>
+#include <asyncopt/consistency/lock_free.hpp>
 #include <asyncopt/consistency/locked.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>

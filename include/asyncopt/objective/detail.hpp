@@ -102,7 +102,7 @@ inline double sigmoid(double z) {
 /// log(sum_k exp(z_k)), shifted by the largest logit so no exponential overflows.
 template <class Logits>
 double log_sum_exp(const Logits& z) {
-  const double top = static_cast<double>(z.maxCoeff());
+  const auto top = static_cast<double>(z.maxCoeff());
   double sum = 0.0;
   for (Eigen::Index k = 0; k < z.size(); ++k) {
     sum += std::exp(static_cast<double>(z[k]) - top);

@@ -35,7 +35,8 @@ struct Step {
   std::uint64_t every = 1000;
   double gamma = 0.1;
   [[nodiscard]] double operator()(std::uint64_t t) const {
-    return std::pow(gamma, static_cast<double>(t / every));
+    const std::uint64_t decays = t / every;  // whole periods elapsed
+    return std::pow(gamma, static_cast<double>(decays));
   }
   void validate() const {
     update::detail::require(every > 0, "schedule::Step", "every", "at least 1",
