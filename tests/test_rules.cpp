@@ -1291,9 +1291,11 @@ TEMPLATE_TEST_CASE(
                         "AdaptiveDelayCompensated::learning_rate");
     require_rejected<T>(update::Adam{.learning_rate = lr}, "Adam::learning_rate");
   }
+  for (const double mu : {1.0, 1.5, -1.0, nan}) {
+    require_rejected<T>(update::HeavyBall{.momentum = mu}, "HeavyBall::momentum");
+  }
   for (const double beta : {1.0, 1.5, -0.1, nan}) {
     require_rejected<T>(update::MomentumCorrection{.beta = beta}, "MomentumCorrection::beta");
-    require_rejected<T>(update::HeavyBall{.momentum = beta}, "HeavyBall::momentum");
     require_rejected<T>(update::AdaptiveDelayCompensated{.mean_square_decay = beta},
                         "AdaptiveDelayCompensated::mean_square_decay");
     require_rejected<T>(update::Adam{.beta1 = beta}, "Adam::beta1");

@@ -46,7 +46,8 @@ struct MomentumCorrection {
   }
 };
 
-/// Classic momentum (Polyak 1964), or Nesterov's (Sutskever et al., ICML 2013):
+/// Classic momentum (Polyak 1964), or Nesterov's (Sutskever et al., ICML 2013), with
+/// momentum mu in (-1, 1):
 ///   v <- mu * v + g;  w <- w - lr * v            (heavy ball)
 ///   v <- mu * v + g;  w <- w - lr * (g + mu * v) (nesterov = true)
 /// With `lr_in_velocity` the velocity carries the learning rate, v <- mu * v + lr * g and
@@ -97,7 +98,10 @@ struct HeavyBall {
 
   void validate() const {
     detail::require_learning_rate("HeavyBall", learning_rate);
-    detail::require_unit("HeavyBall", "momentum", momentum);
+    // Negative momentum is allowed: with many asynchronous workers the implicit momentum of
+    // staleness can make the best explicit momentum negative (Mitliagkas et al. 2016).
+    detail::require(momentum > -1.0 && momentum < 1.0, "HeavyBall", "momentum", "in (-1, 1)",
+                    momentum);
   }
 };
 
