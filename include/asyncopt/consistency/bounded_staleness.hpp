@@ -67,19 +67,21 @@ struct BoundedStaleness {
       }
       const auto start = std::chrono::steady_clock::now();
       std::unique_lock lock(mutex_);
+      waiters_.fetch_add(1);
       changed_.wait(lock, [&] { return ready(id, clock); });
+      waiters_.fetch_sub(1);
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     }
 
     /// Worker `id` finished a step and is now at `clock`.
     void clock(std::size_t id, std::uint64_t clock) {
-      slots_[id].clock.store(clock, std::memory_order_release);
+      slots_[id].clock.store(clock);
       notify();
     }
 
     /// Worker `id` holds nobody back until it joins again.
     void leave(std::size_t id) {
-      slots_[id].live.store(false, std::memory_order_release);
+      slots_[id].live.store(false);
       notify();
     }
 
@@ -93,8 +95,8 @@ struct BoundedStaleness {
     [[nodiscard]] std::uint64_t lead(std::size_t id, std::uint64_t clock) const noexcept {
       std::uint64_t slowest = clock;
       for (std::size_t k = 0; k < workers_; ++k) {
-        if (k != id && slots_[k].live.load(std::memory_order_acquire)) {
-          slowest = std::min(slowest, slots_[k].clock.load(std::memory_order_acquire));
+        if (k != id && slots_[k].live.load()) {
+          slowest = std::min(slowest, slots_[k].clock.load());
         }
       }
       return clock - slowest;
@@ -112,9 +114,13 @@ struct BoundedStaleness {
       return lead(id, clock) <= staleness_;
     }
 
+    // Wakes the waiters, taking the mutex only when there are any. Clocks, live flags and
+    // the waiter count are sequentially consistent: either a waiter's check sees this
+    // change, or this load sees the waiter, which then holds the mutex until it sleeps.
     void notify() {
-      // Taking the mutex orders this change before a waiter's next check of its predicate,
-      // so no wake-up is lost.
+      if (waiters_.load() == 0) {
+        return;
+      }
       { const std::lock_guard lock(mutex_); }
       changed_.notify_all();
     }
@@ -125,6 +131,7 @@ struct BoundedStaleness {
     std::unique_ptr<Slot[]> slots_;
     std::mutex mutex_;
     std::condition_variable changed_;
+    std::atomic<std::size_t> waiters_{0};
   };
 };
 

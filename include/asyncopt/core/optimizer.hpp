@@ -187,6 +187,8 @@ class AsyncOptimizer {
   template <class F, class... Callbacks>
   [[nodiscard]] Report run(const F& objective, std::span<scalar_type> params,
                            const Options& options, Callbacks&... callbacks) const {
+    static_assert(WorkerHandle<typename store_type::Worker, scalar_type>,
+                  "asyncopt: the transport's worker handle must offer pull, push and clock");
     validate(objective, params, options);
     constexpr bool sparse = SparseObjective<F, scalar_type>;
     const auto start = Clock::now();

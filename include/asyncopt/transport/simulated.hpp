@@ -138,7 +138,7 @@ class Simulated::Store {
 
   Store(const Simulated& transport, const Rule& rule, const Consistency& consistency,
         std::span<Scalar> params, std::size_t workers)
-      : config_(transport),
+      : delay_(transport.delay),
         rule_(rule),
         params_(params),
         state_(slots * params.size(), Scalar{0}),
@@ -214,7 +214,7 @@ class Simulated::Store {
     return {.applied = true, .staleness = staleness};
   }
 
-  Simulated config_;
+  delay::Delay delay_;
   Rule rule_;
   std::span<Scalar> params_;
   std::vector<Scalar> state_;
@@ -235,7 +235,7 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
   void pull(std::span<Scalar> out) {
     Store& s = *store_;
     check_size(out.size(), "pull");
-    std::uint64_t tau = s.config_.delay.draw(s.rng_);
+    std::uint64_t tau = s.delay_.draw(s.rng_);
     tau = std::min<std::uint64_t>({tau, s.version_, s.capacity_ - 1});
     seen_ = s.version_ - tau;
     const std::size_t n = s.params_.size();
