@@ -23,6 +23,8 @@ struct Settings {
   std::string rule = "sgd";
   std::string consistency = "locked";
   std::size_t stripes = 64;
+  std::uint64_t staleness = 2;
+  std::uint64_t period = 8;
   std::size_t workers = 2;
   std::size_t epochs = 10;
   std::size_t batch_size = 8;
@@ -137,8 +139,15 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--consistency", s.consistency,
-                 "consistency policy: locked (striped mutexes), lockfree (Hogwild!)")
-      ->check(CLI::IsMember({"locked", "lockfree"}))
+                 "consistency policy: locked (striped mutexes), lockfree (Hogwild!), ssp "
+                 "(bounded staleness over lockfree), synchronous (mean gradient per round), "
+                 "local (local SGD: replicas averaged every --period steps)")
+      ->check(CLI::IsMember({"locked", "lockfree", "ssp", "synchronous", "local"}))
+      ->capture_default_str();
+  app.add_option("--staleness", s.staleness, "clocks a worker may run ahead, for --consistency ssp")
+      ->capture_default_str();
+  app.add_option("--period", s.period, "local steps between averages, for --consistency local")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--stripes", s.stripes, "lock stripes for --consistency locked (1 = one lock)")
       ->check(CLI::PositiveNumber)
@@ -185,8 +194,19 @@ int main(int argc, char** argv) {
         train_set.num_examples(), test_set.num_examples(), train_set.dimension(), s.workers,
         s.rule.c_str(), s.consistency.c_str(),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    namespace consistency = asyncopt::consistency;
     if (s.consistency == "lockfree") {
-      return with_rule(s, asyncopt::consistency::LockFree{}, train_set, test_set);
+      return with_rule(s, consistency::LockFree{}, train_set, test_set);
+    }
+    if (s.consistency == "ssp") {
+      return with_rule(s, consistency::BoundedStaleness<>{.staleness = s.staleness}, train_set,
+                       test_set);
+    }
+    if (s.consistency == "synchronous") {
+      return with_rule(s, consistency::Synchronous{}, train_set, test_set);
+    }
+    if (s.consistency == "local") {
+      return with_rule(s, consistency::LocalSgd{.period = s.period}, train_set, test_set);
     }
     return with_rule(s, asyncopt::consistency::Locked{.stripes = s.stripes}, train_set, test_set);
   } catch (const std::exception& e) {

@@ -3,7 +3,9 @@
 
 #include <asyncopt/consistency/bounded_staleness.hpp>
 #include <asyncopt/consistency/lock_free.hpp>
+#include <asyncopt/consistency/local_sgd.hpp>
 #include <asyncopt/consistency/locked.hpp>
+#include <asyncopt/consistency/synchronous.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>
 #include <asyncopt/core/objective.hpp>

@@ -27,10 +27,11 @@ namespace asyncopt::consistency {
 /// (its shard is done, it threw, or it was stopped) no longer holds anybody back.
 template <class Inner = LockFree>
 struct BoundedStaleness {
-  static_assert(ConsistencyPolicy<Inner>,
-                "asyncopt: BoundedStaleness<Inner> needs a consistency policy as Inner, such as "
-                "asyncopt::consistency::LockFree or asyncopt::consistency::Locked");
-  using inner_type = std::conditional_t<ConsistencyPolicy<Inner>, Inner, LockFree>;
+  static_assert(ConsistencyPolicy<Inner> && !coordinates_rounds_v<Inner>,
+                "asyncopt: BoundedStaleness<Inner> needs an asynchronous consistency policy as "
+                "Inner, such as asyncopt::consistency::LockFree or asyncopt::consistency::Locked");
+  using inner_type =
+      std::conditional_t<ConsistencyPolicy<Inner> && !coordinates_rounds_v<Inner>, Inner, LockFree>;
 
   static constexpr std::uint64_t unbounded = std::numeric_limits<std::uint64_t>::max();
 

@@ -4,6 +4,7 @@
 #include <array>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 
 #include <asyncopt/core/objective.hpp>
@@ -75,6 +76,10 @@ concept UpdateRule = std::copy_constructible<R> && requires(const R& rule) {
 ///   of a strictly increasing index list;
 /// where `access` is kernels::PlainAccess (the guard excludes other writers of the range)
 /// or kernels::RelaxedAccess (it does not; the kernel then uses atomic_ref).
+///
+/// Optional hooks, used by the stores when present: `wait_to_read(id, clock)` before a pull
+/// and `clock(id, clock)` after a step (bounded staleness), `leave(id)` and
+/// `join(id, clock)`, and the round hooks of CombiningGuard and ReplicatingGuard below.
 template <class C>
 concept ConsistencyPolicy = std::copy_constructible<C> && requires {
   typename detail::TemplateOfOne<C::template Guard>;
@@ -86,6 +91,52 @@ concept ConsistencyPolicy = std::copy_constructible<C> && requires {
   guard.read(src, dst);
   guard.write_dense(apply);
   guard.write_sparse(index, apply);
+};
+
+/// Whether a policy moves the workers in rounds (Synchronous, LocalSgd): its guard then
+/// takes over pushes (CombiningGuard) or keeps private replicas (ReplicatingGuard), which a
+/// transport must support explicitly (`static constexpr bool coordinates_rounds = true`).
+template <class C>
+inline constexpr bool coordinates_rounds_v = [] {
+  if constexpr (requires { C::coordinates_rounds; }) {
+    return static_cast<bool>(C::coordinates_rounds);
+  } else {
+    return false;
+  }
+}();
+
+/// Whether a transport runs policies that move workers in rounds
+/// (`static constexpr bool supports_rounds = true`).
+template <class T>
+inline constexpr bool supports_rounds_v = [] {
+  if constexpr (requires { T::supports_rounds; }) {
+    return static_cast<bool>(T::supports_rounds);
+  } else {
+    return false;
+  }
+}();
+
+/// A guard that turns the pushes of a round into one update (Synchronous):
+/// `combine(id, fill, commit)` lets worker `id` write its dense gradient with `fill(slot)`,
+/// blocks until the round is complete, and has one worker of the round apply the combined
+/// gradient with `commit(values)`. Returns the seconds spent waiting.
+template <class G, class Scalar>
+concept CombiningGuard = requires(G& guard, std::size_t id, void (*fill)(std::span<Scalar>),
+                                  void (*commit)(std::span<const Scalar>)) {
+  { guard.combine(id, fill, commit) } -> std::convertible_to<double>;
+};
+
+/// A guard that gives every worker a private replica of the parameters (LocalSgd): pulls
+/// and pushes use `replica(id)`, and the hooks that take the shared parameters decide when
+/// they are combined: `clock(id, clock, shared)` (returns the seconds spent waiting),
+/// `leave(id, shared)` and `join(id, clock, shared)`.
+template <class G, class Scalar>
+concept ReplicatingGuard = requires(G& guard, std::size_t id, std::uint64_t clock,
+                                    std::span<Scalar> shared) {
+  { guard.replica(id) } -> std::same_as<std::span<Scalar>>;
+  { guard.clock(id, clock, shared) } -> std::convertible_to<double>;
+  guard.leave(id, shared);
+  guard.join(id, clock, std::span<const Scalar>(shared));
 };
 
 /// Where the store lives and how workers reach it.

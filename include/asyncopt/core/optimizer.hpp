@@ -92,6 +92,9 @@ class AsyncOptimizer {
   static_assert(asyncopt::Transport<Transport>,
                 "asyncopt: the Transport slot of AsyncOptimizer needs a transport (a type that "
                 "models asyncopt::Transport, such as asyncopt::transport::SharedMemory)");
+  static_assert(!coordinates_rounds_v<Consistency> || supports_rounds_v<Transport>,
+                "asyncopt: the Consistency slot moves workers in rounds (Synchronous, LocalSgd) "
+                "but the Transport slot cannot run them; use asyncopt::transport::SharedMemory");
 
  public:
   // After a failed static_assert, well-formed stand-ins keep the compiler from adding a
@@ -103,7 +106,9 @@ class AsyncOptimizer {
                                            (!needs_w_seen_v<Rule> || provides_w_seen_v<Transport>),
                                        Rule, update::Sgd>;
   using consistency_type =
-      std::conditional_t<ConsistencyPolicy<Consistency>, Consistency, consistency::LockFree>;
+      std::conditional_t<ConsistencyPolicy<Consistency> &&
+                             (!coordinates_rounds_v<Consistency> || supports_rounds_v<Transport>),
+                         Consistency, consistency::LockFree>;
   using transport_type =
       std::conditional_t<asyncopt::Transport<Transport>, Transport, transport::SharedMemory>;
   using store_type =

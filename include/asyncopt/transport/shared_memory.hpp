@@ -1,6 +1,7 @@
 // The default transport: the store lives in this process and workers are threads.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -21,6 +22,7 @@
 #include <sched.h>
 #endif
 
+#include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
@@ -86,7 +88,7 @@ void check_seen(const Scalar* seen_params) {
 /// Runs a rule's step over a dense gradient under a consistency guard: the write path of
 /// every store that holds the parameters in memory.
 template <class Guard, class Step, class Scalar, std::size_t Slots>
-void write_dense(Guard& guard, const Step& step, Scalar* w, std::span<const Scalar> gradient,
+void write_dense(Guard&& guard, const Step& step, Scalar* w, std::span<const Scalar> gradient,
                  const kernels::StatePointers<Scalar, Slots>& state, const Scalar* w_seen) {
   guard.write_dense([&](auto access, std::size_t begin, std::size_t end) {
     kernels::apply_dense<decltype(access)>(
@@ -99,7 +101,7 @@ void write_dense(Guard& guard, const Step& step, Scalar* w, std::span<const Scal
 
 /// The same for a sparse gradient.
 template <class Guard, class Step, class Scalar, std::size_t Slots>
-void write_sparse(Guard& guard, const Step& step, Scalar* w, std::span<const std::size_t> index,
+void write_sparse(Guard&& guard, const Step& step, Scalar* w, std::span<const std::size_t> index,
                   std::span<const Scalar> value, const kernels::StatePointers<Scalar, Slots>& state,
                   const Scalar* w_seen) {
   guard.write_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
@@ -110,6 +112,19 @@ void write_sparse(Guard& guard, const Step& step, Scalar* w, std::span<const std
         begin, end);
   });
 }
+
+/// The guard of memory nobody else touches: a worker's private replica.
+struct Exclusive {
+  std::size_t n = 0;
+  template <class F>
+  void write_dense(F&& apply) const {
+    apply(kernels::PlainAccess{}, std::size_t{0}, n);
+  }
+  template <class F>
+  void write_sparse(std::span<const std::size_t> index, F&& apply) const {
+    apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
+  }
+};
 
 /// Euclidean norm, summed in double, for the rules that clip by norm.
 template <class Scalar>
@@ -132,6 +147,8 @@ struct SharedMemory {
 
   /// A worker's pulled copy holds the parameters its gradient was computed at.
   static constexpr bool provides_w_seen = true;
+  /// Workers are threads that may block for each other: Synchronous and LocalSgd run here.
+  static constexpr bool supports_rounds = true;
 
   template <class Scalar, class Rule, class Consistency>
   class Store;
@@ -197,13 +214,16 @@ struct SharedMemory {
 ///
 /// The store keeps a reference to the caller's parameter array, which must outlive it.
 /// Each worker id has at most one live handle at a time (worker() refuses a second), and a
-/// handle is used by one thread at a time.
+/// handle is used by one thread at a time. Under a policy whose guard keeps replicas
+/// (LocalSgd), each worker also has its own copy of the rule's state.
 template <class Scalar, class Rule, class Consistency>
 class SharedMemory::Store {
  public:
   using scalar_type = Scalar;
   using guard_type = typename Consistency::template Guard<Scalar>;
   static constexpr std::size_t slots = Rule::state_slots;
+  static constexpr bool combining = CombiningGuard<guard_type, Scalar>;
+  static constexpr bool replicated = ReplicatingGuard<guard_type, Scalar>;
 
   class Worker;
 
@@ -211,7 +231,7 @@ class SharedMemory::Store {
         std::span<Scalar> params, std::size_t workers)
       : rule_(rule),
         params_(params),
-        state_(slots * params.size(), Scalar{0}),
+        state_(slots * params.size() * (replicated ? workers : 1), Scalar{0}),
         guard_(consistency, params.size(), workers),
         counters_(workers),
         claimed_(std::make_unique<std::atomic<bool>[]>(workers)) {
@@ -224,6 +244,11 @@ class SharedMemory::Store {
     }
     for (std::size_t k = 0; k < slots; ++k) {
       state_pointers_[k] = state_.data() + k * params.size();
+    }
+    if constexpr (replicated) {
+      for (std::size_t id = 0; id < workers; ++id) {
+        guard_.join(id, 0, std::span<const Scalar>(params_));
+      }
     }
   }
 
@@ -283,12 +308,13 @@ class SharedMemory::Store {
   // updates completed before the worker's pull, so every update that started after that
   // (or had started but not finished) counts towards the staleness: it is never
   // underestimated.
-  template <class Apply>
+  // A step on a worker's own replica (Local) is never stale.
+  template <bool Local = false, class Apply>
   PushResult apply(std::size_t worker, std::uint64_t seen, std::span<const Scalar> values,
                    Apply&& apply_with) {
     const std::uint64_t slot = started_.fetch_add(1, std::memory_order_acq_rel);
     const CompleteOnExit done{completed_};
-    const std::uint64_t staleness = slot >= seen ? slot - seen : 0;
+    const std::uint64_t staleness = !Local && slot >= seen ? slot - seen : 0;
     const auto step = rule_.template step<Scalar>(
         StepInfo{.staleness = staleness,
                  .version = slot,
@@ -299,6 +325,24 @@ class SharedMemory::Store {
     apply_with(step);
     counters_[worker].stats.record(staleness);
     return {.applied = true, .staleness = staleness};
+  }
+
+  void leave(std::size_t id) {
+    if constexpr (replicated) {
+      guard_.leave(id, params_);
+    } else if constexpr (requires(guard_type & g) { g.leave(id); }) {
+      guard_.leave(id);
+    }
+  }
+
+  // Worker `id`'s copy of the rule's state, under a replicating policy.
+  [[nodiscard]] kernels::StatePointers<Scalar, slots> local_state(std::size_t id) noexcept {
+    kernels::StatePointers<Scalar, slots> pointers{};
+    const std::size_t n = params_.size();
+    for (std::size_t k = 0; k < slots; ++k) {
+      pointers[k] = state_.data() + (id * slots + k) * n;
+    }
+    return pointers;
   }
 
   Rule rule_;
@@ -326,7 +370,12 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
       store_->counters_[id_].stats.wait_seconds += store_->guard_.wait_to_read(id_, clock_count());
     }
     seen_ = store_->completed_.load(std::memory_order_acquire);
-    store_->guard_.read(store_->params_.data(), out.data());
+    if constexpr (replicated) {
+      const std::span<const Scalar> mine = store_->guard_.replica(id_);
+      std::copy(mine.begin(), mine.end(), out.begin());
+    } else {
+      store_->guard_.read(store_->params_.data(), out.data());
+    }
     seen_params_ = out.data();
   }
 
@@ -338,10 +387,22 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
       return reject();
     }
     Store& s = *store_;
-    return s.apply(id_, seen_, gradient, [&](const auto& step) {
-      detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_,
-                          seen_params_);
-    });
+    if constexpr (replicated) {
+      return s.template apply<true>(id_, seen_, gradient, [&](const auto& step) {
+        detail::write_dense(detail::Exclusive{.n = gradient.size()}, step,
+                            s.guard_.replica(id_).data(), gradient, s.local_state(id_),
+                            seen_params_);
+      });
+    } else if constexpr (combining) {
+      return combine([&](std::span<Scalar> slot) {
+        std::copy(gradient.begin(), gradient.end(), slot.begin());
+      });
+    } else {
+      return s.apply(id_, seen_, gradient, [&](const auto& step) {
+        detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_,
+                            seen_params_);
+      });
+    }
   }
 
   /// Applies a sparse gradient: strictly increasing indices with their values.
@@ -352,10 +413,25 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
       return reject();
     }
     Store& s = *store_;
-    return s.apply(id_, seen_, value, [&](const auto& step) {
-      detail::write_sparse(s.guard_, step, s.params_.data(), index, value, s.state_pointers_,
-                           seen_params_);
-    });
+    if constexpr (replicated) {
+      return s.template apply<true>(id_, seen_, value, [&](const auto& step) {
+        detail::write_sparse(detail::Exclusive{.n = s.params_.size()}, step,
+                             s.guard_.replica(id_).data(), index, value, s.local_state(id_),
+                             seen_params_);
+      });
+    } else if constexpr (combining) {
+      return combine([&](std::span<Scalar> slot) {
+        std::fill(slot.begin(), slot.end(), Scalar{0});
+        for (std::size_t k = 0; k < index.size(); ++k) {
+          slot[index[k]] = value[k];
+        }
+      });
+    } else {
+      return s.apply(id_, seen_, value, [&](const auto& step) {
+        detail::write_sparse(s.guard_, step, s.params_.data(), index, value, s.state_pointers_,
+                             seen_params_);
+      });
+    }
   }
 
   PushResult push(const SparseGradient<Scalar>& gradient) {
@@ -366,22 +442,22 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   void clock() {
     const std::uint64_t now =
         store_->counters_[id_].clock.fetch_add(1, std::memory_order_acq_rel) + 1;
-    if constexpr (requires(guard_type & g) { g.clock(id_, now); }) {
+    if constexpr (replicated) {
+      store_->counters_[id_].stats.wait_seconds += store_->guard_.clock(id_, now, store_->params_);
+    } else if constexpr (requires(guard_type & g) { g.clock(id_, now); }) {
       store_->guard_.clock(id_, now);
     }
   }
 
   /// Stops holding other workers back (bounded staleness) until join(): call it when this
   /// worker has no more steps for now. Destroying the handle leaves as well.
-  void leave() {
-    if constexpr (requires(guard_type & g) { g.leave(id_); }) {
-      store_->guard_.leave(id_);
-    }
-  }
+  void leave() { store_->leave(id_); }
 
   /// Takes part again after leave(), at this worker's clock.
   void join() {
-    if constexpr (requires(guard_type & g) { g.join(id_, std::uint64_t{0}); }) {
+    if constexpr (replicated) {
+      store_->guard_.join(id_, clock_count(), std::span<const Scalar>(store_->params_));
+    } else if constexpr (requires(guard_type & g) { g.join(id_, std::uint64_t{0}); }) {
       store_->guard_.join(id_, clock_count());
     }
   }
@@ -419,11 +495,9 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
 
   void release() noexcept {
     if (store_ != nullptr) {
-      if constexpr (requires(guard_type & g) { g.leave(id_); }) {
-        try {
-          store_->guard_.leave(id_);
-        } catch (...) {  // a failed notify cannot be reported from a destructor
-        }
+      try {
+        store_->leave(id_);
+      } catch (...) {  // a failed notify cannot be reported from a destructor
       }
       store_->claimed_[id_].store(false, std::memory_order_release);
       store_ = nullptr;
@@ -433,6 +507,22 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   PushResult reject() noexcept {
     ++store_->counters_[id_].stats.rejected;
     return {.applied = false, .staleness = 0};
+  }
+
+  // One gradient of a round: the worker that completes the round applies the combined
+  // gradient as one update, from the parameters it pulled.
+  template <class Fill>
+  PushResult combine(Fill&& fill) {
+    Store& s = *store_;
+    PushResult result{.applied = true, .staleness = 0};
+    s.counters_[id_].stats.wait_seconds +=
+        s.guard_.combine(id_, fill, [&](std::span<const Scalar> combined) {
+          result = s.apply(id_, seen_, combined, [&](const auto& step) {
+            detail::write_dense(s.guard_, step, s.params_.data(), combined, s.state_pointers_,
+                                seen_params_);
+          });
+        });
+    return result;
   }
 
   void check_size(std::size_t size, const char* what) const {

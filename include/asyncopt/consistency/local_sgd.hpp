@@ -1,0 +1,135 @@
+// Local SGD: workers step on private replicas and average the models every `period` steps.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <stdexcept>
+#include <vector>
+
+#include <asyncopt/consistency/rounds.hpp>
+#include <asyncopt/kernels/access.hpp>
+#include <asyncopt/kernels/dense.hpp>
+
+namespace asyncopt::consistency {
+
+/// Local SGD, or periodic model averaging (Zinkevich et al., NIPS 2010; Stich, "Local SGD
+/// converges fast and communicates little", ICLR 2019; Lin et al., "Don't use large
+/// mini-batches, use local SGD", ICLR 2020). Each worker pulls from and pushes to a private
+/// replica of the parameters, with its own copy of the rule's state (momentum stays
+/// local); after every `period` steps (clocks) it waits for the other live workers, the
+/// shared parameters become the mean of their replicas, and every replica restarts from
+/// it. period = 1 is synchronous SGD written as model averaging.
+///
+/// A worker that leaves with steps not yet averaged contributes its replica to the round in
+/// progress, so no work is lost when shards end at different step counts. The mean is
+/// summed in worker order: a run does not depend on thread timing. Updates count local
+/// steps, and never stale ones; the time spent waiting at averaging rounds is reported as
+/// wait_seconds. Every worker id starts live: a worker that takes no part must leave()
+/// (destroying its handle does).
+struct LocalSgd {
+  /// Local steps between two averaging rounds (H in the papers).
+  std::uint64_t period = 8;
+
+  /// Workers move in rounds and keep replicas: a transport must support it (the
+  /// shared-memory one does).
+  static constexpr bool coordinates_rounds = true;
+
+  void validate() const {
+    if (period == 0) {
+      throw std::invalid_argument("asyncopt: LocalSgd::period must be at least 1");
+    }
+  }
+
+  template <class Scalar>
+  class Guard {
+   public:
+    Guard(const LocalSgd& policy, std::size_t n, std::size_t workers)
+        : period_(policy.period),
+          n_(n),
+          replicas_(n * workers),
+          clocks_(workers, 0),
+          averaged_at_(workers, 0),
+          rounds_(workers) {
+      policy.validate();
+    }
+
+    // The shared parameters: written only when a round closes.
+    void read(const Scalar* src, Scalar* dst) const {
+      const std::shared_lock lock(params_mutex_);
+      kernels::copy<kernels::PlainAccess>(src, dst, 0, n_);
+    }
+
+    template <class F>
+    void write_dense(F&& apply) const {
+      const std::unique_lock lock(params_mutex_);
+      apply(kernels::PlainAccess{}, std::size_t{0}, n_);
+    }
+
+    template <class F>
+    void write_sparse(std::span<const std::size_t> index, F&& apply) const {
+      const std::unique_lock lock(params_mutex_);
+      apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
+    }
+
+    /// Worker `id`'s private parameters: its pulls read them and its pushes update them,
+    /// with no lock (one thread uses a worker id at a time).
+    [[nodiscard]] std::span<Scalar> replica(std::size_t id) noexcept {
+      return {replicas_.data() + id * n_, n_};
+    }
+
+    /// Worker `id` finished step `clock`: every period-th one, averages with the other live
+    /// workers into `shared` and restarts from the mean. Returns the seconds spent waiting.
+    double clock(std::size_t id, std::uint64_t clock, std::span<Scalar> shared) {
+      clocks_[id] = clock;
+      if (clock % period_ != 0) {
+        return 0.0;
+      }
+      const double waited = rounds_.arrive(id, [&](std::span<const unsigned char> contributed) {
+        average_into(shared, contributed);
+      });
+      restart(id, shared);
+      return waited;
+    }
+
+    /// Worker `id` stops: its steps not yet averaged go into the round in progress.
+    void leave(std::size_t id, std::span<Scalar> shared) {
+      rounds_.leave(
+          id, clocks_[id] != averaged_at_[id],
+          [&](std::span<const unsigned char> contributed) { average_into(shared, contributed); });
+    }
+
+    /// Worker `id` takes part again, at `clock`, from the shared parameters.
+    void join(std::size_t id, std::uint64_t clock, std::span<const Scalar> shared) {
+      rounds_.join(id);
+      clocks_[id] = clock;
+      restart(id, shared);
+    }
+
+   private:
+    void average_into(std::span<Scalar> shared, std::span<const unsigned char> contributed) {
+      const std::unique_lock lock(params_mutex_);
+      detail::average_rows(replicas_.data(), n_, contributed, shared.data());
+    }
+
+    void restart(std::size_t id, std::span<const Scalar> shared) {
+      const std::shared_lock lock(params_mutex_);
+      std::copy(shared.begin(), shared.end(), replica(id).begin());
+      averaged_at_[id] = clocks_[id];
+    }
+
+    std::uint64_t period_;
+    std::size_t n_;
+    std::vector<Scalar> replicas_;  // row k: worker k's parameters
+    // Per worker, touched only by the thread that uses the worker id.
+    std::vector<std::uint64_t> clocks_;
+    std::vector<std::uint64_t> averaged_at_;
+    detail::Rounds rounds_;
+    mutable std::shared_mutex params_mutex_;
+  };
+};
+
+}  // namespace asyncopt::consistency

@@ -1,0 +1,82 @@
+// Synchronous SGD: every round averages one gradient from each worker into one update.
+#pragma once
+
+#include <cstddef>
+#include <mutex>
+#include <shared_mutex>
+#include <span>
+#include <vector>
+
+#include <asyncopt/consistency/rounds.hpp>
+#include <asyncopt/kernels/access.hpp>
+#include <asyncopt/kernels/dense.hpp>
+
+namespace asyncopt::consistency {
+
+/// Synchronous data-parallel SGD: a push waits until every live worker has pushed in the
+/// same round; the mean of their gradients is then applied as one update, and every worker
+/// pulls the result. Gradients are never stale, and the update equals sequential SGD on
+/// the union of the workers' batches. The mean is summed in worker order, so a run does
+/// not depend on thread timing. A worker that leaves (its shard is done, it threw, or it
+/// was stopped) is not waited for; a rejected (non-finite) gradient is not a contribution,
+/// so the worker's next push fills its place in the round.
+///
+/// The store's updates count rounds, and the time a push spends waiting for the others is
+/// reported as wait_seconds. Every worker id starts live: a worker that takes no part must
+/// leave() (destroying its handle does).
+struct Synchronous {
+  /// Workers move in rounds: a transport must support it (the shared-memory one does).
+  static constexpr bool coordinates_rounds = true;
+
+  void validate() const noexcept {}
+
+  template <class Scalar>
+  class Guard {
+   public:
+    Guard(const Synchronous& /*policy*/, std::size_t n, std::size_t workers)
+        : n_(n), gradients_(n * workers), mean_(n), rounds_(workers) {}
+
+    /// Pulls read while no round is being applied.
+    void read(const Scalar* src, Scalar* dst) const {
+      const std::shared_lock lock(params_mutex_);
+      kernels::copy<kernels::PlainAccess>(src, dst, 0, n_);
+    }
+
+    template <class F>
+    void write_dense(F&& apply) const {
+      const std::unique_lock lock(params_mutex_);
+      apply(kernels::PlainAccess{}, std::size_t{0}, n_);
+    }
+
+    template <class F>
+    void write_sparse(std::span<const std::size_t> index, F&& apply) const {
+      const std::unique_lock lock(params_mutex_);
+      apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
+    }
+
+    /// Worker `id`'s contribution to the current round: `fill(slot)` writes its dense
+    /// gradient into `slot` (n elements). Blocks until the round is applied; the worker that
+    /// completes the round calls `commit(mean)` once, which applies the mean through
+    /// write_dense. Returns the seconds spent waiting.
+    template <class Fill, class Commit>
+    double combine(std::size_t id, Fill&& fill, Commit&& commit) {
+      fill(std::span<Scalar>(gradients_.data() + id * n_, n_));
+      return rounds_.arrive(id, [&](std::span<const unsigned char> contributed) {
+        detail::average_rows(gradients_.data(), n_, contributed, mean_.data());
+        commit(std::span<const Scalar>(mean_));
+      });
+    }
+
+    void leave(std::size_t id) { rounds_.leave(id); }
+    void join(std::size_t id, std::uint64_t /*clock*/) { rounds_.join(id); }
+
+   private:
+    std::size_t n_;
+    std::vector<Scalar> gradients_;  // row k: worker k's gradient of this round
+    std::vector<Scalar> mean_;
+    detail::Rounds rounds_;
+    mutable std::shared_mutex params_mutex_;
+  };
+};
+
+}  // namespace asyncopt::consistency

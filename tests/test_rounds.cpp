@@ -1,0 +1,338 @@
+// Synchronous SGD and local SGD: closed forms of a round, local SGD with period 1 against
+// synchronous SGD, independent references for longer periods, convergence, and no hang
+// when a worker leaves or throws.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <Eigen/Dense>
+#include <catch2/catch.hpp>
+
+#include <asyncopt/asyncopt.hpp>
+#include <asyncopt/objective/objective.hpp>
+
+using asyncopt::Options;
+using asyncopt::consistency::LocalSgd;
+using asyncopt::consistency::Locked;
+using asyncopt::consistency::Synchronous;
+using asyncopt::update::HeavyBall;
+using asyncopt::update::Sgd;
+
+namespace {
+
+using Dense = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using LeastSquares = asyncopt::objective::LeastSquares<Dense>;
+
+// y = X w* + noise with X standard normal: a least-squares problem and its optimum.
+struct Problem {
+  LeastSquares f;
+  Eigen::VectorXd optimum;
+};
+
+Problem planted(Eigen::Index n, Eigen::Index d, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal;
+  Dense x(n, d);
+  Eigen::VectorXd y(n);
+  Eigen::VectorXd w_star(d);
+  for (Eigen::Index j = 0; j < d; ++j) {
+    w_star[j] = normal(rng);
+  }
+  for (Eigen::Index i = 0; i < n; ++i) {
+    for (Eigen::Index j = 0; j < d; ++j) {
+      x(i, j) = normal(rng);
+    }
+    y[i] = x.row(i).dot(w_star) + 0.01 * normal(rng);
+  }
+  Eigen::VectorXd optimum = (x.transpose() * x).ldlt().solve(x.transpose() * y);
+  return {LeastSquares(std::move(x), std::move(y), {.l2 = 0.0, .intercept = false}),
+          std::move(optimum)};
+}
+
+double max_abs_difference(std::span<const double> a, std::span<const double> b) {
+  double m = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    m = std::max(m, std::abs(a[i] - b[i]));
+  }
+  return m;
+}
+
+// Runs body(id) on one thread per worker.
+template <class Body>
+void on_threads(std::size_t workers, Body body) {
+  std::vector<std::jthread> threads;
+  for (std::size_t id = 0; id < workers; ++id) {
+    threads.emplace_back([&body, id] { body(id); });
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a synchronous round applies the mean of the workers' gradients once") {
+  constexpr std::size_t workers = 4;
+  constexpr double lr = 0.5;
+  const asyncopt::AsyncOptimizer<double, Sgd, Synchronous> opt(Sgd{.learning_rate = lr});
+  std::vector<double> w = {1.0, -2.0, 3.0};
+  const std::vector<double> start = w;
+  auto store = opt.attach(std::span<double>(w), workers);
+  // Worker k pushes g_k = (k, 2k, -k) densely, except worker 3, which pushes the same
+  // gradient as a sparse one.
+  std::vector<asyncopt::transport::PushResult> results(workers);
+  on_threads(workers, [&](std::size_t id) {
+    auto handle = store->worker(id);
+    std::vector<double> seen(3);
+    handle.pull(seen);
+    const double k = static_cast<double>(id);
+    const std::vector<double> g = {k, 2.0 * k, -k};
+    if (id == 3) {
+      const std::vector<std::size_t> index = {0, 1, 2};
+      results[id] = handle.push(index, g);
+    } else {
+      results[id] = handle.push(g);
+    }
+    handle.clock();
+  });
+  // mean over k = 0..3 of (k, 2k, -k) = (1.5, 3, -1.5).
+  CHECK(w[0] == start[0] - lr * 1.5);
+  CHECK(w[1] == start[1] - lr * 3.0);
+  CHECK(w[2] == start[2] + lr * 1.5);
+  const auto stats = store->stats();
+  CHECK(stats.updates == 1);
+  CHECK(stats.staleness_max == 0);
+  for (const auto& r : results) {
+    CHECK(r.applied);
+    CHECK(r.staleness == 0);
+  }
+}
+
+TEST_CASE("synchronous SGD with one worker is sequential SGD, bit for bit") {
+  const Problem p = planted(300, 6, 3);
+  const Options options{.workers = 1, .batch_size = 5, .epochs = 3, .seed = 9};
+  std::vector<double> sync(6, 0.0);
+  std::vector<double> locked(6, 0.0);
+  const auto r1 = asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(Sgd{.learning_rate = 0.05})
+                      .optimize(p.f, std::span<double>(sync), options);
+  const auto r2 = asyncopt::AsyncOptimizer<double, Sgd, Locked>(Sgd{.learning_rate = 0.05})
+                      .optimize(p.f, std::span<double>(locked), options);
+  CHECK(r1.updates == r2.updates);
+  CHECK(sync == locked);
+}
+
+// The exact statement: the mean of (w - lr g_k) is w - lr * mean(g_k). The two sides round
+// differently, so they agree to a few ulps per step rather than bit for bit.
+TEST_CASE("local SGD with period 1 equals synchronous SGD") {
+  const Problem p = planted(1000, 8, 4);
+  for (const std::size_t workers : {2, 3, 4}) {
+    INFO("workers = " << workers);
+    const Options options{.workers = workers, .batch_size = 7, .epochs = 3, .seed = 5};
+    std::vector<double> sync(8, 0.0);
+    std::vector<double> local(8, 0.0);
+    const auto rs = asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(Sgd{.learning_rate = 0.05})
+                        .optimize(p.f, std::span<double>(sync), options);
+    const auto rl = asyncopt::AsyncOptimizer<double, Sgd, LocalSgd>(Sgd{.learning_rate = 0.05},
+                                                                    LocalSgd{.period = 1})
+                        .optimize(p.f, std::span<double>(local), options);
+    // Synchronous counts rounds (the longest shard's steps); local SGD counts every
+    // worker's steps.
+    std::uint64_t rounds = 0;
+    std::uint64_t steps = 0;
+    for (std::size_t k = 0; k < workers; ++k) {
+      const std::uint64_t shard = (k + 1) * 1000 / workers - k * 1000 / workers;
+      rounds = std::max<std::uint64_t>(rounds, (shard + 6) / 7);
+      steps += (shard + 6) / 7;
+    }
+    CHECK(rs.updates == 3 * rounds);
+    CHECK(rl.updates == 3 * steps);
+    INFO("max |sync - local| = " << max_abs_difference(sync, local));
+    CHECK(max_abs_difference(sync, local) <= 1e-12);
+    // Both differ from the start by far more than that.
+    CHECK(std::abs(sync[0]) > 0.1);
+  }
+}
+
+// Each worker minimizes (w - c_k)^2 / 2 on its replica: w <- w - lr (w - c_k), with the
+// replicas averaged every `period` steps. The reference below runs the same recurrence
+// directly, one scalar per worker.
+TEST_CASE("local SGD averages the replicas every period steps and when workers leave") {
+  constexpr std::size_t workers = 3;
+  constexpr double lr = 0.1;
+  const std::vector<double> centre = {1.0, -4.0, 10.0};
+  // Worker k takes steps[k] steps: the shorter ones leave early with unaveraged steps.
+  const std::vector<std::uint64_t> steps = {9, 7, 9};
+  for (const std::uint64_t period : {1, 2, 4, 100}) {
+    INFO("period = " << period);
+    // The reference: rounds close at multiples of the period among the workers still
+    // running; a worker that stops with unaveraged steps joins the next round.
+    std::vector<double> reference(workers, 0.5);
+    double shared = 0.5;
+    const std::uint64_t longest = *std::max_element(steps.begin(), steps.end());
+    std::vector<char> pending(workers, 0);
+    for (std::uint64_t t = 1; t <= longest; ++t) {
+      for (std::size_t k = 0; k < workers; ++k) {
+        if (t <= steps[k]) {
+          reference[k] -= lr * (reference[k] - centre[k]);
+          pending[k] = t % period != 0 ? 1 : 0;
+        }
+      }
+      // Who takes part in a round closed at step t: workers at a multiple of the period,
+      // plus those that stopped earlier with unaveraged steps.
+      bool closes = false;
+      for (std::size_t k = 0; k < workers; ++k) {
+        closes = closes || (t <= steps[k] && t % period == 0);
+      }
+      const bool last = t == longest;
+      if (closes || last) {
+        double sum = 0.0;
+        int count = 0;
+        for (std::size_t k = 0; k < workers; ++k) {
+          const bool here = t <= steps[k] && (t % period == 0 || (last && pending[k] != 0));
+          if (here || (t > steps[k] && pending[k] != 0)) {
+            sum += reference[k];
+            ++count;
+          }
+        }
+        if (count > 0) {
+          shared = sum / count;
+        }
+        for (std::size_t k = 0; k < workers; ++k) {
+          if (t > steps[k] && pending[k] != 0) {
+            pending[k] = 0;  // its contribution is in
+          }
+          if (t <= steps[k] && t % period == 0) {
+            reference[k] = shared;
+          }
+        }
+      }
+    }
+
+    const asyncopt::AsyncOptimizer<double, Sgd, LocalSgd> opt(Sgd{.learning_rate = lr},
+                                                              LocalSgd{.period = period});
+    std::vector<double> w = {0.5};
+    auto store = opt.attach(std::span<double>(w), workers);
+    on_threads(workers, [&](std::size_t id) {
+      auto handle = store->worker(id);
+      std::vector<double> mine(1);
+      for (std::uint64_t t = 0; t < steps[id]; ++t) {
+        handle.pull(mine);
+        const std::vector<double> g = {mine[0] - centre[id]};
+        REQUIRE(handle.push(g).staleness == 0);
+        handle.clock();
+      }
+      handle.leave();
+    });
+    INFO("local SGD " << w[0] << ", reference " << shared);
+    CHECK(std::abs(w[0] - shared) <= 1e-12);
+    CHECK(store->stats().updates == 9 + 7 + 9);
+  }
+}
+
+TEST_CASE("local SGD with one worker is sequential SGD, momentum included, bit for bit") {
+  const Problem p = planted(300, 6, 6);
+  const Options options{.workers = 1, .batch_size = 4, .epochs = 2, .seed = 2};
+  const HeavyBall rule{.learning_rate = 0.02, .momentum = 0.9};
+  std::vector<double> local(6, 0.0);
+  std::vector<double> locked(6, 0.0);
+  (void)asyncopt::AsyncOptimizer<double, HeavyBall, LocalSgd>(rule, LocalSgd{.period = 3})
+      .optimize(p.f, std::span<double>(local), options);
+  (void)asyncopt::AsyncOptimizer<double, HeavyBall, Locked>(rule).optimize(
+      p.f, std::span<double>(locked), options);
+  CHECK(local == locked);
+}
+
+// Tolerance as for the asynchronous policies: constant-step SGD settles in a ball whose
+// radius scales with lr * noise^2, far below 2e-3 here.
+TEST_CASE("synchronous and local SGD converge to the normal-equations optimum", "[convergence]") {
+  const Problem p = planted(800, 12, 7);
+  for (const std::size_t workers : {1, 2, 4}) {
+    INFO("workers = " << workers);
+    const Options options{.workers = workers, .batch_size = 4, .epochs = 60};
+    std::vector<double> sync(12, 0.0);
+    std::vector<double> local(12, 0.0);
+    const auto rs = asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(Sgd{.learning_rate = 0.05})
+                        .optimize(p.f, std::span<double>(sync), options);
+    const auto rl = asyncopt::AsyncOptimizer<double, Sgd, LocalSgd>(Sgd{.learning_rate = 0.02},
+                                                                    LocalSgd{.period = 8})
+                        .optimize(p.f, std::span<double>(local), options);
+    std::vector<double> optimum(p.optimum.data(), p.optimum.data() + p.optimum.size());
+    INFO("synchronous: " << max_abs_difference(sync, optimum)
+                         << ", local: " << max_abs_difference(local, optimum));
+    CHECK(max_abs_difference(sync, optimum) < 2e-3);
+    CHECK(max_abs_difference(local, optimum) < 2e-3);
+    CHECK(rs.staleness_max == 0);
+    CHECK(rl.staleness_max == 0);
+    CHECK(rs.updates == 60U * ((800U / workers + 3U) / 4U));
+  }
+}
+
+namespace {
+
+// Throws on its first gradient; each later one takes a little while.
+struct Throwing {
+  std::atomic<int>* calls;
+  [[nodiscard]] static std::size_t dimension() { return 2; }
+  [[nodiscard]] static std::size_t num_examples() { return 4000; }
+  [[nodiscard]] static double loss(std::span<const double> /*w*/) { return 1.0; }
+  void gradient(std::span<const double> /*w*/, std::span<const std::size_t> /*batch*/,
+                std::span<double> grad) const {
+    if (calls->fetch_add(1) == 0) {
+      throw std::runtime_error("the first gradient is broken");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+    grad[0] = grad[1] = 0.0;
+  }
+};
+
+template <class Policy>
+void check_thrower_does_not_hang(const Policy& policy) {
+  const asyncopt::AsyncOptimizer<double, Sgd, Policy> opt(Sgd{.learning_rate = 0.1}, policy);
+  std::vector<double> w(2, 0.0);
+  std::atomic<int> calls{0};
+  REQUIRE_THROWS_WITH(opt.optimize(Throwing{&calls}, std::span<double>(w),
+                                   {.workers = 4, .batch_size = 1, .epochs = 2}),
+                      "the first gradient is broken");
+  INFO("gradients computed: " << calls.load());
+  CHECK(calls.load() < 4000);
+}
+
+}  // namespace
+
+TEST_CASE("a worker that throws does not hang the others in a round") {
+  SECTION("synchronous") {
+    check_thrower_does_not_hang(Synchronous{});
+  }
+  SECTION("local SGD") {
+    check_thrower_does_not_hang(LocalSgd{.period = 4});
+  }
+}
+
+TEST_CASE("a worker id that takes no part leaves when its handle is dropped") {
+  const asyncopt::AsyncOptimizer<double, Sgd, Synchronous> opt(Sgd{.learning_rate = 1.0});
+  std::vector<double> w = {0.0};
+  auto store = opt.attach(std::span<double>(w), 2);
+  { auto unused = store->worker(1); }
+  auto handle = store->worker(0);
+  std::vector<double> seen(1);
+  handle.pull(seen);
+  const std::vector<double> g = {2.0};
+  // Alone in the round: it closes at once.
+  CHECK(handle.push(g).applied);
+  CHECK(w[0] == -2.0);
+}
+
+TEST_CASE("a local SGD period of zero is refused and leaves the parameters untouched") {
+  const Problem p = planted(50, 3, 8);
+  std::vector<double> w = {1.0, 2.0, 3.0};
+  const asyncopt::AsyncOptimizer<double, Sgd, LocalSgd> opt(Sgd{.learning_rate = 0.1},
+                                                            LocalSgd{.period = 0});
+  REQUIRE_THROWS_WITH(opt.optimize(p.f, std::span<double>(w), {.workers = 2}),
+                      "asyncopt: LocalSgd::period must be at least 1");
+  CHECK(w == std::vector<double>{1.0, 2.0, 3.0});
+}
