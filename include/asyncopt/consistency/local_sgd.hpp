@@ -52,7 +52,7 @@ struct LocalSgd {
           n_(n),
           replicas_(n * workers),
           clocks_(workers, 0),
-          averaged_at_(workers, 0),
+          changed_(workers, 0),
           rounds_(workers) {
       policy.validate();
     }
@@ -75,9 +75,15 @@ struct LocalSgd {
       apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
     }
 
-    /// Worker `id`'s private parameters: its pulls read them and its pushes update them,
-    /// with no lock (one thread uses a worker id at a time).
+    /// Worker `id`'s private parameters, for its pushes to update with no lock (one thread
+    /// uses a worker id at a time); they then hold steps not yet averaged.
     [[nodiscard]] std::span<Scalar> replica(std::size_t id) noexcept {
+      changed_[id] = 1;
+      return {replicas_.data() + id * n_, n_};
+    }
+
+    /// The same, for its pulls to read.
+    [[nodiscard]] std::span<const Scalar> replica(std::size_t id) const noexcept {
       return {replicas_.data() + id * n_, n_};
     }
 
@@ -97,12 +103,13 @@ struct LocalSgd {
 
     /// Worker `id` stops: its steps not yet averaged go into the round in progress.
     void leave(std::size_t id, std::span<Scalar> shared) {
-      rounds_.leave(
-          id, clocks_[id] != averaged_at_[id],
-          [&](std::span<const unsigned char> contributed) { average_into(shared, contributed); });
+      rounds_.leave(id, changed_[id] != 0, [&](std::span<const unsigned char> contributed) {
+        average_into(shared, contributed);
+      });
     }
 
-    /// Worker `id` takes part again, at `clock`, from the shared parameters.
+    /// Worker `id` takes part again, at `clock`, from the shared parameters. If it left
+    /// steps in a round that is still open, waits until the other live workers close it.
     void join(std::size_t id, std::uint64_t clock, std::span<const Scalar> shared) {
       rounds_.join(id);
       clocks_[id] = clock;
@@ -117,8 +124,9 @@ struct LocalSgd {
 
     void restart(std::size_t id, std::span<const Scalar> shared) {
       const std::shared_lock lock(params_mutex_);
-      std::copy(shared.begin(), shared.end(), replica(id).begin());
-      averaged_at_[id] = clocks_[id];
+      std::copy(shared.begin(), shared.end(),
+                replicas_.begin() + static_cast<std::ptrdiff_t>(id * n_));
+      changed_[id] = 0;
     }
 
     std::uint64_t period_;
@@ -126,7 +134,7 @@ struct LocalSgd {
     std::vector<Scalar> replicas_;  // row k: worker k's parameters
     // Per worker, touched only by the thread that uses the worker id.
     std::vector<std::uint64_t> clocks_;
-    std::vector<std::uint64_t> averaged_at_;
+    std::vector<unsigned char> changed_;  // pushed to since the last average
     detail::Rounds rounds_;
     mutable std::shared_mutex params_mutex_;
   };

@@ -15,8 +15,8 @@ namespace asyncopt::consistency {
 
 /// Synchronous data-parallel SGD: a push waits until every live worker has pushed in the
 /// same round; the mean of their gradients is then applied as one update, and every worker
-/// pulls the result. Gradients are never stale, and the update equals sequential SGD on
-/// the union of the workers' batches. The mean is summed in worker order, so a run does
+/// pulls the result. Gradients are never stale, and with equal batches the update equals
+/// sequential SGD on their union. The mean is summed in worker order, so a run does
 /// not depend on thread timing. A worker that leaves (its shard is done, it threw, or it
 /// was stopped) is not waited for; a rejected (non-finite) gradient is not a contribution,
 /// so the worker's next push fills its place in the round.

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include <asyncopt/core/objective.hpp>
 #include <asyncopt/core/step.hpp>
@@ -95,7 +96,8 @@ concept ConsistencyPolicy = std::copy_constructible<C> && requires {
 
 /// Whether a policy moves the workers in rounds (Synchronous, LocalSgd): its guard then
 /// takes over pushes (CombiningGuard) or keeps private replicas (ReplicatingGuard), which a
-/// transport must support explicitly (`static constexpr bool coordinates_rounds = true`).
+/// transport must support explicitly. A policy says so with `static constexpr bool
+/// coordinates_rounds = true`, a transport that can run it with `supports_rounds = true`.
 template <class C>
 inline constexpr bool coordinates_rounds_v = [] {
   if constexpr (requires { C::coordinates_rounds; }) {
@@ -126,14 +128,15 @@ concept CombiningGuard = requires(G& guard, std::size_t id, void (*fill)(std::sp
   { guard.combine(id, fill, commit) } -> std::convertible_to<double>;
 };
 
-/// A guard that gives every worker a private replica of the parameters (LocalSgd): pulls
-/// and pushes use `replica(id)`, and the hooks that take the shared parameters decide when
-/// they are combined: `clock(id, clock, shared)` (returns the seconds spent waiting),
+/// A guard that gives every worker a private replica of the parameters (LocalSgd): pushes
+/// use `replica(id)` and pulls its const overload, and the hooks that take the shared parameters
+/// decide when they are combined: `clock(id, clock, shared)` (returns the seconds spent waiting),
 /// `leave(id, shared)` and `join(id, clock, shared)`.
 template <class G, class Scalar>
 concept ReplicatingGuard = requires(G& guard, std::size_t id, std::uint64_t clock,
                                     std::span<Scalar> shared) {
   { guard.replica(id) } -> std::same_as<std::span<Scalar>>;
+  { std::as_const(guard).replica(id) } -> std::same_as<std::span<const Scalar>>;
   { guard.clock(id, clock, shared) } -> std::convertible_to<double>;
   guard.leave(id, shared);
   guard.join(id, clock, std::span<const Scalar>(shared));

@@ -56,17 +56,17 @@ struct FashionMnist {
 template <std::floating_point Scalar>
 [[nodiscard]] LabeledImages<Scalar> load_idx_images(const std::filesystem::path& images,
                                                     const std::filesystem::path& labels) {
-  const std::string names = "'" + images.string() + "' and '" + labels.string() + "'";
+  const std::string names = quoted(images) + " and " + quoted(labels);
   const IdxArray pixels = read_idx(images);
   if (pixels.type != IdxType::ubyte || pixels.shape.size() != 3) {
-    throw DataError("'" + images.string() + "' (images for " + names +
+    throw DataError(quoted(images) + " (images for " + names +
                     ") must be a 3-D ubyte IDX array (images x rows x cols), found a " +
                     std::to_string(pixels.shape.size()) + "-D " +
                     std::string(to_string(pixels.type)) + " array");
   }
   const IdxArray classes = read_idx(labels);
   if (classes.type != IdxType::ubyte || classes.shape.size() != 1) {
-    throw DataError("'" + labels.string() + "' (labels for " + names +
+    throw DataError(quoted(labels) + " (labels for " + names +
                     ") must be a 1-D ubyte IDX array, found a " +
                     std::to_string(classes.shape.size()) + "-D " +
                     std::string(to_string(classes.type)) + " array");
@@ -128,7 +128,7 @@ void check_fashion_labels(const LabeledImages<Scalar>& set, const std::filesyste
   for (Eigen::Index i = 0; i < set.labels.size(); ++i) {
     const int label = set.labels[i];
     if (label >= FashionMnist<Scalar>::classes) {
-      throw DataError("'" + file.string() + "': label " + std::to_string(label) + " of image " +
+      throw DataError(quoted(file) + ": label " + std::to_string(label) + " of image " +
                       std::to_string(i) + " is outside 0.." +
                       std::to_string(FashionMnist<Scalar>::classes - 1));
     }

@@ -172,7 +172,7 @@ class GzReader {
   }
 
   [[nodiscard]] std::string quoted() const {
-    return "'" + path_.string() + "'";
+    return io::quoted(path_);
   }
 
  private:

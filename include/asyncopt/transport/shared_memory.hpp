@@ -245,11 +245,6 @@ class SharedMemory::Store {
     for (std::size_t k = 0; k < slots; ++k) {
       state_pointers_[k] = state_.data() + k * params.size();
     }
-    if constexpr (replicated) {
-      for (std::size_t id = 0; id < workers; ++id) {
-        guard_.join(id, 0, std::span<const Scalar>(params_));
-      }
-    }
   }
 
   Store(const Store&) = delete;
@@ -258,7 +253,8 @@ class SharedMemory::Store {
   Store& operator=(Store&&) = delete;
   ~Store() = default;
 
-  /// The handle of worker `id` (0 <= id < workers()). Throws std::logic_error while
+  /// The handle of worker `id` (0 <= id < workers()), which takes part (join()) from its
+  /// creation, also after an earlier handle of the id left. Throws std::logic_error while
   /// another handle of the same id is alive.
   [[nodiscard]] Worker worker(std::size_t id) {
     if (id >= counters_.size()) {
@@ -269,7 +265,9 @@ class SharedMemory::Store {
       throw std::logic_error("asyncopt: worker " + std::to_string(id) +
                              " already has a handle; each worker id has one at a time");
     }
-    return Worker(*this, id);
+    Worker handle(*this, id);
+    handle.join();  // a handle of an id whose earlier handle left takes part again
+    return handle;
   }
 
   [[nodiscard]] std::size_t dimension() const noexcept { return params_.size(); }
@@ -308,16 +306,21 @@ class SharedMemory::Store {
   // updates completed before the worker's pull, so every update that started after that
   // (or had started but not finished) counts towards the staleness: it is never
   // underestimated.
-  // A step on a worker's own replica (Local) is never stale.
+  // A step on a worker's own replica (Local) is never stale, and its version (what
+  // schedules and Adam's bias correction see) is the worker's own step count, as for a
+  // sequential run on the replica: the same in every run, whatever the threads' timing,
+  // and the round count of Synchronous when the period is 1.
   template <bool Local = false, class Apply>
   PushResult apply(std::size_t worker, std::uint64_t seen, std::span<const Scalar> values,
                    Apply&& apply_with) {
     const std::uint64_t slot = started_.fetch_add(1, std::memory_order_acq_rel);
     const CompleteOnExit done{completed_};
     const std::uint64_t staleness = !Local && slot >= seen ? slot - seen : 0;
+    const std::uint64_t version =
+        Local ? counters_[worker].clock.load(std::memory_order_relaxed) : slot;
     const auto step = rule_.template step<Scalar>(
         StepInfo{.staleness = staleness,
-                 .version = slot,
+                 .version = version,
                  .worker = worker,
                  .gradient_norm = needs_gradient_norm_v<Rule> ? detail::norm(values) : 0.0});
     static_assert(needs_w_seen_v<Rule> == needs_w_seen_v<std::decay_t<decltype(step)>>,
@@ -371,7 +374,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
     }
     seen_ = store_->completed_.load(std::memory_order_acquire);
     if constexpr (replicated) {
-      const std::span<const Scalar> mine = store_->guard_.replica(id_);
+      const std::span<const Scalar> mine = std::as_const(store_->guard_).replica(id_);
       std::copy(mine.begin(), mine.end(), out.begin());
     } else {
       store_->guard_.read(store_->params_.data(), out.data());

@@ -15,7 +15,9 @@ namespace asyncopt::update {
 /// with Delay Compensation", ICML 2017): w <- w - lr * (g + lambda * g * g * (w - w_seen)),
 /// where w_seen are the parameters the worker computed g at. g * g approximates the Hessian's
 /// diagonal, so the term corrects g for the updates applied since the worker's pull. With
-/// lambda = 0 it is Sgd.
+/// lambda = 0 it is Sgd. Tune lambda: for a mini-batch mean gradient g * g is small, and on
+/// logistic regression with batches of 32 (experiment E2) a useful lambda was in the
+/// thousands, while the default changed the loss by less than 1e-4.
 struct DelayCompensated {
   double learning_rate = 0.01;
   double lambda = 0.04;

@@ -1,0 +1,388 @@
+// E3: stale synchronous parallel with a straggler.
+//
+// Ho et al. ("More Effective Distributed ML via a Stale Synchronous Parallel Parameter
+// Server", NIPS 2013) let a worker at clock c read once every worker has reached c - s. The
+// bound s trades iterations for waiting: a larger s lets fast workers run ahead of a straggler
+// instead of waiting for it, at the price of more iterations to reach a given loss; s = 0 is
+// bulk synchronous. This program runs two real threads on a shared-memory store under
+// consistency::BoundedStaleness for s in {0, 1, 4, unbounded}, with a deterministic
+// straggler. Each worker pulls into its own buffer, evaluates the full loss on that copy,
+// computes a minibatch gradient on its own shard, pushes and clocks. On every pull the
+// program measures the reader's lead over the other worker with its own copies of the
+// clocks, and it records the store version at the first pulled vector below the target loss
+// and the waiting time the store reports. Unlike the paper's parameter server, whose clients
+// may read from a cache up to s clocks old, this store's pulls always return the current
+// parameters: the bound limits how far one worker's updates run ahead of the other's.
+//
+// The data split. Each worker holds the examples of one source, as when data stay where they
+// were collected: least squares with 20 features every example has, plus 10 that only the
+// first source's examples have and 10 that only the second's (say, site-specific covariates),
+// one planted solution and label noise 0.1. The straggler then holds information the fast
+// worker lacks, and the fast worker's extra steps cannot stand in for its missing ones: the
+// situation where running ahead should cost iterations. The control, the same data split at
+// random (iid) and printed after the source split, has no criterion: there the fast worker's
+// steps are as useful as the straggler's, and it shows how much of the effect the split
+// carries.
+//
+// The straggler. Worker 1 sleeps 1 ms after every 4th clock: a periodic stall (a pause, a
+// page-fault burst, a network hiccup) of twenty or more times a step's compute (the loss and
+// the gradient, 30 to 50 us here), and far above the scheduler's timer slack, so every stall
+// happens and dominates the jitter. On average worker 1 is then six to nine times slower
+// than worker 0 here.
+//
+// Iterations are updates applied (the store version), counted until the first pulled vector
+// with loss <= target, where target = f* + 1e-3 (f(0) - f*) with f* from the normal
+// equations: a 1000-fold reduction of the excess loss, fixed before any run; the s = 0 runs
+// reach it after about a seventh of their budget. Each worker runs a fixed budget of clocks,
+// so waiting times compare the same work. Real threads are noisy, so each s runs several
+// times, interleaved, and the monotonicity checks use the medians; the staleness bound must
+// hold on every read of every run.
+//
+// Usage: e3_ssp [CSV]. Prints one CHECK line per finite s and one per trend; exits 1 if one
+// fails.
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <span>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <Eigen/Dense>
+
+#include <asyncopt/consistency/bounded_staleness.hpp>
+#include <asyncopt/core/optimizer.hpp>
+#include <asyncopt/objective/least_squares.hpp>
+#include <asyncopt/update/sgd.hpp>
+
+namespace {
+
+using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using LeastSquares = asyncopt::objective::LeastSquares<Matrix>;
+using Ssp = asyncopt::consistency::BoundedStaleness<>;
+using Optimizer = asyncopt::AsyncOptimizer<double, asyncopt::update::Sgd, Ssp>;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t workers = 2;
+constexpr std::size_t straggler = 1;
+constexpr std::uint64_t stall_every = 4;  // clocks
+constexpr auto stall = std::chrono::milliseconds(1);
+constexpr std::uint64_t clocks_per_worker = 1000;  // the budget of every run
+constexpr double seconds_per_run = 10.0;           // a run stops here whatever happens
+constexpr int repetitions = 5;
+constexpr double learning_rate = 0.02;
+constexpr std::size_t batch_size = 8;
+constexpr double target_fraction = 1e-3;  // of the excess loss at w = 0
+
+constexpr Eigen::Index examples_per_source = 8000;
+constexpr Eigen::Index shared_features = 20;
+constexpr Eigen::Index own_features = 10;  // per source
+constexpr Eigen::Index features = shared_features + 2 * own_features;
+
+constexpr std::uint64_t unbounded = Ssp::unbounded;
+// The experiment's clock copy of a worker that has stopped.
+constexpr std::uint64_t finished = std::numeric_limits<std::uint64_t>::max();
+
+struct Problem {
+  LeastSquares f;
+  double optimum = 0.0;  // f* from the normal equations
+  double target = 0.0;
+  // The example ids of worker k under each split.
+  std::array<std::vector<std::size_t>, workers> by_source{};
+  std::array<std::vector<std::size_t>, workers> random{};
+};
+
+Problem problem() {
+  constexpr Eigen::Index n = workers * examples_per_source;
+  std::mt19937_64 rng(2013);
+  std::normal_distribution<double> normal;
+  Eigen::VectorXd w_star(features);
+  for (Eigen::Index j = 0; j < features; ++j) {
+    w_star[j] = normal(rng);
+  }
+  Matrix x = Matrix::Zero(n, features);
+  Eigen::VectorXd y(n);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    const Eigen::Index source = i / examples_per_source;
+    for (Eigen::Index j = 0; j < shared_features; ++j) {
+      x(i, j) = normal(rng);
+    }
+    const Eigen::Index own = shared_features + source * own_features;
+    for (Eigen::Index j = own; j < own + own_features; ++j) {
+      x(i, j) = normal(rng);
+    }
+    y[i] = x.row(i).dot(w_star) + 0.1 * normal(rng);
+  }
+  const Eigen::VectorXd w_hat = (x.transpose() * x).ldlt().solve(x.transpose() * y);
+
+  Problem p{.f = LeastSquares(std::move(x), std::move(y), {.l2 = 0.0, .intercept = false})};
+  const std::vector<double> best(w_hat.data(), w_hat.data() + features);
+  const std::vector<double> zero(features, 0.0);
+  p.optimum = p.f.loss(std::span<const double>(best));
+  p.target = p.optimum + target_fraction * (p.f.loss(std::span<const double>(zero)) - p.optimum);
+
+  std::vector<std::size_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  for (std::size_t k = 0; k < workers; ++k) {
+    const auto begin = order.begin() + static_cast<std::ptrdiff_t>(k * examples_per_source);
+    p.by_source[k].assign(begin, begin + examples_per_source);
+  }
+  std::shuffle(order.begin(), order.end(), rng);
+  for (std::size_t k = 0; k < workers; ++k) {
+    const auto begin = order.begin() + static_cast<std::ptrdiff_t>(k * examples_per_source);
+    p.random[k].assign(begin, begin + examples_per_source);
+  }
+  return p;
+}
+
+struct Run {
+  std::uint64_t to_target = 0;  // store version at the first pulled vector with loss <= target
+  double seconds_to_target = 0.0;
+  bool reached = false;
+  double wait_seconds = 0.0;
+  std::uint64_t max_lead = 0;  // largest observed staleness (clock lead) at a pull
+  std::uint64_t reads = 0;
+  double final_loss = 0.0;
+  std::uint64_t updates = 0;
+  std::uint64_t max_update_staleness = 0;  // the store's: updates between a pull and its push
+  bool timed_out = false;
+  double seconds = 0.0;
+};
+
+// One run: two threads, worker `straggler` stalls after every stall_every-th clock.
+Run run(const Problem& p, const std::array<std::vector<std::size_t>, workers>& shards,
+        std::uint64_t s, std::uint64_t seed) {
+  std::vector<double> w(static_cast<std::size_t>(features), 0.0);
+  const Optimizer opt(asyncopt::update::Sgd{.learning_rate = learning_rate}, Ssp{.staleness = s});
+  auto store = opt.attach(w, workers);
+
+  // Each worker publishes its clock here before the store sees it, so this copy is never
+  // behind the gate's and a lead measured on it is never larger than the gate's.
+  std::array<std::atomic<std::uint64_t>, workers> clocks{};
+  // One per worker, written only by its thread; a cache line each.
+  struct alignas(asyncopt::cache_line) Seen {
+    std::uint64_t first = 0;
+    double first_seconds = 0.0;
+    bool reached = false;
+    std::uint64_t max_lead = 0;
+    std::uint64_t reads = 0;
+    bool timed_out = false;
+  };
+  std::array<Seen, workers> seen{};
+  const auto start = Clock::now();
+  {
+    std::array<std::jthread, workers> threads;
+    for (std::size_t id = 0; id < workers; ++id) {
+      threads[id] = std::jthread([&, id] {
+        auto handle = store->worker(id);
+        Seen& mine = seen[id];
+        const std::vector<std::size_t>& shard = shards[id];
+        std::mt19937_64 rng(seed * workers + id);
+        std::uniform_int_distribution<std::size_t> pick(0, shard.size() - 1);
+        std::vector<double> local(w.size());
+        std::vector<double> gradient(w.size());
+        std::vector<std::size_t> batch(batch_size);
+        for (std::uint64_t step = 0; step < clocks_per_worker; ++step) {
+          if (std::chrono::duration<double>(Clock::now() - start).count() > seconds_per_run) {
+            mine.timed_out = true;
+            break;
+          }
+          handle.pull(local);
+          const std::uint64_t now = clocks[id].load();
+          const std::uint64_t other = clocks[1 - id].load();
+          if (other != finished && now > other) {
+            mine.max_lead = std::max(mine.max_lead, now - other);
+          }
+          ++mine.reads;
+          // The full loss on every pull, also after the target: a step costs the same
+          // throughout the run.
+          if (p.f.loss(std::span<const double>(local)) <= p.target && !mine.reached) {
+            mine.reached = true;
+            mine.first = handle.seen_version();
+            mine.first_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+          }
+          for (std::size_t& b : batch) {
+            b = shard[pick(rng)];
+          }
+          p.f.gradient(std::span<const double>(local), batch, std::span<double>(gradient));
+          (void)handle.push(std::span<const double>(gradient));
+          clocks[id].store(now + 1);
+          handle.clock();
+          if (id == straggler && (now + 1) % stall_every == 0) {
+            std::this_thread::sleep_for(stall);
+          }
+        }
+        clocks[id].store(finished);
+        handle.leave();
+      });
+    }
+  }
+  Run r;
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const asyncopt::StoreStats stats = store->stats();
+  r.wait_seconds = stats.wait_seconds;
+  r.max_update_staleness = stats.max_staleness();
+  r.updates = store->version();
+  r.final_loss = p.f.loss(std::span<const double>(w));
+  // A run that never reaches the target reports the caps: the budget of updates and the
+  // whole run.
+  r.to_target = workers * clocks_per_worker;
+  r.seconds_to_target = r.seconds;
+  for (const Seen& k : seen) {
+    r.max_lead = std::max(r.max_lead, k.max_lead);
+    r.reads += k.reads;
+    r.timed_out = r.timed_out || k.timed_out;
+    if (k.reached && (!r.reached || k.first < r.to_target)) {
+      r.to_target = k.first;
+      r.seconds_to_target = k.first_seconds;
+      r.reached = true;
+    }
+  }
+  return r;
+}
+
+template <class T>
+T median(std::vector<T> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::string label(std::uint64_t s) {
+  return s == unbounded ? "inf" : std::to_string(s);
+}
+
+struct Summary {
+  // Medians over the repetitions.
+  std::uint64_t to_target = 0;
+  double seconds_to_target = 0.0;
+  double wait_seconds = 0.0;
+  double final_loss = 0.0;
+  std::uint64_t update_staleness = 0;
+  // Over every read of every repetition.
+  std::uint64_t max_lead = 0;
+  std::uint64_t reads = 0;
+  int reached = 0;
+  int timed_out = 0;
+};
+
+// Runs every s `repetitions` times, interleaved so that a change in the machine's load falls
+// on every s alike; repetition k uses the same minibatch seeds for every s. Prints one line
+// per s.
+std::vector<Summary> sweep(const Problem& p, const char* split,
+                           const std::array<std::vector<std::size_t>, workers>& shards,
+                           const std::vector<std::uint64_t>& bounds, std::ofstream& csv) {
+  std::vector<std::vector<Run>> runs(bounds.size());
+  for (int rep = 0; rep < repetitions; ++rep) {
+    for (std::size_t b = 0; b < bounds.size(); ++b) {
+      const Run r = run(p, shards, bounds[b], static_cast<std::uint64_t>(rep) + 1);
+      runs[b].push_back(r);
+      if (csv.is_open()) {
+        csv << split << ',' << label(bounds[b]) << ',' << rep << ',' << r.to_target << ','
+            << (r.reached ? 1 : 0) << ',' << r.seconds_to_target << ',' << r.wait_seconds << ','
+            << r.max_lead << ',' << r.final_loss << ',' << r.updates << ','
+            << r.max_update_staleness << ',' << r.seconds << '\n';
+      }
+    }
+  }
+  std::vector<Summary> out;
+  for (std::size_t b = 0; b < bounds.size(); ++b) {
+    Summary m;
+    std::vector<std::uint64_t> to_target;
+    std::vector<double> seconds_to_target;
+    std::vector<double> wait;
+    std::vector<double> loss;
+    std::vector<std::uint64_t> update_staleness;
+    for (const Run& r : runs[b]) {
+      to_target.push_back(r.to_target);
+      seconds_to_target.push_back(r.seconds_to_target);
+      wait.push_back(r.wait_seconds);
+      loss.push_back(r.final_loss);
+      update_staleness.push_back(r.max_update_staleness);
+      m.max_lead = std::max(m.max_lead, r.max_lead);
+      m.reads += r.reads;
+      m.reached += r.reached ? 1 : 0;
+      m.timed_out += r.timed_out ? 1 : 0;
+    }
+    m.to_target = median(to_target);
+    m.seconds_to_target = median(seconds_to_target);
+    m.wait_seconds = median(wait);
+    m.final_loss = median(loss);
+    m.update_staleness = median(update_staleness);
+    out.push_back(m);
+    std::printf(
+        "%s split, s = %-3s: to target %4llu updates, %.3f s (reached in %d of %d runs)  "
+        "waiting %.3f s  final loss %.6f  push staleness max %llu  observed staleness max "
+        "%llu over %llu reads%s\n",
+        split, label(bounds[b]).c_str(), static_cast<unsigned long long>(m.to_target),
+        m.seconds_to_target, m.reached, repetitions, m.wait_seconds, m.final_loss,
+        static_cast<unsigned long long>(m.update_staleness),
+        static_cast<unsigned long long>(m.max_lead), static_cast<unsigned long long>(m.reads),
+        m.timed_out > 0 ? "  (time limit hit)" : "");
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::uint64_t> bounds = {0, 1, 4, unbounded};
+  const Problem p = problem();
+  std::printf("f* = %.6f, target loss %.6f; %d runs per s of %llu clocks per worker\n", p.optimum,
+              p.target, repetitions, static_cast<unsigned long long>(clocks_per_worker));
+  std::ofstream csv;
+  if (argc > 1) {
+    csv.open(argv[1]);
+    csv << "split,s,repetition,iterations_to_target,reached,seconds_to_target,wait_seconds,"
+           "max_staleness,final_loss,updates,max_update_staleness,seconds\n";
+  }
+  const std::vector<Summary> main_runs = sweep(p, "source", p.by_source, bounds, csv);
+  // The control: the same data split at random. No criterion on its trends, but its reads
+  // count for the staleness bound like every other read.
+  const std::vector<Summary> control = sweep(p, "random", p.random, bounds, csv);
+
+  bool pass = true;
+  for (std::size_t b = 0; b < bounds.size(); ++b) {
+    const std::uint64_t lead = std::max(main_runs[b].max_lead, control[b].max_lead);
+    if (bounds[b] == unbounded) {
+      std::printf("max observed staleness at s = inf: %llu (no bound)\n",
+                  static_cast<unsigned long long>(lead));
+      continue;
+    }
+    const bool ok = lead <= bounds[b];
+    pass = pass && ok;
+    std::printf("CHECK E3/max_observed_staleness/s=%llu: %llu (goal <= %llu) %s\n",
+                static_cast<unsigned long long>(bounds[b]), static_cast<unsigned long long>(lead),
+                static_cast<unsigned long long>(bounds[b]), ok ? "PASS" : "FAIL");
+  }
+  int fewer_iterations = 0;  // s where the median fell below the previous s's
+  int more_waiting = 0;      // s where the median rose above the previous s's
+  for (std::size_t b = 1; b < bounds.size(); ++b) {
+    fewer_iterations += main_runs[b].to_target < main_runs[b - 1].to_target ? 1 : 0;
+    more_waiting += main_runs[b].wait_seconds > main_runs[b - 1].wait_seconds ? 1 : 0;
+  }
+  pass = pass && fewer_iterations == 0 && more_waiting == 0;
+  std::printf(
+      "CHECK E3/iterations_to_target_non_decreasing_in_s: %d (goal <= 0) %s  [median updates "
+      "to target for s = 0, 1, 4, inf: %llu %llu %llu %llu]\n",
+      fewer_iterations, fewer_iterations == 0 ? "PASS" : "FAIL",
+      static_cast<unsigned long long>(main_runs[0].to_target),
+      static_cast<unsigned long long>(main_runs[1].to_target),
+      static_cast<unsigned long long>(main_runs[2].to_target),
+      static_cast<unsigned long long>(main_runs[3].to_target));
+  std::printf(
+      "CHECK E3/waiting_time_non_increasing_in_s: %d (goal <= 0) %s  [median wait seconds for "
+      "s = 0, 1, 4, inf: %.4f %.4f %.4f %.4f]\n",
+      more_waiting, more_waiting == 0 ? "PASS" : "FAIL", main_runs[0].wait_seconds,
+      main_runs[1].wait_seconds, main_runs[2].wait_seconds, main_runs[3].wait_seconds);
+
+  return pass ? 0 : 1;
+}
