@@ -20,6 +20,7 @@ packages=(
   libcli11-dev
   zlib1g-dev
   dataset-fashion-mnist
+  liblinear-tools
   python3
   python3-matplotlib
 )

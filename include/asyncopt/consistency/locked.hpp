@@ -53,6 +53,14 @@ struct Locked {
       });
     }
 
+    /// The entries of the strictly increasing `index` only, for a sparse pull: each run of
+    /// entries in one stripe under that stripe's lock.
+    void read_sparse(std::span<const std::size_t> index, const Scalar* src, Scalar* dst) {
+      write_sparse(index, [&](kernels::PlainAccess /*access*/, std::size_t begin, std::size_t end) {
+        kernels::gather<kernels::PlainAccess>(src, dst, index.data(), begin, end);
+      });
+    }
+
     /// Calls apply(PlainAccess{}, begin, end) for each stripe, under its lock.
     template <class F>
     void write_dense(F&& apply) {

@@ -42,6 +42,11 @@ struct Synchronous {
       kernels::copy<kernels::PlainAccess>(src, dst, 0, n_);
     }
 
+    void read_sparse(std::span<const std::size_t> index, const Scalar* src, Scalar* dst) const {
+      const std::shared_lock lock(params_mutex_);
+      kernels::gather<kernels::PlainAccess>(src, dst, index.data(), 0, index.size());
+    }
+
     template <class F>
     void write_dense(F&& apply) const {
       const std::unique_lock lock(params_mutex_);

@@ -4,6 +4,7 @@
 #include <concepts>
 #include <cstddef>
 #include <span>
+#include <vector>
 
 #include <asyncopt/core/sparse.hpp>
 
@@ -36,6 +37,15 @@ concept SparseObjective = Objective<F, Scalar> &&
     requires(const F& f, std::span<const Scalar> w, std::span<const std::size_t> batch,
              SparseGradient<Scalar>& g) {
   { f.sparse_gradient(w, batch, g) } -> std::same_as<void>;
+};
+
+/// A SparseObjective that names the parameters a batch's sparse gradient reads:
+/// `touched(batch, index)` overwrites `index` with them, strictly increasing. optimize() then
+/// pulls only those, so a step costs O(non-zeros) rather than O(dimension).
+template <class F>
+concept TouchedParameters = requires(const F& f, std::span<const std::size_t> batch,
+                                     std::vector<std::size_t>& index) {
+  { f.touched(batch, index) } -> std::same_as<void>;
 };
 
 }  // namespace asyncopt

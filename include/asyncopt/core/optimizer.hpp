@@ -196,6 +196,14 @@ class AsyncOptimizer {
                   "asyncopt: the transport's worker handle must offer pull, push and clock");
     validate(objective, params, options);
     constexpr bool sparse = SparseObjective<F, scalar_type>;
+    // A sparse step pulls only the parameters its batch touches, when the objective names
+    // them and the transport offers a sparse pull.
+    constexpr bool sparse_pull =
+        sparse && TouchedParameters<F> &&
+        requires(typename store_type::Worker & h, std::span<const std::size_t> index,
+                 std::span<scalar_type> out) {
+      h.pull(index, out);
+    };
     const auto start = Clock::now();
     const std::size_t n = params.size();
     const std::size_t examples = objective.num_examples();
@@ -210,6 +218,7 @@ class AsyncOptimizer {
       std::vector<scalar_type> w;
       std::vector<scalar_type> grad;
       SparseGradient<scalar_type> sparse_grad;
+      std::vector<std::size_t> touched;  // the parameters a sparse step pulls
       std::size_t next = 0;
       std::size_t end = 0;
       std::uint64_t examples = 0;
@@ -252,7 +261,12 @@ class AsyncOptimizer {
       const std::span<const std::size_t> batch(order.data() + ws.next, count);
       ws.next += count;
       try {
-        ws.handle.pull(ws.w);
+        if constexpr (sparse_pull) {
+          objective.touched(batch, ws.touched);
+          ws.handle.pull(std::span<const std::size_t>(ws.touched), std::span<scalar_type>(ws.w));
+        } else {
+          ws.handle.pull(ws.w);
+        }
         if constexpr (sparse) {
           objective.sparse_gradient(std::span<const scalar_type>(ws.w), batch, ws.sparse_grad);
           ws.handle.push(ws.sparse_grad);

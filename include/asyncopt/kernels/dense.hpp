@@ -131,6 +131,16 @@ void apply_sparse(const Step& step_ref, const SparseOperands<Scalar, Slots>& op,
   }
 }
 
+/// dst[index[k]] <- src[index[k]] for k in [begin, end), reading shared memory through A: a
+/// sparse pull.
+template <Access A, class Scalar>
+void gather(const Scalar* src, Scalar* dst, const std::size_t* index, std::size_t begin,
+            std::size_t end) noexcept {
+  for (std::size_t k = begin; k < end; ++k) {
+    dst[index[k]] = A::load(src + index[k]);
+  }
+}
+
 /// dst[i] <- src[i] for i in [begin, end), reading shared memory through A.
 template <Access A, class Scalar>
 void copy(const Scalar* src, Scalar* dst, std::size_t begin, std::size_t end) noexcept {

@@ -350,6 +350,18 @@ class SingleOutputModel : public ModelData<Matrix, Vector<typename Matrix::Scala
     }
   }
 
+  /// Writes the parameters the batch's sparse gradient reads and writes, strictly
+  /// increasing: the features its rows have entries in, then the bias. A worker pulls just
+  /// these before calling sparse_gradient.
+  void touched(std::span<const std::size_t> batch,
+               std::vector<std::size_t>& index) const requires is_sparse_v<Matrix> {
+    this->check_batch("touched", batch);
+    gather_columns(this->data(), batch, index);
+    if (this->intercept()) {
+      index.push_back(this->num_features());
+    }
+  }
+
   /// Clears `g`, then writes the batch gradient on the parameters the batch touches: the
   /// features its rows have entries in, then the bias. The L2 term is added on those weights
   /// only (the Hogwild! convention); elsewhere the dense gradient differs by l2 * w.

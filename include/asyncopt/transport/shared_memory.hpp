@@ -72,6 +72,22 @@ void check_sparse_push(std::span<const std::size_t> index, std::span<const Scala
   }
 }
 
+/// A sparse pull: every index in range, strictly increasing.
+inline void check_sparse_pull(std::span<const std::size_t> index, std::size_t parameters) {
+  for (std::size_t k = 0; k < index.size(); ++k) {
+    if (index[k] >= parameters) {
+      throw std::invalid_argument("asyncopt: sparse pull index " + std::to_string(index[k]) +
+                                  " is out of range for " + std::to_string(parameters) +
+                                  " parameters");
+    }
+    if (k > 0 && index[k] <= index[k - 1]) {
+      throw std::invalid_argument(
+          "asyncopt: sparse pull indices must be strictly increasing (index " +
+          std::to_string(index[k]) + " follows " + std::to_string(index[k - 1]) + ")");
+    }
+  }
+}
+
 /// Rules such as delay compensation read the parameters the gradient was computed at: the
 /// worker's own pulled copy, so the store keeps none. A push before any pull has none.
 template <class Rule, class Scalar>
@@ -376,6 +392,30 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
     if constexpr (replicated) {
       const std::span<const Scalar> mine = std::as_const(store_->guard_).replica(id_);
       std::copy(mine.begin(), mine.end(), out.begin());
+    } else {
+      store_->guard_.read(store_->params_.data(), out.data());
+    }
+    seen_params_ = out.data();
+  }
+
+  /// Copies only the parameters at `index` (strictly increasing) into the same positions of
+  /// `out` (all n elements long; the others are left as they are): the pull of a sparse
+  /// gradient, which reads just the parameters its examples touch. The version and w_seen
+  /// are remembered as for a dense pull.
+  void pull(std::span<const std::size_t> index, std::span<Scalar> out) {
+    check_size(out.size(), "pull");
+    detail::check_sparse_pull(index, store_->params_.size());
+    if constexpr (requires(guard_type & g) { g.wait_to_read(id_, std::uint64_t{0}); }) {
+      store_->counters_[id_].stats.wait_seconds += store_->guard_.wait_to_read(id_, clock_count());
+    }
+    seen_ = store_->completed_.load(std::memory_order_acquire);
+    if constexpr (replicated) {
+      kernels::gather<kernels::PlainAccess>(std::as_const(store_->guard_).replica(id_).data(),
+                                            out.data(), index.data(), 0, index.size());
+    } else if constexpr (requires(guard_type & g, const Scalar* src, Scalar* dst) {
+                           g.read_sparse(index, src, dst);
+                         }) {
+      store_->guard_.read_sparse(index, store_->params_.data(), out.data());
     } else {
       store_->guard_.read(store_->params_.data(), out.data());
     }

@@ -233,14 +233,19 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
  public:
   /// Draws tau and copies the parameters as they were tau updates ago into `out`.
   void pull(std::span<Scalar> out) {
-    Store& s = *store_;
     check_size(out.size(), "pull");
-    std::uint64_t tau = s.delay_.draw(s.rng_);
-    tau = std::min<std::uint64_t>({tau, s.version_, s.capacity_ - 1});
-    seen_ = s.version_ - tau;
-    const std::size_t n = s.params_.size();
-    const Scalar* past = s.ring_.data() + (seen_ % s.capacity_) * n;
-    std::copy(past, past + n, out.begin());
+    const Scalar* past = draw_past();
+    std::copy(past, past + out.size(), out.begin());
+    seen_params_ = out.data();
+  }
+
+  /// The same for the parameters at `index` only (strictly increasing), into the same
+  /// positions of `out`.
+  void pull(std::span<const std::size_t> index, std::span<Scalar> out) {
+    check_size(out.size(), "pull");
+    detail::check_sparse_pull(index, store_->params_.size());
+    const Scalar* past = draw_past();
+    kernels::gather<kernels::PlainAccess>(past, out.data(), index.data(), 0, index.size());
     seen_params_ = out.data();
   }
 
@@ -285,6 +290,16 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
  private:
   friend class Store;
   Worker(Store& store, std::size_t id) : store_(&store), id_(id) {}
+
+  // Draws tau and returns the parameters as they were tau updates ago; remembers their
+  // version.
+  const Scalar* draw_past() {
+    Store& s = *store_;
+    std::uint64_t tau = s.delay_.draw(s.rng_);
+    tau = std::min<std::uint64_t>({tau, s.version_, s.capacity_ - 1});
+    seen_ = s.version_ - tau;
+    return s.ring_.data() + (seen_ % s.capacity_) * s.params_.size();
+  }
 
   PushResult reject() noexcept {
     ++store_->counters_[id_].rejected;
