@@ -197,8 +197,13 @@ void for_each_entry_position(const Matrix& x, Eigen::Index i, std::span<const st
                              F&& f) {
   auto first = columns.begin();
   for (typename Matrix::InnerIterator it(x, i); it; ++it) {
-    first = std::lower_bound(first, columns.end(), static_cast<std::size_t>(it.index()));
+    const auto column = static_cast<std::size_t>(it.index());
+    // With one row per batch the columns are exactly the row's: the next one matches.
+    if (*first != column) {
+      first = std::lower_bound(first, columns.end(), column);
+    }
     f(static_cast<std::size_t>(first - columns.begin()), it.value());
+    ++first;
   }
 }
 
