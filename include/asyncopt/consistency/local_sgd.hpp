@@ -45,34 +45,19 @@ struct LocalSgd {
   }
 
   template <class Scalar>
-  class Guard {
+  class Guard : public detail::SharedParameters<Scalar> {
+    using detail::SharedParameters<Scalar>::n_;
+    using detail::SharedParameters<Scalar>::params_mutex_;
+
    public:
     Guard(const LocalSgd& policy, std::size_t n, std::size_t workers)
-        : period_(policy.period),
-          n_(n),
+        : detail::SharedParameters<Scalar>(n),
+          period_(policy.period),
           replicas_(n * workers),
           clocks_(workers, 0),
           changed_(workers, 0),
           rounds_(workers) {
       policy.validate();
-    }
-
-    // The shared parameters: written only when a round closes.
-    void read(const Scalar* src, Scalar* dst) const {
-      const std::shared_lock lock(params_mutex_);
-      kernels::copy<kernels::PlainAccess>(src, dst, 0, n_);
-    }
-
-    template <class F>
-    void write_dense(F&& apply) const {
-      const std::unique_lock lock(params_mutex_);
-      apply(kernels::PlainAccess{}, std::size_t{0}, n_);
-    }
-
-    template <class F>
-    void write_sparse(std::span<const std::size_t> index, F&& apply) const {
-      const std::unique_lock lock(params_mutex_);
-      apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
     }
 
     /// Worker `id`'s private parameters, for its pushes to update with no lock (one thread
@@ -130,13 +115,11 @@ struct LocalSgd {
     }
 
     std::uint64_t period_;
-    std::size_t n_;
     std::vector<Scalar> replicas_;  // row k: worker k's parameters
     // Per worker, touched only by the thread that uses the worker id.
     std::vector<std::uint64_t> clocks_;
     std::vector<unsigned char> changed_;  // pushed to since the last average
     detail::Rounds rounds_;
-    mutable std::shared_mutex params_mutex_;
   };
 };
 

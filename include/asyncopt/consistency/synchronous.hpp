@@ -31,33 +31,16 @@ struct Synchronous {
   void validate() const noexcept {}
 
   template <class Scalar>
-  class Guard {
+  class Guard : public detail::SharedParameters<Scalar> {
+    using detail::SharedParameters<Scalar>::n_;
+
    public:
+    // Pulls read the shared parameters while no round is being applied.
     Guard(const Synchronous& /*policy*/, std::size_t n, std::size_t workers)
-        : n_(n), gradients_(n * workers), mean_(n), rounds_(workers) {}
-
-    /// Pulls read while no round is being applied.
-    void read(const Scalar* src, Scalar* dst) const {
-      const std::shared_lock lock(params_mutex_);
-      kernels::copy<kernels::PlainAccess>(src, dst, 0, n_);
-    }
-
-    void read_sparse(std::span<const std::size_t> index, const Scalar* src, Scalar* dst) const {
-      const std::shared_lock lock(params_mutex_);
-      kernels::gather<kernels::PlainAccess>(src, dst, index.data(), 0, index.size());
-    }
-
-    template <class F>
-    void write_dense(F&& apply) const {
-      const std::unique_lock lock(params_mutex_);
-      apply(kernels::PlainAccess{}, std::size_t{0}, n_);
-    }
-
-    template <class F>
-    void write_sparse(std::span<const std::size_t> index, F&& apply) const {
-      const std::unique_lock lock(params_mutex_);
-      apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
-    }
+        : detail::SharedParameters<Scalar>(n),
+          gradients_(n * workers),
+          mean_(n),
+          rounds_(workers) {}
 
     /// Worker `id`'s contribution to the current round: `fill(slot)` writes its dense
     /// gradient into `slot` (n elements). Blocks until the round is applied; the worker that
@@ -76,11 +59,9 @@ struct Synchronous {
     void join(std::size_t id, std::uint64_t /*clock*/) { rounds_.join(id); }
 
    private:
-    std::size_t n_;
     std::vector<Scalar> gradients_;  // row k: worker k's gradient of this round
     std::vector<Scalar> mean_;
     detail::Rounds rounds_;
-    mutable std::shared_mutex params_mutex_;
   };
 };
 
