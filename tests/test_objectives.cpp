@@ -594,6 +594,131 @@ TEST_CASE("error messages name the objective and the method") {
                       Catch::StartsWith("SoftmaxRegression::loss: "));
 }
 
+// ---- touched_gradient: the sparse gradient on indices touched() wrote ---------------------------
+
+static_assert(asyncopt::TouchedGradient<LogisticRegression<Sparse<float>>, float>);
+static_assert(asyncopt::TouchedGradient<LeastSquares<Sparse<double>>, double>);
+static_assert(!asyncopt::TouchedGradient<LogisticRegression<Dense<float>>, float>);
+static_assert(!asyncopt::TouchedGradient<SoftmaxRegression<Sparse<float>>, float>);
+static_assert(asyncopt::PrefetchingObjective<LogisticRegression<Sparse<float>>>);
+static_assert(asyncopt::PrefetchingObjective<SoftmaxRegression<Dense<double>>>);
+
+template <Kind kind, class T>
+void check_touched_gradient() {
+  const std::vector<std::vector<std::size_t>> batches{
+      {4}, {3, 5, 0, 3, 9}, {static_cast<std::size_t>(zero_row)}, all_rows(), {11, 2}};
+  for (const bool intercept : {true, false}) {
+    const auto f = make<kind, Sparse<T>>(all_rows(), {.l2 = 0.25, .intercept = intercept});
+    const auto w = random_parameters<T>(f.dimension(), 23);
+    for (const auto& batch : batches) {
+      INFO(name(kind) << ", intercept " << intercept << ", batch of " << batch.size()
+                      << " starting at " << batch.front());
+      SparseGradient<T> expected;
+      f.sparse_gradient(w, batch, expected);
+
+      SparseGradient<T> g;
+      g.value.assign(3, T(9));  // stale values that touched_gradient must replace
+      f.touched(batch, g.index);
+      REQUIRE(g.index == expected.index);
+      f.touched_gradient(w, batch, g);
+      REQUIRE(g.index == expected.index);
+      REQUIRE(g.value == expected.value);  // the same arithmetic: bit for bit
+
+      // A superset: an index the batch does not touch gets the L2 term alone.
+      std::vector<std::size_t> extra;
+      for (std::size_t j = 0; j < static_cast<std::size_t>(features); ++j) {
+        if (!std::binary_search(expected.index.begin(), expected.index.end(), j)) {
+          extra.push_back(j);
+        }
+      }
+      if (!extra.empty()) {
+        const std::size_t j = extra.front();
+        g.index = expected.index;
+        g.index.insert(std::lower_bound(g.index.begin(), g.index.end(), j), j);
+        f.touched_gradient(w, batch, g);
+        for (std::size_t t = 0; t < g.size(); ++t) {
+          if (g.index[t] == j) {
+            REQUIRE(g.value[t] == static_cast<T>(0.25) * w[j]);
+          } else {
+            const auto at =
+                std::lower_bound(expected.index.begin(), expected.index.end(), g.index[t]) -
+                expected.index.begin();
+            REQUIRE(g.value[t] == expected.value[static_cast<std::size_t>(at)]);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("touched_gradient on touched()'s indices equals sparse_gradient", "", float,
+                   double) {
+  check_touched_gradient<Kind::least_squares, TestType>();
+  check_touched_gradient<Kind::logistic, TestType>();
+}
+
+TEST_CASE("touched_gradient refuses indices touched() would not write, naming what is wrong") {
+  const auto f = make<Kind::logistic, Sparse<double>>(all_rows(), {.l2 = 0.1});
+  const auto w = random_parameters<double>(f.dimension(), 5);
+  const std::vector<std::size_t> batch{3, 4};
+  SparseGradient<double> good;
+  f.touched(batch, good.index);
+  REQUIRE(good.index.size() >= 3);
+  const std::size_t bias = static_cast<std::size_t>(features);
+
+  auto fails_with = [&](std::vector<std::size_t> index, const std::string& text) {
+    SparseGradient<double> g;
+    g.index = index;
+    ASYNCOPT_REQUIRE_INVALID(f.touched_gradient(w, batch, g),
+                             "LogisticRegression::touched_gradient: " + text);
+    REQUIRE(g.index == index);  // the indices are left as they were
+  };
+  SECTION("unsorted") {
+    auto index = good.index;
+    std::swap(index[0], index[1]);
+    fails_with(index, "g.index: indices must be strictly increasing (index");
+  }
+  SECTION("repeated") {
+    auto index = good.index;
+    index.insert(index.begin(), index.front());
+    fails_with(index, "g.index: indices must be strictly increasing (index");
+  }
+  SECTION("out of range") {
+    auto index = good.index;
+    index.push_back(bias + 1);
+    fails_with(index, "g.index: index 8 is out of range for 8 parameters");
+  }
+  SECTION("without the bias") {
+    auto index = good.index;
+    index.pop_back();
+    fails_with(index, "g.index must end with the bias, 7");
+  }
+  SECTION("empty") {
+    fails_with({}, "g.index must end with the bias, 7");
+  }
+  SECTION("a feature of the batch missing") {
+    auto index = good.index;
+    index.erase(index.begin());
+    fails_with(index, "g.index lacks a feature of row");
+  }
+  SECTION("a wrong batch") {
+    ASYNCOPT_REQUIRE_INVALID(f.touched_gradient(w, std::vector<std::size_t>{12}, good),
+                             "batch id 12 is out of range");
+  }
+}
+
+TEST_CASE("prefetch changes nothing and skips ids out of range") {
+  const auto f = make<Kind::logistic, Sparse<double>>(all_rows(), {.l2 = 0.1});
+  const auto w = random_parameters<double>(f.dimension(), 8);
+  const double before = f.loss(w);
+  const std::vector<std::size_t> ids{0, 11, 12, std::numeric_limits<std::size_t>::max()};
+  f.prefetch(ids);
+  f.prefetch(std::span<const std::size_t>());
+  const auto dense = make<Kind::softmax, Dense<float>>(all_rows(), {});
+  dense.prefetch(ids);
+  REQUIRE(f.loss(w) == before);
+}
+
 // ---- Numerical stability ------------------------------------------------------------------------
 
 TEMPLATE_TEST_CASE("logistic loss and gradient are finite and exact at |z| = 1000", "", float,

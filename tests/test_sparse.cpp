@@ -1,6 +1,7 @@
 // The sparse path: sparse pulls read only their indices under every policy and transport,
 // a sparse push equals the dense push with zeros elsewhere, and optimize() on sparse data
 // gives the same run whether it pulls sparsely or densely.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -51,6 +52,33 @@ void check_sparse_pull(const Consistency& policy = {}, const Transport& transpor
 }
 
 }  // namespace
+
+TEST_CASE("the fast index check agrees with a direct check on random lists") {
+  // Lists of length 0..6 over 0..7 with limit 7: every failure mode (a repeat, a step down,
+  // the last or an inner index at or above the limit) comes up often.
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<std::size_t> length(0, 6);
+  std::uniform_int_distribution<std::size_t> value(0, 7);
+  std::size_t accepted = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    std::vector<std::size_t> index(length(rng));
+    for (auto& v : index) {
+      v = value(rng);
+    }
+    if (trial % 2 == 0) {
+      std::sort(index.begin(), index.end());  // half of them sorted: many accepted
+    }
+    bool expected = true;
+    for (std::size_t k = 0; k < index.size(); ++k) {
+      expected = expected && index[k] < 7 && (k == 0 || index[k - 1] < index[k]);
+    }
+    INFO("trial " << trial);
+    REQUIRE(asyncopt::detail::strictly_increasing_below(index, 7) == expected);
+    accepted += expected ? 1 : 0;
+  }
+  REQUIRE(accepted > 1000);
+  REQUIRE(accepted < 19000);
+}
 
 TEST_CASE("a sparse pull reads only its indices, under every policy and transport") {
   SECTION("LockFree") {

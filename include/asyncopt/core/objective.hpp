@@ -48,4 +48,26 @@ concept TouchedParameters = requires(const F& f, std::span<const std::size_t> ba
   { f.touched(batch, index) } -> std::same_as<void>;
 };
 
+/// A SparseObjective with TouchedParameters that can finish a sparse gradient whose indices
+/// touched() already wrote: `touched_gradient(w, batch, g)` takes `g.index` as it is (strictly
+/// increasing, in range, holding every parameter the batch touches; std::invalid_argument
+/// otherwise) and overwrites `g.value`. optimize() then reads each example's row once per
+/// step instead of twice.
+template <class F, class Scalar>
+concept TouchedGradient = SparseObjective<F, Scalar> && TouchedParameters<F> &&
+    requires(const F& f, std::span<const Scalar> w, std::span<const std::size_t> batch,
+             SparseGradient<Scalar>& g) {
+  { f.touched_gradient(w, batch, g) } -> std::same_as<void>;
+};
+
+/// An Objective that can start loading a batch's examples into the cache:
+/// `prefetch(batch)` changes nothing and may ignore ids out of range. optimize() calls it
+/// with each worker's next batch before the current step, so that the loads of one step
+/// overlap the work of the one before (most of a sparse step is waiting for its row).
+template <class F>
+concept PrefetchingObjective = requires(const F& f, std::span<const std::size_t> batch) {
+  { f.prefetch(batch) }
+  noexcept->std::same_as<void>;
+};
+
 }  // namespace asyncopt

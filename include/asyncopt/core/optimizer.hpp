@@ -20,6 +20,7 @@
 
 #include <asyncopt/consistency/lock_free.hpp>
 #include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/config.hpp>
 #include <asyncopt/core/options.hpp>
 #include <asyncopt/core/random.hpp>
 #include <asyncopt/core/report.hpp>
@@ -204,6 +205,8 @@ class AsyncOptimizer {
                  std::span<scalar_type> out) {
       h.pull(index, out);
     };
+    // ... and the gradient reuses the pulled index list, when the objective can take it.
+    constexpr bool touched_gradient = sparse_pull && TouchedGradient<F, scalar_type>;
     const auto start = Clock::now();
     const std::size_t n = params.size();
     const std::size_t examples = objective.num_examples();
@@ -211,8 +214,9 @@ class AsyncOptimizer {
 
     store_type store(transport_, rule_, consistency_, params, workers);
 
-    // Per-worker buffers live across epochs: a step allocates nothing.
-    struct WorkerState {
+    // Per-worker buffers live across epochs: a step allocates nothing. Each worker's state
+    // has cache lines of its own: a step writes its fields.
+    struct alignas(cache_line) WorkerState {
       explicit WorkerState(typename store_type::Worker h) : handle(std::move(h)) {}
       typename store_type::Worker handle;
       std::vector<scalar_type> w;
@@ -260,20 +264,34 @@ class AsyncOptimizer {
       const std::size_t count = std::min(batch_size, ws.end - ws.next);
       const std::span<const std::size_t> batch(order.data() + ws.next, count);
       ws.next += count;
+      if constexpr (PrefetchingObjective<F>) {
+        // The next batch's examples load while this step runs.
+        objective.prefetch(std::span<const std::size_t>(order.data() + ws.next,
+                                                        std::min(batch_size, ws.end - ws.next)));
+      }
       try {
-        if constexpr (sparse_pull) {
-          objective.touched(batch, ws.touched);
-          ws.handle.pull(std::span<const std::size_t>(ws.touched), std::span<scalar_type>(ws.w));
+        if constexpr (touched_gradient) {
+          // One list of indices serves the pull, the gradient and the push.
+          SparseGradient<scalar_type>& g = ws.sparse_grad;
+          objective.touched(batch, g.index);
+          ws.handle.pull(std::span<const std::size_t>(g.index), std::span<scalar_type>(ws.w));
+          objective.touched_gradient(std::span<const scalar_type>(ws.w), batch, g);
+          ws.handle.push(g);
         } else {
-          ws.handle.pull(ws.w);
-        }
-        if constexpr (sparse) {
-          objective.sparse_gradient(std::span<const scalar_type>(ws.w), batch, ws.sparse_grad);
-          ws.handle.push(ws.sparse_grad);
-        } else {
-          objective.gradient(std::span<const scalar_type>(ws.w), batch,
-                             std::span<scalar_type>(ws.grad));
-          ws.handle.push(std::span<const scalar_type>(ws.grad));
+          if constexpr (sparse_pull) {
+            objective.touched(batch, ws.touched);
+            ws.handle.pull(std::span<const std::size_t>(ws.touched), std::span<scalar_type>(ws.w));
+          } else {
+            ws.handle.pull(ws.w);
+          }
+          if constexpr (sparse) {
+            objective.sparse_gradient(std::span<const scalar_type>(ws.w), batch, ws.sparse_grad);
+            ws.handle.push(ws.sparse_grad);
+          } else {
+            objective.gradient(std::span<const scalar_type>(ws.w), batch,
+                               std::span<scalar_type>(ws.grad));
+            ws.handle.push(std::span<const scalar_type>(ws.grad));
+          }
         }
         ws.handle.clock();
       } catch (...) {

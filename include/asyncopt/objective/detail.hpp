@@ -190,20 +190,41 @@ void gather_columns(const Matrix& x, std::span<const std::size_t> batch,
 }
 
 /// Calls f(position, value) for each entry of row i, where `position` is the entry's
-/// column's place in `columns` (sorted, and holding every column of the row). The row's
-/// columns increase, so each search starts where the previous one ended.
+/// column's place in `columns` (strictly increasing). The row's columns increase, so each
+/// search starts where the previous one ended. Returns false, at the first entry whose
+/// column `columns` lacks, when `columns` does not hold every column of the row.
 template <class Matrix, class F>
-void for_each_entry_position(const Matrix& x, Eigen::Index i, std::span<const std::size_t> columns,
+bool for_each_entry_position(const Matrix& x, Eigen::Index i, std::span<const std::size_t> columns,
                              F&& f) {
   auto first = columns.begin();
   for (typename Matrix::InnerIterator it(x, i); it; ++it) {
     const auto column = static_cast<std::size_t>(it.index());
     // With one row per batch the columns are exactly the row's: the next one matches.
-    if (*first != column) {
+    if (first == columns.end() || *first != column) {
       first = std::lower_bound(first, columns.end(), column);
+      if (first == columns.end() || *first != column) {
+        return false;
+      }
     }
     f(static_cast<std::size_t>(first - columns.begin()), it.value());
     ++first;
+  }
+  return true;
+}
+
+/// Asks the cache for every line of [begin, end): one request per 64 bytes, and the last.
+/// Always inlined, here and in prefetch(): GCC finds that a function whose only effect is a
+/// prefetch has no effect, and deletes its calls.
+template <class T>
+[[gnu::always_inline]] inline void prefetch_range(const T* begin, const T* end) noexcept {
+  constexpr std::size_t line = 64;
+  const auto* first = reinterpret_cast<const char*>(begin);
+  const auto* last = reinterpret_cast<const char*>(end);
+  for (const char* p = first; p < last; p += line) {
+    __builtin_prefetch(p);
+  }
+  if (last > first) {
+    __builtin_prefetch(last - 1);
   }
 }
 
@@ -229,6 +250,27 @@ class ModelData {
   }
   [[nodiscard]] std::size_t num_features() const noexcept {
     return static_cast<std::size_t>(data_.cols());
+  }
+
+  /// Starts loading the rows and labels of `batch` into the cache (ids out of range are
+  /// skipped); changes nothing. optimize() calls it with a worker's next batch.
+  [[gnu::always_inline]] void prefetch(std::span<const std::size_t> batch) const noexcept {
+    for (const std::size_t id : batch) {
+      if (id >= num_examples()) {
+        continue;
+      }
+      const auto i = static_cast<Eigen::Index>(id);
+      if constexpr (is_sparse_v<Matrix>) {
+        const auto begin = data_.outerIndexPtr()[i];
+        const auto end = data_.outerIndexPtr()[i + 1];
+        prefetch_range(data_.innerIndexPtr() + begin, data_.innerIndexPtr() + end);
+        prefetch_range(data_.valuePtr() + begin, data_.valuePtr() + end);
+      } else if constexpr (Matrix::IsRowMajor) {
+        const auto* row = data_.data() + i * data_.cols();
+        prefetch_range(row, row + data_.cols());
+      }
+      __builtin_prefetch(labels_.data() + i);
+    }
   }
 
  protected:
@@ -361,10 +403,7 @@ class SingleOutputModel : public ModelData<Matrix, Vector<typename Matrix::Scala
   void touched(std::span<const std::size_t> batch,
                std::vector<std::size_t>& index) const requires is_sparse_v<Matrix> {
     this->check_batch("touched", batch);
-    gather_columns(this->data(), batch, index);
-    if (this->intercept()) {
-      index.push_back(this->num_features());
-    }
+    touched_unchecked(batch, index);
   }
 
   /// Clears `g`, then writes the batch gradient on the parameters the batch touches: the
@@ -374,31 +413,30 @@ class SingleOutputModel : public ModelData<Matrix, Vector<typename Matrix::Scala
                        SparseGradient<Scalar>& g) const requires is_sparse_v<Matrix> {
     this->check_size("sparse_gradient", "w", w.size(), dimension());
     this->check_batch("sparse_gradient", batch);
-    const auto wv = as_vector(w);
     g.clear();
-    gather_columns(this->data(), batch, g.index);
-    const std::size_t touched = g.index.size();
-    const std::span<const std::size_t> columns(g.index.data(), touched);
-    g.value.assign(touched + (this->intercept() ? 1 : 0), Scalar(0));
-    const Scalar scale = Scalar(1) / static_cast<Scalar>(batch.size());
-    Scalar bias = 0;
-    for (const std::size_t id : batch) {
-      const auto i = static_cast<Eigen::Index>(id);
-      const Scalar c = scale * slope(wv, i);
-      for_each_entry_position(this->data(), i, columns,
-                              [&](std::size_t pos, Scalar x) { g.value[pos] += c * x; });
-      bias += c;
+    touched_unchecked(batch, g.index);
+    fill_values(w, batch, g);
+  }
+
+  /// The same for a `g` whose indices touched(batch) already wrote: only the values are
+  /// written, each row read once. `g.index` may hold more than the batch touches, the L2
+  /// term alone then lands there; indices that are not strictly increasing, out of range, or
+  /// missing a feature or the bias the batch needs throw std::invalid_argument.
+  void touched_gradient(std::span<const Scalar> w, std::span<const std::size_t> batch,
+                        SparseGradient<Scalar>& g) const requires is_sparse_v<Matrix> {
+    this->check_size("touched_gradient", "w", w.size(), dimension());
+    this->check_batch("touched_gradient", batch);
+    if (!asyncopt::detail::strictly_increasing_below(g.index, dimension())) {
+      fail(this->type(), "touched_gradient",
+           "g.index: " + asyncopt::detail::index_list_error(g.index, dimension()) +
+               "; pass the indices touched() wrote");
     }
-    if (this->l2() != 0.0) {
-      const auto l2 = static_cast<Scalar>(this->l2());
-      for (std::size_t t = 0; t < touched; ++t) {
-        g.value[t] += l2 * w[g.index[t]];
-      }
+    if (this->intercept() && (g.index.empty() || g.index.back() != this->num_features())) {
+      fail(this->type(), "touched_gradient",
+           "g.index must end with the bias, " + std::to_string(this->num_features()) +
+               "; pass the indices touched() wrote");
     }
-    if (this->intercept()) {
-      g.value[touched] = bias;
-      g.index.push_back(this->num_features());
-    }
+    fill_values(w, batch, g);
   }
 
  protected:
@@ -417,6 +455,46 @@ class SingleOutputModel : public ModelData<Matrix, Vector<typename Matrix::Scala
   }
 
  private:
+  void touched_unchecked(std::span<const std::size_t> batch,
+                         std::vector<std::size_t>& index) const {
+    gather_columns(this->data(), batch, index);
+    if (this->intercept()) {
+      index.push_back(this->num_features());
+    }
+  }
+
+  // g.value <- the batch gradient at the indices in g.index (strictly increasing, in range,
+  // the bias last when there is one): the rest of sparse_gradient and touched_gradient.
+  void fill_values(std::span<const Scalar> w, std::span<const std::size_t> batch,
+                   SparseGradient<Scalar>& g) const {
+    const auto wv = as_vector(w);
+    const std::size_t touched = g.index.size() - (this->intercept() ? 1 : 0);
+    const std::span<const std::size_t> columns(g.index.data(), touched);
+    g.value.assign(g.index.size(), Scalar(0));
+    const Scalar scale = Scalar(1) / static_cast<Scalar>(batch.size());
+    Scalar bias = 0;
+    for (const std::size_t id : batch) {
+      const auto i = static_cast<Eigen::Index>(id);
+      const Scalar c = scale * slope(wv, i);
+      if (!for_each_entry_position(this->data(), i, columns,
+                                   [&](std::size_t pos, Scalar x) { g.value[pos] += c * x; })) {
+        fail(this->type(), "touched_gradient",
+             "g.index lacks a feature of row " + std::to_string(id) +
+                 ": it must hold every parameter the batch touches, as touched() writes it");
+      }
+      bias += c;
+    }
+    if (this->l2() != 0.0) {
+      const auto l2 = static_cast<Scalar>(this->l2());
+      for (std::size_t t = 0; t < touched; ++t) {
+        g.value[t] += l2 * w[g.index[t]];
+      }
+    }
+    if (this->intercept()) {
+      g.value[touched] = bias;
+    }
+  }
+
   template <class Weights>
   [[nodiscard]] Scalar slope(const Weights& w, Eigen::Index i) const {
     return static_cast<Scalar>(

@@ -120,6 +120,7 @@ class SoftmaxRegression : public detail::ModelData<Matrix, Eigen::VectorXi> {
     for (const std::size_t id : batch) {
       const auto i = static_cast<Eigen::Index>(id);
       residual(w, i, scale, p);
+      // `columns` came from the batch's own rows: every column is there.
       detail::for_each_entry_position(this->data(), i, columns, [&](std::size_t pos, Scalar x) {
         for (std::size_t k = 0; k < k_count; ++k) {
           g.value[k * touched + pos] += p[static_cast<Eigen::Index>(k)] * x;

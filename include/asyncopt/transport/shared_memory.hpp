@@ -58,33 +58,17 @@ void check_sparse_push(std::span<const std::size_t> index, std::span<const Scala
     throw std::invalid_argument("asyncopt: sparse push with " + std::to_string(index.size()) +
                                 " indices but " + std::to_string(value.size()) + " values");
   }
-  for (std::size_t k = 0; k < index.size(); ++k) {
-    if (index[k] >= parameters) {
-      throw std::invalid_argument("asyncopt: sparse push index " + std::to_string(index[k]) +
-                                  " is out of range for " + std::to_string(parameters) +
-                                  " parameters");
-    }
-    if (k > 0 && index[k] <= index[k - 1]) {
-      throw std::invalid_argument(
-          "asyncopt: sparse push indices must be strictly increasing (index " +
-          std::to_string(index[k]) + " follows " + std::to_string(index[k - 1]) + ")");
-    }
+  if (!asyncopt::detail::strictly_increasing_below(index, parameters)) {
+    throw std::invalid_argument("asyncopt: sparse push " +
+                                asyncopt::detail::index_list_error(index, parameters));
   }
 }
 
 /// A sparse pull: every index in range, strictly increasing.
 inline void check_sparse_pull(std::span<const std::size_t> index, std::size_t parameters) {
-  for (std::size_t k = 0; k < index.size(); ++k) {
-    if (index[k] >= parameters) {
-      throw std::invalid_argument("asyncopt: sparse pull index " + std::to_string(index[k]) +
-                                  " is out of range for " + std::to_string(parameters) +
-                                  " parameters");
-    }
-    if (k > 0 && index[k] <= index[k - 1]) {
-      throw std::invalid_argument(
-          "asyncopt: sparse pull indices must be strictly increasing (index " +
-          std::to_string(index[k]) + " follows " + std::to_string(index[k - 1]) + ")");
-    }
+  if (!asyncopt::detail::strictly_increasing_below(index, parameters)) {
+    throw std::invalid_argument("asyncopt: sparse pull " +
+                                asyncopt::detail::index_list_error(index, parameters));
   }
 }
 
