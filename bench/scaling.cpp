@@ -8,18 +8,22 @@
 //
 //   sparse/serial/1           one thread, plain loads and stores, no library code: the
 //                             speed-up baseline
+//   sparse/serial_prefetch/1  the same, asking for the next example's row before each step
+//                             (as optimize() does through the objective's prefetch())
 //   sparse/plain/<k>          the same algorithm on k std::jthreads, each over its slice of
 //                             the shuffled ids, w read and written only through relaxed
 //                             std::atomic_ref<float>: a hand-written Hogwild!
+//   sparse/plain_prefetch/<k> the same, asking for the next example's row before each step
 //   sparse/lock_free/<k>      AsyncOptimizer<float, Sgd, LockFree>::optimize with k workers
 //   sparse/locked_striped/<k> the same with Locked{} (a mutex per stripe)
 //   sparse/locked_one/<k>     the same with Locked{.stripes = 1} (one global lock)
 //   sparse/handle/<k>         LockFree through the worker handles (touched, pull,
-//                             sparse_gradient, push, clock) in a hand-written loop: what
-//                             optimize() adds on top of the store
-//   sparse/handle_prefetch/<k> the same, prefetching the next example's row before each step
-//   sparse/handle_lean/<k>    the same store calls with the objective's two calls replaced by
-//                             a direct loop over the row: what the objective adds
+//                             touched_gradient, push, clock) in a hand-written loop, without
+//                             prefetching
+//   sparse/handle_prefetch/<k> the same, calling the objective's prefetch() with the next
+//                             example first: optimize()'s step without its bookkeeping
+//   sparse/handle_lean/<k>    the store calls of sparse/handle with the objective's calls
+//                             replaced by a direct loop over the row: what the objective adds
 //   sparse/handle_timed/<k>   sparse/handle with a time stamp between the calls
 //
 // Dense control: softmax regression on the first 20,000 Fashion-MNIST training images
@@ -275,13 +279,45 @@ void shuffled_ids(std::vector<std::size_t>& ids, std::uint64_t seed) {
   }
 }
 
+// Asks the cache for what the step after next and the next step read, as the library's
+// objectives do in optimize(): example ids[n + 2]'s row offsets and label, and example
+// ids[n + 1]'s column ids and values (its offsets asked for a step earlier), one request per
+// 64-byte line (16 four-byte entries). Always inlined: GCC deletes a call to a function whose
+// only effect is __builtin_prefetch.
+[[gnu::always_inline]] inline void prefetch_ahead(const Rows& rows,
+                                                  std::span<const std::size_t> ids, std::size_t n) {
+  if (n + 2 < ids.size()) {
+    __builtin_prefetch(rows.outer + ids[n + 2]);
+    __builtin_prefetch(rows.label + ids[n + 2]);
+  }
+  if (n + 1 < ids.size()) {
+    const std::size_t id = ids[n + 1];
+    const int begin = rows.outer[id];
+    const int end = rows.outer[id + 1];
+    for (int j = begin; j < end; j += 16) {
+      __builtin_prefetch(rows.inner + j);
+      __builtin_prefetch(rows.value + j);
+    }
+    if (end > begin) {
+      __builtin_prefetch(rows.inner + end - 1);
+      __builtin_prefetch(rows.value + end - 1);
+    }
+  }
+}
+
 // One SGD step per id, plain loads and stores: w[j] -= lr (c x_ij + l2 w[j]) on the row's
-// entries, b -= lr c, with c the logistic slope at x_i . w + b. Parameters [w..., b].
+// entries, b -= lr c, with c the logistic slope at x_i . w + b. Parameters [w..., b]. With
+// Prefetch, each step first asks for the next example's row, as optimize() does.
+template <bool Prefetch>
 [[gnu::noinline]] void serial_pass(const Rows& rows, std::span<const std::size_t> ids, float* w) {
   const auto lr = static_cast<float>(sparse_learning_rate);
   const auto decay = static_cast<float>(l2);
   float* const bias = w + rows.features;
-  for (const std::size_t id : ids) {
+  for (std::size_t n = 0; n < ids.size(); ++n) {
+    const std::size_t id = ids[n];
+    if (Prefetch) {
+      prefetch_ahead(rows, ids, n);
+    }
     const int begin = rows.outer[id];
     const int end = rows.outer[id + 1];
     float z = 0.0f;
@@ -307,11 +343,16 @@ inline void relaxed_store(float* p, float v) {
 
 // The same step with every access to w a relaxed atomic: safe to run on several threads at
 // once over the same w (Hogwild!).
+template <bool Prefetch>
 [[gnu::noinline]] void hogwild_pass(const Rows& rows, std::span<const std::size_t> ids, float* w) {
   const auto lr = static_cast<float>(sparse_learning_rate);
   const auto decay = static_cast<float>(l2);
   float* const bias = w + rows.features;
-  for (const std::size_t id : ids) {
+  for (std::size_t n = 0; n < ids.size(); ++n) {
+    const std::size_t id = ids[n];
+    if (Prefetch) {
+      prefetch_ahead(rows, ids, n);
+    }
     const int begin = rows.outer[id];
     const int end = rows.outer[id + 1];
     float z = 0.0f;
@@ -330,6 +371,7 @@ inline void relaxed_store(float* p, float v) {
 }
 
 // Thread t of `threads` takes the t-th contiguous slice of the ids, as optimize() does.
+template <bool Prefetch>
 void hogwild_epoch(const Rows& rows, std::span<const std::size_t> ids, float* w,
                    std::size_t threads) {
   std::vector<std::jthread> pool;
@@ -337,46 +379,43 @@ void hogwild_epoch(const Rows& rows, std::span<const std::size_t> ids, float* w,
   const std::size_t n = ids.size();
   for (std::size_t t = 0; t < threads; ++t) {
     pool.emplace_back([&rows, ids, w, n, t, threads] {
-      hogwild_pass(rows, ids.subspan(t * n / threads, (t + 1) * n / threads - t * n / threads), w);
+      hogwild_pass<Prefetch>(
+          rows, ids.subspan(t * n / threads, (t + 1) * n / threads - t * n / threads), w);
     });
   }
 }
 
-// The library's worker handles on a LockFree store, in a hand-written loop: optimize()'s
-// step without its bookkeeping (stop flag, time limit, leave and join, the step function).
-// With `prefetch`, each step first prefetches the next example's row.
+// The library's worker handles on a LockFree store, in a hand-written loop of the calls
+// optimize() makes per step (touched, pull, touched_gradient, push, clock) without its
+// bookkeeping (stop flag, time limit, leave and join, the step function). With `prefetch`,
+// each step first calls the objective's prefetch() with the next example, as optimize() does.
 template <class Store>
 void handle_pass(const Logistic& f, Store& store, std::size_t id, std::span<const std::size_t> ids,
                  std::size_t dimension, bool prefetch) {
-  const Rows rows(f);
   auto handle = store.worker(id);
   std::vector<float> local(dimension);
-  std::vector<std::size_t> touched;
   asyncopt::SparseGradient<float> gradient;
   for (std::size_t k = 0; k < ids.size(); ++k) {
-    if (prefetch && k + 1 < ids.size()) {
-      // The next example's column ids, values and label, one request per 64-byte line (16
-      // four-byte entries). Written here rather than in a helper: GCC 12 deletes a call to a
-      // function whose only effect is __builtin_prefetch.
-      const std::size_t next = ids[k + 1];
-      const int end = rows.outer[next + 1];
-      for (int j = rows.outer[next]; j < end; j += 16) {
-        __builtin_prefetch(rows.inner + j);
-        __builtin_prefetch(rows.value + j);
+    if (prefetch) {
+      // As optimize() does: the row of the example after next, then the next one's contents.
+      if (k + 1 < ids.size()) {
+        f.prefetch(ids.subspan(k + 1, 1), 1);
       }
-      __builtin_prefetch(rows.label + next);
+      if (k + 2 < ids.size()) {
+        f.prefetch(ids.subspan(k + 2, 1), 2);
+      }
     }
     const std::span<const std::size_t> batch(ids.data() + k, 1);
-    f.touched(batch, touched);
-    handle.pull(std::span<const std::size_t>(touched), std::span<float>(local));
-    f.sparse_gradient(std::span<const float>(local), batch, gradient);
+    f.touched(batch, gradient.index);
+    handle.pull(std::span<const std::size_t>(gradient.index), std::span<float>(local));
+    f.touched_gradient(std::span<const float>(local), batch, gradient);
     handle.push(gradient);
     handle.clock();
   }
 }
 
 // The same store calls (pull, push, clock) with the objective's touched() and
-// sparse_gradient() replaced by a direct loop over the row: what the store costs by itself.
+// touched_gradient() replaced by a direct loop over the row: what the store costs by itself.
 template <class Store>
 void lean_pass(const Rows& rows, Store& store, std::size_t id, std::span<const std::size_t> ids,
                std::size_t dimension) {
@@ -423,7 +462,7 @@ inline std::uint64_t tick() {
 // Ticks spent in each call of the handle loop, summed over a worker's examples.
 struct Breakdown {
   static constexpr std::size_t parts = 5;
-  static constexpr std::array<const char*, parts> names = {"touched", "pull", "sparse_gradient",
+  static constexpr std::array<const char*, parts> names = {"touched", "pull", "touched_gradient",
                                                            "push", "clock"};
   std::array<std::uint64_t, parts> ticks{};
   std::uint64_t total_ticks = 0;
@@ -436,7 +475,6 @@ Breakdown timed_handle_pass(const Logistic& f, Store& store, std::size_t id,
                             std::span<const std::size_t> ids, std::size_t dimension) {
   auto handle = store.worker(id);
   std::vector<float> local(dimension);
-  std::vector<std::size_t> touched;
   asyncopt::SparseGradient<float> gradient;
   Breakdown b;
   const auto start = std::chrono::steady_clock::now();
@@ -444,11 +482,11 @@ Breakdown timed_handle_pass(const Logistic& f, Store& store, std::size_t id,
   for (const std::size_t& example : ids) {
     const std::span<const std::size_t> batch(&example, 1);
     const std::uint64_t t0 = tick();
-    f.touched(batch, touched);
+    f.touched(batch, gradient.index);
     const std::uint64_t t1 = tick();
-    handle.pull(std::span<const std::size_t>(touched), std::span<float>(local));
+    handle.pull(std::span<const std::size_t>(gradient.index), std::span<float>(local));
     const std::uint64_t t2 = tick();
-    f.sparse_gradient(std::span<const float>(local), batch, gradient);
+    f.touched_gradient(std::span<const float>(local), batch, gradient);
     const std::uint64_t t3 = tick();
     handle.push(gradient);
     const std::uint64_t t4 = tick();
@@ -522,8 +560,11 @@ void finish(benchmark::State& state, std::span<const float> w, std::size_t examp
   }
 }
 
+// Which hand-written loop bm_plain runs.
+enum class PlainLoop { serial, serial_prefetch, hogwild, hogwild_prefetch };
+
 // The serial loop, or the plain Hogwild! loop on `threads` threads.
-void bm_plain(benchmark::State& state, bool serial, std::size_t threads) {
+void bm_plain(benchmark::State& state, PlainLoop loop, std::size_t threads) {
   const Logistic& f = sparse_objective();
   const Rows rows(f);
   std::vector<float> w(f.dimension());
@@ -533,10 +574,19 @@ void bm_plain(benchmark::State& state, bool serial, std::size_t threads) {
   for (auto _ : state) {
     std::fill(w.begin(), w.end(), 0.0f);
     shuffled_ids(ids, seed++);
-    if (serial) {
-      serial_pass(rows, ids, w.data());
-    } else {
-      hogwild_epoch(rows, ids, w.data(), threads);
+    switch (loop) {
+      case PlainLoop::serial:
+        serial_pass<false>(rows, ids, w.data());
+        break;
+      case PlainLoop::serial_prefetch:
+        serial_pass<true>(rows, ids, w.data());
+        break;
+      case PlainLoop::hogwild:
+        hogwild_epoch<false>(rows, ids, w.data(), threads);
+        break;
+      case PlainLoop::hogwild_prefetch:
+        hogwild_epoch<true>(rows, ids, w.data(), threads);
+        break;
     }
     benchmark::ClobberMemory();
   }
@@ -626,11 +676,15 @@ void register_all() {
   auto configure = [](benchmark::internal::Benchmark* b) {
     b->Iterations(epochs_per_repetition)->UseRealTime()->Unit(benchmark::kMillisecond);
   };
-  configure(benchmark::RegisterBenchmark("sparse/serial/1", bm_plain, true, 1));
+  configure(benchmark::RegisterBenchmark("sparse/serial/1", bm_plain, PlainLoop::serial, 1));
+  configure(benchmark::RegisterBenchmark("sparse/serial_prefetch/1", bm_plain,
+                                         PlainLoop::serial_prefetch, 1));
   for (const std::size_t k : {1, 2}) {
     const std::string workers = std::to_string(k);
-    configure(
-        benchmark::RegisterBenchmark(("sparse/plain/" + workers).c_str(), bm_plain, false, k));
+    configure(benchmark::RegisterBenchmark(("sparse/plain/" + workers).c_str(), bm_plain,
+                                           PlainLoop::hogwild, k));
+    configure(benchmark::RegisterBenchmark(("sparse/plain_prefetch/" + workers).c_str(), bm_plain,
+                                           PlainLoop::hogwild_prefetch, k));
     configure(benchmark::RegisterBenchmark(("sparse/lock_free/" + workers).c_str(),
                                            bm_sparse_library<LockFree>, LockFree{}, k));
     configure(benchmark::RegisterBenchmark(("sparse/locked_striped/" + workers).c_str(),
@@ -698,11 +752,17 @@ bool check_equivalence() {
     ok = ok && good;
   };
   std::vector<float> w(f.dimension(), 0.0f);
-  serial_pass(rows, ids, w.data());
+  serial_pass<false>(rows, ids, w.data());
   compare("serial loop", w);
   std::fill(w.begin(), w.end(), 0.0f);
-  hogwild_epoch(rows, ids, w.data(), 1);
+  serial_pass<true>(rows, ids, w.data());
+  compare("prefetching serial loop", w);
+  std::fill(w.begin(), w.end(), 0.0f);
+  hogwild_epoch<false>(rows, ids, w.data(), 1);
   compare("plain Hogwild! loop", w);
+  std::fill(w.begin(), w.end(), 0.0f);
+  hogwild_epoch<true>(rows, ids, w.data(), 1);
+  compare("prefetching plain Hogwild! loop", w);
   std::fill(w.begin(), w.end(), 0.0f);
   static_cast<void>(handle_epoch(f, ids, w, 1, HandleLoop::library));
   compare("handle loop", w);

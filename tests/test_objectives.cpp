@@ -712,10 +712,12 @@ TEST_CASE("prefetch changes nothing and skips ids out of range") {
   const auto w = random_parameters<double>(f.dimension(), 8);
   const double before = f.loss(w);
   const std::vector<std::size_t> ids{0, 11, 12, std::numeric_limits<std::size_t>::max()};
-  f.prefetch(ids);
-  f.prefetch(std::span<const std::size_t>());
-  const auto dense = make<Kind::softmax, Dense<float>>(all_rows(), {});
-  dense.prefetch(ids);
+  for (const std::size_t ahead : {1, 2}) {
+    f.prefetch(ids, ahead);
+    f.prefetch(std::span<const std::size_t>(), ahead);
+    const auto dense = make<Kind::softmax, Dense<float>>(all_rows(), {});
+    dense.prefetch(ids, ahead);
+  }
   REQUIRE(f.loss(w) == before);
 }
 

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -78,6 +79,19 @@ TEST_CASE("the fast index check agrees with a direct check on random lists") {
   }
   REQUIRE(accepted > 1000);
   REQUIRE(accepted < 19000);
+
+  // Indices at and above 2^63, where the fast check's differences could mislead it.
+  constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
+  constexpr std::size_t half = std::size_t{1} << 63U;
+  using List = std::vector<std::size_t>;
+  REQUIRE_FALSE(asyncopt::detail::strictly_increasing_below(List{half + 5, 3}, 10));
+  REQUIRE_FALSE(asyncopt::detail::strictly_increasing_below(List{max}, 10));
+  REQUIRE_FALSE(asyncopt::detail::strictly_increasing_below(List{0, max, 4}, 10));
+  REQUIRE_FALSE(asyncopt::detail::strictly_increasing_below(List{3, half, half + 1}, half));
+  REQUIRE(asyncopt::detail::strictly_increasing_below(List{3, half, half + 1}, max));
+  REQUIRE_FALSE(asyncopt::detail::strictly_increasing_below(List{3, half + 1, half}, max));
+  REQUIRE(asyncopt::detail::strictly_increasing_below(List{0, 1, half - 1}, half));
+  REQUIRE_FALSE(asyncopt::detail::strictly_increasing_below(List{0, 1, half - 1}, half - 1));
 }
 
 TEST_CASE("a sparse pull reads only its indices, under every policy and transport") {

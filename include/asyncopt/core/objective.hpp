@@ -60,13 +60,17 @@ concept TouchedGradient = SparseObjective<F, Scalar> && TouchedParameters<F> &&
   { f.touched_gradient(w, batch, g) } -> std::same_as<void>;
 };
 
-/// An Objective that can start loading a batch's examples into the cache:
-/// `prefetch(batch)` changes nothing and may ignore ids out of range. optimize() calls it
-/// with each worker's next batch before the current step, so that the loads of one step
-/// overlap the work of the one before (most of a sparse step is waiting for its row).
+/// An Objective that can start loading a batch's examples into the cache before a step needs
+/// them: `prefetch(batch, steps_ahead)` changes nothing and ignores ids out of range.
+/// optimize() calls it for each worker's upcoming batches: with `steps_ahead` = 2 for the
+/// batch after next, when an objective can ask for where its examples are (a sparse matrix's
+/// row offsets), and with `steps_ahead` = 1 for the next batch, when it can ask for the
+/// examples themselves, their place being in the cache by then. Without it most of a sparse
+/// step is spent waiting for its row.
 template <class F>
-concept PrefetchingObjective = requires(const F& f, std::span<const std::size_t> batch) {
-  { f.prefetch(batch) }
+concept PrefetchingObjective = requires(const F& f, std::span<const std::size_t> batch,
+                                        std::size_t steps_ahead) {
+  { f.prefetch(batch, steps_ahead) }
   noexcept->std::same_as<void>;
 };
 

@@ -265,9 +265,14 @@ class AsyncOptimizer {
       const std::span<const std::size_t> batch(order.data() + ws.next, count);
       ws.next += count;
       if constexpr (PrefetchingObjective<F>) {
-        // The next batch's examples load while this step runs.
-        objective.prefetch(std::span<const std::size_t>(order.data() + ws.next,
-                                                        std::min(batch_size, ws.end - ws.next)));
+        // The loads of the next two batches overlap this step.
+        auto upcoming = [&](std::size_t from) {
+          return std::span<const std::size_t>(
+              order.data() + from,
+              from < ws.end ? std::min(batch_size, ws.end - from) : std::size_t{0});
+        };
+        objective.prefetch(upcoming(ws.next), 1);
+        objective.prefetch(upcoming(ws.next + batch_size), 2);
       }
       try {
         if constexpr (touched_gradient) {

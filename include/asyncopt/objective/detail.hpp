@@ -253,14 +253,22 @@ class ModelData {
   }
 
   /// Starts loading the rows and labels of `batch` into the cache (ids out of range are
-  /// skipped); changes nothing. optimize() calls it with a worker's next batch.
-  [[gnu::always_inline]] void prefetch(std::span<const std::size_t> batch) const noexcept {
+  /// skipped); changes nothing. With `steps_ahead` >= 2 only a sparse row's offsets and the
+  /// labels, which a call with `steps_ahead` = 1 a step later needs to find the row: see
+  /// asyncopt::PrefetchingObjective.
+  [[gnu::always_inline]] void prefetch(std::span<const std::size_t> batch,
+                                       std::size_t steps_ahead) const noexcept {
     for (const std::size_t id : batch) {
       if (id >= num_examples()) {
         continue;
       }
       const auto i = static_cast<Eigen::Index>(id);
-      if constexpr (is_sparse_v<Matrix>) {
+      if (steps_ahead >= 2) {
+        if constexpr (is_sparse_v<Matrix>) {
+          prefetch_range(data_.outerIndexPtr() + i, data_.outerIndexPtr() + i + 2);
+        }
+        __builtin_prefetch(labels_.data() + i);
+      } else if constexpr (is_sparse_v<Matrix>) {
         const auto begin = data_.outerIndexPtr()[i];
         const auto end = data_.outerIndexPtr()[i + 1];
         prefetch_range(data_.innerIndexPtr() + begin, data_.innerIndexPtr() + end);
@@ -269,7 +277,6 @@ class ModelData {
         const auto* row = data_.data() + i * data_.cols();
         prefetch_range(row, row + data_.cols());
       }
-      __builtin_prefetch(labels_.data() + i);
     }
   }
 
