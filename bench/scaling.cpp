@@ -391,9 +391,9 @@ void hogwild_epoch(const Rows& rows, std::span<const std::size_t> ids, float* w,
 // each step first calls the objective's prefetch() with the next example, as optimize() does.
 template <class Store>
 void handle_pass(const Logistic& f, Store& store, std::size_t id, std::span<const std::size_t> ids,
-                 std::size_t dimension, bool prefetch) {
+                 bool prefetch) {
   auto handle = store.worker(id);
-  std::vector<float> local(dimension);
+  std::vector<float> local;  // the pulled values, packed
   asyncopt::SparseGradient<float> gradient;
   for (std::size_t k = 0; k < ids.size(); ++k) {
     if (prefetch) {
@@ -407,7 +407,8 @@ void handle_pass(const Logistic& f, Store& store, std::size_t id, std::span<cons
     }
     const std::span<const std::size_t> batch(ids.data() + k, 1);
     f.touched(batch, gradient.index);
-    handle.pull(std::span<const std::size_t>(gradient.index), std::span<float>(local));
+    local.resize(gradient.index.size());
+    handle.pull_values(std::span<const std::size_t>(gradient.index), std::span<float>(local));
     f.touched_gradient(std::span<const float>(local), batch, gradient);
     handle.push(gradient);
     handle.clock();
@@ -417,11 +418,10 @@ void handle_pass(const Logistic& f, Store& store, std::size_t id, std::span<cons
 // The same store calls (pull, push, clock) with the objective's touched() and
 // touched_gradient() replaced by a direct loop over the row: what the store costs by itself.
 template <class Store>
-void lean_pass(const Rows& rows, Store& store, std::size_t id, std::span<const std::size_t> ids,
-               std::size_t dimension) {
+void lean_pass(const Rows& rows, Store& store, std::size_t id, std::span<const std::size_t> ids) {
   const auto decay = static_cast<float>(l2);
   auto handle = store.worker(id);
-  std::vector<float> local(dimension);
+  std::vector<float> local;  // the pulled values, packed
   asyncopt::SparseGradient<float> gradient;
   for (const std::size_t example : ids) {
     const int begin = rows.outer[example];
@@ -431,15 +431,17 @@ void lean_pass(const Rows& rows, Store& store, std::size_t id, std::span<const s
       gradient.index.push_back(static_cast<std::size_t>(rows.inner[k]));
     }
     gradient.index.push_back(rows.features);
-    handle.pull(std::span<const std::size_t>(gradient.index), std::span<float>(local));
+    local.resize(gradient.index.size());
+    handle.pull_values(std::span<const std::size_t>(gradient.index), std::span<float>(local));
+    const auto entries = static_cast<std::size_t>(end - begin);
     float z = 0.0f;
-    for (int k = begin; k < end; ++k) {
-      z += rows.value[k] * local[rows.inner[k]];
+    for (std::size_t k = 0; k < entries; ++k) {
+      z += rows.value[begin + static_cast<int>(k)] * local[k];
     }
-    z += local[rows.features];
+    z += local[entries];
     const float c = logistic_slope(z, rows.label[example]);
-    for (int k = begin; k < end; ++k) {
-      gradient.value.push_back(c * rows.value[k] + decay * local[rows.inner[k]]);
+    for (std::size_t k = 0; k < entries; ++k) {
+      gradient.value.push_back(c * rows.value[begin + static_cast<int>(k)] + decay * local[k]);
     }
     gradient.value.push_back(c);
     handle.push(gradient);
@@ -472,9 +474,9 @@ struct Breakdown {
 // handle_pass with a timestamp between the calls.
 template <class Store>
 Breakdown timed_handle_pass(const Logistic& f, Store& store, std::size_t id,
-                            std::span<const std::size_t> ids, std::size_t dimension) {
+                            std::span<const std::size_t> ids) {
   auto handle = store.worker(id);
-  std::vector<float> local(dimension);
+  std::vector<float> local;  // the pulled values, packed
   asyncopt::SparseGradient<float> gradient;
   Breakdown b;
   const auto start = std::chrono::steady_clock::now();
@@ -484,7 +486,8 @@ Breakdown timed_handle_pass(const Logistic& f, Store& store, std::size_t id,
     const std::uint64_t t0 = tick();
     f.touched(batch, gradient.index);
     const std::uint64_t t1 = tick();
-    handle.pull(std::span<const std::size_t>(gradient.index), std::span<float>(local));
+    local.resize(gradient.index.size());
+    handle.pull_values(std::span<const std::size_t>(gradient.index), std::span<float>(local));
     const std::uint64_t t2 = tick();
     f.touched_gradient(std::span<const float>(local), batch, gradient);
     const std::uint64_t t3 = tick();
@@ -528,13 +531,13 @@ std::vector<Breakdown> handle_epoch(const Logistic& f, std::span<const std::size
         switch (loop) {
           case HandleLoop::library:
           case HandleLoop::prefetch:
-            handle_pass(f, *store, t, slice, w.size(), loop == HandleLoop::prefetch);
+            handle_pass(f, *store, t, slice, loop == HandleLoop::prefetch);
             break;
           case HandleLoop::lean:
-            lean_pass(rows, *store, t, slice, w.size());
+            lean_pass(rows, *store, t, slice);
             break;
           case HandleLoop::timed:
-            breakdowns[t] = timed_handle_pass(f, *store, t, slice, w.size());
+            breakdowns[t] = timed_handle_pass(f, *store, t, slice);
             break;
         }
       });

@@ -8,6 +8,7 @@
 #include <random>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -596,6 +597,16 @@ TEST_CASE("error messages name the objective and the method") {
 
 // ---- touched_gradient: the sparse gradient on indices touched() wrote ---------------------------
 
+/// The parameters at `index`, packed, as a worker's pull_values gives them.
+template <class T>
+std::vector<T> packed(const std::vector<T>& w, const std::vector<std::size_t>& index) {
+  std::vector<T> out;
+  for (const std::size_t i : index) {
+    out.push_back(w[i]);
+  }
+  return out;
+}
+
 static_assert(asyncopt::TouchedGradient<LogisticRegression<Sparse<float>>, float>);
 static_assert(asyncopt::TouchedGradient<LeastSquares<Sparse<double>>, double>);
 static_assert(!asyncopt::TouchedGradient<LogisticRegression<Dense<float>>, float>);
@@ -620,7 +631,7 @@ void check_touched_gradient() {
       g.value.assign(3, T(9));  // stale values that touched_gradient must replace
       f.touched(batch, g.index);
       REQUIRE(g.index == expected.index);
-      f.touched_gradient(w, batch, g);
+      f.touched_gradient(packed(w, g.index), batch, g);
       REQUIRE(g.index == expected.index);
       REQUIRE(g.value == expected.value);  // the same arithmetic: bit for bit
 
@@ -635,7 +646,7 @@ void check_touched_gradient() {
         const std::size_t j = extra.front();
         g.index = expected.index;
         g.index.insert(std::lower_bound(g.index.begin(), g.index.end(), j), j);
-        f.touched_gradient(w, batch, g);
+        f.touched_gradient(packed(w, g.index), batch, g);
         for (std::size_t t = 0; t < g.size(); ++t) {
           if (g.index[t] == j) {
             REQUIRE(g.value[t] == static_cast<T>(0.25) * w[j]);
@@ -669,7 +680,8 @@ TEST_CASE("touched_gradient refuses indices touched() would not write, naming wh
   auto fails_with = [&](std::vector<std::size_t> index, const std::string& text) {
     SparseGradient<double> g;
     g.index = index;
-    ASYNCOPT_REQUIRE_INVALID(f.touched_gradient(w, batch, g),
+    const std::vector<double> values(index.size(), 0.5);
+    ASYNCOPT_REQUIRE_INVALID(f.touched_gradient(values, batch, g),
                              "LogisticRegression::touched_gradient: " + text);
     REQUIRE(g.index == index);  // the indices are left as they were
   };
@@ -702,8 +714,16 @@ TEST_CASE("touched_gradient refuses indices touched() would not write, naming wh
     fails_with(index, "g.index lacks a feature of row");
   }
   SECTION("a wrong batch") {
-    ASYNCOPT_REQUIRE_INVALID(f.touched_gradient(w, std::vector<std::size_t>{12}, good),
-                             "batch id 12 is out of range");
+    ASYNCOPT_REQUIRE_INVALID(
+        f.touched_gradient(packed(w, good.index), std::vector<std::size_t>{12}, good),
+        "batch id 12 is out of range");
+  }
+  SECTION("values of another length") {
+    auto values = packed(w, good.index);
+    values.pop_back();
+    ASYNCOPT_REQUIRE_INVALID(f.touched_gradient(values, batch, good),
+                             "w_touched has " + std::to_string(values.size()) +
+                                 " entries, expected " + std::to_string(good.index.size()));
   }
 }
 

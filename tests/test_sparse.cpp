@@ -116,6 +116,160 @@ TEST_CASE("a sparse pull reads only its indices, under every policy and transpor
   }
 }
 
+namespace {
+
+// Pulls indices {1, 4, 5} of params 0..7 packed: values {1, 4, 5}.
+template <class Consistency, class Transport = asyncopt::transport::SharedMemory>
+void check_pull_values(const Consistency& policy = {}, const Transport& transport = {}) {
+  const asyncopt::AsyncOptimizer<double, Sgd, Consistency, Transport> opt(Sgd{}, policy, transport);
+  std::vector<double> w = {0, 1, 2, 3, 4, 5, 6, 7};
+  auto store = opt.attach(std::span<double>(w), 1);
+  auto handle = store->worker(0);
+  std::vector<double> values(3, -1.0);
+  const std::vector<std::size_t> index = {1, 4, 5};
+  handle.pull_values(index, values);
+  CHECK(values == std::vector<double>{1, 4, 5});
+
+  std::vector<double> two(2, -1.0);
+  REQUIRE_THROWS_WITH(handle.pull_values(index, two),
+                      "asyncopt: pull_values with 3 indices into 2 values");
+  const std::vector<std::size_t> unordered = {4, 1};
+  REQUIRE_THROWS_WITH(handle.pull_values(unordered, two),
+                      "asyncopt: sparse pull indices must be strictly increasing (index 1 "
+                      "follows 4)");
+  const std::vector<std::size_t> outside = {2, 8};
+  REQUIRE_THROWS_WITH(handle.pull_values(outside, two),
+                      "asyncopt: sparse pull index 8 is out of range for 8 parameters");
+  CHECK(two == std::vector<double>{-1, -1});
+}
+
+}  // namespace
+
+TEST_CASE("pull_values reads the values at its indices, packed, under every policy") {
+  SECTION("LockFree") {
+    check_pull_values<LockFree>();
+  }
+  SECTION("Locked") {
+    check_pull_values<Locked>(Locked{.stripes = 4, .min_stripe_elements = 1});
+  }
+  SECTION("BoundedStaleness") {
+    check_pull_values<BoundedStaleness<>>();
+  }
+  SECTION("Synchronous") {
+    check_pull_values<Synchronous>();
+  }
+  SECTION("LocalSgd") {
+    check_pull_values<LocalSgd>();
+  }
+  SECTION("Simulated") {
+    check_pull_values<Locked, asyncopt::transport::Simulated>(Locked{},
+                                                              asyncopt::transport::Simulated{});
+  }
+}
+
+namespace {
+
+// Pull (positionally into a dense buffer, or packed), let the shared parameters move, push
+// a sparse gradient under delay compensation, which reads the pulled values at the push.
+template <class Consistency, class Transport = asyncopt::transport::SharedMemory>
+std::vector<double> pull_move_push(bool packed, const Transport& transport = {}) {
+  const DelayCompensated dc{.learning_rate = 0.1, .lambda = 2.0};
+  const asyncopt::AsyncOptimizer<double, DelayCompensated, Consistency, Transport> opt(
+      dc, Consistency{}, transport);
+  std::vector<double> w = {0.5, -1, 2, 0.25, 4, -5, 6, 7};
+  auto store = opt.attach(std::span<double>(w), 1);
+  auto handle = store->worker(0);
+  const std::vector<std::size_t> index = {1, 4, 5};
+  const std::vector<double> value = {0.5, -2, 3};
+  std::vector<double> dense(w.size(), 0.0);
+  std::vector<double> values(index.size());
+  if (packed) {
+    handle.pull_values(index, values);
+  } else {
+    handle.pull(index, dense);
+  }
+  w[4] -= 0.15;  // as if another worker had pushed since the pull (a replica does not see it)
+  REQUIRE(handle.push(index, value).applied);
+  std::vector<double> now(w.size());
+  handle.pull(now);  // as the worker sees them: its replica under LocalSgd
+  return now;
+}
+
+}  // namespace
+
+TEST_CASE("a push after pull_values reads the packed values as the parameters seen") {
+  SECTION("LockFree") {
+    const auto result = pull_move_push<LockFree>(true);
+    CHECK(result == pull_move_push<LockFree>(false));
+    CHECK(result[4] != 4 - 0.15 + 0.2);  // the correction moved it off plain SGD's value
+  }
+  SECTION("Locked") {
+    CHECK(pull_move_push<Locked>(true) == pull_move_push<Locked>(false));
+  }
+  SECTION("BoundedStaleness") {
+    CHECK(pull_move_push<BoundedStaleness<>>(true) == pull_move_push<BoundedStaleness<>>(false));
+  }
+  SECTION("LocalSgd") {
+    CHECK(pull_move_push<LocalSgd>(true) == pull_move_push<LocalSgd>(false));
+  }
+  SECTION("Simulated") {
+    const asyncopt::transport::Simulated simulated{};
+    CHECK(pull_move_push<Locked>(true, simulated) == pull_move_push<Locked>(false, simulated));
+  }
+}
+
+TEST_CASE("after pull_values a rule that reads the parameters seen refuses other pushes") {
+  const DelayCompensated dc{.learning_rate = 0.1, .lambda = 2.0};
+  const std::vector<double> start = {0.5, -1, 2, 0.25, 4, -5, 6, 7};
+  const std::vector<std::size_t> index = {1, 4, 5};
+  const std::vector<double> value = {0.5, -2, 3};
+  std::vector<double> values(index.size());
+
+  SECTION("a sparse push with another index list, even an equal copy") {
+    const asyncopt::AsyncOptimizer<double, DelayCompensated, LockFree> opt(dc);
+    std::vector<double> w = start;
+    auto store = opt.attach(std::span<double>(w), 1);
+    auto handle = store->worker(0);
+    handle.pull_values(index, values);
+    const std::vector<std::size_t> copy = index;
+    REQUIRE_THROWS_AS(handle.push(copy, value), std::logic_error);
+    REQUIRE_THROWS_WITH(handle.push(copy, value),
+                        Catch::Contains("after pull_values(index, values) push with the same "
+                                        "index list"));
+    CHECK(w == start);
+    CHECK(handle.push(index, value).applied);
+  }
+  SECTION("a dense push") {
+    const asyncopt::AsyncOptimizer<double, DelayCompensated, LockFree> opt(dc);
+    std::vector<double> w = start;
+    auto store = opt.attach(std::span<double>(w), 1);
+    auto handle = store->worker(0);
+    handle.pull_values(index, values);
+    const std::vector<double> gradient(w.size(), 0.5);
+    REQUIRE_THROWS_WITH(handle.push(gradient), Catch::Contains("pull into a dense buffer"));
+    CHECK(w == start);
+  }
+  SECTION("a synchronous round, whose update is dense") {
+    const asyncopt::AsyncOptimizer<double, DelayCompensated, Synchronous> opt(dc);
+    std::vector<double> w = start;
+    auto store = opt.attach(std::span<double>(w), 1);
+    auto handle = store->worker(0);
+    handle.pull_values(index, values);
+    REQUIRE_THROWS_WITH(handle.push(index, value), Catch::Contains("pull into a dense buffer"));
+    CHECK(w == start);
+  }
+  SECTION("a rule that does not read them takes any push") {
+    const asyncopt::AsyncOptimizer<double, Sgd, LockFree> opt(Sgd{.learning_rate = 0.1});
+    std::vector<double> w = start;
+    auto store = opt.attach(std::span<double>(w), 1);
+    auto handle = store->worker(0);
+    handle.pull_values(index, values);
+    const std::vector<std::size_t> copy = index;
+    CHECK(handle.push(copy, value).applied);
+    CHECK(handle.push(std::vector<double>(w.size(), 0.0)).applied);
+  }
+}
+
 // With g = 0 the state-free rules leave a parameter exactly as it is, so the two pushes
 // must agree bit for bit.
 TEMPLATE_TEST_CASE("a sparse push equals the dense push with zeros elsewhere", "", LockFree,

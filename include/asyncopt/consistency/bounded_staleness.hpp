@@ -51,13 +51,12 @@ struct BoundedStaleness {
           slots_(std::make_unique<Slot[]>(workers)) {}
 
     void read(const Scalar* src, Scalar* dst) { inner_.read(src, dst); }
-    void read_sparse(std::span<const std::size_t> index, const Scalar* src, Scalar* dst) {
-      if constexpr (requires { inner_.read_sparse(index, src, dst); }) {
-        inner_.read_sparse(index, src, dst);
-      } else {
-        inner_.read(src, dst);
-      }
+    template <class F>
+    void read_sparse(std::span<const std::size_t> index, F&& apply) requires
+        requires(typename inner_type::template Guard<Scalar>& inner) {
+      inner.read_sparse(index, apply);
     }
+    { inner_.read_sparse(index, static_cast<F&&>(apply)); }
     template <class F>
     void write_dense(F&& apply) {
       inner_.write_dense(static_cast<F&&>(apply));

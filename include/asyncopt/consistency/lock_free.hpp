@@ -26,10 +26,10 @@ struct LockFree {
       kernels::copy<kernels::RelaxedAccess>(src, dst, 0, n_);
     }
 
-    /// The entries of `index` only (strictly increasing), for a sparse pull.
-    void read_sparse(std::span<const std::size_t> index, const Scalar* src,
-                     Scalar* dst) const noexcept {
-      kernels::gather<kernels::RelaxedAccess>(src, dst, index.data(), 0, index.size());
+    /// A sparse pull of the entries of `index` (strictly increasing): apply(access, 0, size).
+    template <class F>
+    void read_sparse(std::span<const std::size_t> index, F&& apply) const {
+      apply(kernels::RelaxedAccess{}, std::size_t{0}, index.size());
     }
 
     template <class F>

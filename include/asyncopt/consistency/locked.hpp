@@ -53,12 +53,11 @@ struct Locked {
       });
     }
 
-    /// The entries of the strictly increasing `index` only, for a sparse pull: each run of
-    /// entries in one stripe under that stripe's lock.
-    void read_sparse(std::span<const std::size_t> index, const Scalar* src, Scalar* dst) {
-      write_sparse(index, [&](kernels::PlainAccess /*access*/, std::size_t begin, std::size_t end) {
-        kernels::gather<kernels::PlainAccess>(src, dst, index.data(), begin, end);
-      });
+    /// A sparse pull of the entries of the strictly increasing `index`: each run of entries in
+    /// one stripe under that stripe's lock, as write_sparse.
+    template <class F>
+    void read_sparse(std::span<const std::size_t> index, F&& apply) {
+      write_sparse(index, static_cast<F&&>(apply));
     }
 
     /// Calls apply(PlainAccess{}, begin, end) for each stripe, under its lock.

@@ -135,9 +135,10 @@ class SharedParameters {
     kernels::copy<kernels::PlainAccess>(src, dst, 0, n_);
   }
 
-  void read_sparse(std::span<const std::size_t> index, const Scalar* src, Scalar* dst) const {
+  template <class F>
+  void read_sparse(std::span<const std::size_t> index, F&& apply) const {
     const std::shared_lock lock(params_mutex_);
-    kernels::gather<kernels::PlainAccess>(src, dst, index.data(), 0, index.size());
+    apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
   }
 
   template <class F>

@@ -48,11 +48,13 @@ concept TouchedParameters = requires(const F& f, std::span<const std::size_t> ba
   { f.touched(batch, index) } -> std::same_as<void>;
 };
 
-/// A SparseObjective with TouchedParameters that can finish a sparse gradient whose indices
-/// touched() already wrote: `touched_gradient(w, batch, g)` takes `g.index` as it is (strictly
-/// increasing, in range, holding every parameter the batch touches; std::invalid_argument
-/// otherwise) and overwrites `g.value`. optimize() then reads each example's row once per
-/// step instead of twice.
+/// A SparseObjective with TouchedParameters that computes a sparse gradient from just the
+/// parameters it touches: `touched_gradient(w_touched, batch, g)` takes `g.index` as
+/// touched() wrote it (strictly increasing, in range, holding every parameter the batch
+/// touches; std::invalid_argument otherwise) and `w_touched[k]`, the value of parameter
+/// `g.index[k]`, and overwrites `g.value`. optimize() then pulls those values packed
+/// (`pull_values`), so one index list serves the pull, the gradient and the push, and a step
+/// touches nothing of the full dimension.
 template <class F, class Scalar>
 concept TouchedGradient = SparseObjective<F, Scalar> && TouchedParameters<F> &&
     requires(const F& f, std::span<const Scalar> w, std::span<const std::size_t> batch,

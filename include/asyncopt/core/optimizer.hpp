@@ -205,8 +205,14 @@ class AsyncOptimizer {
                  std::span<scalar_type> out) {
       h.pull(index, out);
     };
-    // ... and the gradient reuses the pulled index list, when the objective can take it.
-    constexpr bool touched_gradient = sparse_pull && TouchedGradient<F, scalar_type>;
+    // ... and only their values, packed, when the objective computes its gradient from them
+    // on the pulled index list.
+    constexpr bool touched_gradient =
+        sparse_pull && TouchedGradient<F, scalar_type> &&
+        requires(typename store_type::Worker & h, std::span<const std::size_t> index,
+                 std::span<scalar_type> values) {
+      h.pull_values(index, values);
+    };
     const auto start = Clock::now();
     const std::size_t n = params.size();
     const std::size_t examples = objective.num_examples();
@@ -219,7 +225,7 @@ class AsyncOptimizer {
     struct alignas(cache_line) WorkerState {
       explicit WorkerState(typename store_type::Worker h) : handle(std::move(h)) {}
       typename store_type::Worker handle;
-      std::vector<scalar_type> w;
+      std::vector<scalar_type> w;  // pulled parameters: all n, or packed (touched_gradient)
       std::vector<scalar_type> grad;
       SparseGradient<scalar_type> sparse_grad;
       std::vector<std::size_t> touched;  // the parameters a sparse step pulls
@@ -231,7 +237,9 @@ class AsyncOptimizer {
     states.reserve(workers);
     for (std::size_t id = 0; id < workers; ++id) {
       states.emplace_back(store.worker(id));
-      states.back().w.resize(n);
+      if constexpr (!touched_gradient) {
+        states.back().w.resize(n);
+      }
       if constexpr (!sparse) {
         states.back().grad.resize(n);
       }
@@ -276,10 +284,13 @@ class AsyncOptimizer {
       }
       try {
         if constexpr (touched_gradient) {
-          // One list of indices serves the pull, the gradient and the push.
+          // One list of indices serves the pull, the gradient and the push, and the pulled
+          // values are packed: nothing of the full dimension is touched.
           SparseGradient<scalar_type>& g = ws.sparse_grad;
           objective.touched(batch, g.index);
-          ws.handle.pull(std::span<const std::size_t>(g.index), std::span<scalar_type>(ws.w));
+          ws.w.resize(g.index.size());
+          ws.handle.pull_values(std::span<const std::size_t>(g.index),
+                                std::span<scalar_type>(ws.w));
           objective.touched_gradient(std::span<const scalar_type>(ws.w), batch, g);
           ws.handle.push(g);
         } else {

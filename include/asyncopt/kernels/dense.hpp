@@ -28,8 +28,9 @@ struct DenseOperands {
   const Scalar* w_seen = nullptr;
 };
 
-/// What a sparse update reads and writes: entries (index[k], value[k]); state and w_seen are
-/// dense arrays indexed by index[k].
+/// What a sparse update reads and writes: entries (index[k], value[k]); state is a dense
+/// array indexed by index[k], and so is w_seen unless `w_seen_by_entry`, when it holds one
+/// value per entry (w_seen[k], from a pull of just those parameters).
 template <class Scalar, std::size_t Slots>
 struct SparseOperands {
   Scalar* w = nullptr;
@@ -37,6 +38,7 @@ struct SparseOperands {
   const Scalar* value = nullptr;
   StatePointers<Scalar, Slots> state{};
   const Scalar* w_seen = nullptr;
+  bool w_seen_by_entry = false;
 };
 
 namespace detail {
@@ -118,12 +120,13 @@ void apply_sparse(const Step& step_ref, const SparseOperands<Scalar, Slots>& op,
   const Scalar* const value = op.value;
   const StatePointers<Scalar, Slots> state = op.state;
   const Scalar* const w_seen = op.w_seen;
+  const bool by_entry = op.w_seen_by_entry;
   for (std::size_t k = begin; k < end; ++k) {
     const std::size_t i = index[k];
     Scalar wv = A::load(w + i);
     auto s =
         detail::load_state<Scalar, Slots>([&](std::size_t j) { return A::load(state[j] + i); });
-    detail::invoke(step, wv, value[k], s, [&] { return w_seen[i]; });
+    detail::invoke(step, wv, value[k], s, [&] { return w_seen[by_entry ? k : i]; });
     A::store(w + i, wv);
     for (std::size_t j = 0; j < Slots; ++j) {
       A::store(state[j] + i, s[j]);
@@ -138,6 +141,16 @@ void gather(const Scalar* src, Scalar* dst, const std::size_t* index, std::size_
             std::size_t end) noexcept {
   for (std::size_t k = begin; k < end; ++k) {
     dst[index[k]] = A::load(src + index[k]);
+  }
+}
+
+/// values[k] <- src[index[k]] for k in [begin, end), reading shared memory through A: a pull
+/// of just the values at `index`, packed.
+template <Access A, class Scalar>
+void gather_values(const Scalar* src, Scalar* values, const std::size_t* index, std::size_t begin,
+                   std::size_t end) noexcept {
+  for (std::size_t k = begin; k < end; ++k) {
+    values[k] = A::load(src + index[k]);
   }
 }
 

@@ -422,16 +422,24 @@ class SingleOutputModel : public ModelData<Matrix, Vector<typename Matrix::Scala
     this->check_batch("sparse_gradient", batch);
     g.clear();
     touched_unchecked(batch, g.index);
-    fill_values(w, batch, g);
+    fill_values(batch, g,
+                [&](std::size_t /*position*/, std::size_t parameter) { return w[parameter]; });
   }
 
-  /// The same for a `g` whose indices touched(batch) already wrote: only the values are
-  /// written, each row read once. `g.index` may hold more than the batch touches, the L2
-  /// term alone then lands there; indices that are not strictly increasing, out of range, or
-  /// missing a feature or the bias the batch needs throw std::invalid_argument.
-  void touched_gradient(std::span<const Scalar> w, std::span<const std::size_t> batch,
+  /// The same for a `g` whose indices touched(batch) already wrote, from the parameters at
+  /// those indices only, packed: `w_touched[k]` is parameter `g.index[k]` (as a worker's
+  /// pull_values(g.index, w_touched) gives them). Only the values are written, each row read
+  /// once. `g.index` may hold more than the batch touches, the L2 term alone then lands
+  /// there; indices that are not strictly increasing, out of range, or missing a feature or
+  /// the bias the batch needs, or a `w_touched` of another length, throw
+  /// std::invalid_argument.
+  void touched_gradient(std::span<const Scalar> w_touched, std::span<const std::size_t> batch,
                         SparseGradient<Scalar>& g) const requires is_sparse_v<Matrix> {
-    this->check_size("touched_gradient", "w", w.size(), dimension());
+    if (w_touched.size() != g.index.size()) {
+      fail(this->type(), "touched_gradient",
+           "w_touched has " + std::to_string(w_touched.size()) + " entries, expected " +
+               std::to_string(g.index.size()) + " (one per entry of g.index)");
+    }
     this->check_batch("touched_gradient", batch);
     if (!asyncopt::detail::strictly_increasing_below(g.index, dimension())) {
       fail(this->type(), "touched_gradient",
@@ -443,7 +451,9 @@ class SingleOutputModel : public ModelData<Matrix, Vector<typename Matrix::Scala
            "g.index must end with the bias, " + std::to_string(this->num_features()) +
                "; pass the indices touched() wrote");
     }
-    fill_values(w, batch, g);
+    fill_values(batch, g, [&](std::size_t position, std::size_t /*parameter*/) {
+      return w_touched[position];
+    });
   }
 
  protected:
@@ -472,29 +482,40 @@ class SingleOutputModel : public ModelData<Matrix, Vector<typename Matrix::Scala
 
   // g.value <- the batch gradient at the indices in g.index (strictly increasing, in range,
   // the bias last when there is one): the rest of sparse_gradient and touched_gradient.
-  void fill_values(std::span<const Scalar> w, std::span<const std::size_t> batch,
-                   SparseGradient<Scalar>& g) const {
-    const auto wv = as_vector(w);
+  // weight(position, parameter) is the value of parameter g.index[position]. The margin is
+  // summed in the row's order, then the bias added, as margin() does.
+  template <class Weight>
+  void fill_values(std::span<const std::size_t> batch, SparseGradient<Scalar>& g,
+                   Weight&& weight) const {
     const std::size_t touched = g.index.size() - (this->intercept() ? 1 : 0);
     const std::span<const std::size_t> columns(g.index.data(), touched);
     g.value.assign(g.index.size(), Scalar(0));
+    const Scalar b = this->intercept() ? weight(touched, g.index[touched]) : Scalar(0);
     const Scalar scale = Scalar(1) / static_cast<Scalar>(batch.size());
     Scalar bias = 0;
     for (const std::size_t id : batch) {
       const auto i = static_cast<Eigen::Index>(id);
-      const Scalar c = scale * slope(wv, i);
-      if (!for_each_entry_position(this->data(), i, columns,
-                                   [&](std::size_t pos, Scalar x) { g.value[pos] += c * x; })) {
+      Scalar z(0);
+      if (!for_each_entry_position(this->data(), i, columns, [&](std::size_t pos, Scalar x) {
+            z += x * weight(pos, g.index[pos]);
+          })) {
         fail(this->type(), "touched_gradient",
              "g.index lacks a feature of row " + std::to_string(id) +
                  ": it must hold every parameter the batch touches, as touched() writes it");
       }
+      if (this->intercept()) {
+        z += b;
+      }
+      const Scalar c = scale * static_cast<Scalar>(Loss::slope(
+                                   static_cast<double>(z), static_cast<double>(this->labels()[i])));
+      for_each_entry_position(this->data(), i, columns,
+                              [&](std::size_t pos, Scalar x) { g.value[pos] += c * x; });
       bias += c;
     }
     if (this->l2() != 0.0) {
       const auto l2 = static_cast<Scalar>(this->l2());
       for (std::size_t t = 0; t < touched; ++t) {
-        g.value[t] += l2 * w[g.index[t]];
+        g.value[t] += l2 * weight(t, g.index[t]);
       }
     }
     if (this->intercept()) {

@@ -85,6 +85,44 @@ void check_seen(const Scalar* seen_params) {
   }
 }
 
+/// What a worker's last pull left for the push, for the rules that read the parameters the
+/// gradient was computed at: the buffer it pulled into and, after a pull of packed values,
+/// the index list the values belong to (which the push must use).
+template <class Scalar>
+struct Seen {
+  const Scalar* params = nullptr;
+  std::span<const std::size_t> packed_index{};
+  bool packed = false;
+
+  /// w_seen for a dense update: every parameter, which a packed pull does not hold.
+  template <class Rule>
+  [[nodiscard]] const Scalar* dense() const {
+    check_seen<Rule>(params);
+    if constexpr (needs_w_seen_v<Rule>) {
+      if (packed) {
+        throw std::logic_error(
+            "asyncopt: this update rule needs every parameter the gradient was computed at for "
+            "a dense update, but the last pull was pull_values(); pull into a dense buffer");
+      }
+    }
+    return params;
+  }
+
+  /// w_seen for a sparse update of `index`, and whether it is packed (one value per entry).
+  template <class Rule>
+  [[nodiscard]] const Scalar* sparse(std::span<const std::size_t> index) const {
+    check_seen<Rule>(params);
+    if constexpr (needs_w_seen_v<Rule>) {
+      if (packed && (index.data() != packed_index.data() || index.size() != packed_index.size())) {
+        throw std::logic_error(
+            "asyncopt: this update rule needs the parameters the gradient was computed at; "
+            "after pull_values(index, values) push with the same index list");
+      }
+    }
+    return params;
+  }
+};
+
 /// Runs a rule's step over a dense gradient under a consistency guard: the write path of
 /// every store that holds the parameters in memory.
 template <class Guard, class Step, class Scalar, std::size_t Slots>
@@ -99,18 +137,30 @@ void write_dense(Guard&& guard, const Step& step, Scalar* w, std::span<const Sca
   });
 }
 
-/// The same for a sparse gradient.
+/// The same for a sparse gradient; w_seen holds one value per entry when `w_seen_by_entry`.
 template <class Guard, class Step, class Scalar, std::size_t Slots>
 void write_sparse(Guard&& guard, const Step& step, Scalar* w, std::span<const std::size_t> index,
                   std::span<const Scalar> value, const kernels::StatePointers<Scalar, Slots>& state,
-                  const Scalar* w_seen) {
+                  const Scalar* w_seen, bool w_seen_by_entry) {
   guard.write_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
     kernels::apply_sparse<decltype(access)>(
         step,
-        kernels::SparseOperands<Scalar, Slots>{
-            .w = w, .index = index.data(), .value = value.data(), .state = state, .w_seen = w_seen},
+        kernels::SparseOperands<Scalar, Slots>{.w = w,
+                                               .index = index.data(),
+                                               .value = value.data(),
+                                               .state = state,
+                                               .w_seen = w_seen,
+                                               .w_seen_by_entry = w_seen_by_entry},
         begin, end);
   });
+}
+
+/// A pull of packed values: as many values as indices.
+inline void check_packed_size(std::size_t indices, std::size_t values) {
+  if (indices != values) {
+    throw std::invalid_argument("asyncopt: pull_values with " + std::to_string(indices) +
+                                " indices into " + std::to_string(values) + " values");
+  }
 }
 
 /// The guard of memory nobody else touches: a worker's private replica.
@@ -224,6 +274,11 @@ class SharedMemory::Store {
   static constexpr std::size_t slots = Rule::state_slots;
   static constexpr bool combining = CombiningGuard<guard_type, Scalar>;
   static constexpr bool replicated = ReplicatingGuard<guard_type, Scalar>;
+  /// Whether the policy reads a sparse pull's entries only (read_sparse).
+  static constexpr bool reads_sparse = requires(guard_type & g, std::span<const std::size_t> index,
+                                                asyncopt::detail::RangeArchetype apply) {
+    g.read_sparse(index, apply);
+  };
 
   class Worker;
 
@@ -369,17 +424,14 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   /// alive and unchanged until then.
   void pull(std::span<Scalar> out) {
     check_size(out.size(), "pull");
-    if constexpr (requires(guard_type & g) { g.wait_to_read(id_, std::uint64_t{0}); }) {
-      store_->counters_[id_].stats.wait_seconds += store_->guard_.wait_to_read(id_, clock_count());
-    }
-    seen_ = store_->completed_.load(std::memory_order_acquire);
+    begin_pull();
     if constexpr (replicated) {
       const std::span<const Scalar> mine = std::as_const(store_->guard_).replica(id_);
       std::copy(mine.begin(), mine.end(), out.begin());
     } else {
       store_->guard_.read(store_->params_.data(), out.data());
     }
-    seen_params_ = out.data();
+    seen_ = {.params = out.data()};
   }
 
   /// Copies only the parameters at `index` (strictly increasing) into the same positions of
@@ -389,45 +441,47 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   void pull(std::span<const std::size_t> index, std::span<Scalar> out) {
     check_size(out.size(), "pull");
     detail::check_sparse_pull(index, store_->params_.size());
-    if constexpr (requires(guard_type & g) { g.wait_to_read(id_, std::uint64_t{0}); }) {
-      store_->counters_[id_].stats.wait_seconds += store_->guard_.wait_to_read(id_, clock_count());
-    }
-    seen_ = store_->completed_.load(std::memory_order_acquire);
-    if constexpr (replicated) {
-      kernels::gather<kernels::PlainAccess>(std::as_const(store_->guard_).replica(id_).data(),
-                                            out.data(), index.data(), 0, index.size());
-    } else if constexpr (requires(guard_type & g, const Scalar* src, Scalar* dst) {
-                           g.read_sparse(index, src, dst);
-                         }) {
-      store_->guard_.read_sparse(index, store_->params_.data(), out.data());
+    if constexpr (replicated || reads_sparse) {
+      pull_sparse<false>(index, out.data());
     } else {
+      begin_pull();
       store_->guard_.read(store_->params_.data(), out.data());
     }
-    seen_params_ = out.data();
+    seen_ = {.params = out.data()};
+  }
+
+  /// Copies the parameters at `index` (strictly increasing) into `values`, packed:
+  /// values[k] = w[index[k]]. The pull of a sparse step that needs only those values, with
+  /// no buffer of the full dimension. A push after it that reads the parameters the gradient
+  /// was computed at (delay compensation) must use the same index list, kept unchanged.
+  void pull_values(std::span<const std::size_t> index,
+                   std::span<Scalar> values) requires(replicated || reads_sparse) {
+    detail::check_packed_size(index.size(), values.size());
+    detail::check_sparse_pull(index, store_->params_.size());
+    pull_sparse<true>(index, values.data());
+    seen_ = {.params = values.data(), .packed_index = index, .packed = true};
   }
 
   /// Applies a dense gradient computed at the last pulled parameters.
   PushResult push(std::span<const Scalar> gradient) {
     check_size(gradient.size(), "push");
-    check_seen();
+    const Scalar* const w_seen = seen_.template dense<Rule>();
     if (!kernels::all_finite(gradient)) {
       return reject();
     }
     Store& s = *store_;
     if constexpr (replicated) {
-      return s.template apply<true>(id_, seen_, gradient, [&](const auto& step) {
+      return s.template apply<true>(id_, seen_version_, gradient, [&](const auto& step) {
         detail::write_dense(detail::Exclusive{.n = gradient.size()}, step,
-                            s.guard_.replica(id_).data(), gradient, s.local_state(id_),
-                            seen_params_);
+                            s.guard_.replica(id_).data(), gradient, s.local_state(id_), w_seen);
       });
     } else if constexpr (combining) {
       return combine([&](std::span<Scalar> slot) {
         std::copy(gradient.begin(), gradient.end(), slot.begin());
       });
     } else {
-      return s.apply(id_, seen_, gradient, [&](const auto& step) {
-        detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_,
-                            seen_params_);
+      return s.apply(id_, seen_version_, gradient, [&](const auto& step) {
+        detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_, w_seen);
       });
     }
   }
@@ -435,16 +489,18 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   /// Applies a sparse gradient: strictly increasing indices with their values.
   PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
     check_sparse(index, value);
-    check_seen();
+    // A combined round applies one dense update, which needs every parameter seen.
+    const Scalar* const w_seen =
+        combining ? seen_.template dense<Rule>() : seen_.template sparse<Rule>(index);
     if (!kernels::all_finite(value)) {
       return reject();
     }
     Store& s = *store_;
     if constexpr (replicated) {
-      return s.template apply<true>(id_, seen_, value, [&](const auto& step) {
+      return s.template apply<true>(id_, seen_version_, value, [&](const auto& step) {
         detail::write_sparse(detail::Exclusive{.n = s.params_.size()}, step,
-                             s.guard_.replica(id_).data(), index, value, s.local_state(id_),
-                             seen_params_);
+                             s.guard_.replica(id_).data(), index, value, s.local_state(id_), w_seen,
+                             seen_.packed);
       });
     } else if constexpr (combining) {
       return combine([&](std::span<Scalar> slot) {
@@ -454,9 +510,9 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
         }
       });
     } else {
-      return s.apply(id_, seen_, value, [&](const auto& step) {
+      return s.apply(id_, seen_version_, value, [&](const auto& step) {
         detail::write_sparse(s.guard_, step, s.params_.data(), index, value, s.state_pointers_,
-                             seen_params_);
+                             w_seen, seen_.packed);
       });
     }
   }
@@ -491,7 +547,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
 
   [[nodiscard]] std::size_t id() const noexcept { return id_; }
   /// The store's version at the last pull.
-  [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_; }
+  [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_version_; }
   /// Steps this worker has finished.
   [[nodiscard]] std::uint64_t clock_count() const noexcept {
     return store_->counters_[id_].clock.load(std::memory_order_acquire);
@@ -502,15 +558,15 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
   Worker(Worker&& other) noexcept
       : store_(std::exchange(other.store_, nullptr)),
         id_(other.id_),
-        seen_(other.seen_),
-        seen_params_(other.seen_params_) {}
+        seen_version_(other.seen_version_),
+        seen_(other.seen_) {}
   Worker& operator=(Worker&& other) noexcept {
     if (this != &other) {
       release();
       store_ = std::exchange(other.store_, nullptr);
       id_ = other.id_;
+      seen_version_ = other.seen_version_;
       seen_ = other.seen_;
-      seen_params_ = other.seen_params_;
     }
     return *this;
   }
@@ -544,19 +600,47 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
     PushResult result{.applied = true, .staleness = 0};
     s.counters_[id_].stats.wait_seconds +=
         s.guard_.combine(id_, fill, [&](std::span<const Scalar> combined) {
-          result = s.apply(id_, seen_, combined, [&](const auto& step) {
+          result = s.apply(id_, seen_version_, combined, [&](const auto& step) {
             detail::write_dense(s.guard_, step, s.params_.data(), combined, s.state_pointers_,
-                                seen_params_);
+                                seen_.params);
           });
         });
     return result;
   }
 
+  // Waits at the policy's gate if it has one and remembers the version the pull sees.
+  void begin_pull() {
+    if constexpr (requires(guard_type & g) { g.wait_to_read(id_, std::uint64_t{0}); }) {
+      store_->counters_[id_].stats.wait_seconds += store_->guard_.wait_to_read(id_, clock_count());
+    }
+    seen_version_ = store_->completed_.load(std::memory_order_acquire);
+  }
+
+  // The parameters at `index` into dst[index[k]] or, Packed, into dst[k].
+  template <bool Packed>
+  void pull_sparse(std::span<const std::size_t> index, Scalar* dst) {
+    begin_pull();
+    auto gather = [&]<class Access>(Access /*access*/, const Scalar* src, std::size_t begin,
+                                    std::size_t end) {
+      if constexpr (Packed) {
+        kernels::gather_values<Access>(src, dst, index.data(), begin, end);
+      } else {
+        kernels::gather<Access>(src, dst, index.data(), begin, end);
+      }
+    };
+    if constexpr (replicated) {
+      gather(kernels::PlainAccess{}, std::as_const(store_->guard_).replica(id_).data(), 0,
+             index.size());
+    } else {
+      store_->guard_.read_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
+        gather(access, store_->params_.data(), begin, end);
+      });
+    }
+  }
+
   void check_size(std::size_t size, const char* what) const {
     detail::check_dense_size(size, store_->params_.size(), what);
   }
-
-  void check_seen() const { detail::check_seen<Rule>(seen_params_); }
 
   void check_sparse(std::span<const std::size_t> index, std::span<const Scalar> value) const {
     detail::check_sparse_push(index, value, store_->params_.size());
@@ -564,8 +648,8 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
 
   Store* store_;
   std::size_t id_;
-  std::uint64_t seen_ = 0;
-  const Scalar* seen_params_ = nullptr;
+  std::uint64_t seen_version_ = 0;
+  detail::Seen<Scalar> seen_;
 };
 
 }  // namespace asyncopt::transport

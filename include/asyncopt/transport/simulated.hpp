@@ -236,7 +236,7 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     check_size(out.size(), "pull");
     const Scalar* past = draw_past();
     std::copy(past, past + out.size(), out.begin());
-    seen_params_ = out.data();
+    seen_ = {.params = out.data()};
   }
 
   /// The same for the parameters at `index` only (strictly increasing), into the same
@@ -246,32 +246,41 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     detail::check_sparse_pull(index, store_->params_.size());
     const Scalar* past = draw_past();
     kernels::gather<kernels::PlainAccess>(past, out.data(), index.data(), 0, index.size());
-    seen_params_ = out.data();
+    seen_ = {.params = out.data()};
+  }
+
+  /// The same into `values`, packed: values[k] = w[index[k]] as it was tau updates ago.
+  void pull_values(std::span<const std::size_t> index, std::span<Scalar> values) {
+    detail::check_packed_size(index.size(), values.size());
+    detail::check_sparse_pull(index, store_->params_.size());
+    const Scalar* past = draw_past();
+    kernels::gather_values<kernels::PlainAccess>(past, values.data(), index.data(), 0,
+                                                 index.size());
+    seen_ = {.params = values.data(), .packed_index = index, .packed = true};
   }
 
   PushResult push(std::span<const Scalar> gradient) {
     check_size(gradient.size(), "push");
-    check_seen();
+    const Scalar* const w_seen = seen_.template dense<Rule>();
     if (!kernels::all_finite(gradient)) {
       return reject();
     }
     Store& s = *store_;
-    return s.apply(id_, seen_, gradient, [&](const auto& step) {
-      detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_,
-                          seen_params_);
+    return s.apply(id_, seen_version_, gradient, [&](const auto& step) {
+      detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_, w_seen);
     });
   }
 
   PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
     detail::check_sparse_push(index, value, store_->params_.size());
-    check_seen();
+    const Scalar* const w_seen = seen_.template sparse<Rule>(index);
     if (!kernels::all_finite(value)) {
       return reject();
     }
     Store& s = *store_;
-    return s.apply(id_, seen_, value, [&](const auto& step) {
+    return s.apply(id_, seen_version_, value, [&](const auto& step) {
       detail::write_sparse(s.guard_, step, s.params_.data(), index, value, s.state_pointers_,
-                           seen_params_);
+                           w_seen, seen_.packed);
     });
   }
 
@@ -284,7 +293,7 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
   void join() noexcept {}
 
   [[nodiscard]] std::size_t id() const noexcept { return id_; }
-  [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_; }
+  [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_version_; }
   [[nodiscard]] std::uint64_t clock_count() const noexcept { return clock_; }
 
  private:
@@ -297,8 +306,8 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     Store& s = *store_;
     std::uint64_t tau = s.delay_.draw(s.rng_);
     tau = std::min<std::uint64_t>({tau, s.version_, s.capacity_ - 1});
-    seen_ = s.version_ - tau;
-    return s.ring_.data() + (seen_ % s.capacity_) * s.params_.size();
+    seen_version_ = s.version_ - tau;
+    return s.ring_.data() + (seen_version_ % s.capacity_) * s.params_.size();
   }
 
   PushResult reject() noexcept {
@@ -310,13 +319,11 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     detail::check_dense_size(size, store_->params_.size(), what);
   }
 
-  void check_seen() const { detail::check_seen<Rule>(seen_params_); }
-
   Store* store_;
   std::size_t id_;
-  std::uint64_t seen_ = 0;
+  std::uint64_t seen_version_ = 0;
   std::uint64_t clock_ = 0;
-  const Scalar* seen_params_ = nullptr;
+  detail::Seen<Scalar> seen_;
 };
 
 }  // namespace asyncopt::transport
