@@ -83,6 +83,7 @@
 
 #include <asyncopt/consistency/lock_free.hpp>
 #include <asyncopt/consistency/locked.hpp>
+#include <asyncopt/core/config.hpp>
 #include <asyncopt/core/optimizer.hpp>
 #include <asyncopt/core/random.hpp>
 #include <asyncopt/core/sparse.hpp>
@@ -284,23 +285,23 @@ void shuffled_ids(std::vector<std::size_t>& ids, std::uint64_t seed) {
 // ids[n + 1]'s column ids and values (its offsets asked for a step earlier), one request per
 // 64-byte line (16 four-byte entries). Always inlined: GCC deletes a call to a function whose
 // only effect is __builtin_prefetch.
-[[gnu::always_inline]] inline void prefetch_ahead(const Rows& rows,
-                                                  std::span<const std::size_t> ids, std::size_t n) {
+ASYNCOPT_ALWAYS_INLINE void prefetch_ahead(const Rows& rows, std::span<const std::size_t> ids,
+                                           std::size_t n) {
   if (n + 2 < ids.size()) {
-    __builtin_prefetch(rows.outer + ids[n + 2]);
-    __builtin_prefetch(rows.label + ids[n + 2]);
+    ASYNCOPT_PREFETCH(rows.outer + ids[n + 2]);
+    ASYNCOPT_PREFETCH(rows.label + ids[n + 2]);
   }
   if (n + 1 < ids.size()) {
     const std::size_t id = ids[n + 1];
     const int begin = rows.outer[id];
     const int end = rows.outer[id + 1];
     for (int j = begin; j < end; j += 16) {
-      __builtin_prefetch(rows.inner + j);
-      __builtin_prefetch(rows.value + j);
+      ASYNCOPT_PREFETCH(rows.inner + j);
+      ASYNCOPT_PREFETCH(rows.value + j);
     }
     if (end > begin) {
-      __builtin_prefetch(rows.inner + end - 1);
-      __builtin_prefetch(rows.value + end - 1);
+      ASYNCOPT_PREFETCH(rows.inner + end - 1);
+      ASYNCOPT_PREFETCH(rows.value + end - 1);
     }
   }
 }

@@ -727,6 +727,29 @@ TEST_CASE("touched_gradient refuses indices touched() would not write, naming wh
   }
 }
 
+TEST_CASE("touched_gradient without an intercept refuses a list that lacks a feature") {
+  const auto f = make<Kind::least_squares, Sparse<float>>(all_rows(), {.intercept = false});
+  const auto w = random_parameters<float>(f.dimension(), 6);
+  const std::vector<std::size_t> batch{2};
+  SparseGradient<float> g;
+  f.touched(batch, g.index);
+  REQUIRE_FALSE(g.index.empty());
+  const auto full = g.index;
+  g.index.pop_back();
+  ASYNCOPT_REQUIRE_INVALID(f.touched_gradient(packed(w, g.index), batch, g),
+                           "LeastSquares::touched_gradient: g.index lacks a feature of row 2");
+  g.index.clear();
+  ASYNCOPT_REQUIRE_INVALID(f.touched_gradient(std::vector<float>(), batch, g),
+                           "g.index lacks a feature of row 2");
+  g.index = full;
+  f.touched_gradient(packed(w, g.index), batch, g);
+  SparseGradient<float> expected;
+  f.sparse_gradient(w, batch, expected);
+  CHECK(g.value == expected.value);
+}
+
+// Prefetching has no result to check: this runs it on ids in and out of range, which the
+// AddressSanitizer build would report if it read outside the data.
 TEST_CASE("prefetch changes nothing and skips ids out of range") {
   const auto f = make<Kind::logistic, Sparse<double>>(all_rows(), {.l2 = 0.1});
   const auto w = random_parameters<double>(f.dimension(), 8);

@@ -246,7 +246,7 @@ TEST_CASE("after pull_values a rule that reads the parameters seen refuses other
     auto handle = store->worker(0);
     handle.pull_values(index, values);
     const std::vector<double> gradient(w.size(), 0.5);
-    REQUIRE_THROWS_WITH(handle.push(gradient), Catch::Contains("pull into a dense buffer"));
+    REQUIRE_THROWS_WITH(handle.push(gradient), Catch::Contains("pull them all with pull(out)"));
     CHECK(w == start);
   }
   SECTION("a synchronous round, whose update is dense") {
@@ -255,8 +255,22 @@ TEST_CASE("after pull_values a rule that reads the parameters seen refuses other
     auto store = opt.attach(std::span<double>(w), 1);
     auto handle = store->worker(0);
     handle.pull_values(index, values);
-    REQUIRE_THROWS_WITH(handle.push(index, value), Catch::Contains("pull into a dense buffer"));
+    REQUIRE_THROWS_WITH(handle.push(index, value), Catch::Contains("pull them all with pull(out)"));
     CHECK(w == start);
+  }
+  SECTION("a dense push after a pull of some parameters into a dense buffer") {
+    const asyncopt::AsyncOptimizer<double, DelayCompensated, LockFree> opt(dc);
+    std::vector<double> w = start;
+    auto store = opt.attach(std::span<double>(w), 1);
+    auto handle = store->worker(0);
+    std::vector<double> local(w.size());
+    handle.pull(index, local);
+    const std::vector<double> gradient(w.size(), 0.5);
+    REQUIRE_THROWS_WITH(handle.push(gradient), Catch::Contains("pull them all with pull(out)"));
+    CHECK(w == start);
+    CHECK(handle.push(index, value).applied);  // a sparse push reads only what was pulled
+    handle.pull(local);
+    CHECK(handle.push(gradient).applied);
   }
   SECTION("a rule that does not read them takes any push") {
     const asyncopt::AsyncOptimizer<double, Sgd, LockFree> opt(Sgd{.learning_rate = 0.1});
@@ -330,9 +344,18 @@ struct DensePull {
   }
 };
 
+// The same objective with touched() but without touched_gradient(): optimize() then pulls
+// the touched parameters into a dense buffer, in place.
+template <class F>
+struct PositionalPull : DensePull<F> {
+  void touched(std::span<const std::size_t> batch, std::vector<std::size_t>& index) const {
+    this->inner->touched(batch, index);
+  }
+};
+
 }  // namespace
 
-TEST_CASE("optimize() on sparse data runs the same with sparse and dense pulls") {
+TEST_CASE("optimize() on sparse data runs the same with packed, positional and dense pulls") {
   using Sparse = Eigen::SparseMatrix<double, Eigen::RowMajor>;
   std::mt19937 rng(9);
   std::normal_distribution<double> normal;
@@ -354,20 +377,41 @@ TEST_CASE("optimize() on sparse data runs the same with sparse and dense pulls")
   }
   Sparse x(n, d);
   x.setFromTriplets(entries.begin(), entries.end());
-  const asyncopt::objective::LogisticRegression<Sparse> f(x, y, {.l2 = 1e-3, .intercept = true});
-  STATIC_REQUIRE(asyncopt::TouchedParameters<decltype(f)>);
-  STATIC_REQUIRE(!asyncopt::TouchedParameters<DensePull<decltype(f)>>);
-  // Delay compensation reads w_seen at the pushed indices, which a sparse pull fills.
-  const asyncopt::AsyncOptimizer<double, DelayCompensated, Locked> opt(
-      DelayCompensated{.learning_rate = 0.5, .lambda = 0.5});
-  const asyncopt::Options options{.workers = 1, .batch_size = 3, .epochs = 3, .seed = 4};
-  std::vector<double> sparse_pull(static_cast<std::size_t>(d) + 1, 0.0);
-  std::vector<double> dense_pull(sparse_pull.size(), 0.0);
-  const auto a = opt.optimize(f, std::span<double>(sparse_pull), options);
-  const auto b = opt.optimize(DensePull<decltype(f)>{&f}, std::span<double>(dense_pull), options);
-  CHECK(sparse_pull == dense_pull);
-  CHECK(a.loss == b.loss);
-  CHECK(a.loss.back() < 0.5 * a.loss.front());
+  using F = asyncopt::objective::LogisticRegression<Sparse>;
+  const F f(x, y, {.l2 = 1e-3, .intercept = true});
+  STATIC_REQUIRE(asyncopt::TouchedGradient<F, double>);
+  STATIC_REQUIRE(asyncopt::TouchedParameters<PositionalPull<F>>);
+  STATIC_REQUIRE(!asyncopt::TouchedGradient<PositionalPull<F>, double>);
+  STATIC_REQUIRE(!asyncopt::TouchedParameters<DensePull<F>>);
+  // Delay compensation reads w_seen at the pushed indices, which every pull fills.
+  const DelayCompensated dc{.learning_rate = 0.5, .lambda = 0.5};
+  auto check = [&](const auto& opt, const asyncopt::Options& options) {
+    std::vector<double> packed(static_cast<std::size_t>(d) + 1, 0.0);
+    std::vector<double> positional(packed.size(), 0.0);
+    std::vector<double> dense(packed.size(), 0.0);
+    const auto a = opt.optimize(f, std::span<double>(packed), options);
+    const auto b = opt.optimize(PositionalPull<F>{{&f}}, std::span<double>(positional), options);
+    const auto c = opt.optimize(DensePull<F>{&f}, std::span<double>(dense), options);
+    CHECK(packed == positional);
+    CHECK(packed == dense);
+    CHECK(a.loss == b.loss);
+    CHECK(a.loss == c.loss);
+    CHECK(a.loss.back() < 0.5 * a.loss.front());
+  };
+  SECTION("Locked, one worker") {
+    check(asyncopt::AsyncOptimizer<double, DelayCompensated, Locked>(dc),
+          {.workers = 1, .batch_size = 3, .epochs = 3, .seed = 4});
+  }
+  SECTION("Simulated delays") {
+    check(
+        asyncopt::AsyncOptimizer<double, DelayCompensated, Locked, asyncopt::transport::Simulated>(
+            dc),
+        {.workers = 2, .batch_size = 2, .epochs = 3, .seed = 5});
+  }
+  SECTION("Synchronous, whose dense round update makes every worker pull all") {
+    check(asyncopt::AsyncOptimizer<double, DelayCompensated, Synchronous>(dc),
+          {.workers = 2, .batch_size = 3, .epochs = 3, .seed = 6});
+  }
 }
 
 namespace {

@@ -80,8 +80,8 @@ concept UpdateRule = std::copy_constructible<R> && requires(const R& rule) {
 ///
 /// Optional hooks, used by the stores when present: `read_sparse(index, apply)`, calling
 /// `apply(access, k_begin, k_end)` over runs of entries of a strictly increasing index list
-/// for a pull of just those parameters (without it a sparse pull reads them all, and a pull
-/// of packed values is not offered); `wait_to_read(id, clock)` before a pull
+/// for a pull of just those parameters (without it the shared-memory store's sparse pull reads
+/// them all and offers no pull of packed values); `wait_to_read(id, clock)` before a pull
 /// and `clock(id, clock)` after a step (bounded staleness), `leave(id)` and
 /// `join(id, clock)`, and the round hooks of CombiningGuard and ReplicatingGuard below.
 template <class C>

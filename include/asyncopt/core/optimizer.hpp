@@ -199,8 +199,13 @@ class AsyncOptimizer {
     constexpr bool sparse = SparseObjective<F, scalar_type>;
     // A sparse step pulls only the parameters its batch touches, when the objective names
     // them and the transport offers a sparse pull.
+    // Not when a round's combined update is dense and reads every parameter the gradient
+    // was computed at (delay compensation under Synchronous): then each worker pulls all.
+    constexpr bool dense_seen =
+        needs_w_seen_v<rule_type> &&
+        CombiningGuard<typename consistency_type::template Guard<scalar_type>, scalar_type>;
     constexpr bool sparse_pull =
-        sparse && TouchedParameters<F> &&
+        sparse && TouchedParameters<F> && !dense_seen &&
         requires(typename store_type::Worker & h, std::span<const std::size_t> index,
                  std::span<scalar_type> out) {
       h.pull(index, out);
@@ -275,9 +280,9 @@ class AsyncOptimizer {
       if constexpr (PrefetchingObjective<F>) {
         // The loads of the next two batches overlap this step.
         auto upcoming = [&](std::size_t from) {
-          return std::span<const std::size_t>(
-              order.data() + from,
-              from < ws.end ? std::min(batch_size, ws.end - from) : std::size_t{0});
+          return from < ws.end ? std::span<const std::size_t>(order.data() + from,
+                                                              std::min(batch_size, ws.end - from))
+                               : std::span<const std::size_t>();
         };
         objective.prefetch(upcoming(ws.next), 1);
         objective.prefetch(upcoming(ws.next + batch_size), 2);

@@ -17,6 +17,7 @@
 #include <Eigen/Core>
 #include <Eigen/SparseCore>
 
+#include <asyncopt/core/config.hpp>
 #include <asyncopt/core/sparse.hpp>
 
 namespace asyncopt::objective {
@@ -216,15 +217,15 @@ bool for_each_entry_position(const Matrix& x, Eigen::Index i, std::span<const st
 /// Always inlined, here and in prefetch(): GCC finds that a function whose only effect is a
 /// prefetch has no effect, and deletes its calls.
 template <class T>
-[[gnu::always_inline]] inline void prefetch_range(const T* begin, const T* end) noexcept {
+ASYNCOPT_ALWAYS_INLINE void prefetch_range(const T* begin, const T* end) noexcept {
   constexpr std::size_t line = 64;
   const auto* first = reinterpret_cast<const char*>(begin);
-  const auto* last = reinterpret_cast<const char*>(end);
-  for (const char* p = first; p < last; p += line) {
-    __builtin_prefetch(p);
+  const auto bytes = static_cast<std::size_t>(end - begin) * sizeof(T);
+  for (std::size_t offset = 0; offset < bytes; offset += line) {
+    ASYNCOPT_PREFETCH(first + offset);
   }
-  if (last > first) {
-    __builtin_prefetch(last - 1);
+  if (bytes > 0) {
+    ASYNCOPT_PREFETCH(first + bytes - 1);
   }
 }
 
@@ -256,7 +257,7 @@ class ModelData {
   /// skipped); changes nothing. With `steps_ahead` >= 2 only a sparse row's offsets and the
   /// labels, which a call with `steps_ahead` = 1 a step later needs to find the row: see
   /// asyncopt::PrefetchingObjective.
-  [[gnu::always_inline]] void prefetch(std::span<const std::size_t> batch,
+  ASYNCOPT_ALWAYS_INLINE void prefetch(std::span<const std::size_t> batch,
                                        std::size_t steps_ahead) const noexcept {
     for (const std::size_t id : batch) {
       if (id >= num_examples()) {
@@ -267,7 +268,7 @@ class ModelData {
         if constexpr (is_sparse_v<Matrix>) {
           prefetch_range(data_.outerIndexPtr() + i, data_.outerIndexPtr() + i + 2);
         }
-        __builtin_prefetch(labels_.data() + i);
+        ASYNCOPT_PREFETCH(labels_.data() + i);
       } else if constexpr (is_sparse_v<Matrix>) {
         const auto begin = data_.outerIndexPtr()[i];
         const auto end = data_.outerIndexPtr()[i + 1];

@@ -86,23 +86,26 @@ void check_seen(const Scalar* seen_params) {
 }
 
 /// What a worker's last pull left for the push, for the rules that read the parameters the
-/// gradient was computed at: the buffer it pulled into and, after a pull of packed values,
-/// the index list the values belong to (which the push must use).
+/// gradient was computed at: the buffer it pulled into, whether the pull read only some
+/// parameters, and, after a pull of packed values, the index list the values belong to
+/// (which the push must use).
 template <class Scalar>
 struct Seen {
   const Scalar* params = nullptr;
   std::span<const std::size_t> packed_index{};
   bool packed = false;
+  bool partial = false;
 
-  /// w_seen for a dense update: every parameter, which a packed pull does not hold.
+  /// w_seen for a dense update: every parameter, which a sparse pull did not read.
   template <class Rule>
   [[nodiscard]] const Scalar* dense() const {
     check_seen<Rule>(params);
     if constexpr (needs_w_seen_v<Rule>) {
-      if (packed) {
+      if (partial) {
         throw std::logic_error(
             "asyncopt: this update rule needs every parameter the gradient was computed at for "
-            "a dense update, but the last pull was pull_values(); pull into a dense buffer");
+            "a dense update, but the last pull read only some of them; pull them all with "
+            "pull(out)");
       }
     }
     return params;
@@ -447,7 +450,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
       begin_pull();
       store_->guard_.read(store_->params_.data(), out.data());
     }
-    seen_ = {.params = out.data()};
+    seen_ = {.params = out.data(), .partial = true};
   }
 
   /// Copies the parameters at `index` (strictly increasing) into `values`, packed:
@@ -459,7 +462,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
     detail::check_packed_size(index.size(), values.size());
     detail::check_sparse_pull(index, store_->params_.size());
     pull_sparse<true>(index, values.data());
-    seen_ = {.params = values.data(), .packed_index = index, .packed = true};
+    seen_ = {.params = values.data(), .packed_index = index, .packed = true, .partial = true};
   }
 
   /// Applies a dense gradient computed at the last pulled parameters.

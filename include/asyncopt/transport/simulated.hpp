@@ -246,7 +246,7 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     detail::check_sparse_pull(index, store_->params_.size());
     const Scalar* past = draw_past();
     kernels::gather<kernels::PlainAccess>(past, out.data(), index.data(), 0, index.size());
-    seen_ = {.params = out.data()};
+    seen_ = {.params = out.data(), .partial = true};
   }
 
   /// The same into `values`, packed: values[k] = w[index[k]] as it was tau updates ago.
@@ -256,7 +256,7 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     const Scalar* past = draw_past();
     kernels::gather_values<kernels::PlainAccess>(past, values.data(), index.data(), 0,
                                                  index.size());
-    seen_ = {.params = values.data(), .packed_index = index, .packed = true};
+    seen_ = {.params = values.data(), .packed_index = index, .packed = true, .partial = true};
   }
 
   PushResult push(std::span<const Scalar> gradient) {
