@@ -601,6 +601,7 @@ TEST_CASE("error messages name the objective and the method") {
 template <class T>
 std::vector<T> packed(const std::vector<T>& w, const std::vector<std::size_t>& index) {
   std::vector<T> out;
+  out.reserve(index.size());
   for (const std::size_t i : index) {
     out.push_back(w[i]);
   }
@@ -675,9 +676,9 @@ TEST_CASE("touched_gradient refuses indices touched() would not write, naming wh
   SparseGradient<double> good;
   f.touched(batch, good.index);
   REQUIRE(good.index.size() >= 3);
-  const std::size_t bias = static_cast<std::size_t>(features);
+  const auto bias = static_cast<std::size_t>(features);
 
-  auto fails_with = [&](std::vector<std::size_t> index, const std::string& text) {
+  auto fails_with = [&](const std::vector<std::size_t>& index, const std::string& text) {
     SparseGradient<double> g;
     g.index = index;
     const std::vector<double> values(index.size(), 0.5);

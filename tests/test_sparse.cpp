@@ -231,6 +231,7 @@ TEST_CASE("after pull_values a rule that reads the parameters seen refuses other
     auto store = opt.attach(std::span<double>(w), 1);
     auto handle = store->worker(0);
     handle.pull_values(index, values);
+    // An equal list at another address. NOLINTNEXTLINE(performance-unnecessary-copy-initialization)
     const std::vector<std::size_t> copy = index;
     REQUIRE_THROWS_AS(handle.push(copy, value), std::logic_error);
     REQUIRE_THROWS_WITH(handle.push(copy, value),
@@ -278,6 +279,7 @@ TEST_CASE("after pull_values a rule that reads the parameters seen refuses other
     auto store = opt.attach(std::span<double>(w), 1);
     auto handle = store->worker(0);
     handle.pull_values(index, values);
+    // An equal list at another address. NOLINTNEXTLINE(performance-unnecessary-copy-initialization)
     const std::vector<std::size_t> copy = index;
     CHECK(handle.push(copy, value).applied);
     CHECK(handle.push(std::vector<double>(w.size(), 0.0)).applied);
