@@ -11,7 +11,12 @@
 # 3. configures tests/consumer against that prefix with find_package(asyncopt),
 # 4. builds it and 5. runs the consumer executable.
 # Any failure stops the script with a message naming the step.
-# PREFIX_PATH and CXX_COMPILER_LAUNCHER use "|" as list separator.
+# PREFIX_PATH, CXX_COMPILER_LAUNCHER and COMPONENTS use "|" as list separator.
+#
+# Variants: -DCOMPONENTS=zmq|cuda asks for those components and links their targets;
+# -DEXPECT_FAILURE=<regex> expects step 3 to fail with output matching <regex> (and
+# stops there); -DSUBDIRECTORY=ON skips steps 1-2 and has the consumer take asyncopt
+# with add_subdirectory(ASYNCOPT_SOURCE_DIR) instead of find_package.
 
 cmake_minimum_required(VERSION 3.25)
 
@@ -42,6 +47,7 @@ endfunction()
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
 
+if(NOT SUBDIRECTORY)
 # 1. Install.
 set(_install_args --install "${ASYNCOPT_BINARY_DIR}" --prefix "${_prefix}")
 if(CONFIG)
@@ -92,6 +98,8 @@ foreach(_file IN LISTS _installed_files)
   endforeach()
 endforeach()
 
+endif()
+
 # 3. Configure the consumer.
 string(REPLACE "|" ";" _prefix_path "${PREFIX_PATH}")
 list(PREPEND _prefix_path "${_prefix}")
@@ -130,9 +138,39 @@ endif()
 if(CONFIG)
   list(APPEND _configure_args "-DCMAKE_BUILD_TYPE=${CONFIG}")
 endif()
-_step("configure tests/consumer against the installed package"
-  COMMAND "${CMAKE_COMMAND}" ${_configure_args})
+if(COMPONENTS)
+  string(REPLACE "|" "," _components "${COMPONENTS}")
+  list(APPEND _configure_args "-DCONSUMER_COMPONENTS=${_components}")
+endif()
+if(SUBDIRECTORY)
+  list(APPEND _configure_args "-DASYNCOPT_SOURCE_DIR=${ASYNCOPT_SOURCE_DIR}")
+endif()
+if(EXPECT_FAILURE)
+  message(STATUS "install_and_consume: configure tests/consumer, expecting it to fail")
+  execute_process(COMMAND "${CMAKE_COMMAND}" ${_configure_args}
+    RESULT_VARIABLE _result OUTPUT_VARIABLE _output ERROR_VARIABLE _output)
+  if(_result EQUAL 0)
+    message(FATAL_ERROR "install_and_consume: configuring tests/consumer succeeded; "
+      "expected a failure matching \"${EXPECT_FAILURE}\"")
+  endif()
+  # CMake wraps long messages: compare with the line breaks and indents removed.
+  string(REGEX REPLACE "\n +" " " _output_joined "${_output}")
+  if(NOT _output_joined MATCHES "${EXPECT_FAILURE}")
+    message(FATAL_ERROR "install_and_consume: configuring tests/consumer failed, but not with "
+      "\"${EXPECT_FAILURE}\":\n${_output}")
+  endif()
+  message(STATUS "install_and_consume: failed as expected")
+  return()
+endif()
+if(SUBDIRECTORY)
+  _step("configure tests/consumer with add_subdirectory(asyncopt)"
+    COMMAND "${CMAKE_COMMAND}" ${_configure_args})
+else()
+  _step("configure tests/consumer against the installed package"
+    COMMAND "${CMAKE_COMMAND}" ${_configure_args})
+endif()
 
+if(NOT SUBDIRECTORY)
 file(STRINGS "${_consumer_build}/CMakeCache.txt" _found_dir REGEX "^asyncopt_DIR:")
 string(REGEX REPLACE "^asyncopt_DIR:[A-Z]+=" "" _found_dir "${_found_dir}")
 file(REAL_PATH "${_cmake_dir}" _expected_dir)
@@ -143,6 +181,7 @@ if(NOT _found_dir STREQUAL _expected_dir)
   message(FATAL_ERROR
     "install_and_consume: the consumer found asyncopt in \"${_found_dir}\", "
     "not in the fresh prefix \"${_expected_dir}\"")
+endif()
 endif()
 
 # 4. Build it.

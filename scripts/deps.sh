@@ -18,6 +18,8 @@ packages=(
   catch2
   libbenchmark-dev
   libcli11-dev
+  libzmq3-dev
+  cppzmq-dev
   zlib1g-dev
   dataset-fashion-mnist
   liblinear-tools

@@ -1,5 +1,7 @@
 // Trains least squares on synthetic data through the installed package and checks
-// that the known solution is recovered. Exit status 0 means the package works.
+// that the known solution is recovered; with the zmq or cuda component, also calls
+// into the component's dependency through its target. Exit status 0 means the package
+// works.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -14,6 +16,13 @@
 
 #include <asyncopt/asyncopt.hpp>
 #include <asyncopt/objective/least_squares.hpp>
+
+#if defined(ASYNCOPT_CONSUMER_ZMQ)
+#include <zmq.hpp>
+#endif
+#if defined(ASYNCOPT_CONSUMER_CUDA)
+#include <cuda_runtime_api.h>
+#endif
 
 namespace {
 
@@ -56,6 +65,22 @@ int run() {
     std::printf("FAILED: the solution w* was not recovered\n");
     return 1;
   }
+#if defined(ASYNCOPT_CONSUMER_ZMQ)
+  const auto [major, minor, patch] = zmq::version();
+  std::printf("asyncopt::zmq: libzmq %d.%d.%d\n", major, minor, patch);
+  if (major < 4) {
+    std::printf("FAILED: libzmq 4 or later expected\n");
+    return 1;
+  }
+#endif
+#if defined(ASYNCOPT_CONSUMER_CUDA)
+  int runtime = 0;
+  if (cudaRuntimeGetVersion(&runtime) != cudaSuccess || runtime <= 0) {
+    std::printf("FAILED: cudaRuntimeGetVersion\n");
+    return 1;
+  }
+  std::printf("asyncopt::cuda: CUDA runtime %d\n", runtime);
+#endif
   std::printf("OK\n");
   return 0;
 }
