@@ -24,6 +24,7 @@ packages=(
   dataset-fashion-mnist
   liblinear-tools
   python3
+  python3-venv
   python3-matplotlib
 )
 

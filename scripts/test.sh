@@ -2,7 +2,9 @@
 # Builds and tests asyncopt the way CI does:
 #   1. deps        install missing Debian packages (scripts/deps.sh)
 #   2. dev         configure, build and test everything with the `dev` preset
-#                  (warnings are errors; includes the install-and-consume check)
+#                  (warnings are errors; includes the install-and-consume checks)
+#   2b. conan      create the Conan 2 package offline and test it with test_package
+#                  (scripts/conan.sh; installs Conan with pip when it is missing)
 #   3. tsan        build the tests with ThreadSanitizer and run them
 #   4. asan-ubsan  build the tests with AddressSanitizer + UBSan and run them
 #
@@ -13,7 +15,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 quick=0
@@ -180,6 +182,7 @@ stage_asan_ubsan() {
 
 run_stage deps scripts/deps.sh
 run_stage dev stage_dev
+run_stage conan scripts/conan.sh
 if ((quick)); then
   skipped+=("tsan (--quick)" "asan-ubsan (--quick)")
 else

@@ -1,0 +1,94 @@
+"""Conan 2 recipe for asyncopt, a header-only library.
+
+The package holds the headers and asyncopt's own CMake package config (installed by
+CMake), which consumers load with find_package(asyncopt CONFIG REQUIRED [COMPONENTS zmq
+cuda]); the recipe's components mirror its targets: asyncopt::asyncopt, asyncopt::zmq
+(option with_zmq, requires cppzmq) and asyncopt::cuda (option with_cuda, the CUDA toolkit
+from the system).
+"""
+
+import os
+import re
+
+from conan import ConanFile
+from conan.tools.build import check_min_cppstd
+from conan.tools.cmake import CMake, CMakeDeps, CMakeToolchain, cmake_layout
+from conan.tools.files import copy, load
+
+
+class AsyncoptConan(ConanFile):
+    name = "asyncopt"
+    description = ("Asynchronous and parallel SGD: update rules, consistency policies and "
+                   "transports composed into one optimizer type")
+    license = "BSD-3-Clause"
+    topics = ("sgd", "hogwild", "parameter-server", "optimization", "header-only")
+    package_type = "header-library"
+    settings = "os", "arch", "compiler", "build_type"
+    options = {"with_zmq": [True, False], "with_cuda": [True, False]}
+    default_options = {"with_zmq": False, "with_cuda": False}
+    exports_sources = ("CMakeLists.txt", "cmake/*", "include/*", "LICENSE")
+    no_copy_source = True
+
+    def set_version(self):
+        header = load(self, os.path.join(self.recipe_folder, "include", "asyncopt", "core",
+                                         "config.hpp"))
+        parts = [re.search(rf"#define ASYNCOPT_VERSION_{part} +(\d+)", header).group(1)
+                 for part in ("MAJOR", "MINOR", "PATCH")]
+        self.version = ".".join(parts)
+
+    def requirements(self):
+        self.requires("eigen/[>=3.4 <4]")
+        self.requires("xsimd/[>=8.1 <14]")
+        self.requires("zlib/[>=1.2.11 <2]")
+        if self.options.with_zmq:
+            self.requires("cppzmq/[>=4.9 <5]")
+
+    def validate(self):
+        check_min_cppstd(self, 20)
+
+    def layout(self):
+        cmake_layout(self)
+
+    def generate(self):
+        toolchain = CMakeToolchain(self)
+        for option in ("TESTS", "BENCH", "EXAMPLES"):
+            toolchain.cache_variables[f"ASYNCOPT_BUILD_{option}"] = False
+        toolchain.cache_variables["ASYNCOPT_INSTALL"] = True
+        toolchain.generate()
+        CMakeDeps(self).generate()
+
+    def build(self):
+        CMake(self).configure()
+
+    def package(self):
+        copy(self, "LICENSE", self.source_folder, os.path.join(self.package_folder, "licenses"))
+        CMake(self).install()
+
+    def package_id(self):
+        self.info.clear()
+
+    def package_info(self):
+        # Consumers use the package's own config, which repairs Debian's xsimd target and
+        # checks components; Conan only puts its folder on CMake's search path.
+        self.cpp_info.set_property("cmake_find_mode", "none")
+
+        core = self.cpp_info.components["asyncopt"]
+        core.set_property("cmake_target_name", "asyncopt::asyncopt")
+        core.builddirs = [os.path.join("share", "cmake", "asyncopt")]
+        core.requires = ["eigen::eigen", "xsimd::xsimd", "zlib::zlib"]
+        core.bindirs = []
+        core.libdirs = []
+        if self.settings.os in ("Linux", "FreeBSD"):
+            core.system_libs = ["pthread"]
+        if self.options.with_zmq:
+            zmq = self.cpp_info.components["zmq"]
+            zmq.set_property("cmake_target_name", "asyncopt::zmq")
+            zmq.requires = ["asyncopt", "cppzmq::cppzmq"]
+            zmq.bindirs = []
+            zmq.libdirs = []
+        if self.options.with_cuda:
+            cuda = self.cpp_info.components["cuda"]
+            cuda.set_property("cmake_target_name", "asyncopt::cuda")
+            cuda.requires = ["asyncopt"]
+            cuda.bindirs = []
+            cuda.libdirs = []
