@@ -306,46 +306,24 @@ ASYNCOPT_ALWAYS_INLINE void prefetch_ahead(const Rows& rows, std::span<const std
   }
 }
 
-// One SGD step per id, plain loads and stores: w[j] -= lr (c x_ij + l2 w[j]) on the row's
-// entries, b -= lr c, with c the logistic slope at x_i . w + b. Parameters [w..., b]. With
-// Prefetch, each step first asks for the next example's row, as optimize() does.
-template <bool Prefetch>
-[[gnu::noinline]] void serial_pass(const Rows& rows, std::span<const std::size_t> ids, float* w) {
-  const auto lr = static_cast<float>(sparse_learning_rate);
-  const auto decay = static_cast<float>(l2);
-  float* const bias = w + rows.features;
-  for (std::size_t n = 0; n < ids.size(); ++n) {
-    const std::size_t id = ids[n];
-    if (Prefetch) {
-      prefetch_ahead(rows, ids, n);
-    }
-    const int begin = rows.outer[id];
-    const int end = rows.outer[id + 1];
-    float z = 0.0f;
-    for (int k = begin; k < end; ++k) {
-      z += rows.value[k] * w[rows.inner[k]];
-    }
-    z += *bias;
-    const float c = logistic_slope(z, rows.label[id]);
-    for (int k = begin; k < end; ++k) {
-      float& wj = w[rows.inner[k]];
-      wj -= lr * (c * rows.value[k] + decay * wj);
-    }
-    *bias -= lr * c;
+// How a hand-written loop reads and writes w: plain loads and stores (one thread only), or
+// relaxed std::atomic_ref<float> operations, safe on several threads at once (Hogwild!).
+struct PlainMemory {
+  static float load(const float* p) { return *p; }
+  static void store(float* p, float v) { *p = v; }
+};
+struct RelaxedMemory {
+  static float load(float* p) { return std::atomic_ref<float>(*p).load(std::memory_order_relaxed); }
+  static void store(float* p, float v) {
+    std::atomic_ref<float>(*p).store(v, std::memory_order_relaxed);
   }
-}
+};
 
-inline float relaxed_load(float* p) {
-  return std::atomic_ref<float>(*p).load(std::memory_order_relaxed);
-}
-inline void relaxed_store(float* p, float v) {
-  std::atomic_ref<float>(*p).store(v, std::memory_order_relaxed);
-}
-
-// The same step with every access to w a relaxed atomic: safe to run on several threads at
-// once over the same w (Hogwild!).
-template <bool Prefetch>
-[[gnu::noinline]] void hogwild_pass(const Rows& rows, std::span<const std::size_t> ids, float* w) {
+// One SGD step per id: w[j] -= lr (c x_ij + l2 w[j]) on the row's entries, b -= lr c, with c
+// the logistic slope at x_i . w + b, every access to w through Memory. Parameters [w..., b].
+// With Prefetch, each step first asks for the coming rows, as optimize() does.
+template <class Memory, bool Prefetch>
+[[gnu::noinline]] void sgd_pass(const Rows& rows, std::span<const std::size_t> ids, float* w) {
   const auto lr = static_cast<float>(sparse_learning_rate);
   const auto decay = static_cast<float>(l2);
   float* const bias = w + rows.features;
@@ -358,17 +336,23 @@ template <bool Prefetch>
     const int end = rows.outer[id + 1];
     float z = 0.0f;
     for (int k = begin; k < end; ++k) {
-      z += rows.value[k] * relaxed_load(w + rows.inner[k]);
+      z += rows.value[k] * Memory::load(w + rows.inner[k]);
     }
-    z += relaxed_load(bias);
+    z += Memory::load(bias);
     const float c = logistic_slope(z, rows.label[id]);
     for (int k = begin; k < end; ++k) {
       float* const wj = w + rows.inner[k];
-      const float v = relaxed_load(wj);
-      relaxed_store(wj, v - lr * (c * rows.value[k] + decay * v));
+      const float v = Memory::load(wj);
+      Memory::store(wj, v - lr * (c * rows.value[k] + decay * v));
     }
-    relaxed_store(bias, relaxed_load(bias) - lr * c);
+    Memory::store(bias, Memory::load(bias) - lr * c);
   }
+}
+
+// The serial loop: plain memory, one thread.
+template <bool Prefetch>
+void serial_pass(const Rows& rows, std::span<const std::size_t> ids, float* w) {
+  sgd_pass<PlainMemory, Prefetch>(rows, ids, w);
 }
 
 // Thread t of `threads` takes the t-th contiguous slice of the ids, as optimize() does.
@@ -380,7 +364,7 @@ void hogwild_epoch(const Rows& rows, std::span<const std::size_t> ids, float* w,
   const std::size_t n = ids.size();
   for (std::size_t t = 0; t < threads; ++t) {
     pool.emplace_back([&rows, ids, w, n, t, threads] {
-      hogwild_pass<Prefetch>(
+      sgd_pass<RelaxedMemory, Prefetch>(
           rows, ids.subspan(t * n / threads, (t + 1) * n / threads - t * n / threads), w);
     });
   }
