@@ -163,12 +163,11 @@ if(EXPECT_FAILURE)
   return()
 endif()
 if(SUBDIRECTORY)
-  _step("configure tests/consumer with add_subdirectory(asyncopt)"
-    COMMAND "${CMAKE_COMMAND}" ${_configure_args})
+  set(_how "with add_subdirectory(asyncopt)")
 else()
-  _step("configure tests/consumer against the installed package"
-    COMMAND "${CMAKE_COMMAND}" ${_configure_args})
+  set(_how "against the installed package")
 endif()
+_step("configure tests/consumer ${_how}" COMMAND "${CMAKE_COMMAND}" ${_configure_args})
 
 if(NOT SUBDIRECTORY)
 file(STRINGS "${_consumer_build}/CMakeCache.txt" _found_dir REGEX "^asyncopt_DIR:")

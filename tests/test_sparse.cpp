@@ -94,28 +94,6 @@ TEST_CASE("the fast index check agrees with a direct check on random lists") {
   REQUIRE_FALSE(asyncopt::detail::strictly_increasing_below(List{0, 1, half - 1}, half - 1));
 }
 
-TEST_CASE("a sparse pull reads only its indices, under every policy and transport") {
-  SECTION("LockFree") {
-    check_sparse_pull<LockFree>();
-  }
-  SECTION("Locked") {
-    check_sparse_pull<Locked>(Locked{.stripes = 4, .min_stripe_elements = 1});
-  }
-  SECTION("BoundedStaleness") {
-    check_sparse_pull<BoundedStaleness<>>();
-  }
-  SECTION("Synchronous") {
-    check_sparse_pull<Synchronous>();
-  }
-  SECTION("LocalSgd") {
-    check_sparse_pull<LocalSgd>();
-  }
-  SECTION("Simulated") {
-    check_sparse_pull<Locked, asyncopt::transport::Simulated>(Locked{},
-                                                              asyncopt::transport::Simulated{});
-  }
-}
-
 namespace {
 
 // Pulls indices {1, 4, 5} of params 0..7 packed: values {1, 4, 5}.
@@ -143,27 +121,34 @@ void check_pull_values(const Consistency& policy = {}, const Transport& transpor
   CHECK(two == std::vector<double>{-1, -1});
 }
 
+// Both sparse pulls, in place and packed.
+template <class Consistency, class Transport = asyncopt::transport::SharedMemory>
+void check_sparse_pulls(const Consistency& policy = {}, const Transport& transport = {}) {
+  check_sparse_pull<Consistency, Transport>(policy, transport);
+  check_pull_values<Consistency, Transport>(policy, transport);
+}
+
 }  // namespace
 
-TEST_CASE("pull_values reads the values at its indices, packed, under every policy") {
+TEST_CASE("sparse pulls read only their indices, in place and packed, under every policy") {
   SECTION("LockFree") {
-    check_pull_values<LockFree>();
+    check_sparse_pulls<LockFree>();
   }
   SECTION("Locked") {
-    check_pull_values<Locked>(Locked{.stripes = 4, .min_stripe_elements = 1});
+    check_sparse_pulls<Locked>(Locked{.stripes = 4, .min_stripe_elements = 1});
   }
   SECTION("BoundedStaleness") {
-    check_pull_values<BoundedStaleness<>>();
+    check_sparse_pulls<BoundedStaleness<>>();
   }
   SECTION("Synchronous") {
-    check_pull_values<Synchronous>();
+    check_sparse_pulls<Synchronous>();
   }
   SECTION("LocalSgd") {
-    check_pull_values<LocalSgd>();
+    check_sparse_pulls<LocalSgd>();
   }
   SECTION("Simulated") {
-    check_pull_values<Locked, asyncopt::transport::Simulated>(Locked{},
-                                                              asyncopt::transport::Simulated{});
+    check_sparse_pulls<Locked, asyncopt::transport::Simulated>(Locked{},
+                                                               asyncopt::transport::Simulated{});
   }
 }
 

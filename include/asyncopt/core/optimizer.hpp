@@ -198,9 +198,9 @@ class AsyncOptimizer {
     validate(objective, params, options);
     constexpr bool sparse = SparseObjective<F, scalar_type>;
     // A sparse step pulls only the parameters its batch touches, when the objective names
-    // them and the transport offers a sparse pull.
-    // Not when a round's combined update is dense and reads every parameter the gradient
-    // was computed at (delay compensation under Synchronous): then each worker pulls all.
+    // them and the transport offers a sparse pull; not when a round's combined update is
+    // dense and reads every parameter the gradient was computed at (delay compensation
+    // under Synchronous), which needs every worker to pull all.
     constexpr bool dense_seen =
         needs_w_seen_v<rule_type> &&
         CombiningGuard<typename consistency_type::template Guard<scalar_type>, scalar_type>;
