@@ -26,6 +26,7 @@ packages=(
   python3
   python3-venv
   python3-matplotlib
+  doxygen
 )
 
 die() {

@@ -3,19 +3,21 @@
 #   1. deps        install missing Debian packages (scripts/deps.sh)
 #   2. dev         configure, build and test everything with the `dev` preset
 #                  (warnings are errors; includes the install-and-consume checks)
-#   2b. conan      create the Conan 2 package offline and test it with test_package
+#   2b. docs       build the API reference with Doxygen (any warning, an
+#                  undocumented public entity included, fails it)
+#   2c. conan      create the Conan 2 package offline and test it with test_package
 #                  (scripts/conan.sh; installs Conan with pip when it is missing)
 #   3. tsan        build the tests with ThreadSanitizer and run them
 #   4. asan-ubsan  build the tests with AddressSanitizer + UBSan and run them
 #
 # Usage: scripts/test.sh [--quick]
-#   --quick   stop after the dev stage (local iteration)
+#   --quick   skip the sanitizer stages (local iteration)
 #
 # Exits non-zero as soon as a stage fails, and always prints which stages passed.
 set -euo pipefail
 
 usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 quick=0
@@ -182,6 +184,7 @@ stage_asan_ubsan() {
 
 run_stage deps scripts/deps.sh
 run_stage dev stage_dev
+run_stage docs cmake --build --preset dev --target docs
 run_stage conan scripts/conan.sh
 if ((quick)); then
   skipped+=("tsan (--quick)" "asan-ubsan (--quick)")

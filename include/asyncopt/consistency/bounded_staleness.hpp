@@ -30,37 +30,55 @@ struct BoundedStaleness {
   static_assert(ConsistencyPolicy<Inner> && !coordinates_rounds_v<Inner>,
                 "asyncopt: BoundedStaleness<Inner> needs an asynchronous consistency policy as "
                 "Inner, such as asyncopt::consistency::LockFree or asyncopt::consistency::Locked");
+  /// The policy that guards every read and write: `Inner`, or LockFree when `Inner` is not an
+  /// asynchronous policy, so that a wrong `Inner` reports only the static_assert above.
   using inner_type =
       std::conditional_t<ConsistencyPolicy<Inner> && !coordinates_rounds_v<Inner>, Inner, LockFree>;
 
+  /// The value of `staleness` that never blocks a pull: fully asynchronous, as `Inner` alone.
   static constexpr std::uint64_t unbounded = std::numeric_limits<std::uint64_t>::max();
 
   /// s: how many clocks a worker may be ahead of the slowest live worker.
   std::uint64_t staleness = 0;
+  /// The options of the inner policy, which guards the reads and writes themselves.
   inner_type inner{};
 
+  /// Checks the inner policy's options; throws what its validate() throws.
   void validate() const { inner.validate(); }
 
+  /// The runtime side for n parameters and `workers` workers: a clock and a live flag per
+  /// worker, and the inner policy's guard. Before a pull, wait_to_read() blocks a worker that
+  /// is more than `staleness` clocks ahead of the slowest live worker; the pull and every push
+  /// then go through the inner guard unchanged.
   template <class Scalar>
   class Guard {
    public:
+    /// Builds the inner guard for n parameters and `workers` workers; every worker starts
+    /// live at clock 0. Throws what the inner guard's constructor throws.
     Guard(const BoundedStaleness& policy, std::size_t n, std::size_t workers)
         : staleness_(policy.staleness),
           inner_(policy.inner, n, workers),
           workers_(workers),
           slots_(std::make_unique<Slot[]>(workers)) {}
 
+    /// dst <- src, the n parameters of a pull, through the inner guard.
     void read(const Scalar* src, Scalar* dst) { inner_.read(src, dst); }
+    /// A sparse pull of the entries of the strictly increasing `index`, through the inner
+    /// guard: present only when the inner guard has read_sparse.
     template <class F>
     void read_sparse(std::span<const std::size_t> index, F&& apply) requires
         requires(typename inner_type::template Guard<Scalar>& inner) {
       inner.read_sparse(index, apply);
     }
     { inner_.read_sparse(index, static_cast<F&&>(apply)); }
+    /// A dense push: the inner guard calls apply(access, begin, end) over ranges covering
+    /// [0, n).
     template <class F>
     void write_dense(F&& apply) {
       inner_.write_dense(static_cast<F&&>(apply));
     }
+    /// A sparse push: the inner guard calls apply(access, k_begin, k_end) over runs of
+    /// entries of the strictly increasing `index`.
     template <class F>
     void write_sparse(std::span<const std::size_t> index, F&& apply) {
       inner_.write_sparse(index, static_cast<F&&>(apply));
@@ -109,6 +127,8 @@ struct BoundedStaleness {
       return clock - slowest;
     }
 
+    /// The policy's `staleness`: how many clocks a worker may be ahead of the slowest live
+    /// worker before its pulls wait.
     [[nodiscard]] std::uint64_t staleness_bound() const noexcept { return staleness_; }
 
    private:

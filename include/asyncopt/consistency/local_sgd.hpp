@@ -38,18 +38,27 @@ struct LocalSgd {
   /// shared-memory one does).
   static constexpr bool coordinates_rounds = true;
 
+  /// Throws std::invalid_argument when `period` is 0.
   void validate() const {
     if (period == 0) {
       throw std::invalid_argument("asyncopt: LocalSgd::period must be at least 1");
     }
   }
 
+  /// The runtime side for n parameters and `workers` workers: a private replica per worker
+  /// and the averaging rounds. A worker's pulls read its replica, and its pushes update it,
+  /// with no lock; every `period` clocks, clock() waits for the other live workers, writes the
+  /// mean of their replicas into the shared parameters under an exclusive lock and restarts
+  /// each replica from it. read() and the writes on the shared parameters take the
+  /// reader-writer lock.
   template <class Scalar>
   class Guard : public detail::SharedParameters<Scalar> {
     using detail::SharedParameters<Scalar>::n_;
     using detail::SharedParameters<Scalar>::params_mutex_;
 
    public:
+    /// Allocates a replica of n parameters per worker, which join() fills from the shared
+    /// parameters; every worker starts live. Throws std::invalid_argument when `period` is 0.
     Guard(const LocalSgd& policy, std::size_t n, std::size_t workers)
         : detail::SharedParameters<Scalar>(n),
           period_(policy.period),

@@ -24,6 +24,7 @@ struct Locked {
   /// taking a lock costs about as much as updating a few hundred floats.
   std::size_t min_stripe_elements = 1024;
 
+  /// Throws std::invalid_argument when `stripes` or `min_stripe_elements` is 0.
   void validate() const {
     if (stripes == 0) {
       throw std::invalid_argument("asyncopt: Locked::stripes must be at least 1");
@@ -37,13 +38,19 @@ struct Locked {
   template <class Scalar>
   class Guard {
    public:
+    /// Splits n parameters into at most `stripes` stripes of one size, a multiple of a cache
+    /// line of `Scalar`s and at least `min_stripe_elements` where n allows (the last stripe
+    /// may be shorter); the number of workers does not matter. Throws std::invalid_argument
+    /// when the policy's options are invalid.
     Guard(const Locked& policy, std::size_t n, std::size_t /*workers*/)
         : n_(n),
           stripe_size_(stripe_size_for(policy, n)),
           count_(std::max<std::size_t>(1, (n + stripe_size_ - 1) / stripe_size_)),
           mutexes_(std::make_unique<PaddedMutex[]>(count_)) {}
 
+    /// The number of stripes (and mutexes), at least 1.
     [[nodiscard]] std::size_t stripes() const noexcept { return count_; }
+    /// The stripe that holds parameter `i`, in [0, stripes()) for i < n.
     [[nodiscard]] std::size_t stripe_of(std::size_t i) const noexcept { return i / stripe_size_; }
 
     /// dst <- src, stripe by stripe, each under its lock.

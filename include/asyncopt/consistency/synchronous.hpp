@@ -28,14 +28,20 @@ struct Synchronous {
   /// Workers move in rounds: a transport must support it (the shared-memory one does).
   static constexpr bool coordinates_rounds = true;
 
+  /// Does nothing: the policy has no options.
   void validate() const noexcept {}
 
+  /// The runtime side for n parameters and `workers` workers: a gradient slot per worker and
+  /// the rounds. A push goes through combine(), which waits for the round and applies the
+  /// mean gradient once, under an exclusive lock; pulls read the shared parameters under a
+  /// shared lock, so never while a round is being applied.
   template <class Scalar>
   class Guard : public detail::SharedParameters<Scalar> {
     using detail::SharedParameters<Scalar>::n_;
 
    public:
     // Pulls read the shared parameters while no round is being applied.
+    /// Allocates one gradient slot of n elements per worker; every worker starts live.
     Guard(const Synchronous& /*policy*/, std::size_t n, std::size_t workers)
         : detail::SharedParameters<Scalar>(n),
           gradients_(n * workers),
@@ -55,7 +61,10 @@ struct Synchronous {
       });
     }
 
+    /// Worker `id` is no longer waited for; a round that only it held back closes, by one of
+    /// the workers waiting in it.
     void leave(std::size_t id) { rounds_.leave(id); }
+    /// Worker `id` takes part again and is waited for from the round in progress on.
     void join(std::size_t id, std::uint64_t /*clock*/) { rounds_.join(id); }
 
    private:

@@ -32,13 +32,18 @@ namespace asyncopt {
 /// What an epoch callback receives.
 template <class Scalar>
 struct EpochInfo {
+  /// The number of the epoch just finished, counting from 1.
   std::size_t epoch = 0;
-  /// Full loss after the epoch; NaN when Options::evaluate_loss is false.
+  /// Full loss (over all examples) after the epoch; NaN when Options::evaluate_loss is false.
   double loss = std::numeric_limits<double>::quiet_NaN();
-  /// Updates applied so far and training wall time so far.
+  /// Updates applied to the parameters since the run started (the store's version),
+  /// rejected pushes excluded.
   std::uint64_t updates = 0;
+  /// Training wall time so far in seconds: the time spent in the workers' loops, summed over
+  /// the epochs run so far; loss evaluations and callbacks excluded.
   double seconds = 0.0;
-  /// Mean staleness of the updates applied during this epoch.
+  /// Mean staleness, in updates, of the updates applied during this epoch only; 0 when
+  /// none was applied.
   double mean_staleness = 0.0;
   /// The parameters after the epoch (no worker is running while callbacks run).
   std::span<const Scalar> params;
@@ -100,30 +105,46 @@ class AsyncOptimizer {
  public:
   // After a failed static_assert, well-formed stand-ins keep the compiler from adding a
   // cascade of errors to the one sentence above.
+  /// The parameter type: `Scalar`, float or double.
   using scalar_type =
       std::conditional_t<std::same_as<Scalar, float> || std::same_as<Scalar, double>, Scalar,
                          float>;
+  /// The update rule: `Rule`, which turns each pushed gradient into a change of the
+  /// parameters.
   using rule_type = std::conditional_t<UpdateRule<Rule> &&
                                            (!needs_w_seen_v<Rule> || provides_w_seen_v<Transport>),
                                        Rule, update::Sgd>;
+  /// The consistency policy: `Consistency`, which decides how concurrent pulls and pushes
+  /// may interleave.
   using consistency_type =
       std::conditional_t<ConsistencyPolicy<Consistency> &&
                              (!coordinates_rounds_v<Consistency> || supports_rounds_v<Transport>),
                          Consistency, consistency::LockFree>;
+  /// The transport: `Transport` (transport::SharedMemory unless given), which holds the
+  /// parameters and runs the workers.
   using transport_type =
       std::conditional_t<asyncopt::Transport<Transport>, Transport, transport::SharedMemory>;
+  /// The store type the transport provides for this scalar, rule and policy: what attach()
+  /// returns and what optimize() runs on.
   using store_type =
       typename transport_type::template Store<scalar_type, rule_type, consistency_type>;
 
+  /// An optimizer with a default-constructed rule, policy and transport.
   AsyncOptimizer() = default;
+  /// An optimizer with the given rule, consistency policy and transport; those omitted are
+  /// default-constructed. Their settings are not checked here: optimize() validates them
+  /// before it starts, and a store checks what it uses when attach() creates it.
   explicit AsyncOptimizer(rule_type rule, consistency_type consistency = {},
                           transport_type transport = {})
       : rule_(std::move(rule)),
         consistency_(std::move(consistency)),
         transport_(std::move(transport)) {}
 
+  /// The update rule and its settings.
   [[nodiscard]] const rule_type& rule() const noexcept { return rule_; }
+  /// The consistency policy and its settings.
   [[nodiscard]] const consistency_type& consistency() const noexcept { return consistency_; }
+  /// The transport and its settings.
   [[nodiscard]] const transport_type& transport() const noexcept { return transport_; }
 
   /// A store over `params` (used in place, so it must outlive the store) for `workers`

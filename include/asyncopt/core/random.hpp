@@ -24,17 +24,24 @@ __extension__ using Uint128 = unsigned __int128;
 /// xoshiro256** (Blackman and Vigna 2018): a small, fast generator with 256 bits of state.
 class Xoshiro256 {
  public:
+  /// The type of each output: 64 uniformly random bits.
   using result_type = std::uint64_t;
 
+  /// Fills the 256-bit state with four successive splitmix64() outputs from `seed`, so
+  /// every seed, 0 included, gives a valid (not all-zero) state.
   explicit constexpr Xoshiro256(std::uint64_t seed) noexcept {
     for (auto& word : s_) {
       word = splitmix64(seed);
     }
   }
 
+  /// The smallest value operator()() returns: 0.
   static constexpr result_type min() noexcept { return 0; }
+  /// The largest value operator()() returns: 2^64 - 1.
   static constexpr result_type max() noexcept { return ~result_type{0}; }
 
+  /// Advances the state by one step and returns the next 64 random bits. With min() and
+  /// max(), this makes the class a std::uniform_random_bit_generator.
   constexpr result_type operator()() noexcept {
     const std::uint64_t result = rotl(s_[1] * 5, 7) * 9;
     const std::uint64_t t = s_[1] << 17U;

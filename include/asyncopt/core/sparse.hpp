@@ -70,20 +70,31 @@ namespace detail {
 /// allocates nothing per step once the buffers have grown.
 template <class Scalar>
 struct SparseGradient {
+  /// The parameter indices of the entries, strictly increasing and each below the
+  /// store's dimension (pushes check both).
   std::vector<std::size_t> index;
+  /// The partial derivatives: `value[k]` belongs to parameter `index[k]`. Always as long
+  /// as `index`.
   std::vector<Scalar> value;
 
+  /// Removes every entry, keeping the capacity of both buffers.
   void clear() noexcept {
     index.clear();
     value.clear();
   }
+  /// The number of entries (index/value pairs).
   [[nodiscard]] std::size_t size() const noexcept { return index.size(); }
+  /// True when there are no entries: a gradient that changes no parameter.
   [[nodiscard]] bool empty() const noexcept { return index.empty(); }
+  /// Appends the entry for parameter `i` with partial derivative `v`. `i` must be greater
+  /// than the last index appended; that is not checked here but at the push.
   void push_back(std::size_t i, Scalar v) {
     index.push_back(i);
     value.push_back(v);
   }
+  /// A read-only view of `index`, valid until the gradient is next modified.
   [[nodiscard]] std::span<const std::size_t> indices() const noexcept { return index; }
+  /// A read-only view of `value`, valid until the gradient is next modified.
   [[nodiscard]] std::span<const Scalar> values() const noexcept { return value; }
 };
 

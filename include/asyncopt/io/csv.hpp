@@ -22,7 +22,9 @@ namespace asyncopt::io {
 /// Examples as dense rows with one label each: the layout the objectives take.
 template <class Scalar>
 struct DenseDataset {
+  /// Dense row-major features: one example per row.
   using Matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  /// A column vector of one label per example.
   using Labels = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
   Matrix data;    ///< row i holds the features of example i, in the file's column order
@@ -42,12 +44,16 @@ enum class CsvHeader : std::uint8_t {
   absent,   ///< always data
 };
 
+/// How read_csv() reads a file.
 struct CsvReadOptions {
+  /// Whether the first non-blank line is a header; the default, CsvHeader::detect, takes it
+  /// for one when none of its fields is a number.
   CsvHeader header = CsvHeader::detect;
   /// The column of the labels, 0-based; a negative one counts from the end: -1, the default,
   /// is the last column, -2 the one before it.
   std::ptrdiff_t label_column = -1;
-  /// Separates the fields; not a quote, a space or a line end. ';' and '\t' are common too.
+  /// Separates the fields: ',' by default; not a quote, a space or a line end. ';' and a tab
+  /// (`\t`) are common too.
   char separator = ',';
 };
 

@@ -20,10 +20,11 @@ namespace asyncopt::io {
 /// (`rows * cols` pixels), scaled from 0..255 to [0, 1] as pixel / 255.
 template <class Scalar>
 struct LabeledImages {
+  /// One image per row, `rows * cols` pixels in [0, 1].
   Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> images;
-  Eigen::VectorXi labels;
-  std::size_t rows = 0;  ///< height of one image, in pixels
-  std::size_t cols = 0;  ///< width of one image, in pixels
+  Eigen::VectorXi labels;  ///< labels[i] is the class of image i, as stored (0 to 255)
+  std::size_t rows = 0;    ///< height of one image, in pixels
+  std::size_t cols = 0;    ///< width of one image, in pixels
 };
 
 /// Fashion-MNIST: 60,000 training and 10,000 test images of 28x28 grey pixels, 10 classes.
@@ -32,9 +33,9 @@ struct LabeledImages {
 /// Machine Learning Algorithms", arXiv:1708.07747, 2017.
 template <class Scalar>
 struct FashionMnist {
-  LabeledImages<Scalar> train;
-  LabeledImages<Scalar> test;
-  static constexpr int classes = 10;
+  LabeledImages<Scalar> train;        ///< the training set (60,000 images in the standard files)
+  LabeledImages<Scalar> test;         ///< the test set (10,000 images in the standard files)
+  static constexpr int classes = 10;  ///< number of classes; every label is in [0, classes)
 };
 
 /// Where load_fashion_mnist() looks by default: $ASYNCOPT_FASHION_MNIST_DIR if set and not

@@ -55,6 +55,8 @@ enum class IdxType : std::uint8_t {
   return 0;
 }
 
+/// The name of `type` as written in the enumeration ("ubyte", "float32", ...); "unknown" for
+/// a value that is not one of the IDX types.
 [[nodiscard]] constexpr std::string_view to_string(IdxType type) noexcept {
   switch (type) {
     case IdxType::ubyte:
@@ -79,7 +81,8 @@ enum class IdxType : std::uint8_t {
 /// order of `shape`: Fashion-MNIST's 47 million pixels take 47 MB rather than the 376 MB of
 /// a vector of double. `to_vector<T>()` converts them when a typed copy is wanted.
 struct IdxArray {
-  IdxType type = IdxType::ubyte;
+  IdxType type = IdxType::ubyte;  ///< the stored element type
+  /// The dimensions, outermost first (for images: count, rows, cols).
   std::vector<std::size_t> shape;
   /// `element_count() * element_size(type)` bytes, already converted to host byte order.
   std::vector<std::byte> data;

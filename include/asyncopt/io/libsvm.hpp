@@ -30,16 +30,19 @@ namespace asyncopt::io {
 /// Examples as sparse rows with one label each: the layout the objectives take.
 template <class Scalar>
 struct SparseDataset {
+  /// Sparse row-major (compressed-row) features: one example per row.
   using Matrix = Eigen::SparseMatrix<Scalar, Eigen::RowMajor>;
+  /// A column vector of one label per example.
   using Labels = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
   Matrix data;    ///< row i holds the features of example i; column j is feature index j + 1
   Labels labels;  ///< the labels as written in the file
 };
 
+/// How read_libsvm() reads a file.
 struct LibsvmReadOptions {
-  /// The number of features (columns). Unset: the largest index in the file. Set: an index
-  /// beyond it is an error, and the matrix has this many columns even where the file uses
+  /// The number of features (columns). Unset, the default: the largest index in the file. Set: an
+  /// index beyond it is an error, and the matrix has this many columns even where the file uses
   /// fewer, so that a test set can be read with its training set's width.
   std::optional<std::size_t> features;
 };

@@ -22,9 +22,12 @@ using StatePointers = std::array<Scalar*, Slots>;
 /// (delay compensation), w_seen[i], the parameters the gradient was computed at.
 template <class Scalar, std::size_t Slots>
 struct DenseOperands {
-  Scalar* w = nullptr;
-  const Scalar* g = nullptr;
+  Scalar* w = nullptr;        ///< the parameters, updated in place
+  const Scalar* g = nullptr;  ///< the gradient, one value per parameter
+  /// The rule's state slots, each an array of one value per parameter, updated in place.
   StatePointers<Scalar, Slots> state{};
+  /// The parameters the gradient was computed at, one per parameter; read only by rules that
+  /// need it, and may stay null for the others.
   const Scalar* w_seen = nullptr;
 };
 
@@ -33,12 +36,17 @@ struct DenseOperands {
 /// value per entry (w_seen[k], from a pull of just those parameters).
 template <class Scalar, std::size_t Slots>
 struct SparseOperands {
-  Scalar* w = nullptr;
-  const std::size_t* index = nullptr;
-  const Scalar* value = nullptr;
+  Scalar* w = nullptr;                 ///< the full parameter vector, updated at index[k]
+  const std::size_t* index = nullptr;  ///< the entries' parameter indices
+  const Scalar* value = nullptr;       ///< the entries' gradient values, value[k] for index[k]
+  /// The rule's state slots, each a dense array of one value per parameter, updated at
+  /// index[k].
   StatePointers<Scalar, Slots> state{};
+  /// The parameters the gradient was computed at: dense (w_seen[index[k]]), or one value per
+  /// entry (w_seen[k]) when `w_seen_by_entry`; read only by rules that need it, and may stay
+  /// null for the others.
   const Scalar* w_seen = nullptr;
-  bool w_seen_by_entry = false;
+  bool w_seen_by_entry = false;  ///< whether `w_seen` holds one value per entry; default false
 };
 
 namespace detail {

@@ -27,9 +27,11 @@ class LeastSquares : public detail::SingleOutputModel<Matrix, detail::SquaredLos
   using Base = detail::SingleOutputModel<Matrix, detail::SquaredLoss>;
 
  public:
+  /// The element type of the data and of the parameters: float or double.
   using Scalar = typename Matrix::Scalar;
   /// One real target per example.
   using Labels = typename Base::Labels;
+  /// The L2 penalty and whether the model has an intercept.
   using Options = objective::Options;
 
   /// Takes the data and targets by value: pass them with std::move to avoid a copy.

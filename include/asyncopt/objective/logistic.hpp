@@ -29,9 +29,11 @@ class LogisticRegression : public detail::SingleOutputModel<Matrix, detail::Logi
   using Base = detail::SingleOutputModel<Matrix, detail::LogisticLoss>;
 
  public:
+  /// The element type of the data and of the parameters: float or double.
   using Scalar = typename Matrix::Scalar;
   /// One label per example, each exactly 0 or 1.
   using Labels = typename Base::Labels;
+  /// The L2 penalty and whether the model has an intercept.
   using Options = objective::Options;
 
   /// Takes the data and labels by value: pass them with std::move to avoid a copy.

@@ -19,9 +19,11 @@ class SoftmaxRegression : public detail::ModelData<Matrix, Eigen::VectorXi> {
   using Base = detail::ModelData<Matrix, Eigen::VectorXi>;
 
  public:
+  /// The element type of the data and of the parameters: float or double.
   using Scalar = typename Matrix::Scalar;
   /// One class per example, each in [0, classes).
   using Labels = Eigen::VectorXi;
+  /// The L2 penalty and whether the model has an intercept.
   using Options = objective::Options;
 
   /// Takes the data and labels by value: pass them with std::move to avoid a copy.
@@ -41,6 +43,7 @@ class SoftmaxRegression : public detail::ModelData<Matrix, Eigen::VectorXi> {
     }
   }
 
+  /// The number of classes K, at least 1.
   [[nodiscard]] int classes() const noexcept { return classes_; }
 
   /// The number of parameters: K * d weights, then K biases if any.

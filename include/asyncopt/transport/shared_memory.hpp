@@ -272,10 +272,19 @@ struct SharedMemory {
 template <class Scalar, class Rule, class Consistency>
 class SharedMemory::Store {
  public:
+  /// The type of the parameters and gradients: `Scalar`, float or double.
   using scalar_type = Scalar;
+  /// The consistency policy's guard for `Scalar`, through which every read and write of
+  /// the shared parameters goes.
   using guard_type = typename Consistency::template Guard<Scalar>;
+  /// Scalars of rule state kept per parameter (`Rule::state_slots`: 0 for SGD, 1 for
+  /// momentum).
   static constexpr std::size_t slots = Rule::state_slots;
+  /// Whether the guard turns each round's pushes into one update (a CombiningGuard, as
+  /// under Synchronous).
   static constexpr bool combining = CombiningGuard<guard_type, Scalar>;
+  /// Whether the guard gives every worker a private replica of the parameters (a
+  /// ReplicatingGuard, as under LocalSgd).
   static constexpr bool replicated = ReplicatingGuard<guard_type, Scalar>;
   /// Whether the policy reads a sparse pull's entries only (read_sparse).
   static constexpr bool reads_sparse = requires(guard_type & g, std::span<const std::size_t> index,
@@ -285,6 +294,11 @@ class SharedMemory::Store {
 
   class Worker;
 
+  /// Attaches to `params` in place (no copy; they must outlive the store) for `workers`
+  /// workers, with the rule's state at zero (one copy per worker when `replicated`) and the
+  /// guard built from `consistency`. The transport's settings matter only to run(). Throws
+  /// std::invalid_argument when `workers` is 0, and whatever the rule's `validate()` or the
+  /// guard's constructor throws.
   Store(const SharedMemory& /*transport*/, const Rule& rule, const Consistency& consistency,
         std::span<Scalar> params, std::size_t workers)
       : rule_(rule),
@@ -328,7 +342,9 @@ class SharedMemory::Store {
     return handle;
   }
 
+  /// The number of parameters.
   [[nodiscard]] std::size_t dimension() const noexcept { return params_.size(); }
+  /// The number of workers the store was created for.
   [[nodiscard]] std::size_t workers() const noexcept { return counters_.size(); }
   /// Updates applied so far.
   [[nodiscard]] std::uint64_t version() const noexcept {
@@ -520,6 +536,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
     }
   }
 
+  /// The same as push(gradient.indices(), gradient.values()).
   PushResult push(const SparseGradient<Scalar>& gradient) {
     return push(gradient.indices(), gradient.values());
   }
@@ -548,6 +565,7 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
     }
   }
 
+  /// The worker id this handle was created for.
   [[nodiscard]] std::size_t id() const noexcept { return id_; }
   /// The store's version at the last pull.
   [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_version_; }
@@ -558,11 +576,15 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
 
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
+  /// Takes over `other`'s worker id and last pull. `other` is left empty: it may only be
+  /// destroyed or assigned to.
   Worker(Worker&& other) noexcept
       : store_(std::exchange(other.store_, nullptr)),
         id_(other.id_),
         seen_version_(other.seen_version_),
         seen_(other.seen_) {}
+  /// Releases this handle's worker id as the destructor does (leave(), and the id may
+  /// have a new handle), then takes over `other`'s id and last pull, leaving `other` empty.
   Worker& operator=(Worker&& other) noexcept {
     if (this != &other) {
       release();

@@ -24,7 +24,14 @@ namespace asyncopt::delay {
 /// How stale each simulated gradient is: a distribution over tau, the number of updates
 /// applied between the parameters a gradient is computed at and its arrival.
 struct Delay {
-  enum class Kind { fixed, uniform, geometric };
+  /// The family of the distribution, which says how `low`, `high` and `p` are read.
+  enum class Kind {
+    fixed,     ///< tau is always `low`.
+    uniform,   ///< tau is uniform over the integers in [`low`, `high`].
+    geometric  ///< P(tau = k) = (1 - p)^k p for k = 0, 1, 2, ...
+  };
+  /// Which distribution this is; the default, fixed with `low` = 0, makes every gradient
+  /// fresh.
   Kind kind = Kind::fixed;
   std::uint64_t low = 0;   ///< fixed: tau; uniform: smallest tau
   std::uint64_t high = 0;  ///< uniform: largest tau
@@ -47,6 +54,9 @@ struct Delay {
     return kind == Kind::uniform ? high : kind == Kind::fixed ? low : ~std::uint64_t{0};
   }
 
+  /// Draws one tau from `rng`, before the simulator caps it. A geometric draw too large
+  /// to represent (1e18 or more) returns the largest std::uint64_t. Assumes validate()
+  /// passed.
   [[nodiscard]] std::uint64_t draw(Xoshiro256& rng) const {
     switch (kind) {
       case Kind::fixed:
@@ -92,11 +102,17 @@ namespace asyncopt::transport {
 /// kept). The consistency policy only guards memory here: its gates (bounded staleness)
 /// are not consulted, since the simulator decides every delay itself.
 struct Simulated {
+  /// The distribution each pull draws its tau from; the default, delay::fixed(0), hands
+  /// out the current parameters every time.
   delay::Delay delay = delay::fixed(0);
+  /// Seed of the generator that draws tau. The same seed, with the same workload, gives the
+  /// same run bit for bit.
   std::uint64_t seed = 1;
   /// Past parameter vectors kept; a drawn tau above history - 1 is cut to it.
   std::size_t history = 65;
 
+  /// A worker's pulled copy holds the (past) parameters its gradient was computed at, so
+  /// rules that need them (delay compensation) run here.
   static constexpr bool provides_w_seen = true;
 
   template <class Scalar, class Rule, class Consistency>
@@ -118,6 +134,8 @@ struct Simulated {
     }
   }
 
+  /// Throws std::invalid_argument when `delay` is impossible (see delay::Delay::validate())
+  /// or `history` is 0.
   void validate() const {
     delay.validate();
     if (history == 0) {
@@ -131,11 +149,20 @@ struct Simulated {
 template <class Scalar, class Rule, class Consistency>
 class Simulated::Store {
  public:
+  /// The type of the parameters and gradients: `Scalar`, float or double.
   using scalar_type = Scalar;
+  /// Scalars of rule state kept per parameter (`Rule::state_slots`: 0 for SGD, 1 for
+  /// momentum).
   static constexpr std::size_t slots = Rule::state_slots;
 
   class Worker;
 
+  /// Attaches to `params` in place (they must outlive the store) for `workers` workers, with
+  /// the rule's state at zero, version 0, and the current parameters as the first entry of
+  /// the history ring. The ring keeps `history` vectors, or fewer when the delay
+  /// distribution cannot draw a tau that large. Throws std::invalid_argument when the
+  /// transport's settings are invalid (validate()) or `workers` is 0, and whatever the
+  /// rule's `validate()` throws.
   Store(const Simulated& transport, const Rule& rule, const Consistency& consistency,
         std::span<Scalar> params, std::size_t workers)
       : delay_(transport.delay),
@@ -170,6 +197,9 @@ class Simulated::Store {
   Store& operator=(Store&&) = delete;
   ~Store() = default;
 
+  /// A new handle of worker `id` (0 <= id < workers()); throws std::out_of_range
+  /// otherwise. Unlike shared memory, an id may have several live handles: each keeps its
+  /// own last pull and clock count, and they share the id's statistics.
   [[nodiscard]] Worker worker(std::size_t id) {
     if (id >= counters_.size()) {
       throw std::out_of_range("asyncopt: worker id " + std::to_string(id) + " but the store has " +
@@ -178,10 +208,15 @@ class Simulated::Store {
     return Worker(*this, id);
   }
 
+  /// The number of parameters.
   [[nodiscard]] std::size_t dimension() const noexcept { return params_.size(); }
+  /// The number of workers the store was created for.
   [[nodiscard]] std::size_t workers() const noexcept { return counters_.size(); }
+  /// Updates applied so far (accepted pushes; rejected ones do not count).
   [[nodiscard]] std::uint64_t version() const noexcept { return version_; }
 
+  /// The counters of all workers, merged; `wait_seconds` is always 0, since simulated
+  /// workers never wait.
   [[nodiscard]] StoreStats stats() const {
     StoreStats total;
     for (const auto& c : counters_) {
@@ -259,6 +294,12 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     seen_ = {.params = values.data(), .packed_index = index, .packed = true, .partial = true};
   }
 
+  /// Applies a dense gradient (one value per parameter) computed at the parameters of the
+  /// last pull, whose staleness is version() minus seen_version(). A gradient holding NaN
+  /// or Inf is rejected: nothing changes and the result says `applied = false`. Throws
+  /// std::invalid_argument when its size is not the store's dimension, and
+  /// std::logic_error when the rule needs the parameters the gradient was computed at but
+  /// there was no pull, or the last pull read only some parameters.
   PushResult push(std::span<const Scalar> gradient) {
     check_size(gradient.size(), "push");
     const Scalar* const w_seen = seen_.template dense<Rule>();
@@ -271,6 +312,12 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     });
   }
 
+  /// Applies a sparse gradient: `value[k]` for parameter `index[k]`, with strictly
+  /// increasing indices below the store's dimension; rejected as the dense push is when a
+  /// value is NaN or Inf. Throws std::invalid_argument when the lists differ in length or
+  /// an index is out of order or out of range, and std::logic_error when the rule needs the
+  /// parameters the gradient was computed at but there was no pull, or the last pull was a
+  /// pull_values() of a different index list.
   PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
     detail::check_sparse_push(index, value, store_->params_.size());
     const Scalar* const w_seen = seen_.template sparse<Rule>(index);
@@ -284,16 +331,25 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
     });
   }
 
+  /// The same as push(gradient.indices(), gradient.values()).
   PushResult push(const SparseGradient<Scalar>& gradient) {
     return push(gradient.indices(), gradient.values());
   }
 
+  /// Marks the end of this worker's step: adds one to clock_count(). There is no gate to
+  /// wait at.
   void clock() noexcept { ++clock_; }
+  /// Does nothing: a simulated worker never holds another back.
   void leave() noexcept {}
+  /// Does nothing: a simulated worker never holds another back.
   void join() noexcept {}
 
+  /// The worker id this handle was created for.
   [[nodiscard]] std::size_t id() const noexcept { return id_; }
+  /// The version of the parameters the last pull returned: the store's version at that
+  /// pull minus the tau it drew; 0 before the first pull.
   [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_version_; }
+  /// Calls of clock() on this handle.
   [[nodiscard]] std::uint64_t clock_count() const noexcept { return clock_; }
 
  private:

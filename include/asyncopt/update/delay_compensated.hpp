@@ -19,18 +19,28 @@ namespace asyncopt::update {
 /// logistic regression with batches of 32 (experiment E2) a useful lambda was in the
 /// thousands, while the default changed the loss by less than 1e-4.
 struct DelayCompensated {
+  /// Step size lr, positive and finite; multiplied by StepInfo::lr_scale on every push.
   double learning_rate = 0.01;
+  /// Weight of the delay-compensation term, finite and non-negative (0: plain Sgd).
   double lambda = 0.04;
 
+  /// Number of per-parameter state slots the rule keeps (0: stateless).
   static constexpr std::size_t state_slots = 0;
+  /// The rule reads w_seen, so the store passes it to the step and the transport must
+  /// provide it.
   static constexpr bool needs_w_seen = true;
 
+  /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
+  /// SIMD batch; the same code runs on both.
   template <class Scalar>
   struct Step {
+    /// The step takes w_seen as its fourth argument.
     static constexpr bool needs_w_seen = true;
-    Scalar learning_rate;
-    Scalar lambda;
+    Scalar learning_rate;  ///< Step size of this push: `learning_rate * lr_scale`.
+    Scalar lambda;         ///< Weight of the delay-compensation term.
 
+    /// Updates one element (or SIMD batch) in place:
+    /// `w -= lr * (g + lambda * g * g * (w - w_seen))`; `state` is empty.
     template <class V>
     ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, 0>& /*state*/,
                                 const V& w_seen) const {
@@ -38,11 +48,16 @@ struct DelayCompensated {
     }
   };
 
+  /// Returns the coefficients of the update described by `info` (the learning rate scaled by
+  /// StepInfo::lr_scale) as a Step; does not modify the rule, so workers may call it
+  /// concurrently.
   template <class Scalar>
   [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
     return {static_cast<Scalar>(learning_rate * info.lr_scale), static_cast<Scalar>(lambda)};
   }
 
+  /// Throws std::invalid_argument unless `learning_rate` is positive and finite and `lambda`
+  /// is finite and non-negative.
   void validate() const {
     detail::require_learning_rate("DelayCompensated", learning_rate);
     detail::require_non_negative("DelayCompensated", "lambda", lambda);
@@ -53,23 +68,36 @@ struct DelayCompensated {
 /// ms <- m * ms + (1 - m) * g * g and lambda = lambda0 / sqrt(ms + epsilon), so the
 /// compensation is scaled by the gradient's running magnitude.
 struct AdaptiveDelayCompensated {
+  /// Step size lr, positive and finite; multiplied by StepInfo::lr_scale on every push.
   double learning_rate = 0.01;
+  /// Base weight lambda0 of the compensation term, finite and non-negative (0: plain Sgd).
   double lambda0 = 2.0;
+  /// Decay m of the running mean square of the gradient, in [0, 1).
   double mean_square_decay = 0.95;
+  /// Added to the mean square before its square root, positive and finite.
   double epsilon = 1e-7;
 
+  /// Number of per-parameter state slots the rule keeps (1: the mean square ms).
   static constexpr std::size_t state_slots = 1;
+  /// The rule reads w_seen, so the store passes it to the step and the transport must
+  /// provide it.
   static constexpr bool needs_w_seen = true;
 
+  /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
+  /// SIMD batch; the same code runs on both.
   template <class Scalar>
   struct Step {
+    /// The step takes w_seen as its fourth argument.
     static constexpr bool needs_w_seen = true;
-    Scalar learning_rate;
-    Scalar lambda0;
-    Scalar decay;
-    Scalar one_minus_decay;
-    Scalar epsilon;
+    Scalar learning_rate;    ///< Step size of this push: `learning_rate * lr_scale`.
+    Scalar lambda0;          ///< Base weight of the compensation term.
+    Scalar decay;            ///< Decay m of the mean square.
+    Scalar one_minus_decay;  ///< `1 - m`, precomputed.
+    Scalar epsilon;          ///< Added to the mean square before its square root.
 
+    /// Updates one element (or SIMD batch) in place: `ms = m * ms + (1 - m) * g * g`
+    /// (`ms` is `state[0]`), `lambda = lambda0 / sqrt(ms + epsilon)`, then
+    /// `w -= lr * (g + lambda * g * g * (w - w_seen))`.
     template <class V>
     ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, 1>& state, const V& w_seen) const {
       V& ms = state[0];
@@ -80,6 +108,9 @@ struct AdaptiveDelayCompensated {
     }
   };
 
+  /// Returns the coefficients of the update described by `info` (the learning rate scaled by
+  /// StepInfo::lr_scale) as a Step; does not modify the rule, so workers may call it
+  /// concurrently.
   template <class Scalar>
   [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
     return {static_cast<Scalar>(learning_rate * info.lr_scale), static_cast<Scalar>(lambda0),
@@ -87,6 +118,8 @@ struct AdaptiveDelayCompensated {
             static_cast<Scalar>(epsilon)};
   }
 
+  /// Throws std::invalid_argument unless `learning_rate` and `epsilon` are positive and
+  /// finite, `lambda0` is finite and non-negative and `mean_square_decay` is in [0, 1).
   void validate() const {
     detail::require_learning_rate("AdaptiveDelayCompensated", learning_rate);
     detail::require_non_negative("AdaptiveDelayCompensated", "lambda0", lambda0);

@@ -15,17 +15,24 @@ namespace asyncopt::update {
 /// The form in which asynchronous SGD's implicit momentum is analysed and compensated
 /// (Mitliagkas, Zhang, Hadjis and Re, "Asynchrony begets momentum", 2016).
 struct MomentumCorrection {
+  /// Step size lr, positive and finite; multiplied by StepInfo::lr_scale on every push.
   double learning_rate = 0.01;
+  /// Decay beta of the moving average of the gradients, in [0, 1) (0: plain Sgd).
   double beta = 0.9;
 
+  /// Number of per-parameter state slots the rule keeps (1: the moving average m).
   static constexpr std::size_t state_slots = 1;
 
+  /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
+  /// SIMD batch; the same code runs on both.
   template <class Scalar>
   struct Step {
-    Scalar learning_rate;
-    Scalar beta;
-    Scalar one_minus_beta;
+    Scalar learning_rate;   ///< Step size of this push: `learning_rate * lr_scale`.
+    Scalar beta;            ///< Decay of the moving average.
+    Scalar one_minus_beta;  ///< `1 - beta`, precomputed.
 
+    /// Updates one element (or SIMD batch) in place: `m = beta * m + (1 - beta) * g`
+    /// (`m` is `state[0]`), then `w -= lr * m`.
     template <class V>
     ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, 1>& state) const {
       V& m = state[0];
@@ -34,12 +41,17 @@ struct MomentumCorrection {
     }
   };
 
+  /// Returns the coefficients of the update described by `info` (the learning rate scaled by
+  /// StepInfo::lr_scale) as a Step; does not modify the rule, so workers may call it
+  /// concurrently.
   template <class Scalar>
   [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
     return {static_cast<Scalar>(learning_rate * info.lr_scale), static_cast<Scalar>(beta),
             static_cast<Scalar>(1.0 - beta)};
   }
 
+  /// Throws std::invalid_argument unless `learning_rate` is positive and finite and `beta` is
+  /// in [0, 1).
   void validate() const {
     detail::require_learning_rate("MomentumCorrection", learning_rate);
     detail::require_unit("MomentumCorrection", "beta", beta);
@@ -59,22 +71,39 @@ struct MomentumCorrection {
 /// classic form; and factors applied per push (StalenessAware) are not corrected. Use the
 /// classic form (lr_in_velocity = false) with sparse pushes or staleness scaling.
 struct HeavyBall {
+  /// Step size lr, positive and finite; multiplied by StepInfo::lr_scale on every push.
   double learning_rate = 0.01;
+  /// Momentum mu, in (-1, 1); negative values are allowed (see validate()).
   double momentum = 0.9;
+  /// Use Nesterov's look-ahead update instead of the heavy-ball one.
   bool nesterov = false;
+  /// Keep the learning rate inside the velocity (v <- mu * v + lr * g, w <- w - v).
   bool lr_in_velocity = false;
+  /// With `lr_in_velocity`, rescale the velocity by StepInfo::lr_ratio (lr_new / lr_old) when
+  /// the learning rate changes; ignored otherwise.
   bool momentum_correction = true;
 
+  /// Number of per-parameter state slots the rule keeps (1: the velocity v).
   static constexpr std::size_t state_slots = 1;
 
+  /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
+  /// SIMD batch; the same code runs on both.
   template <class Scalar>
   struct Step {
-    Scalar learning_rate;
+    Scalar learning_rate;  ///< Step size of this push: `learning_rate * lr_scale`.
+    /// Momentum mu: decays the velocity in the classic form and weights the Nesterov
+    /// look-ahead in both forms.
     Scalar momentum;
-    Scalar velocity_decay;  // momentum, times lr_new / lr_old under momentum correction
-    bool nesterov;
-    bool lr_in_velocity;
+    /// Decay of the velocity when `lr_in_velocity`: mu, times lr_new / lr_old under
+    /// momentum correction.
+    Scalar velocity_decay;
+    bool nesterov;        ///< Whether to apply the Nesterov update.
+    bool lr_in_velocity;  ///< Whether the velocity carries the learning rate.
 
+    /// Updates one element (or SIMD batch) in place, with `v` = `state[0]`. Classic form:
+    /// `v = mu * v + g`, then `w -= lr * v` (or `w -= lr * (g + mu * v)` for Nesterov).
+    /// With `lr_in_velocity`: `v = velocity_decay * v + lr * g`, then `w -= v` (or
+    /// `w -= lr * g + mu * v` for Nesterov).
     template <class V>
     ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, 1>& state) const {
       V& v = state[0];
@@ -88,6 +117,10 @@ struct HeavyBall {
     }
   };
 
+  /// Returns the coefficients of the update described by `info` (the learning rate scaled by
+  /// StepInfo::lr_scale, and with `lr_in_velocity` and `momentum_correction` the velocity
+  /// decay scaled by StepInfo::lr_ratio) as a Step; does not modify the rule, so workers may
+  /// call it concurrently.
   template <class Scalar>
   [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
     const double decay =
@@ -96,6 +129,8 @@ struct HeavyBall {
             static_cast<Scalar>(decay), nesterov, lr_in_velocity};
   }
 
+  /// Throws std::invalid_argument unless `learning_rate` is positive and finite and
+  /// `momentum` is in (-1, 1).
   void validate() const {
     detail::require_learning_rate("HeavyBall", learning_rate);
     // Negative momentum is allowed: with many asynchronous workers the implicit momentum of

@@ -26,18 +26,22 @@ concept Schedule = std::copy_constructible<S> && requires(const S& s, std::uint6
 
 /// Factor 1.
 struct Constant {
+  /// Returns 1 for every update index.
   [[nodiscard]] double operator()(std::uint64_t /*t*/) const noexcept { return 1.0; }
+  /// Does nothing: the schedule has no parameters.
   void validate() const noexcept {}
 };
 
 /// gamma^floor(t / every): step decay.
 struct Step {
-  std::uint64_t every = 1000;
-  double gamma = 0.1;
+  std::uint64_t every = 1000;  ///< Updates per period (at least 1); the factor drops after each.
+  double gamma = 0.1;          ///< Factor applied once per period, in (0, 1].
+  /// Returns gamma^floor(t / every), the factor for update index `t`.
   [[nodiscard]] double operator()(std::uint64_t t) const {
     const std::uint64_t decays = t / every;  // whole periods elapsed
     return std::pow(gamma, static_cast<double>(decays));
   }
+  /// Throws std::invalid_argument unless every is at least 1 and gamma is in (0, 1].
   void validate() const {
     update::detail::require(every > 0, "schedule::Step", "every", "at least 1",
                             static_cast<double>(every));
@@ -48,10 +52,12 @@ struct Step {
 
 /// gamma^t: exponential decay.
 struct Exponential {
-  double gamma = 0.9999;
+  double gamma = 0.9999;  ///< Factor applied once per update, in (0, 1].
+  /// Returns gamma^t, the factor for update index `t`.
   [[nodiscard]] double operator()(std::uint64_t t) const {
     return std::pow(gamma, static_cast<double>(t));
   }
+  /// Throws std::invalid_argument unless gamma is in (0, 1].
   void validate() const {
     update::detail::require(gamma > 0.0 && gamma <= 1.0, "schedule::Exponential", "gamma",
                             "in (0, 1]", gamma);
@@ -60,10 +66,12 @@ struct Exponential {
 
 /// 1 / sqrt(1 + t / scale): inverse square root decay.
 struct InverseSqrt {
-  double scale = 1000.0;
+  double scale = 1000.0;  ///< Updates over which the factor falls to 1/sqrt(2); positive, finite.
+  /// Returns 1 / sqrt(1 + t / scale), the factor for update index `t`.
   [[nodiscard]] double operator()(std::uint64_t t) const {
     return 1.0 / std::sqrt(1.0 + static_cast<double>(t) / scale);
   }
+  /// Throws std::invalid_argument unless scale is positive and finite.
   void validate() const {
     update::detail::require_positive("schedule::InverseSqrt", "scale", scale);
   }
@@ -74,12 +82,14 @@ struct InverseSqrt {
 template <class Then = Constant>
 struct LinearWarmup {
   static_assert(Schedule<Then>, "asyncopt: LinearWarmup<Then> needs a schedule as Then");
-  std::uint64_t steps = 1000;
-  Then then{};
+  std::uint64_t steps = 1000;  ///< Length of the warm-up in updates (at least 1).
+  Then then{};                 ///< Schedule multiplied in, during the warm-up and after it.
+  /// Returns min(1, (t + 1) / steps) * then(t), the factor for update index `t`.
   [[nodiscard]] double operator()(std::uint64_t t) const {
     const double ramp = std::min(1.0, static_cast<double>(t + 1) / static_cast<double>(steps));
     return ramp * then(t);
   }
+  /// Throws std::invalid_argument unless steps is at least 1, then validates `then`.
   void validate() const {
     update::detail::require(steps > 0, "schedule::LinearWarmup", "steps", "at least 1",
                             static_cast<double>(steps));
@@ -101,17 +111,25 @@ struct Scheduled {
   static_assert(schedule::Schedule<Schedule>,
                 "asyncopt: Scheduled<Inner, Schedule> needs a schedule (a type that models "
                 "asyncopt::schedule::Schedule, such as asyncopt::schedule::Step)");
+  /// The wrapped update rule's type (`Inner`).
   using inner_type = detail::InnerRule<Inner>;
+  /// The schedule's type (`Schedule`).
   using schedule_type =
       std::conditional_t<schedule::Schedule<Schedule>, Schedule, schedule::Constant>;
 
-  inner_type inner{};
-  schedule_type schedule{};
+  inner_type inner{};        ///< The wrapped update rule, run with the scaled learning rate.
+  schedule_type schedule{};  ///< Factor of the update index (StepInfo::version).
 
+  /// Number of per-parameter state slots: those of the wrapped rule.
   static constexpr std::size_t state_slots = inner_type::state_slots;
+  /// Whether the step takes w_seen as a fourth argument: as the wrapped rule does.
   static constexpr bool needs_w_seen = needs_w_seen_v<inner_type>;
+  /// Whether the store must fill in StepInfo::gradient_norm: as the wrapped rule does.
   static constexpr bool needs_gradient_norm = needs_gradient_norm_v<inner_type>;
 
+  /// Returns the wrapped rule's step for `info` with StepInfo::lr_scale multiplied by
+  /// schedule(t) and StepInfo::lr_ratio by schedule(t) / schedule(t - 1), t = `info.version`
+  /// (the ratio is left unchanged for t = 0).
   template <class Scalar>
   [[nodiscard]] auto step(StepInfo info) const {
     const double now = schedule(info.version);
@@ -121,6 +139,8 @@ struct Scheduled {
     return inner.template step<Scalar>(info);
   }
 
+  /// Validates the wrapped rule, then the schedule; throws std::invalid_argument on the first
+  /// bad hyper-parameter.
   void validate() const {
     inner.validate();
     schedule.validate();

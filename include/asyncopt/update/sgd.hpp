@@ -13,27 +13,33 @@ namespace asyncopt::update {
 /// Stochastic gradient descent, w <- w - lr * g (Robbins and Monro 1951). Asynchronous
 /// and lock-free when composed with consistency::LockFree (Hogwild!, Niu et al. 2011).
 struct Sgd {
+  /// Step size lr; positive and finite. Multiplied by StepInfo::lr_scale on every push.
   double learning_rate = 0.01;
 
+  /// Number of per-parameter state slots the rule keeps (0: stateless).
   static constexpr std::size_t state_slots = 0;
 
   /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
   /// SIMD batch; the same code runs on both.
   template <class Scalar>
   struct Step {
-    Scalar learning_rate;
+    Scalar learning_rate;  ///< Effective step size for this push: learning_rate * lr_scale.
 
+    /// Updates one element in place: w <- w - learning_rate * g.
     template <class V>
     ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, 0>& /*state*/) const {
       w -= V(learning_rate) * g;
     }
   };
 
+  /// Returns the per-element update for one push, with the learning rate scaled by
+  /// `info.lr_scale` and converted to `Scalar`. Does not modify the rule.
   template <class Scalar>
   [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
     return {static_cast<Scalar>(learning_rate * info.lr_scale)};
   }
 
+  /// Throws std::invalid_argument unless learning_rate is positive and finite.
   void validate() const { detail::require_learning_rate("Sgd", learning_rate); }
 };
 

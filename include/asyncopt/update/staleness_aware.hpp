@@ -18,14 +18,20 @@ struct StalenessAware {
   static_assert(UpdateRule<Inner>,
                 "asyncopt: StalenessAware<Inner> wraps an update rule; Inner must model "
                 "asyncopt::UpdateRule, such as asyncopt::update::Sgd");
+  /// The wrapped update rule's type (`Inner`).
   using inner_type = detail::InnerRule<Inner>;
 
-  inner_type inner{};
+  inner_type inner{};  ///< The wrapped update rule, run with the scaled learning rate.
 
+  /// Number of per-parameter state slots: those of the wrapped rule.
   static constexpr std::size_t state_slots = inner_type::state_slots;
+  /// Whether the step takes w_seen as a fourth argument: as the wrapped rule does.
   static constexpr bool needs_w_seen = needs_w_seen_v<inner_type>;
+  /// Whether the store must fill in StepInfo::gradient_norm: as the wrapped rule does.
   static constexpr bool needs_gradient_norm = needs_gradient_norm_v<inner_type>;
 
+  /// Returns the wrapped rule's step for `info` with StepInfo::lr_scale divided by
+  /// `info.staleness` when that exceeds 1.
   template <class Scalar>
   [[nodiscard]] auto step(StepInfo info) const {
     if (info.staleness > 1) {
@@ -34,6 +40,7 @@ struct StalenessAware {
     return inner.template step<Scalar>(info);
   }
 
+  /// Validates the wrapped rule (this decorator has no hyper-parameters of its own).
   void validate() const { inner.validate(); }
 };
 
