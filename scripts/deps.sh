@@ -27,6 +27,8 @@ packages=(
   python3-venv
   python3-matplotlib
   doxygen
+  clang
+  libclang-rt-14-dev
 )
 
 die() {

@@ -374,6 +374,9 @@ class AsyncOptimizer {
       const auto epoch_start = Clock::now();
       transport_.run(workers, step);
       training += Clock::now() - epoch_start;
+      if constexpr (requires { store.sync(); }) {
+        store.sync();  // a remote store copies the parameters back for the loss and callbacks
+      }
       report.epochs = epoch;
 
       double loss = std::numeric_limits<double>::quiet_NaN();

@@ -64,6 +64,14 @@ void check_sparse_push(std::span<const std::size_t> index, std::span<const Scala
   }
 }
 
+/// A worker id must name one of the store's workers.
+inline void check_worker_id(std::size_t id, std::size_t workers) {
+  if (id >= workers) {
+    throw std::out_of_range("asyncopt: worker id " + std::to_string(id) + " but the store has " +
+                            std::to_string(workers) + " workers");
+  }
+}
+
 /// A sparse pull: every index in range, strictly increasing.
 inline void check_sparse_pull(std::span<const std::size_t> index, std::size_t parameters) {
   if (!asyncopt::detail::strictly_increasing_below(index, parameters)) {
@@ -329,10 +337,7 @@ class SharedMemory::Store {
   /// creation, also after an earlier handle of the id left. Throws std::logic_error while
   /// another handle of the same id is alive.
   [[nodiscard]] Worker worker(std::size_t id) {
-    if (id >= counters_.size()) {
-      throw std::out_of_range("asyncopt: worker id " + std::to_string(id) + " but the store has " +
-                              std::to_string(counters_.size()) + " workers");
-    }
+    detail::check_worker_id(id, counters_.size());
     if (claimed_[id].exchange(true, std::memory_order_acq_rel)) {
       throw std::logic_error("asyncopt: worker " + std::to_string(id) +
                              " already has a handle; each worker id has one at a time");
@@ -349,6 +354,18 @@ class SharedMemory::Store {
   /// Updates applied so far.
   [[nodiscard]] std::uint64_t version() const noexcept {
     return completed_.load(std::memory_order_acquire);
+  }
+
+  /// The update rule's state: Rule::state_slots arrays of dimension() scalars, one after the
+  /// other (one such block per worker under a replicating policy). For checkpoints: read or
+  /// overwrite it only while no worker pulls or pushes.
+  [[nodiscard]] std::span<Scalar> rule_state() noexcept { return state_; }
+
+  /// Sets the number of updates applied so far, as when resuming from a checkpoint. Call it
+  /// only while no worker pulls or pushes.
+  void restore_version(std::uint64_t version) noexcept {
+    started_.store(version, std::memory_order_relaxed);
+    completed_.store(version, std::memory_order_release);
   }
 
   /// The counters of all workers, merged. Call it while no worker is pushing.
@@ -549,6 +566,32 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
       store_->counters_[id_].stats.wait_seconds += store_->guard_.clock(id_, now, store_->params_);
     } else if constexpr (requires(guard_type & g) { g.clock(id_, now); }) {
       store_->guard_.clock(id_, now);
+    }
+  }
+
+  /// Moves this worker's clock forward to `clock` when it is behind (nothing otherwise): for
+  /// stores that serve a remote worker, which reports the clock it has reached.
+  void clock_to(std::uint64_t clock) requires(!replicated) {
+    auto& counter = store_->counters_[id_].clock;
+    if (clock <= counter.load(std::memory_order_acquire)) {
+      return;
+    }
+    counter.store(clock, std::memory_order_release);
+    if constexpr (requires(guard_type & g) { g.clock(id_, clock); }) {
+      store_->guard_.clock(id_, clock);
+    }
+  }
+
+  /// Whether a pull now would go through without waiting at the policy's gate (bounded
+  /// staleness): for stores that serve remote workers and must never block.
+  [[nodiscard]] bool may_pull() const noexcept {
+    if constexpr (requires(const guard_type& g) {
+                    g.lead(id_, std::uint64_t{0});
+                    g.staleness_bound();
+                  }) {
+      return store_->guard_.lead(id_, clock_count()) <= store_->guard_.staleness_bound();
+    } else {
+      return true;
     }
   }
 

@@ -201,10 +201,7 @@ class Simulated::Store {
   /// otherwise. Unlike shared memory, an id may have several live handles: each keeps its
   /// own last pull and clock count, and they share the id's statistics.
   [[nodiscard]] Worker worker(std::size_t id) {
-    if (id >= counters_.size()) {
-      throw std::out_of_range("asyncopt: worker id " + std::to_string(id) + " but the store has " +
-                              std::to_string(counters_.size()) + " workers");
-    }
+    detail::check_worker_id(id, counters_.size());
     return Worker(*this, id);
   }
 

@@ -1,0 +1,147 @@
+// A parameter server process: holds keys [begin, end) of a model and applies the pushes of
+// remote workers (examples/ps_worker) until SIGINT or SIGTERM.
+#include <csignal>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <pthread.h>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include <asyncopt/asyncopt.hpp>
+#include <asyncopt/zmq/zmq.hpp>
+
+namespace {
+
+struct Settings {
+  asyncopt::zmq::ServerConfig server;
+  std::string rule = "sgd";
+  std::string consistency = "locked";
+  double learning_rate = 0.01;
+  double momentum = 0.9;
+  double lambda = 0.04;
+  std::uint64_t staleness = 2;
+  long heartbeat_ms = 5000;
+  long checkpoint_ms = 10000;
+  std::string checkpoint;
+};
+
+// Serves until SIGINT or SIGTERM, which a thread of its own waits for (the other threads
+// block them), so that the stop is requested outside a signal handler.
+template <class Rule, class Consistency>
+int serve(const Settings& s, const Rule& rule, const Consistency& consistency) {
+  asyncopt::zmq::Server<float, Rule, Consistency> server(s.server, rule, consistency);
+  std::printf("ps_server: keys [%zu, %zu) of %zu, %zu workers, listening on %s%s\n", server.begin(),
+              server.end(), s.server.dimension, s.server.workers, server.endpoint().c_str(),
+              server.stats().resumed ? ", resumed from checkpoint" : "");
+  std::fflush(stdout);
+  std::stop_source stop;
+  std::jthread signals([&stop] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    int signal = 0;
+    sigwait(&set, &signal);
+    stop.request_stop();
+  });
+  server.run(stop.get_token());
+  const auto st = server.stats();
+  std::printf(
+      "ps_server: stopped after %llu updates (%llu rejected, %llu malformed, %llu refused, %llu "
+      "workers dropped, %llu checkpoints)\n",
+      static_cast<unsigned long long>(st.version), static_cast<unsigned long long>(st.rejected),
+      static_cast<unsigned long long>(st.malformed), static_cast<unsigned long long>(st.refused),
+      static_cast<unsigned long long>(st.dropped), static_cast<unsigned long long>(st.checkpoints));
+  return 0;
+}
+
+template <class Consistency>
+int with_rule(const Settings& s, const Consistency& consistency) {
+  namespace update = asyncopt::update;
+  const double lr = s.learning_rate;
+  if (s.rule == "momentum") {
+    return serve(s, update::MomentumCorrection{.learning_rate = lr, .beta = s.momentum},
+                 consistency);
+  }
+  if (s.rule == "dc") {
+    return serve(s, update::DelayCompensated{.learning_rate = lr, .lambda = s.lambda}, consistency);
+  }
+  if (s.rule == "adam") {
+    return serve(s, update::Adam{.learning_rate = lr}, consistency);
+  }
+  return serve(s, update::Sgd{.learning_rate = lr}, consistency);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Block the stop signals in every thread; the server's signal thread takes them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  Settings s;
+  CLI::App app{"asyncopt parameter server: holds a key range, applies the workers' pushes"};
+  app.add_option("--endpoint", s.server.endpoint, "where to listen, e.g. tcp://127.0.0.1:5570")
+      ->capture_default_str();
+  app.add_option("--dimension", s.server.dimension, "parameters of the whole model")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--begin", s.server.begin, "first key this server holds")->capture_default_str();
+  app.add_option("--end", s.server.end, "one past the last key (0 = the dimension)")
+      ->capture_default_str();
+  app.add_option("--workers", s.server.workers, "workers of the whole job")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--rule", s.rule, "update rule: sgd, momentum, dc (delay-compensated), adam")
+      ->check(CLI::IsMember({"sgd", "momentum", "dc", "adam"}))
+      ->capture_default_str();
+  app.add_option("--lr", s.learning_rate, "learning rate")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--momentum", s.momentum, "beta of the momentum rule")
+      ->check(CLI::Range(0.0, 0.999999))
+      ->capture_default_str();
+  app.add_option("--lambda", s.lambda, "lambda of the delay-compensated rule")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--consistency", s.consistency,
+                 "locked, lockfree, or ssp (bounded staleness over locked)")
+      ->check(CLI::IsMember({"locked", "lockfree", "ssp"}))
+      ->capture_default_str();
+  app.add_option("--staleness", s.staleness, "clocks a worker may run ahead, for ssp")
+      ->capture_default_str();
+  app.add_option("--heartbeat-ms", s.heartbeat_ms,
+                 "drop a worker silent this long from the staleness bound (0 = never)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--checkpoint", s.checkpoint, "checkpoint file; an existing one is resumed from")
+      ->capture_default_str();
+  app.add_option("--checkpoint-ms", s.checkpoint_ms, "milliseconds between checkpoints")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  s.server.heartbeat_timeout = std::chrono::milliseconds(s.heartbeat_ms);
+  s.server.checkpoint = s.checkpoint;
+  s.server.checkpoint_interval = std::chrono::milliseconds(s.checkpoint_ms);
+
+  try {
+    namespace consistency = asyncopt::consistency;
+    if (s.consistency == "lockfree") {
+      return with_rule(s, consistency::LockFree{});
+    }
+    if (s.consistency == "ssp") {
+      return with_rule(s, consistency::BoundedStaleness<consistency::Locked>{
+                              .staleness = s.staleness, .inner = {.stripes = 1}});
+    }
+    return with_rule(s, consistency::Locked{.stripes = 1});
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ps_server: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,850 @@
+// A parameter server: holds one contiguous key range of the parameters and the update
+// rule's state, and applies the pushes of remote workers under a consistency policy.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <iterator>
+#include <limits>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+#include <zmq.hpp>
+
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/sparse.hpp>
+#include <asyncopt/transport/shared_memory.hpp>
+#include <asyncopt/zmq/channel.hpp>
+#include <asyncopt/zmq/checkpoint.hpp>
+#include <asyncopt/zmq/wire.hpp>
+
+namespace asyncopt::zmq {
+
+/// How a server is set up. Everything a server needs comes from here: no environment
+/// variables, no global state.
+struct ServerConfig {
+  /// Where the server listens (ZeroMQ endpoint). `tcp://127.0.0.1:*` picks a free port;
+  /// Server::endpoint() tells which.
+  std::string endpoint = "tcp://127.0.0.1:5570";
+  /// Number of parameters of the whole model, over all servers.
+  std::size_t dimension = 0;
+  /// First key this server holds.
+  std::size_t begin = 0;
+  /// One past the last key this server holds; 0 means `dimension`.
+  std::size_t end = 0;
+  /// Number of workers of the whole job; worker ids are 0 .. workers - 1.
+  std::size_t workers = 1;
+  /// A worker silent for this long (no request, no heartbeat) is dropped: it no longer holds
+  /// other workers back under bounded staleness, until it is heard from again. Zero turns
+  /// the check off. Workers send heartbeats every Zmq::heartbeat_interval.
+  std::chrono::milliseconds heartbeat_timeout{5000};
+  /// The longest a server's loop waits for a message before it checks its heartbeats and
+  /// stop token; bounds how long run() takes to notice a stop request.
+  std::chrono::milliseconds poll_interval{50};
+  /// Where the server keeps its checkpoint (parameters, rule state, version, the workers'
+  /// clocks and their last requests); empty: no checkpoints. A checkpoint is written every
+  /// `checkpoint_interval` while serving and once more when run() returns.
+  std::filesystem::path checkpoint{};
+  /// How often run() writes the checkpoint.
+  std::chrono::milliseconds checkpoint_interval{10000};
+  /// Whether a server whose checkpoint file exists starts from it (true) or from the initial
+  /// values, overwriting it at the next checkpoint (false).
+  bool resume = true;
+  /// CURVE encryption and authentication: the server's secret key in Z85 (see
+  /// generate_curve_keypair()); empty: plain, unauthenticated TCP. Workers need the matching
+  /// public key (transport::Zmq::curve_server_key).
+  std::string curve_secret_key{};
+  /// With CURVE: the public keys (Z85) of the worker processes allowed to connect. A
+  /// connection with any other key is refused during the handshake and counted
+  /// (ServerStats::unauthorized).
+  std::vector<std::string> allowed_workers{};
+
+  /// One past the last key: `end`, or `dimension` when `end` is 0.
+  [[nodiscard]] std::size_t last() const noexcept { return end == 0 ? dimension : end; }
+
+  /// Throws std::invalid_argument naming the field when the configuration cannot work.
+  void validate() const {
+    if (endpoint.empty()) {
+      throw std::invalid_argument("asyncopt: ServerConfig::endpoint is empty");
+    }
+    if (dimension == 0) {
+      throw std::invalid_argument("asyncopt: ServerConfig::dimension is 0");
+    }
+    if (begin >= last() || last() > dimension) {
+      throw std::invalid_argument("asyncopt: ServerConfig key range [" + std::to_string(begin) +
+                                  ", " + std::to_string(last()) +
+                                  ") is empty or exceeds the dimension " +
+                                  std::to_string(dimension));
+    }
+    if (workers == 0 || workers >= std::numeric_limits<std::uint32_t>::max()) {
+      throw std::invalid_argument("asyncopt: ServerConfig::workers is " + std::to_string(workers) +
+                                  "; it must be at least 1 and below 2^32 - 1");
+    }
+    if (!curve_secret_key.empty()) {
+      detail::check_curve_key(curve_secret_key, "ServerConfig::curve_secret_key");
+      if (allowed_workers.empty()) {
+        throw std::invalid_argument(
+            "asyncopt: ServerConfig::allowed_workers is empty: with CURVE, list the public "
+            "keys of the workers that may connect");
+      }
+      for (const std::string& key : allowed_workers) {
+        detail::check_curve_key(key, "a key of ServerConfig::allowed_workers");
+      }
+    } else if (!allowed_workers.empty()) {
+      throw std::invalid_argument(
+          "asyncopt: ServerConfig::allowed_workers needs CURVE (ServerConfig::curve_secret_key)");
+    }
+    if (heartbeat_timeout.count() < 0 || poll_interval.count() <= 0 ||
+        checkpoint_interval.count() <= 0) {
+      throw std::invalid_argument(
+          "asyncopt: ServerConfig::heartbeat_timeout must be >= 0, poll_interval and "
+          "checkpoint_interval > 0");
+    }
+  }
+};
+
+/// What a server has done so far (Server::stats()).
+struct ServerStats {
+  std::uint64_t version = 0;       ///< updates applied
+  std::uint64_t rejected = 0;      ///< non-finite gradients rejected
+  std::uint64_t malformed = 0;     ///< messages that broke the wire format (answered with an error)
+  std::uint64_t refused = 0;       ///< well-formed requests refused (bad sizes, unknown worker...)
+  std::uint64_t dropped = 0;       ///< times a worker was dropped for missing heartbeats
+  std::uint64_t duplicates = 0;    ///< requests received again (resent after a timeout)
+  std::uint64_t checkpoints = 0;   ///< checkpoints written
+  bool resumed = false;            ///< whether the server started from its checkpoint
+  std::uint64_t unauthorized = 0;  ///< connections refused: a CURVE key not on the allow-list
+};
+
+/// The worker id a pull uses to read the parameters without being a worker: it changes no
+/// worker's state (Zmq stores use it to copy the parameters back to the caller).
+inline constexpr std::uint32_t observer = std::numeric_limits<std::uint32_t>::max();
+
+/// A parameter server for keys [config.begin, config.end) of a model of config.dimension
+/// parameters, applying `Rule` under `Consistency`, exactly as a shared-memory store does:
+/// internally it is one, with a handle per worker. Each worker's pulls leave that worker's
+/// copy of the parameters it saw on the server, so rules that read them (delay
+/// compensation) get the parameters of that worker's own last pull. Requests are served
+/// one at a time in arrival order, so a worker's messages are applied in the order it sent
+/// them. Under bounded staleness a pull that must wait is held back, without blocking the
+/// others, until the slow workers' clocks (or their heartbeats' absence) let it through.
+///
+/// Run it in its own process, or on a thread for tests: the constructor binds the socket,
+/// run(stop_token) serves until a stop is requested.
+template <class Scalar, class Rule, class Consistency>
+class Server {
+  static_assert(!coordinates_rounds_v<Consistency>,
+                "asyncopt: a ZeroMQ server runs asynchronous consistency policies (LockFree, "
+                "Locked, BoundedStaleness); Synchronous and LocalSgd need "
+                "asyncopt::transport::SharedMemory");
+
+ public:
+  /// Binds `config.endpoint`. `initial` holds the starting values of this server's keys
+  /// (empty: zeros). Throws std::invalid_argument on a bad configuration, rule or policy, and
+  /// `zmq::error_t` when the endpoint cannot be bound.
+  Server(ServerConfig config, const Rule& rule, const Consistency& consistency,
+         std::span<const Scalar> initial = {})
+      : config_((config.validate(), std::move(config))),
+        params_(checked_initial(config_, initial)),
+        store_(transport::SharedMemory{}, rule, consistency, std::span<Scalar>(params_),
+               config_.workers),
+        socket_(context_, ::zmq::socket_type::router) {
+    consistency.validate();
+    detail::configure(socket_);
+    if (!config_.curve_secret_key.empty()) {
+      // The ZAP handler must be bound before the first handshake; run() answers it.
+      zap_.emplace(context_, ::zmq::socket_type::rep);
+      zap_->set(::zmq::sockopt::linger, 0);
+      zap_->bind("inproc://zeromq.zap.01");
+      for (const std::string& key : config_.allowed_workers) {
+        allowed_.push_back(detail::curve_binary(key));
+      }
+      socket_.set(::zmq::sockopt::curve_server, true);
+      socket_.set(::zmq::sockopt::curve_secretkey, config_.curve_secret_key);
+      socket_.set(::zmq::sockopt::zap_domain, "asyncopt");
+    }
+    socket_.bind(config_.endpoint);
+    endpoint_ = socket_.get(::zmq::sockopt::last_endpoint);
+    const auto now = Clock::now();
+    peers_.resize(config_.workers);
+    for (std::size_t id = 0; id < config_.workers; ++id) {
+      handles_.push_back(store_.worker(id));
+      peers_[id].last_heard = now;
+      if constexpr (needs_w_seen_v<Rule>) {
+        peers_[id].seen.assign(params_.size(), Scalar{0});
+      }
+    }
+    scratch_.resize(params_.size());
+    if (!config_.checkpoint.empty() && config_.resume &&
+        std::filesystem::exists(config_.checkpoint)) {
+      restore();
+      resumed_ = true;
+    }
+  }
+
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  Server(Server&&) = delete;
+  Server& operator=(Server&&) = delete;
+  ~Server() = default;
+
+  /// The endpoint the server is bound to, with the port it got (for `tcp://host:*`).
+  [[nodiscard]] const std::string& endpoint() const noexcept { return endpoint_; }
+  /// The first key this server holds.
+  [[nodiscard]] std::size_t begin() const noexcept { return config_.begin; }
+  /// One past the last key this server holds.
+  [[nodiscard]] std::size_t end() const noexcept { return config_.last(); }
+
+  /// Serves requests until `stop` is requested, checking it at least every
+  /// ServerConfig::poll_interval.
+  void run(std::stop_token stop) {
+    detail::Frames frames;
+    auto next_checkpoint = Clock::now() + config_.checkpoint_interval;
+    while (!stop.stop_requested()) {
+      std::array<::zmq::pollitem_t, 2> items{
+          ::zmq::pollitem_t{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0},
+          ::zmq::pollitem_t{zap_ ? static_cast<void*>(*zap_) : nullptr, 0, ZMQ_POLLIN, 0}};
+      ::zmq::poll(items.data(), zap_ ? 2 : 1, config_.poll_interval);
+      if (zap_ && (items[1].revents & ZMQ_POLLIN) != 0) {
+        authenticate();
+      }
+      if ((items[0].revents & ZMQ_POLLIN) != 0) {
+        // Serve what is queued, up to a bound, before the housekeeping.
+        for (int k = 0; k < 1024 && detail::receive(socket_, frames, std::chrono::milliseconds(0));
+             ++k) {
+          serve(frames);
+        }
+      }
+      check_heartbeats();
+      if (!config_.checkpoint.empty() && Clock::now() >= next_checkpoint) {
+        checkpoint();
+        next_checkpoint = Clock::now() + config_.checkpoint_interval;
+      }
+    }
+    if (!config_.checkpoint.empty()) {
+      checkpoint();
+    }
+  }
+
+  /// Writes the checkpoint now (atomically: temporary file, fsync, rename). Call it from the
+  /// thread that runs run(), or while run() is not running. Throws std::logic_error without
+  /// ServerConfig::checkpoint and std::system_error when the file cannot be written.
+  void checkpoint() {
+    if (config_.checkpoint.empty()) {
+      throw std::logic_error("asyncopt: this server has no ServerConfig::checkpoint path");
+    }
+    CheckpointWriter out;
+    out.put<std::uint64_t>(static_cast<std::uint64_t>(wire::element_of<Scalar>()));
+    out.put<std::uint64_t>(config_.dimension);
+    out.put<std::uint64_t>(config_.begin);
+    out.put<std::uint64_t>(config_.last());
+    out.put<std::uint64_t>(config_.workers);
+    out.put<std::uint64_t>(Rule::state_slots);
+    out.put<std::uint64_t>(store_.version());
+    out.put(std::span<const Scalar>(params_));
+    out.put(std::span<const Scalar>(store_.rule_state()));
+    for (std::size_t id = 0; id < peers_.size(); ++id) {
+      const Peer& peer = peers_[id];
+      out.put<std::uint64_t>(handles_[id].clock_count());
+      out.put<std::uint64_t>(peer.last_sequence);
+      out.put<std::uint64_t>(peer.last_staleness);
+      out.put<std::uint64_t>(peer.last_applied ? 1 : 0);
+      if constexpr (needs_w_seen_v<Rule>) {
+        out.put(std::span<const Scalar>(peer.seen));
+      }
+    }
+    write_checkpoint(config_.checkpoint, out.bytes());
+    checkpoints_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// The server's counters; safe to call while run() is serving on another thread.
+  [[nodiscard]] ServerStats stats() const noexcept {
+    return {.version = version_.load(std::memory_order_relaxed),
+            .rejected = rejected_.load(std::memory_order_relaxed),
+            .malformed = malformed_.load(std::memory_order_relaxed),
+            .refused = refused_.load(std::memory_order_relaxed),
+            .dropped = dropped_.load(std::memory_order_relaxed),
+            .duplicates = duplicates_.load(std::memory_order_relaxed),
+            .checkpoints = checkpoints_.load(std::memory_order_relaxed),
+            .resumed = resumed_,
+            .unauthorized = unauthorized_.load(std::memory_order_relaxed)};
+  }
+
+  /// The parameters this server holds. Call it while run() is not running.
+  [[nodiscard]] std::span<const Scalar> parameters() const noexcept { return params_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  using Store = transport::SharedMemory::Store<Scalar, Rule, Consistency>;
+
+  struct Peer {
+    Clock::time_point last_heard{};
+    bool dropped = false;  // silent past the heartbeat timeout
+    bool left = false;     // said it holds nobody back (leave), until it joins
+    // The last request seen (its sequence: link id in the high 32 bits, count in the low)
+    // and the answer to the last push, to answer a resent push without applying it twice.
+    std::uint64_t last_sequence = 0;
+    std::uint64_t last_staleness = 0;
+    bool last_applied = false;
+    std::vector<Scalar> seen;  // the parameters of this worker's last pull (delay compensation)
+  };
+
+  // A request the server cannot answer yet (a pull held back by bounded staleness).
+  struct Deferred {
+    detail::Frames frames;
+  };
+
+  // A request refused: the error reply's code and text.
+  struct Refusal {
+    wire::ErrorCode code;
+    std::string text;
+  };
+
+  static std::vector<Scalar> checked_initial(const ServerConfig& config,
+                                             std::span<const Scalar> initial) {
+    const std::size_t keys = config.last() - config.begin;
+    if (initial.empty()) {
+      return std::vector<Scalar>(keys, Scalar{0});
+    }
+    if (initial.size() != keys) {
+      throw std::invalid_argument("asyncopt: the server holds " + std::to_string(keys) +
+                                  " keys but its initial values have " +
+                                  std::to_string(initial.size()));
+    }
+    return {initial.begin(), initial.end()};
+  }
+
+  // Loads the checkpoint: parameters, rule state, version, and per worker its clock, its
+  // last request and (delay compensation) the parameters it last pulled.
+  void restore() {
+    CheckpointReader in = read_checkpoint(config_.checkpoint);
+    in.expect("element type", in.get<std::uint64_t>(),
+              static_cast<std::uint64_t>(wire::element_of<Scalar>()));
+    in.expect("dimension", in.get<std::uint64_t>(), config_.dimension);
+    in.expect("first key", in.get<std::uint64_t>(), config_.begin);
+    in.expect("end key", in.get<std::uint64_t>(), config_.last());
+    in.expect("workers", in.get<std::uint64_t>(), config_.workers);
+    in.expect("rule state slots", in.get<std::uint64_t>(), Rule::state_slots);
+    const auto version = in.get<std::uint64_t>();
+    std::vector<Scalar> params(params_.size());
+    std::vector<Scalar> state(store_.rule_state().size());
+    in.get(std::span<Scalar>(params));
+    in.get(std::span<Scalar>(state));
+    std::vector<Peer> peers(peers_.size());
+    std::vector<std::uint64_t> clocks(peers_.size());
+    for (std::size_t id = 0; id < peers.size(); ++id) {
+      clocks[id] = in.get<std::uint64_t>();
+      peers[id].last_sequence = in.get<std::uint64_t>();
+      peers[id].last_staleness = in.get<std::uint64_t>();
+      peers[id].last_applied = in.get<std::uint64_t>() != 0;
+      if constexpr (needs_w_seen_v<Rule>) {
+        peers[id].seen.resize(params_.size());
+        in.get(std::span<Scalar>(peers[id].seen));
+      }
+    }
+    in.finish();
+    // Everything read and checked: only now change the server.
+    std::copy(params.begin(), params.end(), params_.begin());
+    std::copy(state.begin(), state.end(), store_.rule_state().begin());
+    store_.restore_version(version);
+    version_.store(version, std::memory_order_relaxed);
+    const auto now = Clock::now();
+    for (std::size_t id = 0; id < peers.size(); ++id) {
+      // A pull sets the version each worker's next push is measured from; for delay
+      // compensation it also points the store at the worker's copy, which then gets the
+      // parameters the worker saw back.
+      if constexpr (needs_w_seen_v<Rule>) {
+        handles_[id].pull(std::span<Scalar>(peers_[id].seen));
+        std::copy(peers[id].seen.begin(), peers[id].seen.end(), peers_[id].seen.begin());
+      } else {
+        handles_[id].pull(std::span<Scalar>(scratch_));
+      }
+      handles_[id].clock_to(clocks[id]);
+      peers_[id].last_sequence = peers[id].last_sequence;
+      peers_[id].last_staleness = peers[id].last_staleness;
+      peers_[id].last_applied = peers[id].last_applied;
+      peers_[id].last_heard = now;
+    }
+  }
+
+  // Answers one ZAP request (RFC 27): a CURVE client whose public key is on the allow-list
+  // may connect, any other is refused.
+  void authenticate() {
+    detail::Frames request;
+    if (!::zmq::recv_multipart(*zap_, std::back_inserter(request), ::zmq::recv_flags::dontwait)) {
+      return;
+    }
+    auto text = [&](std::size_t k) {
+      return k < request.size() ? request[k].to_string() : std::string();
+    };
+    bool allowed = request.size() >= 7 && text(0) == "1.0" && text(5) == "CURVE" &&
+                   std::find(allowed_.begin(), allowed_.end(), text(6)) != allowed_.end();
+    if (!allowed) {
+      unauthorized_.fetch_add(1, std::memory_order_relaxed);
+    }
+    std::array<::zmq::message_t, 6> reply{
+        ::zmq::message_t(std::string_view("1.0")),
+        ::zmq::message_t(text(1)),
+        ::zmq::message_t(std::string_view(allowed ? "200" : "400")),
+        ::zmq::message_t(std::string_view(allowed ? "OK" : "key not allowed")),
+        ::zmq::message_t(),
+        ::zmq::message_t()};
+    static_cast<void>(::zmq::send_multipart(*zap_, reply, ::zmq::send_flags::dontwait));
+  }
+
+  // Whether request `h` of a worker was seen before: the same link resending its last
+  // request (a timeout on its side), or an older one arriving late. A resent push is
+  // answered with the answer it got; other resent requests are served again (they change
+  // nothing twice), late ones are dropped.
+  enum class Repeat { no, resent, late };
+  [[nodiscard]] Repeat repeat(const wire::Header& h) const noexcept {
+    const std::uint64_t last = peers_[h.worker].last_sequence;
+    if ((h.sequence >> 32) != (last >> 32) || h.sequence > last) {
+      return Repeat::no;
+    }
+    return h.sequence == last ? Repeat::resent : Repeat::late;
+  }
+
+  void serve(detail::Frames& frames) {
+    if (frames.size() < 2) {
+      malformed_.fetch_add(1, std::memory_order_relaxed);  // nothing to answer
+      return;
+    }
+    wire::Message message;
+    try {
+      message = detail::decode(frames, 1);
+    } catch (const wire::MalformedMessage& e) {
+      malformed_.fetch_add(1, std::memory_order_relaxed);
+      const std::span<const std::byte> head(static_cast<const std::byte*>(frames[1].data()),
+                                            frames[1].size());
+      reply_error(frames[0], {.sequence = wire::sequence_of(head)}, e.code(), e.what());
+      return;
+    }
+    const wire::Header& h = message.header;
+    if (h.worker != observer && h.worker >= config_.workers) {
+      refuse(frames[0], h,
+             {wire::ErrorCode::unknown_worker, "asyncopt: worker id " + std::to_string(h.worker) +
+                                                   " but the job has " +
+                                                   std::to_string(config_.workers) + " workers"});
+      return;
+    }
+    if (h.type == wire::Type::heartbeat) {
+      heard(h.worker, h.count);
+      return;
+    }
+    if (h.worker != observer) {
+      heard(h.worker, 1);
+      switch (repeat(h)) {
+        case Repeat::late:
+          duplicates_.fetch_add(1, std::memory_order_relaxed);
+          return;
+        case Repeat::resent:
+          duplicates_.fetch_add(1, std::memory_order_relaxed);
+          if (h.type == wire::Type::push) {
+            const Peer& peer = peers_[h.worker];
+            send(frames[0],
+                 {.type = wire::Type::push_reply,
+                  .flags = static_cast<std::uint8_t>(peer.last_applied ? wire::Flag::applied : 0),
+                  .worker = h.worker,
+                  .sequence = h.sequence,
+                  .value = peer.last_staleness});
+            return;
+          }
+          if (h.type != wire::Type::pull) {
+            return;  // a notification already applied
+          }
+          break;
+        case Repeat::no:
+          peers_[h.worker].last_sequence = h.sequence;
+          if (h.type == wire::Type::push) {  // a refused push is resent as not applied
+            peers_[h.worker].last_staleness = 0;
+            peers_[h.worker].last_applied = false;
+          }
+          break;
+      }
+    }
+    try {
+      if (std::optional<Refusal> refusal = dispatch(frames, message)) {
+        refuse(frames[0], h, *refusal);
+      }
+    } catch (const std::invalid_argument& e) {
+      refuse(frames[0], h, {wire::ErrorCode::bad_request, e.what()});
+    } catch (const std::logic_error& e) {
+      refuse(frames[0], h, {wire::ErrorCode::rule, e.what()});
+    } catch (const std::exception& e) {
+      refuse(frames[0], h, {wire::ErrorCode::internal, e.what()});
+    }
+  }
+
+  // Handles one well-formed message; returns a refusal instead of a reply when the request
+  // cannot be served.
+  std::optional<Refusal> dispatch(detail::Frames& frames, const wire::Message& m) {
+    const wire::Header& h = m.header;
+    switch (h.type) {
+      case wire::Type::hello:
+        if (h.element != wire::element_of<Scalar>()) {
+          return Refusal{wire::ErrorCode::element,
+                         "asyncopt: the server holds " + element_name(wire::element_of<Scalar>()) +
+                             " parameters but the worker speaks " + element_name(h.element)};
+        }
+        send(frames[0], {.type = wire::Type::welcome,
+                         .element = wire::element_of<Scalar>(),
+                         .worker = h.worker,
+                         .sequence = h.sequence,
+                         .value = config_.dimension,
+                         .count = params_.size(),
+                         .offset = config_.begin});
+        return std::nullopt;
+      case wire::Type::pull:
+        if (!typed(h)) {
+          return wrong_element(h);
+        }
+        if (h.worker != observer && !handles_[h.worker].may_pull()) {
+          deferred_.push_back({std::move(frames)});
+          return std::nullopt;
+        }
+        pull(frames[0], m);
+        return std::nullopt;
+      case wire::Type::push:
+        if (!typed(h)) {
+          return wrong_element(h);
+        }
+        if (h.worker == observer) {
+          return Refusal{wire::ErrorCode::unknown_worker, "asyncopt: an observer cannot push"};
+        }
+        push(frames[0], m);
+        return std::nullopt;
+      case wire::Type::clock:
+        if (h.worker != observer) {
+          handles_[h.worker].clock_to(h.value);
+          retry_deferred();
+        }
+        return std::nullopt;
+      case wire::Type::leave:
+        if (h.worker != observer) {
+          handles_[h.worker].leave();
+          peers_[h.worker].left = true;
+          retry_deferred();
+        }
+        return std::nullopt;
+      case wire::Type::join:
+        if (h.worker != observer) {
+          peers_[h.worker].left = false;
+          peers_[h.worker].dropped = false;
+          handles_[h.worker].join();
+          handles_[h.worker].clock_to(h.value);
+          retry_deferred();
+        }
+        return std::nullopt;
+      case wire::Type::stats:
+        send_stats(frames[0], h);
+        return std::nullopt;
+      case wire::Type::welcome:
+      case wire::Type::pull_reply:
+      case wire::Type::push_reply:
+      case wire::Type::error:
+      case wire::Type::stats_reply:
+      case wire::Type::heartbeat:
+        break;
+    }
+    return Refusal{
+        wire::ErrorCode::bad_request,
+        "asyncopt: a server does not take " + std::string(wire::type_name(h.type)) + " messages"};
+  }
+
+  static std::string element_name(wire::Element e) {
+    switch (e) {
+      case wire::Element::float32:
+        return "float";
+      case wire::Element::float64:
+        return "double";
+      case wire::Element::none:
+        break;
+    }
+    return "no";
+  }
+
+  [[nodiscard]] static bool typed(const wire::Header& h) noexcept {
+    return h.element == wire::element_of<Scalar>();
+  }
+
+  [[nodiscard]] static Refusal wrong_element(const wire::Header& h) {
+    return {wire::ErrorCode::element, "asyncopt: " + std::string(wire::type_name(h.type)) + " of " +
+                                          element_name(h.element) + " values to a server of " +
+                                          element_name(wire::element_of<Scalar>()) + " values"};
+  }
+
+  // Global keys of a sparse request, checked and turned into this server's local offsets.
+  void local_index(const wire::Message& m) {
+    const auto count = static_cast<std::size_t>(m.header.count);
+    keys_.resize(count);
+    m.copy_index(std::span<std::uint64_t>(keys_));
+    index_.resize(count);
+    const std::size_t begin = config_.begin;
+    const std::size_t end = config_.last();
+    for (std::size_t k = 0; k < count; ++k) {
+      if (keys_[k] < begin || keys_[k] >= end) {
+        throw std::invalid_argument("asyncopt: key " + std::to_string(keys_[k]) +
+                                    " is outside this server's range [" + std::to_string(begin) +
+                                    ", " + std::to_string(end) + ")");
+      }
+      index_[k] = static_cast<std::size_t>(keys_[k] - begin);
+    }
+    if (!asyncopt::detail::strictly_increasing_below(std::span<const std::size_t>(index_),
+                                                     params_.size())) {
+      throw std::invalid_argument(
+          "asyncopt: sparse request " +
+          asyncopt::detail::index_list_error(std::span<const std::size_t>(index_), params_.size()));
+    }
+  }
+
+  void pull(const ::zmq::message_t& to, const wire::Message& m) {
+    const wire::Header& h = m.header;
+    const bool sparse = m.is_sparse();
+    if (sparse) {
+      local_index(m);
+    }
+    const std::span<const std::size_t> index(index_);
+    const std::size_t count = sparse ? index.size() : params_.size();
+    ::zmq::message_t values(count * sizeof(Scalar));
+    // Pull straight into the reply where its buffer is aligned for Scalar (libzmq allocates
+    // large messages with malloc); through the scratch buffer otherwise.
+    auto* const reply = static_cast<Scalar*>(values.data());
+    std::span<Scalar> out(aligned(reply) ? reply : scratch_.data(), count);
+    if (h.worker == observer) {
+      // Single-threaded: nobody writes the parameters while this reads them.
+      for (std::size_t k = 0; k < count; ++k) {
+        out[k] = params_[sparse ? index[k] : k];
+      }
+    } else {
+      auto& handle = handles_[h.worker];
+      if constexpr (needs_w_seen_v<Rule>) {
+        // The worker's copy of what it saw, refreshed where it pulled.
+        std::vector<Scalar>& seen = peers_[h.worker].seen;
+        if (sparse) {
+          handle.pull(index, std::span<Scalar>(seen));
+          for (std::size_t k = 0; k < count; ++k) {
+            out[k] = seen[index[k]];
+          }
+        } else {
+          handle.pull(std::span<Scalar>(seen));
+          out = std::span<Scalar>(seen);
+        }
+      } else if (sparse) {
+        if constexpr (requires { handle.pull_values(index, out); }) {
+          handle.pull_values(index, out);
+        } else {
+          std::vector<Scalar>& all = full_scratch();
+          handle.pull(index, std::span<Scalar>(all));
+          for (std::size_t k = 0; k < count; ++k) {
+            out[k] = all[index[k]];
+          }
+        }
+      } else {
+        handle.pull(out);
+      }
+    }
+    if (out.data() != reply) {
+      std::memcpy(reply, out.data(), count * sizeof(Scalar));
+    }
+    send(to,
+         {.type = wire::Type::pull_reply,
+          .element = wire::element_of<Scalar>(),
+          .worker = h.worker,
+          .sequence = h.sequence,
+          .value = version_.load(std::memory_order_relaxed),
+          .count = count},
+         std::move(values));
+  }
+
+  void push(const ::zmq::message_t& to, const wire::Message& m) {
+    const wire::Header& h = m.header;
+    const auto count = static_cast<std::size_t>(h.count);
+    // The gradient is read in place where the frame is aligned for Scalar, from a copy
+    // otherwise.
+    const auto* const frame = reinterpret_cast<const Scalar*>(m.values.data());
+    std::span<const Scalar> values(frame, count);
+    if (!aligned(frame)) {
+      values_.resize(count);
+      m.copy_values(std::span<Scalar>(values_));
+      values = values_;
+    }
+    auto& handle = handles_[h.worker];
+    transport::PushResult result;
+    if (m.is_sparse()) {
+      local_index(m);
+      result = handle.push(std::span<const std::size_t>(index_), values);
+    } else {
+      if (count != params_.size()) {
+        throw std::invalid_argument("asyncopt: dense push of " + std::to_string(count) +
+                                    " values to a server holding " +
+                                    std::to_string(params_.size()) + " keys");
+      }
+      result = handle.push(values);
+    }
+    if (result.applied) {
+      version_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      rejected_.fetch_add(1, std::memory_order_relaxed);
+    }
+    peers_[h.worker].last_staleness = result.staleness;
+    peers_[h.worker].last_applied = result.applied;
+    send(to, {.type = wire::Type::push_reply,
+              .flags = static_cast<std::uint8_t>(result.applied ? wire::Flag::applied : 0),
+              .worker = h.worker,
+              .sequence = h.sequence,
+              .value = result.staleness});
+  }
+
+  void send_stats(const ::zmq::message_t& to, const wire::Header& h) {
+    const ServerStats s = stats();
+    std::array<std::uint64_t, static_cast<std::size_t>(wire::StatsField::count)> fields{};
+    fields[static_cast<std::size_t>(wire::StatsField::version)] = s.version;
+    fields[static_cast<std::size_t>(wire::StatsField::rejected)] = s.rejected;
+    fields[static_cast<std::size_t>(wire::StatsField::malformed)] = s.malformed;
+    fields[static_cast<std::size_t>(wire::StatsField::refused)] = s.refused;
+    fields[static_cast<std::size_t>(wire::StatsField::dropped)] = s.dropped;
+    send(to,
+         {.type = wire::Type::stats_reply,
+          .worker = h.worker,
+          .sequence = h.sequence,
+          .count = fields.size()},
+         ::zmq::message_t(fields.data(), sizeof(fields)));
+  }
+
+  [[nodiscard]] static bool aligned(const void* p) noexcept {
+    return reinterpret_cast<std::uintptr_t>(p) % alignof(Scalar) == 0;
+  }
+
+  std::vector<Scalar>& full_scratch() {
+    full_.resize(params_.size());
+    return full_;
+  }
+
+  // Workers [first, first + count) are alive; a dropped one takes part again.
+  void heard(std::uint32_t first, std::uint64_t count) {
+    const auto now = Clock::now();
+    const std::size_t last =
+        static_cast<std::size_t>(std::min<std::uint64_t>(first + count, config_.workers));
+    bool rejoined = false;
+    for (std::size_t id = first; id < last; ++id) {
+      Peer& peer = peers_[id];
+      peer.last_heard = now;
+      if (peer.dropped && !peer.left) {
+        peer.dropped = false;
+        handles_[id].join();
+        rejoined = true;
+      }
+    }
+    if (rejoined) {
+      retry_deferred();
+    }
+  }
+
+  void check_heartbeats() {
+    if (config_.heartbeat_timeout.count() == 0) {
+      return;
+    }
+    const auto now = Clock::now();
+    bool changed = false;
+    for (std::size_t id = 0; id < peers_.size(); ++id) {
+      Peer& peer = peers_[id];
+      if (!peer.dropped && !peer.left && now - peer.last_heard > config_.heartbeat_timeout) {
+        peer.dropped = true;
+        handles_[id].leave();
+        dropped_.fetch_add(1, std::memory_order_relaxed);
+        changed = true;
+      }
+    }
+    if (changed) {
+      retry_deferred();
+    }
+  }
+
+  // Serves the held-back pulls that may go now, in the order they came.
+  void retry_deferred() {
+    for (auto it = deferred_.begin(); it != deferred_.end();) {
+      const wire::Message m = detail::decode(it->frames, 1);
+      if (!handles_[m.header.worker].may_pull()) {
+        ++it;
+        continue;
+      }
+      try {
+        pull(it->frames[0], m);
+      } catch (const std::invalid_argument& e) {
+        refuse(it->frames[0], m.header, {wire::ErrorCode::bad_request, e.what()});
+      } catch (const std::exception& e) {
+        refuse(it->frames[0], m.header, {wire::ErrorCode::internal, e.what()});
+      }
+      it = deferred_.erase(it);
+    }
+  }
+
+  void refuse(const ::zmq::message_t& to, const wire::Header& h, const Refusal& refusal) {
+    refused_.fetch_add(1, std::memory_order_relaxed);
+    reply_error(to, h, refusal.code, refusal.text);
+  }
+
+  void reply_error(const ::zmq::message_t& to, const wire::Header& h, wire::ErrorCode code,
+                   const std::string& text) {
+    const std::string_view shown(text.data(), std::min(text.size(), wire::max_text));
+    send(to,
+         {.type = wire::Type::error,
+          .worker = h.worker,
+          .sequence = h.sequence,
+          .offset = static_cast<std::uint64_t>(code)},
+         ::zmq::message_t(shown.data(), shown.size()));
+  }
+
+  void send(const ::zmq::message_t& to, const wire::Header& header) {
+    std::array<::zmq::message_t, 2> parts{::zmq::message_t(to.data(), to.size()),
+                                          detail::header_frame(header)};
+    ::zmq::send_multipart(socket_, parts, ::zmq::send_flags::dontwait);
+  }
+
+  void send(const ::zmq::message_t& to, const wire::Header& header, ::zmq::message_t body) {
+    std::array<::zmq::message_t, 3> parts{::zmq::message_t(to.data(), to.size()),
+                                          detail::header_frame(header), std::move(body)};
+    ::zmq::send_multipart(socket_, parts, ::zmq::send_flags::dontwait);
+  }
+
+  ServerConfig config_;
+  std::vector<Scalar> params_;
+  Store store_;
+  std::vector<typename Store::Worker> handles_;
+  std::vector<Peer> peers_;
+  std::deque<Deferred> deferred_;
+  std::vector<std::uint64_t> keys_;
+  std::vector<std::size_t> index_;
+  std::vector<Scalar> values_;
+  std::vector<Scalar> scratch_;
+  std::vector<Scalar> full_;
+  ::zmq::context_t context_{1};
+  ::zmq::socket_t socket_;
+  std::optional<::zmq::socket_t> zap_;
+  std::vector<std::string> allowed_;  // the allow-list's keys, binary
+  std::string endpoint_;
+  std::atomic<std::uint64_t> version_{0};
+  std::atomic<std::uint64_t> rejected_{0};
+  std::atomic<std::uint64_t> malformed_{0};
+  std::atomic<std::uint64_t> refused_{0};
+  std::atomic<std::uint64_t> dropped_{0};
+  std::atomic<std::uint64_t> duplicates_{0};
+  std::atomic<std::uint64_t> checkpoints_{0};
+  std::atomic<std::uint64_t> unauthorized_{0};
+  bool resumed_ = false;
+};
+
+}  // namespace asyncopt::zmq

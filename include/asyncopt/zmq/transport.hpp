@@ -1,0 +1,652 @@
+// The ZeroMQ transport: the store is one or more parameter servers (asyncopt::zmq::Server)
+// in other processes or on other machines; workers are threads of this process that reach
+// them through DEALER sockets.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+#include <zmq.hpp>
+
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/report.hpp>
+#include <asyncopt/core/sparse.hpp>
+#include <asyncopt/transport/shared_memory.hpp>
+#include <asyncopt/zmq/channel.hpp>
+#include <asyncopt/zmq/server.hpp>
+#include <asyncopt/zmq/wire.hpp>
+
+namespace asyncopt::transport {
+
+/// Parameter servers over ZeroMQ. The parameters live on the servers listed in `servers`
+/// (each holding a contiguous key range; together they must cover every key exactly once),
+/// which apply the update rule and consistency policy they were started with. This
+/// process's workers are threads with the global worker ids first_worker, first_worker + 1,
+/// ...; a dense push is split across the servers, a sparse one routed by key.
+///
+/// Every request waits for its reply at most `timeout`; a server that does not answer in
+/// time raises asyncopt::zmq::ServerUnavailable instead of hanging. A thread sends a
+/// heartbeat for this process's workers every `heartbeat_interval`, so that a server drops
+/// them (from the staleness bound) only when the process is gone or stuck.
+struct Zmq {
+  /// The servers' endpoints, such as "tcp://10.0.0.2:5570", in any order.
+  std::vector<std::string> servers;
+  /// Global id of this process's worker 0; its workers are first_worker .. first_worker +
+  /// workers - 1, and the servers' ServerConfig::workers counts the workers of every process.
+  std::uint32_t first_worker = 0;
+  /// How long a request waits for its reply before it fails with
+  /// asyncopt::zmq::ServerUnavailable. Under bounded staleness a pull may wait this long for
+  /// slow workers: keep it above the longest legitimate wait.
+  std::chrono::milliseconds timeout{30000};
+  /// A request unanswered for this long is sent again (the server recognises it: a push is
+  /// never applied twice), so that a server restarted from its checkpoint picks it up; 0
+  /// never resends.
+  std::chrono::milliseconds resend_interval{1000};
+  /// How often this process tells the servers its workers are alive; 0 sends none.
+  std::chrono::milliseconds heartbeat_interval{1000};
+  /// CURVE: the servers' public key in Z85 (every server of the job uses the same key pair);
+  /// empty: plain TCP.
+  std::string curve_server_key{};
+  /// CURVE: this process's key pair (Z85); the servers must list its public key in
+  /// ServerConfig::allowed_workers, or they refuse the connection.
+  zmq::CurveKeyPair curve_keys{};
+
+  /// The servers keep a copy of the parameters each worker pulled (delay compensation).
+  static constexpr bool provides_w_seen = true;
+
+  template <class Scalar, class Rule, class Consistency>
+  class Store;
+
+  /// Runs body(worker) repeatedly on one thread per worker, as SharedMemory does.
+  template <class Body>
+  void run(std::size_t workers, Body&& body) const {
+    SharedMemory{}.run(workers, static_cast<Body&&>(body));
+  }
+
+  /// Throws std::invalid_argument when the settings cannot work.
+  void validate() const {
+    if (servers.empty()) {
+      throw std::invalid_argument("asyncopt: transport::Zmq needs at least one server endpoint");
+    }
+    if (!curve_server_key.empty()) {
+      zmq::detail::check_curve_key(curve_server_key, "transport::Zmq::curve_server_key");
+      zmq::detail::check_curve_key(curve_keys.public_key, "transport::Zmq::curve_keys.public_key");
+      zmq::detail::check_curve_key(curve_keys.secret_key, "transport::Zmq::curve_keys.secret_key");
+    }
+    if (timeout.count() <= 0 || heartbeat_interval.count() < 0 || resend_interval.count() < 0) {
+      throw std::invalid_argument(
+          "asyncopt: transport::Zmq::timeout must be > 0, heartbeat_interval and "
+          "resend_interval >= 0");
+    }
+  }
+};
+
+namespace detail {
+
+/// One server as a worker process sees it: where it is and which keys it holds.
+struct Shard {
+  std::string endpoint;
+  std::size_t begin = 0;
+  std::size_t end = 0;
+};
+
+/// A DEALER connection to one server with request/reply matching by sequence number.
+class Link {
+ public:
+  Link(::zmq::context_t& context, const std::string& endpoint, const Zmq& settings)
+      : socket_(context, ::zmq::socket_type::dealer),
+        endpoint_(endpoint),
+        timeout_(settings.timeout),
+        resend_(settings.resend_interval),
+        curve_(!settings.curve_server_key.empty()),
+        sequence_(session()) {
+    connect(socket_, endpoint, settings);
+  }
+
+  /// Sets up a DEALER socket as every connection to a server is (linger 0, CURVE when
+  /// configured) and connects it.
+  static void connect(::zmq::socket_t& socket, const std::string& endpoint, const Zmq& settings) {
+    zmq::detail::configure(socket);
+    if (!settings.curve_server_key.empty()) {
+      socket.set(::zmq::sockopt::curve_serverkey, settings.curve_server_key);
+      socket.set(::zmq::sockopt::curve_publickey, settings.curve_keys.public_key);
+      socket.set(::zmq::sockopt::curve_secretkey, settings.curve_keys.secret_key);
+    }
+    socket.connect(endpoint);
+  }
+
+  /// Sends a request (header plus frames); returns its sequence number. A request that
+  /// expects a reply is kept, to be sent again by receive().
+  template <class... Body>
+  std::uint64_t send(zmq::wire::Header header, Body&&... body) {
+    header.sequence = ++sequence_;
+    kept_.clear();
+    kept_.push_back(zmq::detail::header_frame(header));
+    (kept_.push_back(static_cast<Body&&>(body)), ...);
+    transmit();
+    return header.sequence;
+  }
+
+  /// Sends a message that has no reply.
+  void notify(zmq::wire::Header header) {
+    header.sequence = ++sequence_;
+    std::array<::zmq::message_t, 1> parts{zmq::detail::header_frame(header)};
+    static_cast<void>(::zmq::send_multipart(socket_, parts, ::zmq::send_flags::dontwait));
+  }
+
+  /// Waits for the reply to request `sequence` and decodes it into `frames` / the result.
+  /// Replies to earlier requests (that timed out) are dropped. Throws ServerUnavailable when
+  /// none comes within the timeout, and the server's error as an exception: bad sizes or
+  /// keys as std::invalid_argument, a rule's refusal as std::logic_error, others as
+  /// asyncopt::zmq::RemoteError.
+  zmq::wire::Message receive(std::uint64_t sequence, zmq::wire::Type expected, const char* what) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    for (;;) {
+      const auto now = std::chrono::steady_clock::now();
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+      if (left.count() <= 0) {
+        throw zmq::ServerUnavailable(
+            "asyncopt: server " + endpoint_ + " did not answer a " + what + " within " +
+            std::to_string(timeout_.count()) + " ms" +
+            (curve_ ? " (with CURVE, also check that the server's key is right and this "
+                      "process's public key is on its allow-list)"
+                    : ""));
+      }
+      if (resend_.count() > 0) {
+        left = std::min(left, resend_);
+      }
+      if (!zmq::detail::receive(socket_, frames_, left)) {
+        if (resend_.count() > 0) {
+          transmit();  // the server may have restarted, or the request been lost
+        }
+        continue;
+      }
+      const zmq::wire::Message reply = zmq::detail::decode(frames_, 0);
+      if (reply.header.sequence != sequence) {
+        continue;  // the late reply to a request that timed out
+      }
+      if (reply.header.type == zmq::wire::Type::error) {
+        raise(reply);
+      }
+      if (reply.header.type != expected) {
+        throw zmq::RemoteError(zmq::wire::ErrorCode::malformed,
+                               "asyncopt: server " + endpoint_ + " answered a " + what +
+                                   " with a " +
+                                   std::string(zmq::wire::type_name(reply.header.type)));
+      }
+      return reply;
+    }
+  }
+
+  [[nodiscard]] const std::string& endpoint() const noexcept { return endpoint_; }
+
+ private:
+  [[noreturn]] void raise(const zmq::wire::Message& reply) const {
+    const auto code = static_cast<zmq::wire::ErrorCode>(reply.header.offset);
+    std::string text(reply.text);
+    text += " (server " + endpoint_ + ")";
+    switch (code) {
+      case zmq::wire::ErrorCode::bad_request:
+        throw std::invalid_argument(text);
+      case zmq::wire::ErrorCode::rule:
+        throw std::logic_error(text);
+      default:
+        throw zmq::RemoteError(code, text);
+    }
+  }
+
+  // A random link id in the high 32 bits of every sequence number, so that a server tells a
+  // new link of the same worker from a resent request of the old one.
+  static std::uint64_t session() {
+    std::random_device entropy;
+    return static_cast<std::uint64_t>(entropy()) << 32;
+  }
+
+  // Sends copies of the kept request (large frames are shared, not copied). A send that
+  // cannot go now (no connection to the server: it is down, or refused the handshake) is
+  // not an error yet: receive() resends, and fails when the timeout runs out.
+  void transmit() {
+    std::vector<::zmq::message_t> parts;
+    parts.reserve(kept_.size());
+    for (auto& part : kept_) {
+      parts.emplace_back();
+      parts.back().copy(part);
+    }
+    static_cast<void>(::zmq::send_multipart(socket_, parts, ::zmq::send_flags::dontwait));
+  }
+
+  ::zmq::socket_t socket_;
+  std::string endpoint_;
+  std::chrono::milliseconds timeout_;
+  std::chrono::milliseconds resend_;
+  bool curve_;
+  std::uint64_t sequence_;
+  std::vector<::zmq::message_t> kept_;
+  zmq::detail::Frames frames_;
+};
+
+}  // namespace detail
+
+/// The worker side of a ZeroMQ job: connects to the servers, checks that their key ranges
+/// tile the parameters, copies the servers' parameters into the caller's array, and hands out
+/// worker handles. sync() copies the servers' parameters into the caller's array again
+/// (optimize() does so after every epoch).
+template <class Scalar, class Rule, class Consistency>
+class Zmq::Store {
+ public:
+  using scalar_type = Scalar;   ///< element type of the parameters
+  using Shard = detail::Shard;  ///< a server and its key range
+  class Worker;
+
+  /// Connects to `transport.servers` for `workers` worker threads and fills `params` (the
+  /// whole model, params.size() = the servers' dimension) with the servers' parameters.
+  /// Throws std::invalid_argument on bad settings or when the servers' ranges do not tile
+  /// [0, params.size()), and asyncopt::zmq::ServerUnavailable when a server does not answer.
+  Store(const Zmq& transport, const Rule& /*rule*/, const Consistency& /*consistency*/,
+        std::span<Scalar> params, std::size_t workers)
+      : transport_((transport.validate(), transport)), params_(params), counters_(workers) {
+    if (workers == 0) {
+      throw std::invalid_argument("asyncopt: a store needs at least one worker");
+    }
+    for (auto& c : counters_) {
+      c.stats.staleness.assign(StoreStats::staleness_buckets, 0);
+    }
+    discover();
+    sync();
+    if (transport_.heartbeat_interval.count() > 0) {
+      heartbeat_ = std::jthread([this](std::stop_token stop) { beat(stop); });
+    }
+  }
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  Store(Store&&) = delete;
+  Store& operator=(Store&&) = delete;
+  ~Store() = default;
+
+  /// The handle of this process's worker `id` (global id first_worker + id).
+  [[nodiscard]] Worker worker(std::size_t id) {
+    detail::check_worker_id(id, counters_.size());
+    return Worker(*this, id);
+  }
+
+  /// Copies the servers' parameters into the caller's array, without changing any worker's
+  /// state. Throws asyncopt::zmq::ServerUnavailable when a server does not answer.
+  void sync() {
+    const std::lock_guard lock(observer_mutex_);
+    std::vector<std::uint64_t> sent(observers_.size());
+    for (std::size_t k = 0; k < observers_.size(); ++k) {
+      sent[k] = observers_[k].send({.type = zmq::wire::Type::pull,
+                                    .element = zmq::wire::element_of<Scalar>(),
+                                    .worker = zmq::observer});
+    }
+    for (std::size_t k = 0; k < observers_.size(); ++k) {
+      const zmq::wire::Message reply =
+          observers_[k].receive(sent[k], zmq::wire::Type::pull_reply, "pull");
+      const Shard& shard = shards_[k];
+      check_reply_size(reply, shard.end - shard.begin, k);
+      reply.copy_values(params_.subspan(shard.begin, shard.end - shard.begin));
+    }
+  }
+
+  /// Number of parameters.
+  [[nodiscard]] std::size_t dimension() const noexcept { return params_.size(); }
+  /// Number of this process's workers.
+  [[nodiscard]] std::size_t workers() const noexcept { return counters_.size(); }
+  /// Pushes this process's workers have had applied (a push counts once, however many
+  /// servers it was split across).
+  [[nodiscard]] std::uint64_t version() const { return stats().updates; }
+  /// The servers this store talks to, in key order, with their key ranges.
+  [[nodiscard]] std::span<const Shard> shards() const noexcept { return shards_; }
+
+  /// The counters of this process's workers, merged. Call it while no worker is pushing.
+  [[nodiscard]] StoreStats stats() const {
+    StoreStats total;
+    for (const auto& c : counters_) {
+      total.merge(c.stats);
+    }
+    return total;
+  }
+
+ private:
+  struct alignas(cache_line) Counters {
+    StoreStats stats;
+  };
+
+  // Asks every server for its key range and element type, and checks that the ranges tile
+  // [0, n) exactly.
+  void discover() {
+    std::vector<Shard> found;
+    for (const std::string& endpoint : transport_.servers) {
+      detail::Link link(context_, endpoint, transport_);
+      const std::uint64_t seq = link.send({.type = zmq::wire::Type::hello,
+                                           .element = zmq::wire::element_of<Scalar>(),
+                                           .worker = zmq::observer});
+      const zmq::wire::Message welcome = link.receive(seq, zmq::wire::Type::welcome, "hello");
+      const zmq::wire::Header& h = welcome.header;
+      if (h.value != params_.size()) {
+        throw std::invalid_argument("asyncopt: server " + endpoint + " holds a model of " +
+                                    std::to_string(h.value) + " parameters, this store has " +
+                                    std::to_string(params_.size()));
+      }
+      found.push_back({.endpoint = endpoint,
+                       .begin = static_cast<std::size_t>(h.offset),
+                       .end = static_cast<std::size_t>(h.offset + h.count)});
+    }
+    std::sort(found.begin(), found.end(),
+              [](const Shard& a, const Shard& b) { return a.begin < b.begin; });
+    std::size_t next = 0;
+    for (const Shard& s : found) {
+      if (s.begin != next) {
+        throw std::invalid_argument(
+            "asyncopt: the servers' key ranges do not tile the parameters: " +
+            (s.begin < next
+                 ? "server " + s.endpoint + " overlaps keys below " + std::to_string(next)
+                 : "keys [" + std::to_string(next) + ", " + std::to_string(s.begin) +
+                       ") are on no server"));
+      }
+      next = s.end;
+    }
+    if (next != params_.size()) {
+      throw std::invalid_argument("asyncopt: the servers' key ranges end at " +
+                                  std::to_string(next) + " but the model has " +
+                                  std::to_string(params_.size()) + " parameters");
+    }
+    shards_ = std::move(found);
+    for (const Shard& s : shards_) {
+      observers_.emplace_back(context_, s.endpoint, transport_);
+    }
+  }
+
+  void check_reply_size(const zmq::wire::Message& reply, std::size_t expected,
+                        std::size_t shard) const {
+    if (reply.header.count != expected || reply.header.element != zmq::wire::element_of<Scalar>()) {
+      throw zmq::RemoteError(zmq::wire::ErrorCode::malformed,
+                             "asyncopt: server " + shards_[shard].endpoint + " answered with " +
+                                 std::to_string(reply.header.count) + " values, expected " +
+                                 std::to_string(expected));
+    }
+  }
+
+  // Heartbeats for this process's workers, on sockets of their own, until the store goes.
+  void beat(const std::stop_token& stop) {
+    std::vector<std::unique_ptr<::zmq::socket_t>> sockets;
+    for (const Shard& s : shards_) {
+      auto socket = std::make_unique<::zmq::socket_t>(context_, ::zmq::socket_type::dealer);
+      detail::Link::connect(*socket, s.endpoint, transport_);
+      sockets.push_back(std::move(socket));
+    }
+    std::mutex mutex;
+    std::condition_variable_any wake;
+    while (!stop.stop_requested()) {
+      for (auto& socket : sockets) {
+        std::array<::zmq::message_t, 1> parts{
+            zmq::detail::header_frame({.type = zmq::wire::Type::heartbeat,
+                                       .worker = transport_.first_worker,
+                                       .count = counters_.size()})};
+        static_cast<void>(::zmq::send_multipart(*socket, parts, ::zmq::send_flags::dontwait));
+      }
+      std::unique_lock lock(mutex);
+      wake.wait_for(lock, stop, transport_.heartbeat_interval, [] { return false; });
+    }
+  }
+
+  Zmq transport_;
+  std::span<Scalar> params_;
+  std::vector<Counters> counters_;
+  ::zmq::context_t context_{1};
+  std::vector<Shard> shards_;
+  std::vector<detail::Link> observers_;
+  std::mutex observer_mutex_;
+  std::jthread heartbeat_;  // last: stops before the sockets and context go
+};
+
+/// A worker's handle on a ZeroMQ store: pull, push and clock against the servers, with one
+/// connection per server of its own. Use it from one thread at a time.
+template <class Scalar, class Rule, class Consistency>
+class Zmq::Store<Scalar, Rule, Consistency>::Worker {
+ public:
+  /// Copies every parameter from the servers into `out` (all n elements); the servers
+  /// remember, for this worker, the version (and, for delay compensation, the values) it saw.
+  void pull(std::span<Scalar> out) {
+    asyncopt::transport::detail::check_dense_size(out.size(), store_->params_.size(), "pull");
+    const auto& shards = store_->shards_;
+    for (std::size_t k = 0; k < shards.size(); ++k) {
+      sent_[k] = links_[k].send(request(zmq::wire::Type::pull));
+    }
+    for (std::size_t k = 0; k < shards.size(); ++k) {
+      const zmq::wire::Message reply =
+          links_[k].receive(sent_[k], zmq::wire::Type::pull_reply, "pull");
+      store_->check_reply_size(reply, shards[k].end - shards[k].begin, k);
+      reply.copy_values(out.subspan(shards[k].begin, shards[k].end - shards[k].begin));
+    }
+  }
+
+  /// Copies the parameters at `index` (strictly increasing) into the same positions of `out`
+  /// (all n elements; the others are left as they are), asking only the servers that hold
+  /// them.
+  void pull(std::span<const std::size_t> index, std::span<Scalar> out) {
+    asyncopt::transport::detail::check_dense_size(out.size(), store_->params_.size(), "pull");
+    asyncopt::transport::detail::check_sparse_pull(index, store_->params_.size());
+    sparse_pull(index, [&](std::size_t k, Scalar v) { out[index[k]] = v; });
+  }
+
+  /// Copies the parameters at `index` (strictly increasing) into `values`, packed:
+  /// values[k] = w[index[k]].
+  void pull_values(std::span<const std::size_t> index, std::span<Scalar> values) {
+    asyncopt::transport::detail::check_packed_size(index.size(), values.size());
+    asyncopt::transport::detail::check_sparse_pull(index, store_->params_.size());
+    sparse_pull(index, [&](std::size_t k, Scalar v) { values[k] = v; });
+  }
+
+  /// Applies a dense gradient, split across the servers by key range. Returns whether every
+  /// server applied it and the largest staleness any of them saw.
+  PushResult push(std::span<const Scalar> gradient) {
+    asyncopt::transport::detail::check_dense_size(gradient.size(), store_->params_.size(), "push");
+    const auto& shards = store_->shards_;
+    for (std::size_t k = 0; k < shards.size(); ++k) {
+      const std::size_t count = shards[k].end - shards[k].begin;
+      zmq::wire::Header h = request(zmq::wire::Type::push);
+      h.count = count;
+      sent_[k] = links_[k].send(
+          h, ::zmq::message_t(gradient.data() + shards[k].begin, count * sizeof(Scalar)));
+    }
+    return collect_pushes(shards.size(), [](std::size_t k) { return k; });
+  }
+
+  /// Applies a sparse gradient (strictly increasing indices with their values), each entry
+  /// sent to the server holding its key.
+  PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
+    asyncopt::transport::detail::check_sparse_push(index, value, store_->params_.size());
+    std::size_t asked = 0;
+    for_each_shard(index, [&](std::size_t k, std::size_t first, std::size_t last) {
+      zmq::wire::Header h = request(zmq::wire::Type::push);
+      h.flags = zmq::wire::Flag::sparse;
+      h.count = last - first;
+      sent_[k] =
+          links_[k].send(h, keys_frame(index.subspan(first, last - first)),
+                         ::zmq::message_t(value.data() + first, (last - first) * sizeof(Scalar)));
+      targets_[asked++] = k;
+    });
+    return collect_pushes(asked, [&](std::size_t j) { return targets_[j]; });
+  }
+
+  /// The same for a SparseGradient.
+  PushResult push(const SparseGradient<Scalar>& gradient) {
+    return push(gradient.indices(), gradient.values());
+  }
+
+  /// Marks the end of this worker's step (the servers learn the new clock).
+  void clock() {
+    ++clock_;
+    notify(zmq::wire::Type::clock, clock_);
+  }
+
+  /// Stops holding other workers back (bounded staleness) until join().
+  void leave() {
+    if (store_ != nullptr) {
+      notify(zmq::wire::Type::leave, clock_);
+    }
+  }
+
+  /// Takes part again after leave(), at this worker's clock.
+  void join() {
+    if (store_ != nullptr) {
+      notify(zmq::wire::Type::join, clock_);
+    }
+  }
+
+  /// This worker's id within the process.
+  [[nodiscard]] std::size_t id() const noexcept { return id_; }
+  /// Steps this worker has finished.
+  [[nodiscard]] std::uint64_t clock_count() const noexcept { return clock_; }
+
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  /// Moves the handle; the moved-from one no longer takes part.
+  Worker(Worker&& other) noexcept
+      : store_(std::exchange(other.store_, nullptr)),
+        id_(other.id_),
+        global_(other.global_),
+        links_(std::move(other.links_)),
+        sent_(std::move(other.sent_)),
+        targets_(std::move(other.targets_)),
+        starts_(std::move(other.starts_)),
+        values_(std::move(other.values_)),
+        clock_(other.clock_) {}
+  Worker& operator=(Worker&&) = delete;
+  /// Leaves (tells the servers this worker holds nobody back any more).
+  ~Worker() {
+    if (store_ != nullptr) {
+      try {
+        leave();
+      } catch (...) {  // a failed send cannot be reported from a destructor
+      }
+    }
+  }
+
+ private:
+  friend class Store;
+  Worker(Store& store, std::size_t id)
+      : store_(&store),
+        id_(id),
+        global_(store.transport_.first_worker + static_cast<std::uint32_t>(id)),
+        sent_(store.shards_.size()),
+        targets_(store.shards_.size()) {
+    for (const Shard& s : store.shards_) {
+      links_.emplace_back(store.context_, s.endpoint, store.transport_);
+    }
+    join();
+  }
+
+  [[nodiscard]] zmq::wire::Header request(zmq::wire::Type type) const noexcept {
+    return {.type = type, .element = zmq::wire::element_of<Scalar>(), .worker = global_};
+  }
+
+  void notify(zmq::wire::Type type, std::uint64_t value) {
+    for (auto& link : links_) {
+      link.notify({.type = type, .worker = global_, .value = value});
+    }
+  }
+
+  static ::zmq::message_t keys_frame(std::span<const std::size_t> keys) {
+    ::zmq::message_t frame(keys.size() * sizeof(std::uint64_t));
+    auto* out = static_cast<std::byte*>(frame.data());
+    for (std::size_t k = 0; k < keys.size(); ++k) {
+      const auto key = static_cast<std::uint64_t>(keys[k]);
+      std::memcpy(out + k * sizeof(std::uint64_t), &key, sizeof(key));
+    }
+    return frame;
+  }
+
+  // Calls f(shard, first, last) for each server holding entries [first, last) of `index`.
+  template <class F>
+  void for_each_shard(std::span<const std::size_t> index, F&& f) const {
+    const auto& shards = store_->shards_;
+    std::size_t first = 0;
+    for (std::size_t k = 0; k < shards.size() && first < index.size(); ++k) {
+      const auto end = std::lower_bound(index.begin() + static_cast<std::ptrdiff_t>(first),
+                                        index.end(), shards[k].end);
+      const auto last = static_cast<std::size_t>(end - index.begin());
+      if (last > first) {
+        f(k, first, last);
+      }
+      first = last;
+    }
+  }
+
+  template <class Put>
+  void sparse_pull(std::span<const std::size_t> index, Put&& put) {
+    std::size_t asked = 0;
+    for_each_shard(index, [&](std::size_t k, std::size_t first, std::size_t last) {
+      zmq::wire::Header h = request(zmq::wire::Type::pull);
+      h.flags = zmq::wire::Flag::sparse;
+      h.count = last - first;
+      sent_[k] = links_[k].send(h, keys_frame(index.subspan(first, last - first)));
+      targets_[asked] = k;
+      starts_[asked++] = first;
+    });
+    for (std::size_t j = 0; j < asked; ++j) {
+      const std::size_t k = targets_[j];
+      const zmq::wire::Message reply =
+          links_[k].receive(sent_[k], zmq::wire::Type::pull_reply, "pull");
+      const std::size_t first = starts_[j];
+      const std::size_t count = (j + 1 < asked ? starts_[j + 1] : end_of(index, k)) - first;
+      store_->check_reply_size(reply, count, k);
+      values_.resize(count);
+      reply.copy_values(std::span<Scalar>(values_));
+      for (std::size_t e = 0; e < count; ++e) {
+        put(first + e, values_[e]);
+      }
+    }
+  }
+
+  // One past the last entry of `index` that server k holds.
+  [[nodiscard]] std::size_t end_of(std::span<const std::size_t> index, std::size_t k) const {
+    return static_cast<std::size_t>(
+        std::lower_bound(index.begin(), index.end(), store_->shards_[k].end) - index.begin());
+  }
+
+  template <class Target>
+  PushResult collect_pushes(std::size_t asked, Target&& target) {
+    PushResult result{.applied = true, .staleness = 0};
+    for (std::size_t j = 0; j < asked; ++j) {
+      const std::size_t k = target(j);
+      const zmq::wire::Message reply =
+          links_[k].receive(sent_[k], zmq::wire::Type::push_reply, "push");
+      result.applied = result.applied && (reply.header.flags & zmq::wire::Flag::applied) != 0;
+      result.staleness = std::max(result.staleness, reply.header.value);
+    }
+    StoreStats& stats = store_->counters_[id_].stats;
+    if (result.applied) {
+      stats.record(result.staleness);
+    } else {
+      ++stats.rejected;
+    }
+    return result;
+  }
+
+  Store* store_;
+  std::size_t id_;
+  std::uint32_t global_;
+  std::vector<detail::Link> links_;
+  std::vector<std::uint64_t> sent_;
+  std::vector<std::size_t> targets_;
+  std::vector<std::size_t> starts_ = std::vector<std::size_t>(targets_.size());
+  std::vector<Scalar> values_;
+  std::uint64_t clock_ = 0;
+};
+
+}  // namespace asyncopt::transport

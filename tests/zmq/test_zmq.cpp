@@ -1,0 +1,627 @@
+// The ZeroMQ plug-in on loopback: servers on threads of this process, workers through
+// transport::Zmq. Every wait is bounded by a timeout.
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <asyncopt/asyncopt.hpp>
+#include <asyncopt/objective/least_squares.hpp>
+#include <asyncopt/zmq/zmq.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+using asyncopt::consistency::BoundedStaleness;
+using asyncopt::consistency::Locked;
+using asyncopt::consistency::LockFree;
+using asyncopt::transport::Zmq;
+using asyncopt::zmq::Server;
+using asyncopt::zmq::ServerConfig;
+
+// Servers for keys split at `cuts` (ascending, inside (0, dimension)), each serving on a
+// thread until the fixture goes.
+template <class Scalar, class Rule, class Consistency>
+class Cluster {
+ public:
+  Cluster(std::size_t dimension, std::size_t workers, const Rule& rule,
+          const Consistency& consistency, std::vector<std::size_t> cuts = {},
+          std::span<const Scalar> initial = {}, std::chrono::milliseconds heartbeat = 5000ms) {
+    cuts.insert(cuts.begin(), 0);
+    cuts.push_back(dimension);
+    for (std::size_t k = 0; k + 1 < cuts.size(); ++k) {
+      const ServerConfig config{.endpoint = "tcp://127.0.0.1:*",
+                                .dimension = dimension,
+                                .begin = cuts[k],
+                                .end = cuts[k + 1],
+                                .workers = workers,
+                                .heartbeat_timeout = heartbeat,
+                                .poll_interval = 10ms};
+      servers_.push_back(std::make_unique<Server<Scalar, Rule, Consistency>>(
+          config, rule, consistency,
+          initial.empty() ? initial : initial.subspan(cuts[k], cuts[k + 1] - cuts[k])));
+    }
+    for (auto& server : servers_) {
+      threads_.emplace_back([s = server.get()](std::stop_token stop) { s->run(stop); });
+    }
+  }
+
+  [[nodiscard]] Zmq transport(std::uint32_t first_worker = 0) const {
+    Zmq t{.servers = {},
+          .first_worker = first_worker,
+          .timeout = 5000ms,
+          .heartbeat_interval = 100ms};
+    for (const auto& server : servers_) {
+      t.servers.push_back(server->endpoint());
+    }
+    return t;
+  }
+
+  [[nodiscard]] Server<Scalar, Rule, Consistency>& server(std::size_t k) { return *servers_[k]; }
+
+  // Stops the servers; their parameters may be read afterwards.
+  void stop() { threads_.clear(); }
+
+ private:
+  std::vector<std::unique_ptr<Server<Scalar, Rule, Consistency>>> servers_;
+  std::vector<std::jthread> threads_;
+};
+
+}  // namespace
+
+TEST_CASE("a push through two servers applies w -= lr * g on every key") {
+  const asyncopt::update::Sgd rule{.learning_rate = 0.5};
+  std::vector<double> w0(10);
+  for (std::size_t i = 0; i < w0.size(); ++i) {
+    w0[i] = static_cast<double>(i);
+  }
+  Cluster<double, asyncopt::update::Sgd, Locked> cluster(10, 1, rule, Locked{}, {4}, w0);
+  asyncopt::AsyncOptimizer<double, asyncopt::update::Sgd, Locked, Zmq> opt(rule, Locked{},
+                                                                           cluster.transport());
+  std::vector<double> params(10, -1.0);
+  auto store = opt.attach(params, 1);
+  CHECK(params == w0);  // the store copies the servers' parameters in
+  auto h = store->worker(0);
+  std::vector<double> w(10);
+  h.pull(w);
+  CHECK(w == w0);
+  std::vector<double> g(10);
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    g[i] = 1.0 + static_cast<double>(i);
+  }
+  const auto result = h.push(std::span<const double>(g));
+  CHECK(result.applied);
+  CHECK(result.staleness == 0);
+  h.pull(w);
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    CHECK(w[i] == w0[i] - 0.5 * g[i]);
+  }
+  // A sparse push touches only its keys, on whichever server holds them.
+  const std::vector<std::size_t> index{1, 4, 9};
+  const std::vector<double> value{2.0, 4.0, 8.0};
+  h.push(std::span<const std::size_t>(index), std::span<const double>(value));
+  std::vector<double> packed(3);
+  h.pull_values(std::span<const std::size_t>(index), std::span<double>(packed));
+  for (std::size_t k = 0; k < index.size(); ++k) {
+    CHECK(packed[k] == w0[index[k]] - 0.5 * g[index[k]] - 0.5 * value[k]);
+  }
+  store->sync();
+  CHECK(params[0] == w0[0] - 0.5 * g[0]);
+  CHECK(params[9] == w0[9] - 0.5 * g[9] - 0.5 * 8.0);
+  CHECK(store->version() == 2);
+}
+
+TEST_CASE("servers whose key ranges do not tile the parameters are refused with the reason") {
+  const asyncopt::update::Sgd rule{};
+  Cluster<float, asyncopt::update::Sgd, LockFree> cluster(8, 1, rule, LockFree{}, {4});
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(rule);
+  std::vector<float> params(8);
+
+  Zmq only_first = cluster.transport();
+  only_first.servers.resize(1);
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> half(rule, {}, only_first);
+  CHECK_THROWS_WITH(half.attach(params, 1),
+                    Catch::Contains("the servers' key ranges end at 4 but the model has 8"));
+
+  std::vector<float> wrong(9);
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> full(rule, {},
+                                                                             cluster.transport());
+  CHECK_THROWS_WITH(full.attach(wrong, 1), Catch::Contains("holds a model of 8 parameters"));
+
+  std::vector<double> doubles(8);
+  asyncopt::AsyncOptimizer<double, asyncopt::update::Sgd, LockFree, Zmq> other(rule, {},
+                                                                               cluster.transport());
+  CHECK_THROWS_WITH(other.attach(doubles, 1), Catch::Contains("float parameters"));
+}
+
+TEST_CASE("a worker's pushes are applied in the order it sent them, as in one process") {
+  // Momentum makes the result depend on the order of the gradients; the remote run must
+  // equal the same pushes applied in order by a shared-memory store, bit for bit.
+  const asyncopt::update::MomentumCorrection rule{.learning_rate = 0.1, .beta = 0.9};
+  using Rule = asyncopt::update::MomentumCorrection;
+  const std::size_t n = 50;
+  Cluster<float, Rule, Locked> cluster(n, 1, rule, Locked{}, {17, 31});
+  asyncopt::AsyncOptimizer<float, Rule, Locked, Zmq> remote(rule, Locked{}, cluster.transport());
+  asyncopt::AsyncOptimizer<float, Rule, Locked> local(rule);
+  std::vector<float> remote_params(n);
+  std::vector<float> local_params(n);
+  auto remote_store = remote.attach(remote_params, 1);
+  auto local_store = local.attach(local_params, 1);
+  auto r = remote_store->worker(0);
+  auto l = local_store->worker(0);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<float> w(n);
+  for (int step = 0; step < 40; ++step) {
+    std::vector<float> g(n);
+    for (auto& v : g) {
+      v = normal(rng);
+    }
+    if (step % 2 == 0) {
+      r.push(std::span<const float>(g));
+      l.push(std::span<const float>(g));
+    } else {
+      std::vector<std::size_t> index;
+      std::vector<float> value;
+      for (std::size_t i = static_cast<std::size_t>(step) % 3; i < n; i += 3) {
+        index.push_back(i);
+        value.push_back(g[i]);
+      }
+      r.push(std::span<const std::size_t>(index), std::span<const float>(value));
+      l.push(std::span<const std::size_t>(index), std::span<const float>(value));
+    }
+  }
+  remote_store->sync();
+  CHECK(remote_params == local_params);
+}
+
+TEST_CASE("delay compensation reads each worker's own pulled parameters on the server") {
+  // Two workers interleave pulls and pushes; the servers keep a copy per worker, so the
+  // result equals a shared-memory store where each worker keeps its pulled buffer.
+  using Rule = asyncopt::update::DelayCompensated;
+  const Rule rule{.learning_rate = 0.2, .lambda = 0.5};
+  const std::size_t n = 12;
+  std::vector<double> w0(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    w0[i] = std::sin(static_cast<double>(i));
+  }
+  Cluster<double, Rule, Locked> cluster(n, 2, rule, Locked{}, {5}, w0);
+  asyncopt::AsyncOptimizer<double, Rule, Locked, Zmq> remote(rule, Locked{}, cluster.transport());
+  asyncopt::AsyncOptimizer<double, Rule, Locked> local(rule);
+  std::vector<double> remote_params(n);
+  std::vector<double> local_params = w0;
+  auto rs = remote.attach(remote_params, 2);
+  auto ls = local.attach(local_params, 2);
+  auto r0 = rs->worker(0);
+  auto r1 = rs->worker(1);
+  auto l0 = ls->worker(0);
+  auto l1 = ls->worker(1);
+  std::vector<double> rw0(n), rw1(n), lw0(n), lw1(n);
+  std::vector<double> g(n);
+  for (int round = 0; round < 5; ++round) {
+    r0.pull(rw0);
+    l0.pull(lw0);
+    r1.pull(rw1);
+    l1.pull(lw1);
+    CHECK(rw0 == lw0);
+    CHECK(rw1 == lw1);
+    for (std::size_t i = 0; i < n; ++i) {
+      g[i] = rw0[i] - 0.1 * static_cast<double>(round);
+    }
+    CHECK(r0.push(std::span<const double>(g)).staleness ==
+          l0.push(std::span<const double>(g)).staleness);
+    for (std::size_t i = 0; i < n; ++i) {
+      g[i] = 2.0 * rw1[i] + 0.3;
+    }
+    const auto rr = r1.push(std::span<const double>(g));
+    const auto lr = l1.push(std::span<const double>(g));
+    CHECK(rr.staleness == 1);
+    CHECK(rr.staleness == lr.staleness);
+  }
+  rs->sync();
+  for (std::size_t i = 0; i < n; ++i) {
+    CHECK(remote_params[i] == local_params[i]);
+  }
+}
+
+TEST_CASE("optimize() over two ZeroMQ servers fits least squares like shared memory does") {
+  using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::mt19937 rng(11);
+  std::normal_distribution<double> normal;
+  const Eigen::Index d = 6;
+  Matrix x = Matrix::NullaryExpr(2000, d, [&] { return normal(rng); });
+  const Eigen::VectorXd truth = Eigen::VectorXd::LinSpaced(d, -2.0, 3.0);
+  Eigen::VectorXd y = x * truth;
+  asyncopt::objective::LeastSquares<Matrix> f(std::move(x), std::move(y), {.intercept = false});
+  const asyncopt::update::Sgd rule{.learning_rate = 0.02};
+  Cluster<double, asyncopt::update::Sgd, LockFree> cluster(static_cast<std::size_t>(d), 2, rule,
+                                                           LockFree{}, {3});
+  asyncopt::AsyncOptimizer<double, asyncopt::update::Sgd, LockFree, Zmq> opt(rule, LockFree{},
+                                                                             cluster.transport());
+  std::vector<double> w(static_cast<std::size_t>(d), 0.0);
+  const asyncopt::Report report = opt.optimize(f, w, {.workers = 2, .batch_size = 4, .epochs = 10});
+  CHECK(report.epochs == 10);
+  CHECK(report.updates == 10 * 2000 / 4);
+  // The noise-free optimum is `truth`; SGD from zero gets within 1e-3 of it.
+  for (Eigen::Index i = 0; i < d; ++i) {
+    CHECK(w[static_cast<std::size_t>(i)] == Approx(truth(i)).margin(1e-3));
+  }
+  CHECK(report.loss.back() < 1e-6);
+}
+
+TEST_CASE("bounded staleness holds a pull back until the slow worker clocks, across processes") {
+  using Policy = BoundedStaleness<Locked>;
+  const asyncopt::update::Sgd rule{.learning_rate = 0.1};
+  Cluster<float, asyncopt::update::Sgd, Policy> cluster(4, 2, rule, Policy{.staleness = 1}, {2});
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Policy, Zmq> opt(
+      rule, Policy{.staleness = 1}, cluster.transport());
+  std::vector<float> params(4);
+  auto store = opt.attach(params, 2);
+  auto fast = store->worker(0);
+  auto slow = store->worker(1);
+  std::vector<float> w(4);
+  fast.pull(w);
+  fast.clock();
+  fast.pull(w);  // clock 1, slow at 0: within the bound
+  fast.clock();  // clock 2: the next pull must wait for the slow worker
+  std::atomic<bool> pulled{false};
+  std::jthread waiter([&] {
+    fast.pull(w);
+    pulled = true;
+  });
+  std::this_thread::sleep_for(200ms);
+  CHECK_FALSE(pulled.load());
+  std::vector<float> slow_w(4);
+  slow.pull(slow_w);
+  slow.clock();
+  waiter.join();
+  CHECK(pulled.load());
+}
+
+TEST_CASE("a worker that falls silent is dropped from the staleness bound after the timeout") {
+  using Policy = BoundedStaleness<LockFree>;
+  const asyncopt::update::Sgd rule{};
+  // Worker 1 never connects; the servers drop it after 300 ms without a heartbeat.
+  Cluster<float, asyncopt::update::Sgd, Policy> cluster(4, 2, rule, Policy{.staleness = 0}, {}, {},
+                                                        300ms);
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Policy, Zmq> opt(
+      rule, Policy{.staleness = 0}, cluster.transport());
+  std::vector<float> params(4);
+  auto store = opt.attach(params, 1);
+  auto h = store->worker(0);
+  std::vector<float> w(4);
+  h.pull(w);
+  h.clock();
+  const auto start = std::chrono::steady_clock::now();
+  h.pull(w);  // waits for worker 1 until the server drops it
+  const auto waited = std::chrono::steady_clock::now() - start;
+  CHECK(waited < 4000ms);
+  CHECK(cluster.server(0).stats().dropped == 1);
+}
+
+TEST_CASE("a worker whose server is gone gets ServerUnavailable within the timeout") {
+  const asyncopt::update::Sgd rule{};
+  auto cluster =
+      std::make_unique<Cluster<float, asyncopt::update::Sgd, LockFree>>(4, 1, rule, LockFree{});
+  Zmq transport = cluster->transport();
+  transport.timeout = 300ms;
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(rule, LockFree{},
+                                                                            transport);
+  std::vector<float> params(4);
+  auto store = opt.attach(params, 1);
+  auto h = store->worker(0);
+  std::vector<float> w(4);
+  h.pull(w);
+  cluster.reset();
+  CHECK_THROWS_AS(h.pull(w), asyncopt::zmq::ServerUnavailable);
+  CHECK_THROWS_WITH(h.push(std::span<const float>(w)), Catch::Contains("did not answer a push"));
+}
+
+TEST_CASE("bad requests come back as the errors a local store raises, and change nothing") {
+  const asyncopt::update::Sgd rule{};
+  Cluster<float, asyncopt::update::Sgd, LockFree> cluster(6, 1, rule, LockFree{}, {3});
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(rule, LockFree{},
+                                                                            cluster.transport());
+  std::vector<float> params(6, 0.0F);
+  auto store = opt.attach(params, 1);
+  auto h = store->worker(0);
+  const std::vector<float> short_gradient(5, 1.0F);
+  CHECK_THROWS_AS(h.push(std::span<const float>(short_gradient)), std::invalid_argument);
+  const std::vector<std::size_t> unsorted{3, 1};
+  const std::vector<float> two(2, 1.0F);
+  CHECK_THROWS_AS(h.push(std::span<const std::size_t>(unsorted), std::span<const float>(two)),
+                  std::invalid_argument);
+  std::vector<float> nan(6, std::nanf(""));
+  CHECK_FALSE(h.push(std::span<const float>(nan)).applied);
+  store->sync();
+  CHECK(params == std::vector<float>(6, 0.0F));
+  CHECK(store->stats().rejected == 1);
+}
+
+namespace {
+
+// A directory of its own under the system's temporary directory, removed at the end.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    std::random_device entropy;
+    path = std::filesystem::temp_directory_path() /
+           ("asyncopt-zmq-test-" + std::to_string(entropy()) + std::to_string(entropy()));
+    std::filesystem::create_directories(path);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a server restarted from its checkpoint resumes exactly where it stopped") {
+  // Momentum's state and the version must survive the restart: pushes after it give the
+  // same parameters, bit for bit, as an uninterrupted run.
+  using Rule = asyncopt::update::MomentumCorrection;
+  const Rule rule{.learning_rate = 0.05, .beta = 0.8};
+  const std::size_t n = 9;
+  TempDir dir;
+  const ServerConfig config{.endpoint = "tcp://127.0.0.1:*",
+                            .dimension = n,
+                            .workers = 1,
+                            .poll_interval = 10ms,
+                            .checkpoint = dir.path / "server.ckpt",
+                            .checkpoint_interval = 60000ms};
+  std::vector<std::vector<float>> gradients;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  for (int k = 0; k < 10; ++k) {
+    gradients.emplace_back(n);
+    for (auto& v : gradients.back()) {
+      v = normal(rng);
+    }
+  }
+  auto push_range = [&](Server<float, Rule, Locked>& server, int from, int to) {
+    std::jthread serving([&](std::stop_token stop) { server.run(stop); });
+    asyncopt::AsyncOptimizer<float, Rule, Locked, Zmq> opt(
+        rule, Locked{}, Zmq{.servers = {server.endpoint()}, .timeout = 5000ms});
+    std::vector<float> params(n);
+    auto store = opt.attach(params, 1);
+    auto h = store->worker(0);
+    for (int k = from; k < to; ++k) {
+      h.push(std::span<const float>(gradients[static_cast<std::size_t>(k)]));
+    }
+  };
+  std::vector<float> before;
+  {
+    Server<float, Rule, Locked> first(config, rule, Locked{});
+    CHECK_FALSE(first.stats().resumed);
+    push_range(first, 0, 6);  // run() returns: the final checkpoint is written
+    CHECK(first.stats().checkpoints == 1);
+    before.assign(first.parameters().begin(), first.parameters().end());
+  }
+  Server<float, Rule, Locked> second(config, rule, Locked{});
+  CHECK(second.stats().resumed);
+  CHECK(second.stats().version == 6);
+  CHECK(std::vector<float>(second.parameters().begin(), second.parameters().end()) == before);
+  push_range(second, 6, 10);
+
+  asyncopt::AsyncOptimizer<float, Rule, Locked> local(rule);
+  std::vector<float> reference(n);
+  auto store = local.attach(reference, 1);
+  auto h = store->worker(0);
+  for (const auto& g : gradients) {
+    h.push(std::span<const float>(g));
+  }
+  CHECK(std::vector<float>(second.parameters().begin(), second.parameters().end()) == reference);
+}
+
+TEST_CASE("a corrupt or mismatched checkpoint is refused with the reason and left as it is") {
+  const asyncopt::update::Sgd rule{};
+  TempDir dir;
+  ServerConfig config{.endpoint = "tcp://127.0.0.1:*",
+                      .dimension = 4,
+                      .workers = 1,
+                      .checkpoint = dir.path / "s.ckpt"};
+  {
+    Server<float, asyncopt::update::Sgd, LockFree> server(config, rule, LockFree{});
+    server.checkpoint();
+  }
+  std::vector<char> bytes;
+  {
+    std::ifstream in(config.checkpoint, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  SECTION("another shape") {
+    ServerConfig wider = config;
+    wider.dimension = 5;
+    CHECK_THROWS_WITH((Server<float, asyncopt::update::Sgd, LockFree>(wider, rule, LockFree{})),
+                      Catch::Contains("has dimension 4 but this server has 5"));
+    CHECK_THROWS_AS((Server<double, asyncopt::update::Sgd, LockFree>(config, rule, LockFree{})),
+                    asyncopt::zmq::CheckpointError);
+  }
+  SECTION("a flipped byte") {
+    bytes.back() = static_cast<char>(bytes.back() ^ 0x40);
+    {
+      std::ofstream out(config.checkpoint, std::ios::binary | std::ios::trunc);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    }
+    CHECK_THROWS_WITH((Server<float, asyncopt::update::Sgd, LockFree>(config, rule, LockFree{})),
+                      Catch::Contains("fails its checksum"));
+  }
+  SECTION("a truncated file") {
+    std::filesystem::resize_file(config.checkpoint, bytes.size() - 3);
+    CHECK_THROWS_WITH((Server<float, asyncopt::update::Sgd, LockFree>(config, rule, LockFree{})),
+                      Catch::Contains("truncated"));
+  }
+  // Nothing was written over the file the server refused.
+  std::ifstream in(config.checkpoint, std::ios::binary);
+  const std::vector<char> after((std::istreambuf_iterator<char>(in)),
+                                std::istreambuf_iterator<char>());
+  CHECK(after.size() <= bytes.size());
+  CHECK(std::equal(after.begin(), after.end(), bytes.begin()));
+}
+
+TEST_CASE("a resent push is answered again but applied once") {
+  namespace wire = asyncopt::zmq::wire;
+  const asyncopt::update::Sgd rule{.learning_rate = 1.0};
+  Cluster<float, asyncopt::update::Sgd, LockFree> cluster(2, 1, rule, LockFree{});
+  ::zmq::context_t context;
+  ::zmq::socket_t dealer(context, ::zmq::socket_type::dealer);
+  dealer.set(::zmq::sockopt::linger, 0);
+  dealer.connect(cluster.server(0).endpoint());
+  const std::array<float, 2> g{1.0F, 2.0F};
+  const wire::Header push{.type = wire::Type::push,
+                          .element = wire::Element::float32,
+                          .worker = 0,
+                          .sequence = (std::uint64_t{7} << 32) + 1,
+                          .count = 2};
+  for (int k = 0; k < 3; ++k) {
+    std::array<::zmq::message_t, 2> parts{asyncopt::zmq::detail::header_frame(push),
+                                          ::zmq::message_t(g.data(), sizeof(g))};
+    REQUIRE(::zmq::send_multipart(dealer, parts));
+    asyncopt::zmq::detail::Frames reply;
+    REQUIRE(asyncopt::zmq::detail::receive(dealer, reply, 5000ms));
+    const wire::Message m = asyncopt::zmq::detail::decode(reply, 0);
+    CHECK(m.header.type == wire::Type::push_reply);
+    CHECK(m.header.sequence == push.sequence);
+    CHECK((m.header.flags & wire::Flag::applied) != 0);
+  }
+  CHECK(cluster.server(0).stats().version == 1);
+  CHECK(cluster.server(0).stats().duplicates == 2);
+  cluster.stop();
+  CHECK(cluster.server(0).parameters()[0] == -1.0F);
+  CHECK(cluster.server(0).parameters()[1] == -2.0F);
+}
+
+TEST_CASE("a worker process killed with SIGKILL mid-run is dropped and the others finish") {
+  // The child process is a worker that takes 3 steps and kills itself while it takes part
+  // (it never leaves). Under staleness 1 the parent's worker cannot pass clock 4 until the
+  // server drops the dead one, 500 ms after its last heartbeat. Forked before any thread
+  // of this test starts; the server's endpoint reaches the child through a pipe.
+  using Policy = BoundedStaleness<Locked>;
+  const asyncopt::update::Sgd rule{.learning_rate = 0.1};
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(pipe_fds[1]);
+    char buffer[256] = {};
+    std::size_t got = 0;
+    while (got < sizeof(buffer) - 1) {
+      const ::ssize_t n = ::read(pipe_fds[0], buffer + got, sizeof(buffer) - 1 - got);
+      if (n <= 0) {
+        break;
+      }
+      got += static_cast<std::size_t>(n);
+    }
+    try {
+      asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Policy, Zmq> opt(
+          rule, Policy{.staleness = 1},
+          Zmq{.servers = {std::string(buffer, got)}, .first_worker = 1, .timeout = 5000ms});
+      std::vector<float> params(4);
+      auto store = opt.attach(params, 1);
+      auto h = store->worker(0);
+      std::vector<float> w(4);
+      const std::vector<float> g(4, 1.0F);
+      for (int step = 0; step < 3; ++step) {
+        h.pull(w);
+        h.push(std::span<const float>(g));
+        h.clock();
+      }
+      ::kill(::getpid(), SIGKILL);
+    } catch (...) {
+    }
+    ::_exit(3);  // reached only if something failed
+  }
+  ::close(pipe_fds[0]);
+  Cluster<float, asyncopt::update::Sgd, Policy> cluster(4, 2, rule, Policy{.staleness = 1}, {}, {},
+                                                        500ms);
+  const std::string endpoint = cluster.server(0).endpoint();
+  REQUIRE(::write(pipe_fds[1], endpoint.data(), endpoint.size()) ==
+          static_cast<::ssize_t>(endpoint.size()));
+  ::close(pipe_fds[1]);
+
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Policy, Zmq> opt(
+      rule, Policy{.staleness = 1}, cluster.transport());
+  std::vector<float> params(4);
+  auto store = opt.attach(params, 1);
+  auto h = store->worker(0);
+  std::vector<float> w(4);
+  const std::vector<float> g(4, 1.0F);
+  for (int step = 0; step < 20; ++step) {
+    h.pull(w);  // waits for the child while it lives, then for the server to drop it
+    h.push(std::span<const float>(g));
+    h.clock();
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+  CHECK(cluster.server(0).stats().dropped == 1);
+  CHECK(cluster.server(0).stats().version == 23);
+  store->sync();
+  CHECK(params[0] == Approx(-0.1F * 23));
+}
+
+TEST_CASE("with CURVE a server serves the workers on its allow-list and refuses any other key") {
+  const auto server_keys = asyncopt::zmq::generate_curve_keypair();
+  const auto allowed = asyncopt::zmq::generate_curve_keypair();
+  const auto stranger = asyncopt::zmq::generate_curve_keypair();
+  const asyncopt::update::Sgd rule{.learning_rate = 1.0};
+  Server<float, asyncopt::update::Sgd, LockFree> server({.endpoint = "tcp://127.0.0.1:*",
+                                                         .dimension = 3,
+                                                         .workers = 1,
+                                                         .poll_interval = 10ms,
+                                                         .curve_secret_key = server_keys.secret_key,
+                                                         .allowed_workers = {allowed.public_key}},
+                                                        rule, LockFree{});
+  std::jthread serving([&](std::stop_token stop) { server.run(stop); });
+  auto transport = [&](const asyncopt::zmq::CurveKeyPair& keys, std::string server_key) {
+    return Zmq{.servers = {server.endpoint()},
+               .timeout = 1500ms,
+               .curve_server_key = std::move(server_key),
+               .curve_keys = keys};
+  };
+  using Opt = asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq>;
+  std::vector<float> params(3);
+
+  Opt good(rule, LockFree{}, transport(allowed, server_keys.public_key));
+  auto store = good.attach(params, 1);
+  auto h = store->worker(0);
+  const std::vector<float> g{1.0F, 2.0F, 3.0F};
+  CHECK(h.push(std::span<const float>(g)).applied);
+  store->sync();
+  CHECK(params == std::vector<float>{-1.0F, -2.0F, -3.0F});
+
+  Opt bad(rule, LockFree{}, transport(stranger, server_keys.public_key));
+  CHECK_THROWS_WITH(bad.attach(params, 1),
+                    Catch::Contains("did not answer") && Catch::Contains("allow-list"));
+  CHECK(server.stats().unauthorized >= 1);
+
+  // Without CURVE the handshake fails before any message: no reply either.
+  Opt plain(rule, LockFree{}, Zmq{.servers = {server.endpoint()}, .timeout = 500ms});
+  CHECK_THROWS_AS(plain.attach(params, 1), asyncopt::zmq::ServerUnavailable);
+
+  // Keys that are not Z85 are refused before anything is sent.
+  CHECK_THROWS_WITH(transport(allowed, "not a key").validate(),
+                    Catch::Contains("curve_server_key is not a 40-character Z85 CURVE key"));
+  CHECK(server.stats().version == 1);
+}
