@@ -28,8 +28,7 @@ struct Settings {
   std::string checkpoint;
 };
 
-// Serves until SIGINT or SIGTERM, which a thread of its own waits for (the other threads
-// block them), so that the stop is requested outside a signal handler.
+// Serves until SIGINT or SIGTERM.
 template <class Rule, class Consistency>
 int serve(const Settings& s, const Rule& rule, const Consistency& consistency) {
   asyncopt::zmq::Server<float, Rule, Consistency> server(s.server, rule, consistency);
@@ -37,15 +36,22 @@ int serve(const Settings& s, const Rule& rule, const Consistency& consistency) {
               server.end(), s.server.dimension, s.server.workers, server.endpoint().c_str(),
               server.stats().resumed ? ", resumed from checkpoint" : "");
   std::fflush(stdout);
+  // A thread of its own waits for SIGINT or SIGTERM (blocked in every thread) and requests
+  // the stop outside any signal handler. It checks its own stop token between waits, so
+  // that it ends with the server even when run() throws.
   std::stop_source stop;
-  std::jthread signals([&stop] {
+  std::jthread signals([&stop](const std::stop_token& own) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    int signal = 0;
-    sigwait(&set, &signal);
-    stop.request_stop();
+    const timespec wait{.tv_sec = 0, .tv_nsec = 200'000'000};
+    while (!own.stop_requested()) {
+      if (sigtimedwait(&set, nullptr, &wait) > 0) {
+        stop.request_stop();
+        return;
+      }
+    }
   });
   server.run(stop.get_token());
   const auto st = server.stats();
@@ -60,24 +66,28 @@ int serve(const Settings& s, const Rule& rule, const Consistency& consistency) {
 
 template <class Consistency>
 int with_rule(const Settings& s, const Consistency& consistency) {
-  namespace update = asyncopt::update;
+  using asyncopt::update::Adam;
+  using asyncopt::update::DelayCompensated;
+  using asyncopt::update::MomentumCorrection;
+  using asyncopt::update::Sgd;
   const double lr = s.learning_rate;
   if (s.rule == "momentum") {
-    return serve(s, update::MomentumCorrection{.learning_rate = lr, .beta = s.momentum},
-                 consistency);
+    return serve(s, MomentumCorrection{.learning_rate = lr, .beta = s.momentum}, consistency);
   }
   if (s.rule == "dc") {
-    return serve(s, update::DelayCompensated{.learning_rate = lr, .lambda = s.lambda}, consistency);
+    return serve(s, DelayCompensated{.learning_rate = lr, .lambda = s.lambda}, consistency);
   }
   if (s.rule == "adam") {
-    return serve(s, update::Adam{.learning_rate = lr}, consistency);
+    return serve(s, Adam{.learning_rate = lr}, consistency);
   }
-  return serve(s, update::Sgd{.learning_rate = lr}, consistency);
+  return serve(s, Sgd{.learning_rate = lr}, consistency);
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   // Block the stop signals in every thread; the server's signal thread takes them.
   sigset_t set;
   sigemptyset(&set);
@@ -141,6 +151,17 @@ int main(int argc, char** argv) {
     }
     return with_rule(s, consistency::Locked{.stripes = 1});
   } catch (const std::exception& e) {
+    std::fprintf(stderr, "ps_server: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // setting up the command line itself failed
     std::fprintf(stderr, "ps_server: error: %s\n", e.what());
     return 1;
   }

@@ -58,7 +58,9 @@ std::vector<std::string> split(const std::string& list) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   Settings s;
   CLI::App app{"asyncopt parameter-server worker: softmax regression on Fashion-MNIST"};
   app.add_option("--servers", s.servers, "comma-separated server endpoints")->capture_default_str();
@@ -143,6 +145,17 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ps_worker %zu: error: %s\n", s.rank, e.what());
+    return 1;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // setting up the command line itself failed
+    std::fprintf(stderr, "ps_worker: error: %s\n", e.what());
     return 1;
   }
 }

@@ -98,7 +98,7 @@ case "${mode}" in
   worker)
     # Staleness 1: without the dead worker being dropped, the survivor would wait forever.
     "${bin}/ps_server" --endpoint "${endpoint}" --dimension "${dimension}" --workers 2 \
-      --consistency ssp --staleness 1 --heartbeat-ms 1000 >"${work}/server.log" 2>&1 &
+      --consistency ssp --staleness 1 --heartbeat-ms 3000 >"${work}/server.log" 2>&1 &
     pids+=($!)
     wait_for_line "${work}/server.log" "listening" 20
     worker=(--servers "${endpoint}" --ranks 2 --limit 4000 --timeout-ms 20000)

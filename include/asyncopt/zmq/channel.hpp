@@ -2,6 +2,7 @@
 // format, bounded receives, and the errors a remote call raises.
 #pragma once
 
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -76,32 +77,54 @@ using Frames = std::vector<::zmq::message_t>;
 /// A message frame holding an encoded header.
 inline ::zmq::message_t header_frame(const wire::Header& header) {
   const auto bytes = wire::encode(header);
-  return ::zmq::message_t(bytes.data(), bytes.size());
+  return {bytes.data(), bytes.size()};
 }
 
 /// A message frame holding a copy of `bytes`.
 inline ::zmq::message_t bytes_frame(std::span<const std::byte> bytes) {
-  return ::zmq::message_t(bytes.data(), bytes.size());
+  return {bytes.data(), bytes.size()};
 }
 
-/// Linger 0 (a closing socket drops what it could not send: no exit ever waits for a dead
-/// peer) and no limit on queued messages (workers wait for replies, which bounds them).
-inline void configure(::zmq::socket_t& socket) {
+/// Linger 0: a closing socket drops what it could not send, so no exit ever waits for a
+/// dead peer. `send_limit` bounds the messages queued for a peer (0: no bound; a server
+/// answers many workers, a worker's link holds at most its request and a few resends).
+inline void configure(::zmq::socket_t& socket, int send_limit = 0) {
   socket.set(::zmq::sockopt::linger, 0);
-  socket.set(::zmq::sockopt::sndhwm, 0);
+  socket.set(::zmq::sockopt::sndhwm, send_limit);
   socket.set(::zmq::sockopt::rcvhwm, 0);
 }
 
+/// zmq_poll that reports an interruption by a signal as "nothing arrived" (false) instead of
+/// throwing, so that callers keep their own deadlines.
+inline bool poll(::zmq::pollitem_t* items, std::size_t count, std::chrono::milliseconds timeout) {
+  try {
+    return ::zmq::poll(items, count, timeout) > 0;
+  } catch (const ::zmq::error_t& e) {
+    if (e.num() == EINTR) {
+      return false;
+    }
+    throw;
+  }
+}
+
 /// Receives one whole message (all its frames) into `frames`, waiting at most `timeout`.
-/// Returns false when none arrived in time.
+/// Returns false when none arrived in time (or a signal interrupted the wait).
 inline bool receive(::zmq::socket_t& socket, Frames& frames, std::chrono::milliseconds timeout) {
   frames.clear();
   ::zmq::pollitem_t item{static_cast<void*>(socket), 0, ZMQ_POLLIN, 0};
-  if (::zmq::poll(&item, 1, timeout) == 0) {
+  if (!poll(&item, 1, timeout)) {
     return false;
   }
-  return ::zmq::recv_multipart(socket, std::back_inserter(frames), ::zmq::recv_flags::dontwait)
-      .has_value();
+  try {
+    return ::zmq::recv_multipart(socket, std::back_inserter(frames), ::zmq::recv_flags::dontwait)
+        .has_value();
+  } catch (const ::zmq::error_t& e) {
+    if (e.num() == EINTR) {
+      frames.clear();
+      return false;
+    }
+    throw;
+  }
 }
 
 /// Decodes frames[first...] (a ROUTER's first frame is the sender's routing id).

@@ -74,7 +74,10 @@ class CheckpointReader {
   /// Reads values.size() elements into `values`.
   template <class T>
   void get(std::span<T> values) {
-    std::memcpy(values.data(), take(values.size_bytes()), values.size_bytes());
+    const std::byte* source = take(values.size_bytes());
+    if (!values.empty()) {  // an empty span may have no storage at all
+      std::memcpy(values.data(), source, values.size_bytes());
+    }
   }
 
   /// Throws CheckpointError when bytes are left over (a file of another shape).
@@ -219,7 +222,7 @@ inline void write_checkpoint(const std::filesystem::path& path,
   if (detail::crc(payload) != sum) {
     throw CheckpointError("asyncopt: checkpoint " + name + " fails its checksum (corrupt file)");
   }
-  return CheckpointReader(std::move(payload), name);
+  return {std::move(payload), name};
 }
 
 }  // namespace asyncopt::zmq

@@ -125,7 +125,8 @@ struct ServerStats {
   std::uint64_t duplicates = 0;    ///< requests received again (resent after a timeout)
   std::uint64_t checkpoints = 0;   ///< checkpoints written
   bool resumed = false;            ///< whether the server started from its checkpoint
-  std::uint64_t unauthorized = 0;  ///< connections refused: a CURVE key not on the allow-list
+  std::uint64_t unauthorized = 0;  ///< CURVE handshakes refused (a key not on the allow-list;
+                                   ///< a refused client retries, each attempt counts)
 };
 
 /// The worker id a pull uses to read the parameters without being a worker: it changes no
@@ -187,10 +188,12 @@ class Server {
       }
     }
     scratch_.resize(params_.size());
-    if (!config_.checkpoint.empty() && config_.resume &&
-        std::filesystem::exists(config_.checkpoint)) {
-      restore();
-      resumed_ = true;
+    if (!config_.checkpoint.empty()) {
+      if (config_.resume && std::filesystem::exists(config_.checkpoint)) {
+        restore();
+        resumed_ = true;
+      }
+      checkpoint();  // a path that cannot be written fails here, before any worker relies on it
     }
   }
 
@@ -208,15 +211,19 @@ class Server {
   [[nodiscard]] std::size_t end() const noexcept { return config_.last(); }
 
   /// Serves requests until `stop` is requested, checking it at least every
-  /// ServerConfig::poll_interval.
-  void run(std::stop_token stop) {
+  /// ServerConfig::poll_interval. A checkpoint that cannot be written throws
+  /// std::system_error out of run(), which then stops serving (the constructor has written
+  /// one already, so a bad path shows there first).
+  void run(const std::stop_token& stop) {
     detail::Frames frames;
     auto next_checkpoint = Clock::now() + config_.checkpoint_interval;
     while (!stop.stop_requested()) {
       std::array<::zmq::pollitem_t, 2> items{
           ::zmq::pollitem_t{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0},
           ::zmq::pollitem_t{zap_ ? static_cast<void*>(*zap_) : nullptr, 0, ZMQ_POLLIN, 0}};
-      ::zmq::poll(items.data(), zap_ ? 2 : 1, config_.poll_interval);
+      if (!detail::poll(items.data(), zap_ ? 2 : 1, config_.poll_interval)) {
+        continue;  // interrupted by a signal: check the stop token and poll again
+      }
       if (zap_ && (items[1].revents & ZMQ_POLLIN) != 0) {
         authenticate();
       }
@@ -261,6 +268,7 @@ class Server {
       out.put<std::uint64_t>(peer.last_sequence);
       out.put<std::uint64_t>(peer.last_staleness);
       out.put<std::uint64_t>(peer.last_applied ? 1 : 0);
+      out.put<std::uint64_t>(peer.left ? 1 : 0);
       if constexpr (needs_w_seen_v<Rule>) {
         out.put(std::span<const Scalar>(peer.seen));
       }
@@ -291,8 +299,9 @@ class Server {
 
   struct Peer {
     Clock::time_point last_heard{};
-    bool dropped = false;  // silent past the heartbeat timeout
-    bool left = false;     // said it holds nobody back (leave), until it joins
+    bool dropped = false;   // silent past the heartbeat timeout
+    bool left = false;      // said it holds nobody back (leave), until it joins
+    bool deferred = false;  // its last pull is held back (bounded staleness)
     // The last request seen (its sequence: link id in the high 32 bits, count in the low)
     // and the answer to the last push, to answer a resent push without applying it twice.
     std::uint64_t last_sequence = 0;
@@ -308,7 +317,7 @@ class Server {
 
   // A request refused: the error reply's code and text.
   struct Refusal {
-    wire::ErrorCode code;
+    wire::ErrorCode code = wire::ErrorCode::internal;
     std::string text;
   };
 
@@ -349,6 +358,7 @@ class Server {
       peers[id].last_sequence = in.get<std::uint64_t>();
       peers[id].last_staleness = in.get<std::uint64_t>();
       peers[id].last_applied = in.get<std::uint64_t>() != 0;
+      peers[id].left = in.get<std::uint64_t>() != 0;
       if constexpr (needs_w_seen_v<Rule>) {
         peers[id].seen.resize(params_.size());
         in.get(std::span<Scalar>(peers[id].seen));
@@ -376,6 +386,10 @@ class Server {
       peers_[id].last_staleness = peers[id].last_staleness;
       peers_[id].last_applied = peers[id].last_applied;
       peers_[id].last_heard = now;
+      peers_[id].left = peers[id].left;
+      if (peers[id].left) {
+        handles_[id].leave();
+      }
     }
   }
 
@@ -406,8 +420,10 @@ class Server {
 
   // Whether request `h` of a worker was seen before: the same link resending its last
   // request (a timeout on its side), or an older one arriving late. A resent push is
-  // answered with the answer it got; other resent requests are served again (they change
-  // nothing twice), late ones are dropped.
+  // answered with the answer it got, a resent pull with the values its first answer had
+  // (for delay compensation; the current ones otherwise) without recording a new pull, and
+  // only once while the first is held back; resent notifications and late requests are
+  // dropped.
   enum class Repeat { no, resent, late };
   [[nodiscard]] Repeat repeat(const wire::Header& h) const noexcept {
     const std::uint64_t last = peers_[h.worker].last_sequence;
@@ -422,6 +438,9 @@ class Server {
       malformed_.fetch_add(1, std::memory_order_relaxed);  // nothing to answer
       return;
     }
+    // The sender's routing id, kept apart: a held-back pull moves the frames away.
+    ::zmq::message_t to;
+    to.copy(frames[0]);
     wire::Message message;
     try {
       message = detail::decode(frames, 1);
@@ -429,12 +448,12 @@ class Server {
       malformed_.fetch_add(1, std::memory_order_relaxed);
       const std::span<const std::byte> head(static_cast<const std::byte*>(frames[1].data()),
                                             frames[1].size());
-      reply_error(frames[0], {.sequence = wire::sequence_of(head)}, e.code(), e.what());
+      reply_error(to, {.sequence = wire::sequence_of(head)}, e.code(), e.what());
       return;
     }
     const wire::Header& h = message.header;
     if (h.worker != observer && h.worker >= config_.workers) {
-      refuse(frames[0], h,
+      refuse(to, h,
              {wire::ErrorCode::unknown_worker, "asyncopt: worker id " + std::to_string(h.worker) +
                                                    " but the job has " +
                                                    std::to_string(config_.workers) + " workers"});
@@ -444,6 +463,7 @@ class Server {
       heard(h.worker, h.count);
       return;
     }
+    bool replay = false;
     if (h.worker != observer) {
       heard(h.worker, 1);
       switch (repeat(h)) {
@@ -454,7 +474,7 @@ class Server {
           duplicates_.fetch_add(1, std::memory_order_relaxed);
           if (h.type == wire::Type::push) {
             const Peer& peer = peers_[h.worker];
-            send(frames[0],
+            send(to,
                  {.type = wire::Type::push_reply,
                   .flags = static_cast<std::uint8_t>(peer.last_applied ? wire::Flag::applied : 0),
                   .worker = h.worker,
@@ -462,9 +482,14 @@ class Server {
                   .value = peer.last_staleness});
             return;
           }
-          if (h.type != wire::Type::pull) {
-            return;  // a notification already applied
+          if (h.type == wire::Type::join) {
+            send_joined(to, h);
+            return;
           }
+          if (h.type != wire::Type::pull || peers_[h.worker].deferred) {
+            return;  // a notification already applied, or a pull still held back
+          }
+          replay = true;  // answered again, without counting as a new pull
           break;
         case Repeat::no:
           peers_[h.worker].last_sequence = h.sequence;
@@ -476,21 +501,22 @@ class Server {
       }
     }
     try {
-      if (std::optional<Refusal> refusal = dispatch(frames, message)) {
-        refuse(frames[0], h, *refusal);
+      if (std::optional<Refusal> refusal = dispatch(to, frames, message, replay)) {
+        refuse(to, h, *refusal);
       }
     } catch (const std::invalid_argument& e) {
-      refuse(frames[0], h, {wire::ErrorCode::bad_request, e.what()});
+      refuse(to, h, {wire::ErrorCode::bad_request, e.what()});
     } catch (const std::logic_error& e) {
-      refuse(frames[0], h, {wire::ErrorCode::rule, e.what()});
+      refuse(to, h, {wire::ErrorCode::rule, e.what()});
     } catch (const std::exception& e) {
-      refuse(frames[0], h, {wire::ErrorCode::internal, e.what()});
+      refuse(to, h, {wire::ErrorCode::internal, e.what()});
     }
   }
 
   // Handles one well-formed message; returns a refusal instead of a reply when the request
   // cannot be served.
-  std::optional<Refusal> dispatch(detail::Frames& frames, const wire::Message& m) {
+  std::optional<Refusal> dispatch(const ::zmq::message_t& to, detail::Frames& frames,
+                                  const wire::Message& m, bool replay) {
     const wire::Header& h = m.header;
     switch (h.type) {
       case wire::Type::hello:
@@ -499,23 +525,28 @@ class Server {
                          "asyncopt: the server holds " + element_name(wire::element_of<Scalar>()) +
                              " parameters but the worker speaks " + element_name(h.element)};
         }
-        send(frames[0], {.type = wire::Type::welcome,
-                         .element = wire::element_of<Scalar>(),
-                         .worker = h.worker,
-                         .sequence = h.sequence,
-                         .value = config_.dimension,
-                         .count = params_.size(),
-                         .offset = config_.begin});
+        send(to, {.type = wire::Type::welcome,
+                  .element = wire::element_of<Scalar>(),
+                  .worker = h.worker,
+                  .sequence = h.sequence,
+                  .value = config_.dimension,
+                  .count = params_.size(),
+                  .offset = config_.begin});
         return std::nullopt;
       case wire::Type::pull:
         if (!typed(h)) {
           return wrong_element(h);
         }
-        if (h.worker != observer && !handles_[h.worker].may_pull()) {
+        if (replay || h.worker == observer) {
+          pull(to, m, h.worker == observer ? Source::observer : Source::replay);
+          return std::nullopt;
+        }
+        if (!handles_[h.worker].may_pull()) {
+          peers_[h.worker].deferred = true;
           deferred_.push_back({std::move(frames)});
           return std::nullopt;
         }
-        pull(frames[0], m);
+        pull(to, m, Source::worker);
         return std::nullopt;
       case wire::Type::push:
         if (!typed(h)) {
@@ -524,7 +555,7 @@ class Server {
         if (h.worker == observer) {
           return Refusal{wire::ErrorCode::unknown_worker, "asyncopt: an observer cannot push"};
         }
-        push(frames[0], m);
+        push(to, m);
         return std::nullopt;
       case wire::Type::clock:
         if (h.worker != observer) {
@@ -540,22 +571,25 @@ class Server {
         }
         return std::nullopt;
       case wire::Type::join:
-        if (h.worker != observer) {
-          peers_[h.worker].left = false;
-          peers_[h.worker].dropped = false;
-          handles_[h.worker].join();
-          handles_[h.worker].clock_to(h.value);
-          retry_deferred();
+        if (h.worker == observer) {
+          return Refusal{wire::ErrorCode::unknown_worker, "asyncopt: an observer cannot join"};
         }
+        peers_[h.worker].left = false;
+        peers_[h.worker].dropped = false;
+        handles_[h.worker].join();
+        handles_[h.worker].clock_to(h.value);
+        send_joined(to, h);
+        retry_deferred();
         return std::nullopt;
       case wire::Type::stats:
-        send_stats(frames[0], h);
+        send_stats(to, h);
         return std::nullopt;
       case wire::Type::welcome:
       case wire::Type::pull_reply:
       case wire::Type::push_reply:
       case wire::Type::error:
       case wire::Type::stats_reply:
+      case wire::Type::joined:
       case wire::Type::heartbeat:
         break;
     }
@@ -610,7 +644,12 @@ class Server {
     }
   }
 
-  void pull(const ::zmq::message_t& to, const wire::Message& m) {
+  // Where a pull's values come from: the worker's handle (a new pull: the version and, for
+  // delay compensation, the values it saw are recorded), the parameters as they are (an
+  // observer), or what the worker's last pull recorded (a resent pull: nothing changes).
+  enum class Source { worker, observer, replay };
+
+  void pull(const ::zmq::message_t& to, const wire::Message& m, Source source) {
     const wire::Header& h = m.header;
     const bool sparse = m.is_sparse();
     if (sparse) {
@@ -623,7 +662,12 @@ class Server {
     // large messages with malloc); through the scratch buffer otherwise.
     auto* const reply = static_cast<Scalar*>(values.data());
     std::span<Scalar> out(aligned(reply) ? reply : scratch_.data(), count);
-    if (h.worker == observer) {
+    if (source == Source::replay && needs_w_seen_v<Rule>) {
+      const std::vector<Scalar>& seen = peers_[h.worker].seen;
+      for (std::size_t k = 0; k < count; ++k) {
+        out[k] = seen[sparse ? index[k] : k];
+      }
+    } else if (source != Source::worker) {
       // Single-threaded: nobody writes the parameters while this reads them.
       for (std::size_t k = 0; k < count; ++k) {
         out[k] = params_[sparse ? index[k] : k];
@@ -656,7 +700,7 @@ class Server {
         handle.pull(out);
       }
     }
-    if (out.data() != reply) {
+    if (count > 0 && out.data() != reply) {
       std::memcpy(reply, out.data(), count * sizeof(Scalar));
     }
     send(to,
@@ -708,6 +752,14 @@ class Server {
               .value = result.staleness});
   }
 
+  // The answer to a join: the worker's clock here, which a restarted worker process adopts.
+  void send_joined(const ::zmq::message_t& to, const wire::Header& h) {
+    send(to, {.type = wire::Type::joined,
+              .worker = h.worker,
+              .sequence = h.sequence,
+              .value = handles_[h.worker].clock_count()});
+  }
+
   void send_stats(const ::zmq::message_t& to, const wire::Header& h) {
     const ServerStats s = stats();
     std::array<std::uint64_t, static_cast<std::size_t>(wire::StatsField::count)> fields{};
@@ -716,6 +768,9 @@ class Server {
     fields[static_cast<std::size_t>(wire::StatsField::malformed)] = s.malformed;
     fields[static_cast<std::size_t>(wire::StatsField::refused)] = s.refused;
     fields[static_cast<std::size_t>(wire::StatsField::dropped)] = s.dropped;
+    fields[static_cast<std::size_t>(wire::StatsField::checkpoints)] = s.checkpoints;
+    fields[static_cast<std::size_t>(wire::StatsField::duplicates)] = s.duplicates;
+    fields[static_cast<std::size_t>(wire::StatsField::unauthorized)] = s.unauthorized;
     send(to,
          {.type = wire::Type::stats_reply,
           .worker = h.worker,
@@ -781,8 +836,9 @@ class Server {
         ++it;
         continue;
       }
+      peers_[m.header.worker].deferred = false;
       try {
-        pull(it->frames[0], m);
+        pull(it->frames[0], m, Source::worker);
       } catch (const std::invalid_argument& e) {
         refuse(it->frames[0], m.header, {wire::ErrorCode::bad_request, e.what()});
       } catch (const std::exception& e) {

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -23,6 +25,7 @@
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
+#include <asyncopt/kernels/dense.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/zmq/channel.hpp>
 #include <asyncopt/zmq/server.hpp>
@@ -38,8 +41,11 @@ namespace asyncopt::transport {
 ///
 /// Every request waits for its reply at most `timeout`; a server that does not answer in
 /// time raises asyncopt::zmq::ServerUnavailable instead of hanging. A thread sends a
-/// heartbeat for this process's workers every `heartbeat_interval`, so that a server drops
-/// them (from the staleness bound) only when the process is gone or stuck.
+/// heartbeat for this process's workers that take part (a handle that has joined and not
+/// left) every `heartbeat_interval`, so that a server drops them from the staleness bound
+/// when the process is gone or cut off; a stuck worker thread of a live process is not
+/// detected. A new handle adopts the clock the servers have for its worker id, so a
+/// restarted worker process goes on from where its predecessor stopped.
 struct Zmq {
   /// The servers' endpoints, such as "tcp://10.0.0.2:5570", in any order.
   std::vector<std::string> servers;
@@ -118,7 +124,7 @@ class Link {
   /// Sets up a DEALER socket as every connection to a server is (linger 0, CURVE when
   /// configured) and connects it.
   static void connect(::zmq::socket_t& socket, const std::string& endpoint, const Zmq& settings) {
-    zmq::detail::configure(socket);
+    zmq::detail::configure(socket, 16);  // a request and a few resends at the most
     if (!settings.curve_server_key.empty()) {
       socket.set(::zmq::sockopt::curve_serverkey, settings.curve_server_key);
       socket.set(::zmq::sockopt::curve_publickey, settings.curve_keys.public_key);
@@ -256,9 +262,17 @@ class Zmq::Store {
   /// [0, params.size()), and asyncopt::zmq::ServerUnavailable when a server does not answer.
   Store(const Zmq& transport, const Rule& /*rule*/, const Consistency& /*consistency*/,
         std::span<Scalar> params, std::size_t workers)
-      : transport_((transport.validate(), transport)), params_(params), counters_(workers) {
+      : transport_((transport.validate(), transport)),
+        params_(params),
+        counters_(workers),
+        live_(std::make_unique<std::atomic<bool>[]>(workers)) {
     if (workers == 0) {
       throw std::invalid_argument("asyncopt: a store needs at least one worker");
+    }
+    if (workers >= zmq::observer || transport_.first_worker >= zmq::observer - workers) {
+      throw std::invalid_argument(
+          "asyncopt: transport::Zmq::first_worker + workers must stay below " +
+          std::to_string(zmq::observer));
     }
     for (auto& c : counters_) {
       c.stats.staleness.assign(StoreStats::staleness_buckets, 0);
@@ -266,7 +280,7 @@ class Zmq::Store {
     discover();
     sync();
     if (transport_.heartbeat_interval.count() > 0) {
-      heartbeat_ = std::jthread([this](std::stop_token stop) { beat(stop); });
+      heartbeat_ = std::jthread([this](const std::stop_token& stop) { beat(stop); });
     }
   }
 
@@ -380,32 +394,43 @@ class Zmq::Store {
     }
   }
 
-  // Heartbeats for this process's workers, on sockets of their own, until the store goes.
-  void beat(const std::stop_token& stop) {
-    std::vector<std::unique_ptr<::zmq::socket_t>> sockets;
-    for (const Shard& s : shards_) {
-      auto socket = std::make_unique<::zmq::socket_t>(context_, ::zmq::socket_type::dealer);
-      detail::Link::connect(*socket, s.endpoint, transport_);
-      sockets.push_back(std::move(socket));
-    }
-    std::mutex mutex;
-    std::condition_variable_any wake;
-    while (!stop.stop_requested()) {
-      for (auto& socket : sockets) {
-        std::array<::zmq::message_t, 1> parts{
-            zmq::detail::header_frame({.type = zmq::wire::Type::heartbeat,
-                                       .worker = transport_.first_worker,
-                                       .count = counters_.size()})};
-        static_cast<void>(::zmq::send_multipart(*socket, parts, ::zmq::send_flags::dontwait));
+  // Heartbeats for this process's workers that have a handle taking part, on sockets of
+  // their own, until the store goes. A failure to set the sockets up ends the heartbeats
+  // (the servers then drop the workers after their timeout) rather than the process.
+  void beat(const std::stop_token& stop) noexcept {
+    try {
+      std::vector<std::unique_ptr<::zmq::socket_t>> sockets;
+      for (const Shard& s : shards_) {
+        auto socket = std::make_unique<::zmq::socket_t>(context_, ::zmq::socket_type::dealer);
+        detail::Link::connect(*socket, s.endpoint, transport_);
+        sockets.push_back(std::move(socket));
       }
-      std::unique_lock lock(mutex);
-      wake.wait_for(lock, stop, transport_.heartbeat_interval, [] { return false; });
+      std::mutex mutex;
+      std::condition_variable_any wake;
+      while (!stop.stop_requested()) {
+        for (std::size_t id = 0; id < counters_.size(); ++id) {
+          if (!live_[id].load(std::memory_order_acquire)) {
+            continue;
+          }
+          for (auto& socket : sockets) {
+            std::array<::zmq::message_t, 1> parts{zmq::detail::header_frame(
+                {.type = zmq::wire::Type::heartbeat,
+                 .worker = transport_.first_worker + static_cast<std::uint32_t>(id),
+                 .count = 1})};
+            static_cast<void>(::zmq::send_multipart(*socket, parts, ::zmq::send_flags::dontwait));
+          }
+        }
+        std::unique_lock lock(mutex);
+        wake.wait_for(lock, stop, transport_.heartbeat_interval, [] { return false; });
+      }
+    } catch (...) {  // NOLINT(bugprone-empty-catch): see above
     }
   }
 
   Zmq transport_;
   std::span<Scalar> params_;
   std::vector<Counters> counters_;
+  std::unique_ptr<std::atomic<bool>[]> live_;  // whether worker k has a handle taking part
   ::zmq::context_t context_{1};
   std::vector<Shard> shards_;
   std::vector<detail::Link> observers_;
@@ -455,6 +480,9 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// server applied it and the largest staleness any of them saw.
   PushResult push(std::span<const Scalar> gradient) {
     asyncopt::transport::detail::check_dense_size(gradient.size(), store_->params_.size(), "push");
+    if (!kernels::all_finite(gradient)) {
+      return reject();  // whole, here: no server applies a part of it
+    }
     const auto& shards = store_->shards_;
     for (std::size_t k = 0; k < shards.size(); ++k) {
       const std::size_t count = shards[k].end - shards[k].begin;
@@ -470,6 +498,9 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// sent to the server holding its key.
   PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
     asyncopt::transport::detail::check_sparse_push(index, value, store_->params_.size());
+    if (!kernels::all_finite(value)) {
+      return reject();
+    }
     std::size_t asked = 0;
     for_each_shard(index, [&](std::size_t k, std::size_t first, std::size_t last) {
       zmq::wire::Header h = request(zmq::wire::Type::push);
@@ -497,15 +528,26 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// Stops holding other workers back (bounded staleness) until join().
   void leave() {
     if (store_ != nullptr) {
+      store_->live_[id_].store(false, std::memory_order_release);
       notify(zmq::wire::Type::leave, clock_);
     }
   }
 
-  /// Takes part again after leave(), at this worker's clock.
+  /// Takes part again after leave(), at this worker's clock or, where a server has a later
+  /// clock for this worker id (a restarted worker process), at that one.
   void join() {
-    if (store_ != nullptr) {
-      notify(zmq::wire::Type::join, clock_);
+    if (store_ == nullptr) {
+      return;
     }
+    for (std::size_t k = 0; k < links_.size(); ++k) {
+      sent_[k] =
+          links_[k].send({.type = zmq::wire::Type::join, .worker = global_, .value = clock_});
+    }
+    for (std::size_t k = 0; k < links_.size(); ++k) {
+      clock_ = std::max(clock_,
+                        links_[k].receive(sent_[k], zmq::wire::Type::joined, "join").header.value);
+    }
+    store_->live_[id_].store(true, std::memory_order_release);
   }
 
   /// This worker's id within the process.
@@ -549,6 +591,11 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
       links_.emplace_back(store.context_, s.endpoint, store.transport_);
     }
     join();
+  }
+
+  PushResult reject() noexcept {
+    ++store_->counters_[id_].stats.rejected;
+    return {.applied = false, .staleness = 0};
   }
 
   [[nodiscard]] zmq::wire::Header request(zmq::wire::Type type) const noexcept {

@@ -35,21 +35,23 @@ inline constexpr std::size_t max_text = 4096;
 
 /// What a message is. Requests go from a worker to a server; each has one reply type.
 enum class Type : std::uint16_t {
-  hello = 1,        ///< worker -> server: announce worker `worker` and its element type
-  welcome = 2,      ///< server -> worker: `value` = dimension, `offset` = first key,
-                    ///< `count` = keys, element = the server's element type
-  pull = 3,         ///< worker -> server: dense (no frames) or sparse (index frame);
-                    ///< element = the element type wanted
-  pull_reply = 4,   ///< server -> worker: value frame; `value` = server version seen
-  push = 5,         ///< worker -> server: value frame, sparse with an index frame before it
-  push_reply = 6,   ///< server -> worker: `value` = staleness, flag `applied`
-  clock = 7,        ///< worker -> server: worker `worker` finished step `value`; no reply
-  leave = 8,        ///< worker -> server: worker `worker` holds nobody back; no reply
-  join = 9,         ///< worker -> server: worker `worker` takes part again at clock `value`
-  heartbeat = 10,   ///< worker -> server: workers [`worker`, `worker` + `count`) are alive
-  error = 11,       ///< server -> worker: `offset` = ErrorCode, text frame
-  stats = 12,       ///< worker -> server: request the server's counters
-  stats_reply = 13  ///< server -> worker: value frame of StatsField::count u64 counters
+  hello = 1,         ///< worker -> server: announce worker `worker` and its element type
+  welcome = 2,       ///< server -> worker: `value` = dimension, `offset` = first key,
+                     ///< `count` = keys, element = the server's element type
+  pull = 3,          ///< worker -> server: dense (no frames) or sparse (index frame);
+                     ///< element = the element type wanted
+  pull_reply = 4,    ///< server -> worker: value frame; `value` = server version seen
+  push = 5,          ///< worker -> server: value frame, sparse with an index frame before it
+  push_reply = 6,    ///< server -> worker: `value` = staleness, flag `applied`
+  clock = 7,         ///< worker -> server: worker `worker` finished step `value`; no reply
+  leave = 8,         ///< worker -> server: worker `worker` holds nobody back; no reply
+  join = 9,          ///< worker -> server: worker `worker` takes part again at clock `value`;
+                     ///< answered with joined
+  heartbeat = 10,    ///< worker -> server: workers [`worker`, `worker` + `count`) are alive
+  error = 11,        ///< server -> worker: `offset` = ErrorCode, text frame
+  stats = 12,        ///< worker -> server: request the server's counters
+  stats_reply = 13,  ///< server -> worker: value frame of StatsField::count u64 counters
+  joined = 14        ///< server -> worker: `value` = the worker's clock on the server after a join
 };
 
 /// The element type of a value frame.
@@ -70,7 +72,7 @@ enum class ErrorCode : std::uint64_t {
   malformed = 1,       ///< the message broke the wire format
   version = 2,         ///< another protocol version
   element = 3,         ///< another element type than the server's
-  unknown_worker = 4,  ///< a request before hello, or a worker id out of range
+  unknown_worker = 4,  ///< a worker id out of range, or a push from the observer id
   bad_request = 5,     ///< sizes or indices that do not fit the server's key range
   rule = 6,            ///< the update rule refused the push (logic_error)
   internal = 7         ///< anything else the server could not do
@@ -78,13 +80,15 @@ enum class ErrorCode : std::uint64_t {
 
 /// The counters in a stats reply, in this order.
 enum class StatsField : std::size_t {
-  version = 0,  ///< updates applied by the server
-  rejected,     ///< non-finite gradients rejected
-  malformed,    ///< malformed messages received
-  refused,      ///< well-formed requests refused with an error reply
-  dropped,      ///< workers dropped after missing heartbeats
-  checkpoints,  ///< checkpoints written
-  count         ///< number of fields
+  version = 0,   ///< updates applied by the server
+  rejected,      ///< non-finite gradients rejected
+  malformed,     ///< malformed messages received
+  refused,       ///< well-formed requests refused with an error reply
+  dropped,       ///< workers dropped after missing heartbeats
+  checkpoints,   ///< checkpoints written
+  duplicates,    ///< requests received again (resent after a timeout)
+  unauthorized,  ///< CURVE handshakes refused
+  count          ///< number of fields
 };
 
 /// The fixed-size first frame of every message.
@@ -163,6 +167,8 @@ template <class Scalar>
       return "stats";
     case Type::stats_reply:
       return "stats_reply";
+    case Type::joined:
+      return "joined";
   }
   return "unknown";
 }
@@ -202,6 +208,7 @@ struct Shape {
     case Type::join:
     case Type::heartbeat:
     case Type::stats:
+    case Type::joined:
       return {.known = true};
     case Type::pull:
       return {.known = true, .index = sparse};
@@ -255,14 +262,18 @@ struct Message {
 
   /// Copies the index frame into `out` (`header.count` entries).
   void copy_index(std::span<std::uint64_t> out) const noexcept {
-    std::memcpy(out.data(), index.data(), index.size());
+    if (!index.empty()) {  // an empty frame or span may have no storage
+      std::memcpy(out.data(), index.data(), index.size());
+    }
   }
 
   /// Copies the value frame into `out` (`header.count` entries); the caller has checked
   /// that `header.element` is element_of<Scalar>().
   template <class Scalar>
   void copy_values(std::span<Scalar> out) const noexcept {
-    std::memcpy(out.data(), values.data(), values.size());
+    if (!values.empty()) {
+      std::memcpy(out.data(), values.data(), values.size());
+    }
   }
 };
 
