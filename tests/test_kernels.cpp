@@ -131,6 +131,35 @@ TEMPLATE_TEST_CASE("all_finite finds a NaN or an infinity at any position", "", 
   }
 }
 
+TEMPLATE_TEST_CASE("copy_all_finite copies every value and agrees with all_finite", "", float,
+                   double) {
+  using Limits = std::numeric_limits<TestType>;
+  for (const std::size_t n : {0, 1, 5, 16, 37}) {
+    auto v = random_vector<TestType>(n, 3);
+    for (std::size_t bad = 0; bad <= n; ++bad) {  // bad == n: all finite
+      auto src = v;
+      if (bad < n) {
+        src[bad] = bad % 2 == 0 ? Limits::quiet_NaN() : -Limits::infinity();
+      }
+      // An odd offset: the destination need not be aligned.
+      std::vector<TestType> out(n + 1, TestType{-7});
+      const bool finite =
+          asyncopt::kernels::copy_all_finite(std::span<const TestType>(src), out.data() + 1);
+      INFO("n = " << n << ", bad position " << bad);
+      REQUIRE(finite == asyncopt::kernels::all_finite(std::span<const TestType>(src)));
+      REQUIRE(finite == (bad == n));
+      REQUIRE(out[0] == TestType{-7});
+      for (std::size_t i = 0; i < n; ++i) {
+        if (i != bad) {
+          REQUIRE(out[i + 1] == src[i]);
+        } else {
+          REQUIRE(std::isnan(out[i + 1]) == std::isnan(src[i]));
+        }
+      }
+    }
+  }
+}
+
 TEMPLATE_TEST_CASE("copy reads a range through either access mode", "", float, double) {
   const auto src = random_vector<TestType>(45, 6);
   std::vector<TestType> plain(45, TestType{-1});

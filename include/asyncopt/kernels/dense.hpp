@@ -202,4 +202,33 @@ template <class Scalar>
   return total == Scalar{0};
 }
 
+/// Copies `src` to `dst` (src.size() elements, any alignment) and returns whether every
+/// value is finite, in one pass: a message buffer is filled and checked together.
+template <class Scalar>
+[[nodiscard]] bool copy_all_finite(std::span<const Scalar> src, Scalar* dst) noexcept {
+  using Batch = xsimd::batch<Scalar>;
+  constexpr std::size_t width = Batch::size;
+  const std::size_t n = src.size();
+  const Scalar* p = src.data();
+  Batch acc(Scalar{0});
+  const Batch zero(Scalar{0});
+  std::size_t i = 0;
+  for (; i + width <= n; i += width) {
+    const Batch v = Batch::load_unaligned(p + i);
+    v.store_unaligned(dst + i);
+    acc += v * zero;
+  }
+  alignas(64) std::array<Scalar, width> lanes{};
+  acc.store_unaligned(lanes.data());
+  Scalar total{0};
+  for (const Scalar lane : lanes) {
+    total += lane;
+  }
+  for (; i < n; ++i) {
+    dst[i] = p[i];
+    total += p[i] * Scalar{0};
+  }
+  return total == Scalar{0};
+}
+
 }  // namespace asyncopt::kernels

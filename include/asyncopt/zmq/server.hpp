@@ -25,6 +25,7 @@
 
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/sparse.hpp>
+#include <asyncopt/kernels/dense.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/zmq/channel.hpp>
 #include <asyncopt/zmq/checkpoint.hpp>
@@ -726,30 +727,45 @@ class Server {
       values = values_;
     }
     auto& handle = handles_[h.worker];
-    transport::PushResult result;
-    if (m.is_sparse()) {
+    const bool sparse = m.is_sparse();
+    if (sparse) {
       local_index(m);
-      result = handle.push(std::span<const std::size_t>(index_), values);
+    } else if (count != params_.size()) {
+      throw std::invalid_argument("asyncopt: dense push of " + std::to_string(count) +
+                                  " values to a server holding " + std::to_string(params_.size()) +
+                                  " keys");
+    }
+    auto apply = [&] {
+      return sparse ? handle.push(std::span<const std::size_t>(index_), values)
+                    : handle.push(values);
+    };
+    auto answer = [&](bool applied, std::uint64_t staleness) {
+      (applied ? version_ : rejected_).fetch_add(1, std::memory_order_relaxed);
+      peers_[h.worker].last_staleness = staleness;
+      peers_[h.worker].last_applied = applied;
+      send(to, {.type = wire::Type::push_reply,
+                .flags = static_cast<std::uint8_t>(applied ? wire::Flag::applied : 0),
+                .worker = h.worker,
+                .sequence = h.sequence,
+                .value = staleness});
+    };
+    if constexpr (needs_w_seen_v<Rule>) {
+      // The rule may refuse the push (parameters seen missing): answer after applying.
+      const transport::PushResult result = apply();
+      answer(result.applied, result.staleness);
     } else {
-      if (count != params_.size()) {
-        throw std::invalid_argument("asyncopt: dense push of " + std::to_string(count) +
-                                    " values to a server holding " +
-                                    std::to_string(params_.size()) + " keys");
+      // Nothing can refuse the push once it is checked, and this thread serves every
+      // request in order, so the answer goes first and the update overlaps its trip: any
+      // later request, of any worker, sees the update. The staleness is the store's own
+      // count: updates completed since this worker's last pull.
+      const bool finite = kernels::all_finite(values);
+      const std::uint64_t now = store_.version();
+      const std::uint64_t seen = handle.seen_version();
+      answer(finite, finite && now > seen ? now - seen : 0);
+      if (finite) {
+        static_cast<void>(apply());
       }
-      result = handle.push(values);
     }
-    if (result.applied) {
-      version_.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      rejected_.fetch_add(1, std::memory_order_relaxed);
-    }
-    peers_[h.worker].last_staleness = result.staleness;
-    peers_[h.worker].last_applied = result.applied;
-    send(to, {.type = wire::Type::push_reply,
-              .flags = static_cast<std::uint8_t>(result.applied ? wire::Flag::applied : 0),
-              .worker = h.worker,
-              .sequence = h.sequence,
-              .value = result.staleness});
   }
 
   // The answer to a join: the worker's clock here, which a restarted worker process adopts.

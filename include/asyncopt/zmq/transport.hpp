@@ -480,16 +480,22 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// server applied it and the largest staleness any of them saw.
   PushResult push(std::span<const Scalar> gradient) {
     asyncopt::transport::detail::check_dense_size(gradient.size(), store_->params_.size(), "push");
-    if (!kernels::all_finite(gradient)) {
-      return reject();  // whole, here: no server applies a part of it
-    }
     const auto& shards = store_->shards_;
+    // Every part is copied into its message and checked in the same pass; a NaN or Inf
+    // anywhere rejects the whole gradient before any server sees a part of it.
+    frames_.clear();
+    for (const Shard& shard : shards) {
+      const std::size_t count = shard.end - shard.begin;
+      frames_.emplace_back(count * sizeof(Scalar));
+      if (!kernels::copy_all_finite(gradient.subspan(shard.begin, count),
+                                    static_cast<Scalar*>(frames_.back().data()))) {
+        return reject();
+      }
+    }
     for (std::size_t k = 0; k < shards.size(); ++k) {
-      const std::size_t count = shards[k].end - shards[k].begin;
       zmq::wire::Header h = request(zmq::wire::Type::push);
-      h.count = count;
-      sent_[k] = links_[k].send(
-          h, ::zmq::message_t(gradient.data() + shards[k].begin, count * sizeof(Scalar)));
+      h.count = shards[k].end - shards[k].begin;
+      sent_[k] = links_[k].send(h, std::move(frames_[k]));
     }
     return collect_pushes(shards.size(), [](std::size_t k) { return k; });
   }
@@ -567,6 +573,7 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
         targets_(std::move(other.targets_)),
         starts_(std::move(other.starts_)),
         values_(std::move(other.values_)),
+        frames_(std::move(other.frames_)),
         clock_(other.clock_) {}
   Worker& operator=(Worker&&) = delete;
   /// Leaves (tells the servers this worker holds nobody back any more).
@@ -693,6 +700,7 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   std::vector<std::size_t> targets_;
   std::vector<std::size_t> starts_ = std::vector<std::size_t>(targets_.size());
   std::vector<Scalar> values_;
+  std::vector<::zmq::message_t> frames_;  // a dense push's parts
   std::uint64_t clock_ = 0;
 };
 
