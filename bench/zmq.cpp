@@ -12,7 +12,9 @@
 //                      k workers, the default ServerConfig otherwise: heartbeats on) applies
 //                      w -= lr * g before it answers
 //   pull/<k>/<n>       a dense pull of n floats into the worker's buffer
-//   push_pull/<k>/<n>  a pull, then a push: the messages of one training step
+//   pull_push/<k>/<n>  a pull, then a push: one training step as two exchanges
+//   push_pull/<k>/<n>  Worker::push_clock_pull: a push, the clock and the next pull in one
+//                      exchange, as optimize() runs a dense step over ZeroMQ
 //   echo/<k>/<n>       the baseline: a DEALER sends 4n bytes to a ROUTER on a thread that
 //                      sends every message back unchanged, receives the echo and copies it
 //                      into a buffer, as a pull copies its reply out
@@ -30,7 +32,7 @@
 //   p50_us, p99_us  the median and the 99th percentile of one operation's latency
 //   mean_us         the mean latency
 //   GBps            10^9 payload bytes per second moved by all the run's threads together:
-//                   4n per push, pull or raw push, 2 x 4n per push_pull and per echo round
+//                   4n per push, pull or raw push, 2 x 4n per pull_push, push_pull and echo round
 //                   trip,
 //                   over the wall time from the first operation's start to the last one's end
 //
@@ -94,7 +96,7 @@ void fail(const std::string& what) {
   failed.store(true, std::memory_order_relaxed);
 }
 
-enum class Op { push, pull, push_pull, echo, raw_push };
+enum class Op { push, pull, pull_push, push_pull, echo, raw_push };
 
 const char* op_name(Op op) {
   switch (op) {
@@ -102,6 +104,8 @@ const char* op_name(Op op) {
       return "push";
     case Op::pull:
       return "pull";
+    case Op::pull_push:
+      return "pull_push";
     case Op::push_pull:
       return "push_pull";
     case Op::echo:
@@ -114,7 +118,7 @@ const char* op_name(Op op) {
 
 // Payload bytes one operation moves.
 std::size_t bytes_per_op(Op op, std::size_t n) {
-  return (op == Op::push_pull || op == Op::echo ? 2 : 1) * n * sizeof(float);
+  return (op == Op::pull_push || op == Op::push_pull || op == Op::echo ? 2 : 1) * n * sizeof(float);
 }
 
 // What one benchmark thread timed: each operation's latency and the span they covered.
@@ -174,10 +178,18 @@ std::unique_ptr<ServerFixture> server_fixture;
 
 void run_op(ServerFixture& f, std::size_t t, Op op) {
   Handle& h = f.handles[t];
-  if (op == Op::pull || op == Op::push_pull) {
+  if (op == Op::push_pull) {
+    const asyncopt::transport::PushResult result =
+        h.push_clock_pull(std::span<const float>(f.gradients[t]), std::span<float>(f.pulled[t]));
+    if (!result.applied) {
+      throw std::runtime_error("a push was not applied");
+    }
+    return;
+  }
+  if (op == Op::pull || op == Op::pull_push) {
     h.pull(std::span<float>(f.pulled[t]));
   }
-  if (op == Op::push || op == Op::push_pull) {
+  if (op == Op::push || op == Op::pull_push) {
     const asyncopt::transport::PushResult result = h.push(std::span<const float>(f.gradients[t]));
     if (!result.applied) {
       throw std::runtime_error("a push was not applied");
@@ -192,7 +204,7 @@ void setup_server(const benchmark::State& state) {
     server_fixture = std::make_unique<ServerFixture>(n, workers);
     for (std::size_t t = 0; t < workers; ++t) {
       for (int k = 0; k < warm_up; ++k) {
-        run_op(*server_fixture, t, Op::push_pull);
+        run_op(*server_fixture, t, Op::pull_push);
         server_fixture->pushes.fetch_add(1, std::memory_order_relaxed);
       }
     }
@@ -466,7 +478,7 @@ void register_all() {
         b->Threads(workers);
       }
     };
-    for (const Op op : {Op::push, Op::pull, Op::push_pull}) {
+    for (const Op op : {Op::push, Op::pull, Op::pull_push, Op::push_pull}) {
       auto* b = benchmark::RegisterBenchmark(run_name(op, workers).c_str(), bm_server, op);
       configure_run(b);
       b->Setup(setup_server)->Teardown(teardown_server);

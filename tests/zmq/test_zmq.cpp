@@ -753,3 +753,48 @@ TEST_CASE("a pull resent while it is held back is answered once") {
   CHECK_FALSE(asyncopt::zmq::detail::receive(dealer, reply, 300ms));
   CHECK(cluster.server(0).stats().duplicates == 2);
 }
+
+TEST_CASE("push_clock_pull equals push, clock and pull in that order, bit for bit") {
+  using Rule = asyncopt::update::MomentumCorrection;
+  using Policy = BoundedStaleness<Locked>;
+  const Rule rule{.learning_rate = 0.1, .beta = 0.7};
+  const std::size_t n = 11;
+  Cluster<float, Rule, Policy> fused_cluster(n, 1, rule, Policy{.staleness = 0}, {4});
+  Cluster<float, Rule, Policy> plain_cluster(n, 1, rule, Policy{.staleness = 0}, {4});
+  using Opt = asyncopt::AsyncOptimizer<float, Rule, Policy, Zmq>;
+  Opt fused_opt(rule, Policy{.staleness = 0}, fused_cluster.transport());
+  Opt plain_opt(rule, Policy{.staleness = 0}, plain_cluster.transport());
+  std::vector<float> fused_params(n);
+  std::vector<float> plain_params(n);
+  auto fused_store = fused_opt.attach(fused_params, 1);
+  auto plain_store = plain_opt.attach(plain_params, 1);
+  auto f = fused_store->worker(0);
+  auto p = plain_store->worker(0);
+  std::vector<float> fw(n);
+  std::vector<float> pw(n);
+  f.pull(fw);
+  p.pull(pw);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal;
+  std::vector<float> g(n);
+  for (int step = 0; step < 12; ++step) {
+    for (std::size_t i = 0; i < n; ++i) {
+      g[i] = normal(rng) + fw[i];
+    }
+    if (step == 5) {
+      g[3] = std::numeric_limits<float>::quiet_NaN();  // rejected whole; clock and pull go on
+    }
+    const auto fr = f.push_clock_pull(std::span<const float>(g), std::span<float>(fw));
+    const auto pr = p.push(std::span<const float>(g));
+    p.clock();
+    p.pull(pw);
+    CHECK(fr.applied == pr.applied);
+    CHECK(fr.staleness == pr.staleness);
+    CHECK(fw == pw);
+    CHECK(f.clock_count() == p.clock_count());
+  }
+  CHECK(fused_store->stats().rejected == 1);
+  fused_store->sync();
+  plain_store->sync();
+  CHECK(fused_params == plain_params);
+}

@@ -239,6 +239,12 @@ class AsyncOptimizer {
                  std::span<scalar_type> values) {
       h.pull_values(index, values);
     };
+    // A dense step whose transport can push, clock and pull in one exchange (ZeroMQ) uses it.
+    constexpr bool fused_step =
+        !sparse && requires(typename store_type::Worker & h, std::span<const scalar_type> g,
+                            std::span<scalar_type> out) {
+      h.push_clock_pull(g, out);
+    };
     const auto start = Clock::now();
     const std::size_t n = params.size();
     const std::size_t examples = objective.num_examples();
@@ -258,6 +264,7 @@ class AsyncOptimizer {
       std::size_t next = 0;
       std::size_t end = 0;
       std::uint64_t examples = 0;
+      bool pulled = false;  // w already holds this step's parameters (fused_step)
     };
     std::vector<WorkerState> states;
     states.reserve(workers);
@@ -319,6 +326,23 @@ class AsyncOptimizer {
                                 std::span<scalar_type>(ws.w));
           objective.touched_gradient(std::span<const scalar_type>(ws.w), batch, g);
           ws.handle.push(g);
+          ws.handle.clock();
+        } else if constexpr (fused_step) {
+          // The push, the clock and the next step's pull travel together while another step
+          // of this shard follows; the first step of a shard pulls on its own.
+          if (!ws.pulled) {
+            ws.handle.pull(ws.w);
+          }
+          objective.gradient(std::span<const scalar_type>(ws.w), batch,
+                             std::span<scalar_type>(ws.grad));
+          ws.pulled = ws.next < ws.end && !stop.load(std::memory_order_relaxed);
+          if (ws.pulled) {
+            ws.handle.push_clock_pull(std::span<const scalar_type>(ws.grad),
+                                      std::span<scalar_type>(ws.w));
+          } else {
+            ws.handle.push(std::span<const scalar_type>(ws.grad));
+            ws.handle.clock();
+          }
         } else {
           if constexpr (sparse_pull) {
             objective.touched(batch, ws.touched);
@@ -334,8 +358,8 @@ class AsyncOptimizer {
                                std::span<scalar_type>(ws.grad));
             ws.handle.push(std::span<const scalar_type>(ws.grad));
           }
+          ws.handle.clock();
         }
-        ws.handle.clock();
       } catch (...) {
         stop.store(true, std::memory_order_relaxed);
         ws.handle.leave();
@@ -370,6 +394,7 @@ class AsyncOptimizer {
         states[id].next = id * examples / workers;
         states[id].end = (id + 1) * examples / workers;
         states[id].handle.join();
+        states[id].pulled = false;
       }
       const auto epoch_start = Clock::now();
       transport_.run(workers, step);

@@ -314,6 +314,9 @@ class Server {
   // A request the server cannot answer yet (a pull held back by bounded staleness).
   struct Deferred {
     detail::Frames frames;
+    // For a push with then_pull, already applied: what its pull_reply reports.
+    std::uint8_t flags = 0;
+    std::uint64_t staleness = 0;
   };
 
   // A request refused: the error reply's code and text.
@@ -473,6 +476,16 @@ class Server {
           return;
         case Repeat::resent:
           duplicates_.fetch_add(1, std::memory_order_relaxed);
+          if (h.type == wire::Type::push && (h.flags & wire::Flag::then_pull) != 0) {
+            if (peers_[h.worker].deferred || !typed(h)) {
+              return;  // its pull is still held back (or it was refused)
+            }
+            const Peer& peer = peers_[h.worker];
+            pull(to, message, Source::replay,
+                 static_cast<std::uint8_t>(peer.last_applied ? wire::Flag::applied : 0),
+                 peer.last_staleness);
+            return;
+          }
           if (h.type == wire::Type::push) {
             const Peer& peer = peers_[h.worker];
             send(to,
@@ -555,6 +568,9 @@ class Server {
         }
         if (h.worker == observer) {
           return Refusal{wire::ErrorCode::unknown_worker, "asyncopt: an observer cannot push"};
+        }
+        if ((h.flags & wire::Flag::then_pull) != 0) {
+          return push_then_pull(to, frames, m);
         }
         push(to, m);
         return std::nullopt;
@@ -650,7 +666,8 @@ class Server {
   // observer), or what the worker's last pull recorded (a resent pull: nothing changes).
   enum class Source { worker, observer, replay };
 
-  void pull(const ::zmq::message_t& to, const wire::Message& m, Source source) {
+  void pull(const ::zmq::message_t& to, const wire::Message& m, Source source,
+            std::uint8_t reply_flags = 0, std::uint64_t reply_offset = 0) {
     const wire::Header& h = m.header;
     const bool sparse = m.is_sparse();
     if (sparse) {
@@ -707,10 +724,12 @@ class Server {
     send(to,
          {.type = wire::Type::pull_reply,
           .element = wire::element_of<Scalar>(),
+          .flags = reply_flags,
           .worker = h.worker,
           .sequence = h.sequence,
           .value = version_.load(std::memory_order_relaxed),
-          .count = count},
+          .count = count,
+          .offset = reply_offset},
          std::move(values));
   }
 
@@ -766,6 +785,49 @@ class Server {
         static_cast<void>(apply());
       }
     }
+  }
+
+  // A dense push, then the worker's clock, then a pull, in one request: what push(),
+  // clock() and pull() do in that order, answered with the pull's reply (held back like a
+  // pull when bounded staleness says so), which also reports the push.
+  std::optional<Refusal> push_then_pull(const ::zmq::message_t& to, detail::Frames& frames,
+                                        const wire::Message& m) {
+    const wire::Header& h = m.header;
+    if (m.is_sparse()) {
+      return Refusal{wire::ErrorCode::bad_request,
+                     "asyncopt: then_pull needs a dense push (a sparse step pulls other keys)"};
+    }
+    const auto count = static_cast<std::size_t>(h.count);
+    if (count != params_.size()) {
+      throw std::invalid_argument("asyncopt: dense push of " + std::to_string(count) +
+                                  " values to a server holding " + std::to_string(params_.size()) +
+                                  " keys");
+    }
+    const auto* const frame = reinterpret_cast<const Scalar*>(m.values.data());
+    std::span<const Scalar> values(frame, count);
+    if (!aligned(frame)) {
+      values_.resize(count);
+      m.copy_values(std::span<Scalar>(values_));
+      values = values_;
+    }
+    auto& handle = handles_[h.worker];
+    const transport::PushResult result = handle.push(values);
+    (result.applied ? version_ : rejected_).fetch_add(1, std::memory_order_relaxed);
+    Peer& peer = peers_[h.worker];
+    peer.last_staleness = result.staleness;
+    peer.last_applied = result.applied;
+    const auto flags = static_cast<std::uint8_t>(result.applied ? wire::Flag::applied : 0);
+    if (h.value > 0) {
+      handle.clock_to(h.value);
+      retry_deferred();  // others may go now; this worker's own pull comes after them
+    }
+    if (!handle.may_pull()) {
+      peer.deferred = true;
+      deferred_.push_back({std::move(frames), flags, result.staleness});
+      return std::nullopt;
+    }
+    pull(to, m, Source::worker, flags, result.staleness);
+    return std::nullopt;
   }
 
   // The answer to a join: the worker's clock here, which a restarted worker process adopts.
@@ -854,7 +916,7 @@ class Server {
       }
       peers_[m.header.worker].deferred = false;
       try {
-        pull(it->frames[0], m, Source::worker);
+        pull(it->frames[0], m, Source::worker, it->flags, it->staleness);
       } catch (const std::invalid_argument& e) {
         refuse(it->frames[0], m.header, {wire::ErrorCode::bad_request, e.what()});
       } catch (const std::exception& e) {

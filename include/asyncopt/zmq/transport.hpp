@@ -480,24 +480,53 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// server applied it and the largest staleness any of them saw.
   PushResult push(std::span<const Scalar> gradient) {
     asyncopt::transport::detail::check_dense_size(gradient.size(), store_->params_.size(), "push");
-    const auto& shards = store_->shards_;
-    // Every part is copied into its message and checked in the same pass; a NaN or Inf
-    // anywhere rejects the whole gradient before any server sees a part of it.
-    frames_.clear();
-    for (const Shard& shard : shards) {
-      const std::size_t count = shard.end - shard.begin;
-      frames_.emplace_back(count * sizeof(Scalar));
-      if (!kernels::copy_all_finite(gradient.subspan(shard.begin, count),
-                                    static_cast<Scalar*>(frames_.back().data()))) {
-        return reject();
-      }
+    if (!dense_frames(gradient)) {
+      return reject();
     }
+    const auto& shards = store_->shards_;
     for (std::size_t k = 0; k < shards.size(); ++k) {
       zmq::wire::Header h = request(zmq::wire::Type::push);
       h.count = shards[k].end - shards[k].begin;
       sent_[k] = links_[k].send(h, std::move(frames_[k]));
     }
     return collect_pushes(shards.size(), [](std::size_t k) { return k; });
+  }
+
+  /// push(gradient), clock() and pull(out), in that order, in one round trip per server
+  /// instead of three messages and two round trips: the end of one training step and the
+  /// start of the next. `out` gets the parameters after this push (and whatever the servers
+  /// applied before the pull), as pull(out) would; under bounded staleness the answer waits
+  /// at the gate as a pull does. A gradient with a NaN or Inf is rejected whole, and the
+  /// clock and the pull still happen.
+  PushResult push_clock_pull(std::span<const Scalar> gradient, std::span<Scalar> out) {
+    asyncopt::transport::detail::check_dense_size(gradient.size(), store_->params_.size(), "push");
+    asyncopt::transport::detail::check_dense_size(out.size(), store_->params_.size(), "pull");
+    if (!dense_frames(gradient)) {
+      const PushResult rejected = reject();
+      clock();
+      pull(out);
+      return rejected;
+    }
+    const auto& shards = store_->shards_;
+    ++clock_;
+    for (std::size_t k = 0; k < shards.size(); ++k) {
+      zmq::wire::Header h = request(zmq::wire::Type::push);
+      h.flags = zmq::wire::Flag::then_pull;
+      h.value = clock_;
+      h.count = shards[k].end - shards[k].begin;
+      sent_[k] = links_[k].send(h, std::move(frames_[k]));
+    }
+    PushResult result{.applied = true, .staleness = 0};
+    for (std::size_t k = 0; k < shards.size(); ++k) {
+      const zmq::wire::Message reply =
+          links_[k].receive(sent_[k], zmq::wire::Type::pull_reply, "push and pull");
+      store_->check_reply_size(reply, shards[k].end - shards[k].begin, k);
+      reply.copy_values(out.subspan(shards[k].begin, shards[k].end - shards[k].begin));
+      result.applied = result.applied && (reply.header.flags & zmq::wire::Flag::applied) != 0;
+      result.staleness = std::max(result.staleness, reply.header.offset);
+    }
+    record(result);
+    return result;
   }
 
   /// Applies a sparse gradient (strictly increasing indices with their values), each entry
@@ -600,6 +629,30 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     join();
   }
 
+  // Copies each server's part of a dense gradient into its message (frames_) and checks it
+  // for NaN and Inf in the same pass; false when the gradient is not finite.
+  bool dense_frames(std::span<const Scalar> gradient) {
+    frames_.clear();
+    for (const Shard& shard : store_->shards_) {
+      const std::size_t count = shard.end - shard.begin;
+      frames_.emplace_back(count * sizeof(Scalar));
+      if (!kernels::copy_all_finite(gradient.subspan(shard.begin, count),
+                                    static_cast<Scalar*>(frames_.back().data()))) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  void record(const PushResult& result) {
+    StoreStats& stats = store_->counters_[id_].stats;
+    if (result.applied) {
+      stats.record(result.staleness);
+    } else {
+      ++stats.rejected;
+    }
+  }
+
   PushResult reject() noexcept {
     ++store_->counters_[id_].stats.rejected;
     return {.applied = false, .staleness = 0};
@@ -683,12 +736,7 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
       result.applied = result.applied && (reply.header.flags & zmq::wire::Flag::applied) != 0;
       result.staleness = std::max(result.staleness, reply.header.value);
     }
-    StoreStats& stats = store_->counters_[id_].stats;
-    if (result.applied) {
-      stats.record(result.staleness);
-    } else {
-      ++stats.rejected;
-    }
+    record(result);
     return result;
   }
 

@@ -63,8 +63,10 @@ enum class Element : std::uint8_t {
 
 /// Bits of Header::flags.
 enum Flag : std::uint8_t {
-  sparse = 1,  ///< the message has an index frame (pull, push)
-  applied = 2  ///< push_reply: the gradient was applied (else rejected as non-finite)
+  sparse = 1,    ///< the message has an index frame (pull, push)
+  applied = 2,   ///< push_reply, or pull_reply to then_pull: the gradient was applied
+  then_pull = 4  ///< push (dense): then clock to `value` (if later) and pull; the answer is
+                 ///< a pull_reply with the push's staleness in `offset`
 };
 
 /// Why a server refused a request (Header::offset of an error reply).
@@ -324,13 +326,16 @@ struct Message {
     detail::malformed("unknown element type " + std::to_string(element));
   }
   m.header.element = static_cast<Element>(element);
-  if ((m.header.flags & ~(Flag::sparse | Flag::applied)) != 0) {
+  if ((m.header.flags & ~(Flag::sparse | Flag::applied | Flag::then_pull)) != 0) {
     detail::malformed("unknown flags " + std::to_string(m.header.flags));
   }
   m.header.type = static_cast<Type>(type);
   const detail::Shape s = detail::shape(m.header.type, m.is_sparse());
   if (!s.known) {
     detail::malformed("unknown message type " + std::to_string(type));
+  }
+  if ((m.header.flags & Flag::then_pull) != 0 && m.header.type != Type::push) {
+    detail::malformed(std::string(type_name(m.header.type)) + " cannot carry then_pull");
   }
   if (m.is_sparse() && !s.index) {
     detail::malformed(std::string(type_name(m.header.type)) + " cannot be sparse");
