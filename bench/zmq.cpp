@@ -141,7 +141,7 @@ struct ServerFixture {
                                                                    .end = 0,
                                                                    .workers = workers},
                                        Rule{.learning_rate = learning_rate}, Policy{})),
-        thread([s = server.get()](std::stop_token stop) { s->run(stop); }),
+        thread([s = server.get()](const std::stop_token& stop) { s->run(stop); }),
         params(n, 1.0f),
         pulled(workers, std::vector<float>(n, 0.0f)),
         gradients(workers, std::vector<float>(n, gradient_value)) {
@@ -295,7 +295,8 @@ struct RawFixture {
     configure(router);
     router.bind("tcp://127.0.0.1:*");
     const std::string endpoint = router.get(::zmq::sockopt::last_endpoint);
-    thread = std::jthread([this](std::stop_token stop) { router_loop(router, this->ack, stop); });
+    thread =
+        std::jthread([this](const std::stop_token& stop) { router_loop(router, this->ack, stop); });
     for (std::size_t t = 0; t < workers; ++t) {
       dealers.emplace_back(client_context, ::zmq::socket_type::dealer);
       configure(dealers.back());
@@ -425,7 +426,7 @@ void timed_loop(benchmark::State& state, const char* what, Fixture* f, std::size
     return;
   }
   auto percentile = [&](double q) {
-    const auto k = static_cast<std::size_t>(q * static_cast<double>(all.size() - 1) + 0.5);
+    const auto k = static_cast<std::size_t>(std::llround(q * static_cast<double>(all.size() - 1)));
     std::nth_element(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(k), all.end());
     return static_cast<double>(all[k]) * 1e-3;
   };

@@ -176,10 +176,12 @@ void copy(const Scalar* src, Scalar* dst, std::size_t begin, std::size_t end) no
   }
 }
 
-/// True when every value is finite. x * 0 is 0 for finite x and NaN for NaN or Inf, so one
-/// vectorized accumulation answers for the whole span (not valid under -ffast-math).
-template <class Scalar>
-[[nodiscard]] bool all_finite(std::span<const Scalar> values) noexcept {
+namespace detail {
+
+// One pass over `values`: x * 0 is 0 for finite x and NaN for NaN and Inf, so the sum of
+// the products is 0 exactly when every value is finite. Copy also stores each value to dst.
+template <bool Copy, class Scalar>
+[[nodiscard]] bool finite_pass(std::span<const Scalar> values, Scalar* dst) noexcept {
   using Batch = xsimd::batch<Scalar>;
   constexpr std::size_t width = Batch::size;
   const std::size_t n = values.size();
@@ -188,34 +190,10 @@ template <class Scalar>
   const Batch zero(Scalar{0});
   std::size_t i = 0;
   for (; i + width <= n; i += width) {
-    acc += Batch::load_unaligned(p + i) * zero;
-  }
-  alignas(64) std::array<Scalar, width> lanes{};
-  acc.store_unaligned(lanes.data());
-  Scalar total{0};
-  for (const Scalar lane : lanes) {
-    total += lane;
-  }
-  for (; i < n; ++i) {
-    total += p[i] * Scalar{0};
-  }
-  return total == Scalar{0};
-}
-
-/// Copies `src` to `dst` (src.size() elements, any alignment) and returns whether every
-/// value is finite, in one pass: a message buffer is filled and checked together.
-template <class Scalar>
-[[nodiscard]] bool copy_all_finite(std::span<const Scalar> src, Scalar* dst) noexcept {
-  using Batch = xsimd::batch<Scalar>;
-  constexpr std::size_t width = Batch::size;
-  const std::size_t n = src.size();
-  const Scalar* p = src.data();
-  Batch acc(Scalar{0});
-  const Batch zero(Scalar{0});
-  std::size_t i = 0;
-  for (; i + width <= n; i += width) {
     const Batch v = Batch::load_unaligned(p + i);
-    v.store_unaligned(dst + i);
+    if constexpr (Copy) {
+      v.store_unaligned(dst + i);
+    }
     acc += v * zero;
   }
   alignas(64) std::array<Scalar, width> lanes{};
@@ -225,10 +203,28 @@ template <class Scalar>
     total += lane;
   }
   for (; i < n; ++i) {
-    dst[i] = p[i];
+    if constexpr (Copy) {
+      dst[i] = p[i];
+    }
     total += p[i] * Scalar{0};
   }
   return total == Scalar{0};
+}
+
+}  // namespace detail
+
+/// True when every value is finite. x * 0 is 0 for finite x and NaN for NaN or Inf, so one
+/// vectorized accumulation answers for the whole span (not valid under -ffast-math).
+template <class Scalar>
+[[nodiscard]] bool all_finite(std::span<const Scalar> values) noexcept {
+  return detail::finite_pass<false>(values, static_cast<Scalar*>(nullptr));
+}
+
+/// Copies `src` to `dst` (src.size() elements, any alignment) and returns whether every
+/// value is finite, in one pass: a message buffer is filled and checked together.
+template <class Scalar>
+[[nodiscard]] bool copy_all_finite(std::span<const Scalar> src, Scalar* dst) noexcept {
+  return detail::finite_pass<true>(src, dst);
 }
 
 }  // namespace asyncopt::kernels

@@ -736,15 +736,7 @@ class Server {
   void push(const ::zmq::message_t& to, const wire::Message& m) {
     const wire::Header& h = m.header;
     const auto count = static_cast<std::size_t>(h.count);
-    // The gradient is read in place where the frame is aligned for Scalar, from a copy
-    // otherwise.
-    const auto* const frame = reinterpret_cast<const Scalar*>(m.values.data());
-    std::span<const Scalar> values(frame, count);
-    if (!aligned(frame)) {
-      values_.resize(count);
-      m.copy_values(std::span<Scalar>(values_));
-      values = values_;
-    }
+    const std::span<const Scalar> values = gradient_of(m);
     auto& handle = handles_[h.worker];
     const bool sparse = m.is_sparse();
     if (sparse) {
@@ -803,13 +795,7 @@ class Server {
                                   " values to a server holding " + std::to_string(params_.size()) +
                                   " keys");
     }
-    const auto* const frame = reinterpret_cast<const Scalar*>(m.values.data());
-    std::span<const Scalar> values(frame, count);
-    if (!aligned(frame)) {
-      values_.resize(count);
-      m.copy_values(std::span<Scalar>(values_));
-      values = values_;
-    }
+    const std::span<const Scalar> values = gradient_of(m);
     auto& handle = handles_[h.worker];
     const transport::PushResult result = handle.push(values);
     (result.applied ? version_ : rejected_).fetch_add(1, std::memory_order_relaxed);
@@ -855,6 +841,19 @@ class Server {
           .sequence = h.sequence,
           .count = fields.size()},
          ::zmq::message_t(fields.data(), sizeof(fields)));
+  }
+
+  // A push's values, read in place where the frame is aligned for Scalar, from a copy
+  // otherwise.
+  [[nodiscard]] std::span<const Scalar> gradient_of(const wire::Message& m) {
+    const auto count = static_cast<std::size_t>(m.header.count);
+    const auto* const frame = reinterpret_cast<const Scalar*>(m.values.data());
+    if (aligned(frame)) {
+      return {frame, count};
+    }
+    values_.resize(count);
+    m.copy_values(std::span<Scalar>(values_));
+    return values_;
   }
 
   [[nodiscard]] static bool aligned(const void* p) noexcept {

@@ -633,15 +633,12 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   // for NaN and Inf in the same pass; false when the gradient is not finite.
   bool dense_frames(std::span<const Scalar> gradient) {
     frames_.clear();
-    for (const Shard& shard : store_->shards_) {
+    return std::ranges::all_of(store_->shards_, [&](const Shard& shard) {
       const std::size_t count = shard.end - shard.begin;
       frames_.emplace_back(count * sizeof(Scalar));
-      if (!kernels::copy_all_finite(gradient.subspan(shard.begin, count),
-                                    static_cast<Scalar*>(frames_.back().data()))) {
-        return false;
-      }
-    }
-    return true;
+      return kernels::copy_all_finite(gradient.subspan(shard.begin, count),
+                                      static_cast<Scalar*>(frames_.back().data()));
+    });
   }
 
   void record(const PushResult& result) {
