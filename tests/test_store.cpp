@@ -93,6 +93,50 @@ TEMPLATE_TEST_CASE("pull copies the parameters and push applies w -= lr * g", ""
   REQUIRE(h.clock_count() == 2);
 }
 
+TEMPLATE_TEST_CASE(
+    "a push's accepted callback comes before the update, with its result, and "
+    "never for a rejected gradient",
+    "", Locked, LockFree) {
+  constexpr std::size_t n = 40;
+  std::vector<float> w(n, 1.0f);
+  const Opt<float, TestType> opt(Sgd{.learning_rate = 1.0}, make_policy<TestType>());
+  auto store = opt.attach(w, 2);
+  auto other = store->worker(1);
+  auto h = store->worker(0);
+  std::vector<float> pulled(n);
+  h.pull(pulled);
+  other.push(std::span<const float>(std::vector<float>(n, 1.0f)));  // w = 0; h is 1 behind
+  int calls = 0;
+  float seen_at_call = -1.0f;
+  asyncopt::transport::PushResult told{};
+  auto accepted = [&](const asyncopt::transport::PushResult& r) noexcept {
+    ++calls;
+    told = r;
+    seen_at_call = w[0];
+  };
+  const std::vector<float> g(n, 2.0f);
+  const auto result = h.push(std::span<const float>(g), accepted);
+  REQUIRE(calls == 1);
+  REQUIRE(seen_at_call == 0.0f);  // the update had not run yet
+  REQUIRE(w[0] == -2.0f);         // and ran after it
+  REQUIRE(told.applied == result.applied);
+  REQUIRE(told.staleness == result.staleness);
+  REQUIRE(result.staleness == 1);
+  // Sparse, the same.
+  const std::vector<std::size_t> index{3, 7};
+  const std::vector<float> value{1.0f, 1.0f};
+  REQUIRE(
+      h.push(std::span<const std::size_t>(index), std::span<const float>(value), accepted).applied);
+  REQUIRE(calls == 2);
+  REQUIRE(seen_at_call == -2.0f);
+  REQUIRE(w[3] == -3.0f);
+  // A rejected gradient is not accepted.
+  std::vector<float> bad(n, 0.0f);
+  bad[5] = std::numeric_limits<float>::quiet_NaN();
+  REQUIRE_FALSE(h.push(std::span<const float>(bad), accepted).applied);
+  REQUIRE(calls == 2);
+}
+
 TEMPLATE_TEST_CASE("a sparse push and the equivalent dense push give identical parameters", "",
                    Locked, LockFree) {
   constexpr std::size_t n = 257;

@@ -517,6 +517,38 @@ TEST_CASE("a resent push is answered again but applied once") {
   CHECK(cluster.server(0).parameters()[1] == -2.0F);
 }
 
+TEST_CASE("a server answers a non-finite push as rejected and applies nothing") {
+  // The transport rejects such a gradient before sending it; a client that does not is
+  // answered by the server's own check.
+  namespace wire = asyncopt::zmq::wire;
+  const asyncopt::update::Sgd rule{.learning_rate = 1.0};
+  Cluster<float, asyncopt::update::Sgd, LockFree> cluster(2, 1, rule, LockFree{});
+  ::zmq::context_t context;
+  ::zmq::socket_t dealer(context, ::zmq::socket_type::dealer);
+  dealer.set(::zmq::sockopt::linger, 0);
+  dealer.connect(cluster.server(0).endpoint());
+  const std::array<float, 2> g{1.0F, std::numeric_limits<float>::infinity()};
+  const wire::Header push{.type = wire::Type::push,
+                          .element = wire::Element::float32,
+                          .worker = 0,
+                          .sequence = (std::uint64_t{3} << 32) + 1,
+                          .count = 2};
+  std::array<::zmq::message_t, 2> parts{asyncopt::zmq::detail::header_frame(push),
+                                        ::zmq::message_t(g.data(), sizeof(g))};
+  REQUIRE(::zmq::send_multipart(dealer, parts));
+  asyncopt::zmq::detail::Frames reply;
+  REQUIRE(asyncopt::zmq::detail::receive(dealer, reply, 5000ms));
+  const wire::Message m = asyncopt::zmq::detail::decode(reply, 0);
+  CHECK(m.header.type == wire::Type::push_reply);
+  CHECK(m.header.sequence == push.sequence);
+  CHECK((m.header.flags & wire::Flag::applied) == 0);
+  CHECK(cluster.server(0).stats().rejected == 1);
+  CHECK(cluster.server(0).stats().version == 0);
+  cluster.stop();
+  CHECK(cluster.server(0).parameters()[0] == 0.0F);
+  CHECK(cluster.server(0).parameters()[1] == 0.0F);
+}
+
 TEST_CASE("a worker process killed with SIGKILL mid-run is dropped and the others finish") {
   // The child process is a worker that takes 3 steps and kills itself while it takes part
   // (it never leaves). Under staleness 1 the parent's worker cannot pass clock 4 until the

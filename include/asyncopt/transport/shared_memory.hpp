@@ -64,6 +64,21 @@ void check_sparse_push(std::span<const std::size_t> index, std::span<const Scala
   }
 }
 
+/// The `accepted` callback of a push that nobody listens to.
+struct IgnoreAccepted {
+  void operator()(const PushResult& /*result*/) const noexcept {}
+};
+
+/// The statistics of every worker's counters (anything with a `stats` member), merged.
+template <class Counters>
+[[nodiscard]] StoreStats merged_stats(const Counters& counters) {
+  StoreStats total;
+  for (const auto& c : counters) {
+    total.merge(c.stats);
+  }
+  return total;
+}
+
 /// A worker id must name one of the store's workers.
 inline void check_worker_id(std::size_t id, std::size_t workers) {
   if (id >= workers) {
@@ -369,13 +384,7 @@ class SharedMemory::Store {
   }
 
   /// The counters of all workers, merged. Call it while no worker is pushing.
-  [[nodiscard]] StoreStats stats() const {
-    StoreStats total;
-    for (const auto& c : counters_) {
-      total.merge(c.stats);
-    }
-    return total;
-  }
+  [[nodiscard]] StoreStats stats() const { return detail::merged_stats(counters_); }
 
  private:
   struct alignas(cache_line) Counters {
@@ -401,9 +410,11 @@ class SharedMemory::Store {
   // schedules and Adam's bias correction see) is the worker's own step count, as for a
   // sequential run on the replica: the same in every run, whatever the threads' timing,
   // and the round count of Synchronous when the period is 1.
-  template <bool Local = false, class Apply>
+  template <bool Local = false, class Apply, class Accepted = detail::IgnoreAccepted>
   PushResult apply(std::size_t worker, std::uint64_t seen, std::span<const Scalar> values,
-                   Apply&& apply_with) {
+                   Apply&& apply_with, Accepted&& accepted = {}) {
+    static_assert(std::is_nothrow_invocable_v<Accepted&, const PushResult&>,
+                  "asyncopt: a push's accepted callback must be noexcept");
     const std::uint64_t slot = started_.fetch_add(1, std::memory_order_acq_rel);
     const CompleteOnExit done{completed_};
     const std::uint64_t staleness = !Local && slot >= seen ? slot - seen : 0;
@@ -416,9 +427,11 @@ class SharedMemory::Store {
                  .gradient_norm = needs_gradient_norm_v<Rule> ? detail::norm(values) : 0.0});
     static_assert(needs_w_seen_v<Rule> == needs_w_seen_v<std::decay_t<decltype(step)>>,
                   "asyncopt: a rule and its step must agree on needs_w_seen");
+    const PushResult result{.applied = true, .staleness = staleness};
+    accepted(result);
     apply_with(step);
     counters_[worker].stats.record(staleness);
-    return {.applied = true, .staleness = staleness};
+    return result;
   }
 
   void leave(std::size_t id) {
@@ -500,57 +513,27 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
 
   /// Applies a dense gradient computed at the last pulled parameters.
   PushResult push(std::span<const Scalar> gradient) {
-    check_size(gradient.size(), "push");
-    const Scalar* const w_seen = seen_.template dense<Rule>();
-    if (!kernels::all_finite(gradient)) {
-      return reject();
-    }
-    Store& s = *store_;
-    if constexpr (replicated) {
-      return s.template apply<true>(id_, seen_version_, gradient, [&](const auto& step) {
-        detail::write_dense(detail::Exclusive{.n = gradient.size()}, step,
-                            s.guard_.replica(id_).data(), gradient, s.local_state(id_), w_seen);
-      });
-    } else if constexpr (combining) {
-      return combine([&](std::span<Scalar> slot) {
-        std::copy(gradient.begin(), gradient.end(), slot.begin());
-      });
-    } else {
-      return s.apply(id_, seen_version_, gradient, [&](const auto& step) {
-        detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_, w_seen);
-      });
-    }
+    return push_dense(gradient, detail::IgnoreAccepted{});
+  }
+
+  /// The same, calling `accepted(result)` (noexcept) once the gradient is accepted, with its
+  /// staleness, and before the update runs; a rejected gradient never calls it. A store that
+  /// serves remote workers answers there, so that its reply does not wait for the update.
+  template <class Accepted>
+  PushResult push(std::span<const Scalar> gradient, Accepted&& accepted) requires(!combining) {
+    return push_dense(gradient, accepted);
   }
 
   /// Applies a sparse gradient: strictly increasing indices with their values.
   PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
-    check_sparse(index, value);
-    // A combined round applies one dense update, which needs every parameter seen.
-    const Scalar* const w_seen =
-        combining ? seen_.template dense<Rule>() : seen_.template sparse<Rule>(index);
-    if (!kernels::all_finite(value)) {
-      return reject();
-    }
-    Store& s = *store_;
-    if constexpr (replicated) {
-      return s.template apply<true>(id_, seen_version_, value, [&](const auto& step) {
-        detail::write_sparse(detail::Exclusive{.n = s.params_.size()}, step,
-                             s.guard_.replica(id_).data(), index, value, s.local_state(id_), w_seen,
-                             seen_.packed);
-      });
-    } else if constexpr (combining) {
-      return combine([&](std::span<Scalar> slot) {
-        std::fill(slot.begin(), slot.end(), Scalar{0});
-        for (std::size_t k = 0; k < index.size(); ++k) {
-          slot[index[k]] = value[k];
-        }
-      });
-    } else {
-      return s.apply(id_, seen_version_, value, [&](const auto& step) {
-        detail::write_sparse(s.guard_, step, s.params_.data(), index, value, s.state_pointers_,
-                             w_seen, seen_.packed);
-      });
-    }
+    return push_sparse(index, value, detail::IgnoreAccepted{});
+  }
+
+  /// The same, with an `accepted` callback as for a dense push.
+  template <class Accepted>
+  PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value,
+                  Accepted&& accepted) requires(!combining) {
+    return push_sparse(index, value, accepted);
   }
 
   /// The same as push(gradient.indices(), gradient.values()).
@@ -652,6 +635,78 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker {
       }
       store_->claimed_[id_].store(false, std::memory_order_release);
       store_ = nullptr;
+    }
+  }
+
+  // A dense push; `accepted` as for push(gradient, accepted) (never called under a
+  // combining policy, whose round applies the update).
+  template <class Accepted>
+  PushResult push_dense(std::span<const Scalar> gradient, Accepted&& accepted) {
+    check_size(gradient.size(), "push");
+    const Scalar* const w_seen = seen_.template dense<Rule>();
+    if (!kernels::all_finite(gradient)) {
+      return reject();
+    }
+    Store& s = *store_;
+    if constexpr (replicated) {
+      return s.template apply<true>(
+          id_, seen_version_, gradient,
+          [&](const auto& step) {
+            detail::write_dense(detail::Exclusive{.n = gradient.size()}, step,
+                                s.guard_.replica(id_).data(), gradient, s.local_state(id_), w_seen);
+          },
+          accepted);
+    } else if constexpr (combining) {
+      return combine([&](std::span<Scalar> slot) {
+        std::copy(gradient.begin(), gradient.end(), slot.begin());
+      });
+    } else {
+      return s.apply(
+          id_, seen_version_, gradient,
+          [&](const auto& step) {
+            detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_,
+                                w_seen);
+          },
+          accepted);
+    }
+  }
+
+  // A sparse push; `accepted` as for a dense one.
+  template <class Accepted>
+  PushResult push_sparse(std::span<const std::size_t> index, std::span<const Scalar> value,
+                         Accepted&& accepted) {
+    check_sparse(index, value);
+    // A combined round applies one dense update, which needs every parameter seen.
+    const Scalar* const w_seen =
+        combining ? seen_.template dense<Rule>() : seen_.template sparse<Rule>(index);
+    if (!kernels::all_finite(value)) {
+      return reject();
+    }
+    Store& s = *store_;
+    if constexpr (replicated) {
+      return s.template apply<true>(
+          id_, seen_version_, value,
+          [&](const auto& step) {
+            detail::write_sparse(detail::Exclusive{.n = s.params_.size()}, step,
+                                 s.guard_.replica(id_).data(), index, value, s.local_state(id_),
+                                 w_seen, seen_.packed);
+          },
+          accepted);
+    } else if constexpr (combining) {
+      return combine([&](std::span<Scalar> slot) {
+        std::fill(slot.begin(), slot.end(), Scalar{0});
+        for (std::size_t k = 0; k < index.size(); ++k) {
+          slot[index[k]] = value[k];
+        }
+      });
+    } else {
+      return s.apply(
+          id_, seen_version_, value,
+          [&](const auto& step) {
+            detail::write_sparse(s.guard_, step, s.params_.data(), index, value, s.state_pointers_,
+                                 w_seen, seen_.packed);
+          },
+          accepted);
     }
   }
 

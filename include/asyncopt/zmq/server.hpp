@@ -280,7 +280,7 @@ class Server {
 
   /// The server's counters; safe to call while run() is serving on another thread.
   [[nodiscard]] ServerStats stats() const noexcept {
-    return {.version = version_.load(std::memory_order_relaxed),
+    return {.version = store_.version(),
             .rejected = rejected_.load(std::memory_order_relaxed),
             .malformed = malformed_.load(std::memory_order_relaxed),
             .refused = refused_.load(std::memory_order_relaxed),
@@ -373,7 +373,6 @@ class Server {
     std::copy(params.begin(), params.end(), params_.begin());
     std::copy(state.begin(), state.end(), store_.rule_state().begin());
     store_.restore_version(version);
-    version_.store(version, std::memory_order_relaxed);
     const auto now = Clock::now();
     for (std::size_t id = 0; id < peers.size(); ++id) {
       // A pull sets the version each worker's next push is measured from; for delay
@@ -727,7 +726,7 @@ class Server {
           .flags = reply_flags,
           .worker = h.worker,
           .sequence = h.sequence,
-          .value = version_.load(std::memory_order_relaxed),
+          .value = store_.version(),
           .count = count,
           .offset = reply_offset},
          std::move(values));
@@ -746,36 +745,27 @@ class Server {
                                   " values to a server holding " + std::to_string(params_.size()) +
                                   " keys");
     }
-    auto apply = [&] {
-      return sparse ? handle.push(std::span<const std::size_t>(index_), values)
-                    : handle.push(values);
-    };
-    auto answer = [&](bool applied, std::uint64_t staleness) {
-      (applied ? version_ : rejected_).fetch_add(1, std::memory_order_relaxed);
-      peers_[h.worker].last_staleness = staleness;
-      peers_[h.worker].last_applied = applied;
-      send(to, {.type = wire::Type::push_reply,
-                .flags = static_cast<std::uint8_t>(applied ? wire::Flag::applied : 0),
-                .worker = h.worker,
-                .sequence = h.sequence,
-                .value = staleness});
-    };
-    if constexpr (needs_w_seen_v<Rule>) {
-      // The rule may refuse the push (parameters seen missing): answer after applying.
-      const transport::PushResult result = apply();
-      answer(result.applied, result.staleness);
-    } else {
-      // Nothing can refuse the push once it is checked, and this thread serves every
-      // request in order, so the answer goes first and the update overlaps its trip: any
-      // later request, of any worker, sees the update. The staleness is the store's own
-      // count: updates completed since this worker's last pull.
-      const bool finite = kernels::all_finite(values);
-      const std::uint64_t now = store_.version();
-      const std::uint64_t seen = handle.seen_version();
-      answer(finite, finite && now > seen ? now - seen : 0);
-      if (finite) {
-        static_cast<void>(apply());
+    // The answer goes out once the store has accepted the gradient (finite; a rule that
+    // reads the parameters seen has them) and before the update runs: this thread serves
+    // every request in order, so any later request, of any worker, sees the update.
+    auto answer = [&](const transport::PushResult& result) noexcept {
+      peers_[h.worker].last_staleness = result.staleness;
+      peers_[h.worker].last_applied = result.applied;
+      try {
+        send(to, {.type = wire::Type::push_reply,
+                  .flags = static_cast<std::uint8_t>(result.applied ? wire::Flag::applied : 0),
+                  .worker = h.worker,
+                  .sequence = h.sequence,
+                  .value = result.staleness});
+      } catch (...) {  // a lost reply: the worker resends and gets it from peers_
       }
+    };
+    const transport::PushResult result =
+        sparse ? handle.push(std::span<const std::size_t>(index_), values, answer)
+               : handle.push(values, answer);
+    if (!result.applied) {
+      rejected_.fetch_add(1, std::memory_order_relaxed);
+      answer(result);
     }
   }
 
@@ -798,7 +788,9 @@ class Server {
     const std::span<const Scalar> values = gradient_of(m);
     auto& handle = handles_[h.worker];
     const transport::PushResult result = handle.push(values);
-    (result.applied ? version_ : rejected_).fetch_add(1, std::memory_order_relaxed);
+    if (!result.applied) {
+      rejected_.fetch_add(1, std::memory_order_relaxed);
+    }
     Peer& peer = peers_[h.worker];
     peer.last_staleness = result.staleness;
     peer.last_applied = result.applied;
@@ -969,7 +961,6 @@ class Server {
   std::optional<::zmq::socket_t> zap_;
   std::vector<std::string> allowed_;  // the allow-list's keys, binary
   std::string endpoint_;
-  std::atomic<std::uint64_t> version_{0};
   std::atomic<std::uint64_t> rejected_{0};
   std::atomic<std::uint64_t> malformed_{0};
   std::atomic<std::uint64_t> refused_{0};

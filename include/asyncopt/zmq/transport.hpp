@@ -326,13 +326,7 @@ class Zmq::Store {
   [[nodiscard]] std::span<const Shard> shards() const noexcept { return shards_; }
 
   /// The counters of this process's workers, merged. Call it while no worker is pushing.
-  [[nodiscard]] StoreStats stats() const {
-    StoreStats total;
-    for (const auto& c : counters_) {
-      total.merge(c.stats);
-    }
-    return total;
-  }
+  [[nodiscard]] StoreStats stats() const { return detail::merged_stats(counters_); }
 
  private:
   struct alignas(cache_line) Counters {
@@ -707,7 +701,9 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
       const zmq::wire::Message reply =
           links_[k].receive(sent_[k], zmq::wire::Type::pull_reply, "pull");
       const std::size_t first = starts_[j];
-      const std::size_t count = (j + 1 < asked ? starts_[j + 1] : end_of(index, k)) - first;
+      // The servers' ranges tile the keys, so an asked server's entries end where the next
+      // asked server's begin, and the last one's at the end of the list.
+      const std::size_t count = (j + 1 < asked ? starts_[j + 1] : index.size()) - first;
       store_->check_reply_size(reply, count, k);
       values_.resize(count);
       reply.copy_values(std::span<Scalar>(values_));
@@ -715,12 +711,6 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
         put(first + e, values_[e]);
       }
     }
-  }
-
-  // One past the last entry of `index` that server k holds.
-  [[nodiscard]] std::size_t end_of(std::span<const std::size_t> index, std::size_t k) const {
-    return static_cast<std::size_t>(
-        std::lower_bound(index.begin(), index.end(), store_->shards_[k].end) - index.begin());
   }
 
   template <class Target>
