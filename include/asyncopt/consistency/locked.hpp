@@ -50,6 +50,9 @@ struct Locked {
 
     /// The number of stripes (and mutexes), at least 1.
     [[nodiscard]] std::size_t stripes() const noexcept { return count_; }
+    /// The number of parameters per stripe (the last stripe may hold fewer): stripe s is
+    /// [s * stripe_size(), min(n, (s + 1) * stripe_size())).
+    [[nodiscard]] std::size_t stripe_size() const noexcept { return stripe_size_; }
     /// The stripe that holds parameter `i`, in [0, stripes()) for i < n.
     [[nodiscard]] std::size_t stripe_of(std::size_t i) const noexcept { return i / stripe_size_; }
 

@@ -72,6 +72,23 @@ concept EpochCallback = std::invocable<Callback&, const Info&> &&
     (std::is_void_v<std::invoke_result_t<Callback&, const Info&>> ||
      std::convertible_to<std::invoke_result_t<Callback&, const Info&>, bool>);
 
+// The worker-handle capabilities run() tests for, as concepts at namespace scope: nvcc 13's
+// device front end (cicc) segfaults on a requires-expression inside a member function
+// template whose parameter type involves a variable template or concept specialization on
+// the class's template parameters (as store_type and scalar_type do).
+template <class W, class S>
+concept SparsePull = requires(W& h, std::span<const std::size_t> index, std::span<S> out) {
+  h.pull(index, out);
+};
+template <class W, class S>
+concept PackedPull = requires(W& h, std::span<const std::size_t> index, std::span<S> values) {
+  h.pull_values(index, values);
+};
+template <class W, class S>
+concept FusedStep = requires(W& h, std::span<const S> g, std::span<S> out) {
+  h.push_clock_pull(g, out);
+};
+
 }  // namespace detail
 
 /// An asynchronous optimizer: `Rule` (how a gradient changes the parameters),
@@ -225,26 +242,15 @@ class AsyncOptimizer {
     constexpr bool dense_seen =
         needs_w_seen_v<rule_type> &&
         CombiningGuard<typename consistency_type::template Guard<scalar_type>, scalar_type>;
-    constexpr bool sparse_pull =
-        sparse && TouchedParameters<F> && !dense_seen &&
-        requires(typename store_type::Worker & h, std::span<const std::size_t> index,
-                 std::span<scalar_type> out) {
-      h.pull(index, out);
-    };
+    constexpr bool sparse_pull = sparse && TouchedParameters<F> && !dense_seen &&
+                                 detail::SparsePull<typename store_type::Worker, scalar_type>;
     // ... and only their values, packed, when the objective computes its gradient from them
     // on the pulled index list.
-    constexpr bool touched_gradient =
-        sparse_pull && TouchedGradient<F, scalar_type> &&
-        requires(typename store_type::Worker & h, std::span<const std::size_t> index,
-                 std::span<scalar_type> values) {
-      h.pull_values(index, values);
-    };
+    constexpr bool touched_gradient = sparse_pull && TouchedGradient<F, scalar_type> &&
+                                      detail::PackedPull<typename store_type::Worker, scalar_type>;
     // A dense step whose transport can push, clock and pull in one exchange (ZeroMQ) uses it.
     constexpr bool fused_step =
-        !sparse && requires(typename store_type::Worker & h, std::span<const scalar_type> g,
-                            std::span<scalar_type> out) {
-      h.push_clock_pull(g, out);
-    };
+        !sparse && detail::FusedStep<typename store_type::Worker, scalar_type>;
     const auto start = Clock::now();
     const std::size_t n = params.size();
     const std::size_t examples = objective.num_examples();
