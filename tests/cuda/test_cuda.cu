@@ -448,23 +448,28 @@ void converge_with_four_workers(const Policy& policy) {
   CudaDevice{}.run(workers, [&](std::size_t id) {
     Lane& lane = lanes[id];
     auto& worker = handles[id];
-    const std::size_t shard = rows / workers;
-    const std::size_t first = id * shard + (lane.done * batch) % shard;
-    worker.pull(lane.w.span());
-    batch_residuals<<<1, batch, 0, worker.stream()>>>(
-        device_a.data(), device_b.data(), lane.w.data(), lane.r.data(), first, batch, d);
-    acu::check_launch("batch_residuals");
-    batch_gradient<<<1, 32, 0, worker.stream()>>>(device_a.data(), lane.r.data(), lane.g.data(),
-                                                  first, batch, d);
-    acu::check_launch("batch_gradient");
-    worker.push(acu::DeviceSpan<const float>(lane.g.span()));
-    worker.clock();
-    if (++lane.done == steps) {
-      worker.synchronize();
-      worker.leave();
-      return false;
+    try {
+      const std::size_t shard = rows / workers;
+      const std::size_t first = id * shard + (lane.done * batch) % shard;
+      worker.pull(lane.w.span());
+      batch_residuals<<<1, batch, 0, worker.stream()>>>(
+          device_a.data(), device_b.data(), lane.w.data(), lane.r.data(), first, batch, d);
+      acu::check_launch("batch_residuals");
+      batch_gradient<<<1, 32, 0, worker.stream()>>>(device_a.data(), lane.r.data(), lane.g.data(),
+                                                    first, batch, d);
+      acu::check_launch("batch_gradient");
+      worker.push(acu::DeviceSpan<const float>(lane.g.span()));
+      worker.clock();
+      if (++lane.done == steps) {
+        worker.synchronize();
+        worker.leave();
+        return false;
+      }
+      return true;
+    } catch (...) {
+      worker.leave();  // a failed worker must not hold the others at the staleness gate
+      throw;
     }
-    return true;
   });
   std::vector<float> w(d);
   store.copy_parameters(w);

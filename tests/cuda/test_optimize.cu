@@ -1,13 +1,12 @@
 // optimize() on the device store: the same AsyncOptimizer type with transport::CudaDevice in
 // the Transport slot, a host objective, and the result mirrored back into the caller's array.
-#include <catch2/catch.hpp>
-
 #include <cmath>
 #include <cstddef>
 #include <random>
 #include <vector>
 
 #include <Eigen/Dense>
+#include <catch2/catch.hpp>
 
 #include <asyncopt/asyncopt.hpp>
 #include <asyncopt/cuda/cuda.cuh>
@@ -32,9 +31,9 @@ TEST_CASE("optimize() fits least squares with the parameters on the device", "[c
   const Eigen::VectorXd b = a * solution;
   const asyncopt::objective::LeastSquares<Matrix> objective(a, b, {.l2 = 0.0, .intercept = false});
 
-  using Opt = asyncopt::AsyncOptimizer<double, asyncopt::update::MomentumCorrection,
-                                       asyncopt::consistency::Locked,
-                                       asyncopt::transport::CudaDevice>;
+  using Opt =
+      asyncopt::AsyncOptimizer<double, asyncopt::update::MomentumCorrection,
+                               asyncopt::consistency::Locked, asyncopt::transport::CudaDevice>;
   Opt opt({.learning_rate = 0.02, .beta = 0.5}, {.stripes = 2, .min_stripe_elements = 8});
   std::vector<double> params(static_cast<std::size_t>(d), 0.0);
   const asyncopt::Report report =

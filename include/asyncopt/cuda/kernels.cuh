@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cuda/atomic>
@@ -343,33 +344,48 @@ __global__ void gather(const Scalar* src, Scalar* dst, Scalar* dst2, const std::
   }
 }
 
-/// Launch geometry for grid-stride kernels on one device: enough blocks to fill every
-/// multiprocessor, fewer for short ranges.
+/// Launch geometry for grid-stride kernels on one device: as many blocks as the device
+/// holds at once for the kernel at hand (its occupancy), fewer for short ranges.
 class Geometry {
  public:
   /// For `device`, with `threads` threads per block (a multiple of 32 in [32, 1024]).
   Geometry(int device, unsigned threads) : threads_(threads) {
-    int sms = 0;
-    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
+    check(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device),
           "cudaDeviceGetAttribute(multiprocessor count)");
-    int per_sm = 0;
-    check(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device),
-          "cudaDeviceGetAttribute(threads per multiprocessor)");
-    max_blocks_ =
-        static_cast<unsigned>(sms) * std::max(1U, static_cast<unsigned>(per_sm) / threads);
   }
   /// Threads per block.
   [[nodiscard]] unsigned threads() const noexcept { return threads_; }
-  /// Blocks for `items` work items: ceil(items / threads), at least 1, at most enough to fill
-  /// the device once.
-  [[nodiscard]] unsigned blocks(std::size_t items) const noexcept {
+  /// Blocks for `items` work items of `Kernel`: ceil(items / threads), at least 1, at most
+  /// the number of blocks of `Kernel` the device runs at once.
+  template <auto Kernel>
+  [[nodiscard]] unsigned blocks(std::size_t items) const {
     const std::size_t wanted = (items + threads_ - 1) / threads_;
-    return static_cast<unsigned>(std::clamp<std::size_t>(wanted, 1, max_blocks_));
+    const std::size_t resident =
+        static_cast<std::size_t>(multiprocessors_) * resident_per_multiprocessor<Kernel>(threads_);
+    return static_cast<unsigned>(
+        std::clamp<std::size_t>(wanted, 1, std::max<std::size_t>(resident, 1)));
   }
 
  private:
+  // Blocks of `Kernel` one multiprocessor holds at `threads` per block, asked of the runtime
+  // once per kernel and block size (the process's GPUs are taken to be of one kind).
+  template <auto Kernel>
+  static std::size_t resident_per_multiprocessor(unsigned threads) {
+    static std::array<std::atomic<int>, 1024 / 32 + 1> known{};  // by threads / 32; 0: unknown
+    std::atomic<int>& slot = known[threads / 32];
+    int blocks = slot.load(std::memory_order_relaxed);
+    if (blocks == 0) {
+      check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel,
+                                                          static_cast<int>(threads), 0),
+            "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+      blocks = std::max(blocks, 1);
+      slot.store(blocks, std::memory_order_relaxed);
+    }
+    return static_cast<std::size_t>(blocks);
+  }
+
   unsigned threads_;
-  unsigned max_blocks_ = 1;
+  int multiprocessors_ = 1;
 };
 
 }  // namespace asyncopt::cuda::kernels

@@ -180,6 +180,15 @@ void launch(const char* name, Kernel kernel, unsigned blocks, unsigned threads, 
   check_launch(name);
 }
 
+/// Launches `Kernel` over `items` work items with the geometry's block size and as many blocks
+/// as the device holds at once for it.
+template <auto Kernel, class... Args>
+void launch_over(const char* name, const kernels::Geometry& geometry, std::size_t items,
+                 cudaStream_t stream, const Args&... args) {
+  launch(name, Kernel, geometry.template blocks<Kernel>(items), geometry.threads(), stream,
+         args...);
+}
+
 inline bool aligned16(const void* p) noexcept {
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
 }
@@ -243,8 +252,9 @@ struct CudaDevice {
 /// The parameters, the rule's state, the workers' w_seen and their streams on one device.
 ///
 /// Each worker id has at most one live handle at a time; a handle is used by one host thread
-/// at a time (any thread: every call makes the store's device current). Versions count issued
-/// updates: the kernels of one stripe (Locked) run in the order their pushes were issued.
+/// at a time (any thread: every call makes the store's device current). Versions count queued
+/// pushes; the kernels of one stripe (Locked) run in the order their host threads took the
+/// stripe's lock.
 template <class Scalar, class Rule, class Consistency>
 class CudaDevice::Store {
   static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
@@ -409,6 +419,7 @@ class CudaDevice::Store {
     cuda::Stream stream;
     cuda::Event pushed;  // recorded after each push: what a gated LockFree pull waits for
     double wait_seconds = 0.0;
+    unsigned long long bad_index_reported = 0;  // bad index lists synchronize() has reported
     std::atomic<std::uint64_t> clock{0};
     std::atomic<bool> claimed{false};
   };
@@ -642,9 +653,10 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
                                         stream()));
     lane().stream.synchronize();
     const unsigned long long bad = counters_host_.bad_push + counters_host_.bad_pull;
-    if (bad > bad_index_reported_) {
-      const unsigned long long fresh = bad - bad_index_reported_;
-      bad_index_reported_ = bad;
+    unsigned long long& reported = lane().bad_index_reported;
+    if (bad > reported) {
+      const unsigned long long fresh = bad - reported;
+      reported = bad;
       throw std::invalid_argument(
           "asyncopt: " + std::to_string(fresh) + " sparse push(es) or pull(s) of worker " +
           std::to_string(id_) +
@@ -672,8 +684,7 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
         seen_version_(other.seen_version_),
         seen_(other.seen_),
         values_(std::move(other.values_)),
-        indices_(std::move(other.indices_)),
-        bad_index_reported_(other.bad_index_reported_) {}
+        indices_(std::move(other.indices_)) {}
   /// Releases this handle's worker id as the destructor does, then takes over `other`'s.
   Worker& operator=(Worker&& other) noexcept {
     if (this != &other) {
@@ -684,7 +695,6 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
       seen_ = other.seen_;
       values_ = std::move(other.values_);
       indices_ = std::move(other.indices_);
-      bad_index_reported_ = other.bad_index_reported_;
     }
     return *this;
   }
@@ -800,58 +810,55 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
 
   // The parameters into dst and, for rules that keep it, into this worker's w_seen.
   void copy_out(Scalar* dst) {
+    namespace k = cuda::kernels;
     Store& s = *store_;
-    if (s.n_ == 0) {
+    const std::size_t n = s.n_;
+    if (n == 0) {
       return;
     }
     Scalar* const seen = s.w_seen(id_);
     Scalar* const second = seen == dst ? nullptr : seen;
     const Scalar* const src = s.params_.data();
-    const unsigned threads = s.geometry_.threads();
     if constexpr (relaxed) {
-      cuda::detail::launch("copy", cuda::kernels::copy<cuda::kernels::DeviceRelaxed, false, Scalar>,
-                           s.geometry_.blocks(s.n_), threads, stream(), src, dst, second, s.n_);
+      cuda::detail::launch_over<k::copy<k::DeviceRelaxed, false, Scalar>>(
+          "copy", s.geometry_, n, stream(), src, dst, second, n);
     } else {
       s.order_.all(stream(), [&] {
         if (cuda::detail::aligned16(dst) && cuda::detail::aligned16(second)) {
-          constexpr std::size_t width = cuda::kernels::detail::Chunk<Scalar>::width;
-          cuda::detail::launch(
-              "copy", cuda::kernels::copy<cuda::kernels::DevicePlain, true, Scalar>,
-              s.geometry_.blocks(s.n_ / width + 1), threads, stream(), src, dst, second, s.n_);
+          constexpr std::size_t width = k::detail::Chunk<Scalar>::width;
+          cuda::detail::launch_over<k::copy<k::DevicePlain, true, Scalar>>(
+              "copy", s.geometry_, n / width + 1, stream(), src, dst, second, n);
         } else {
-          cuda::detail::launch("copy",
-                               cuda::kernels::copy<cuda::kernels::DevicePlain, false, Scalar>,
-                               s.geometry_.blocks(s.n_), threads, stream(), src, dst, second, s.n_);
+          cuda::detail::launch_over<k::copy<k::DevicePlain, false, Scalar>>(
+              "copy", s.geometry_, n, stream(), src, dst, second, n);
         }
       });
     }
   }
 
   void gather(const std::size_t* index, std::size_t count, Scalar* dst) {
+    namespace k = cuda::kernels;
     if (count == 0) {
       return;
     }
     Store& s = *store_;
     reset_status();
-    const unsigned blocks = s.geometry_.blocks(count);
-    const unsigned threads = s.geometry_.threads();
-    cuda::detail::launch("check_sparse", cuda::kernels::check_sparse<Scalar>, blocks, threads,
-                         stream(), index, static_cast<const Scalar*>(nullptr), count, s.n_,
-                         status());
+    cuda::detail::launch_over<k::check_sparse<Scalar>>("check_sparse", s.geometry_, count, stream(),
+                                                       index, static_cast<const Scalar*>(nullptr),
+                                                       count, s.n_, status());
     Scalar* const seen = s.w_seen(id_);
     const unsigned* const st = status();
+    const Scalar* const src = s.params_.data();
     if constexpr (relaxed) {
-      cuda::detail::launch("gather", cuda::kernels::gather<cuda::kernels::DeviceRelaxed, Scalar>,
-                           blocks, threads, stream(), static_cast<const Scalar*>(s.params_.data()),
-                           dst, seen, index, count, st);
+      cuda::detail::launch_over<k::gather<k::DeviceRelaxed, Scalar>>(
+          "gather", s.geometry_, count, stream(), src, dst, seen, index, count, st);
     } else {
       s.order_.all(stream(), [&] {
-        cuda::detail::launch(
-            "gather", cuda::kernels::gather<cuda::kernels::DevicePlain, Scalar>, blocks, threads,
-            stream(), static_cast<const Scalar*>(s.params_.data()), dst, seen, index, count, st);
+        cuda::detail::launch_over<k::gather<k::DevicePlain, Scalar>>(
+            "gather", s.geometry_, count, stream(), src, dst, seen, index, count, st);
       });
     }
-    cuda::detail::launch("account_pull", cuda::kernels::account_pull<>, 1, 1, stream(), st,
+    cuda::detail::launch("account_pull", k::account_pull<>, 1, 1, stream(), st,
                          s.counters_.data() + id_);
   }
 
@@ -871,9 +878,8 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
     double* const sum = s.norms_.data() + id_;
     ASYNCOPT_CUDA_CHECK(cudaMemsetAsync(sum, 0, sizeof(double), stream()));
     if (count > 0) {
-      cuda::detail::launch("sum_squares", cuda::kernels::sum_squares<Scalar>,
-                           s.geometry_.blocks(count), s.geometry_.threads(), stream(), v, count,
-                           sum);
+      cuda::detail::launch_over<cuda::kernels::sum_squares<Scalar>>("sum_squares", s.geometry_,
+                                                                    count, stream(), v, count, sum);
     }
     ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(s.norms_host_.data() + id_, sum, sizeof(double),
                                         cudaMemcpyDeviceToHost, stream()));
@@ -882,13 +888,13 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   }
 
   cuda::Issued push_dense(const Scalar* g) {
+    namespace k = cuda::kernels;
     Store& s = *store_;
     const std::size_t n = s.n_;
-    const unsigned threads = s.geometry_.threads();
     reset_status();
     if (n > 0) {
-      cuda::detail::launch("check_dense", cuda::kernels::check_dense<Scalar>, s.geometry_.blocks(n),
-                           threads, stream(), g, n, status());
+      cuda::detail::launch_over<k::check_dense<Scalar>>("check_dense", s.geometry_, n, stream(), g,
+                                                        n, status());
     }
     cuda::Issued issued;
     const auto step = begin_push([&] { return norm(g, n); }, issued);
@@ -896,19 +902,17 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
     using Step = std::decay_t<decltype(step)>;
     static_assert(needs_w_seen_v<Rule> == needs_w_seen_v<Step>,
                   "asyncopt: a rule and its step must agree on needs_w_seen");
-    cuda::kernels::DenseArgs<Scalar, slots> args{.w = s.params_.data(),
-                                                 .g = g,
-                                                 .state = s.state_pointers_,
-                                                 .w_seen = s.w_seen(id_),
-                                                 .begin = 0,
-                                                 .end = n,
-                                                 .status = status()};
+    k::DenseArgs<Scalar, slots> args{.w = s.params_.data(),
+                                     .g = g,
+                                     .state = s.state_pointers_,
+                                     .w_seen = s.w_seen(id_),
+                                     .begin = 0,
+                                     .end = n,
+                                     .status = status()};
     if (n > 0) {
       if constexpr (relaxed) {
-        cuda::detail::launch(
-            "apply_dense",
-            cuda::kernels::apply_dense<cuda::kernels::DeviceRelaxed, false, Step, Scalar, slots>,
-            s.geometry_.blocks(n), threads, stream(), step, args);
+        cuda::detail::launch_over<k::apply_dense<k::DeviceRelaxed, false, Step, Scalar, slots>>(
+            "apply_dense", s.geometry_, n, stream(), step, args);
       } else {
         s.order_.each(stream(), [&](std::size_t begin, std::size_t end) {
           args.begin = begin;
@@ -921,64 +925,58 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
     return issued;
   }
 
+  // The dense kernel over [args.begin, args.end) with plain access: 16 bytes at a time when
+  // every array is aligned there.
   template <class Step>
   void launch_plain_dense(const Step& step, const cuda::kernels::DenseArgs<Scalar, slots>& args) {
+    namespace k = cuda::kernels;
     const Store& s = *store_;
     bool aligned = cuda::detail::aligned16(args.w + args.begin) &&
                    cuda::detail::aligned16(args.g + args.begin) &&
                    (args.w_seen == nullptr || cuda::detail::aligned16(args.w_seen + args.begin));
     if constexpr (slots > 0) {
-      for (std::size_t k = 0; k < slots; ++k) {
-        aligned = aligned && cuda::detail::aligned16(args.state[k] + args.begin);
+      for (std::size_t j = 0; j < slots; ++j) {
+        aligned = aligned && cuda::detail::aligned16(args.state[j] + args.begin);
       }
     }
     const std::size_t length = args.end - args.begin;
     if (aligned) {
-      constexpr std::size_t width = cuda::kernels::detail::Chunk<Scalar>::width;
-      cuda::detail::launch(
-          "apply_dense",
-          cuda::kernels::apply_dense<cuda::kernels::DevicePlain, true, Step, Scalar, slots>,
-          s.geometry_.blocks(length / width + 1), s.geometry_.threads(), stream(), step, args);
+      constexpr std::size_t width = k::detail::Chunk<Scalar>::width;
+      cuda::detail::launch_over<k::apply_dense<k::DevicePlain, true, Step, Scalar, slots>>(
+          "apply_dense", s.geometry_, length / width + 1, stream(), step, args);
     } else {
-      cuda::detail::launch(
-          "apply_dense",
-          cuda::kernels::apply_dense<cuda::kernels::DevicePlain, false, Step, Scalar, slots>,
-          s.geometry_.blocks(length), s.geometry_.threads(), stream(), step, args);
+      cuda::detail::launch_over<k::apply_dense<k::DevicePlain, false, Step, Scalar, slots>>(
+          "apply_dense", s.geometry_, length, stream(), step, args);
     }
   }
 
   cuda::Issued push_sparse(const std::size_t* index, const Scalar* value, std::size_t count) {
+    namespace k = cuda::kernels;
     Store& s = *store_;
-    const unsigned threads = s.geometry_.threads();
-    const unsigned blocks = s.geometry_.blocks(count);
     reset_status();
     if (count > 0) {
-      cuda::detail::launch("check_sparse", cuda::kernels::check_sparse<Scalar>, blocks, threads,
-                           stream(), index, value, count, s.n_, status());
+      cuda::detail::launch_over<k::check_sparse<Scalar>>(
+          "check_sparse", s.geometry_, count, stream(), index, value, count, s.n_, status());
     }
     cuda::Issued issued;
     const auto step = begin_push([&] { return norm(value, count); }, issued);
     const QueuedOnExit queued(s.completed_);
     using Step = std::decay_t<decltype(step)>;
-    const cuda::kernels::SparseArgs<Scalar, slots> args{.w = s.params_.data(),
-                                                        .index = index,
-                                                        .value = value,
-                                                        .count = count,
-                                                        .state = s.state_pointers_,
-                                                        .w_seen = s.w_seen(id_),
-                                                        .status = status()};
+    const k::SparseArgs<Scalar, slots> args{.w = s.params_.data(),
+                                            .index = index,
+                                            .value = value,
+                                            .count = count,
+                                            .state = s.state_pointers_,
+                                            .w_seen = s.w_seen(id_),
+                                            .status = status()};
     if (count > 0) {
       if constexpr (relaxed) {
-        cuda::detail::launch(
-            "apply_sparse",
-            cuda::kernels::apply_sparse<cuda::kernels::DeviceRelaxed, Step, Scalar, slots>, blocks,
-            threads, stream(), step, args);
+        cuda::detail::launch_over<k::apply_sparse<k::DeviceRelaxed, Step, Scalar, slots>>(
+            "apply_sparse", s.geometry_, count, stream(), step, args);
       } else {
         s.order_.all(stream(), [&] {
-          cuda::detail::launch(
-              "apply_sparse",
-              cuda::kernels::apply_sparse<cuda::kernels::DevicePlain, Step, Scalar, slots>, blocks,
-              threads, stream(), step, args);
+          cuda::detail::launch_over<k::apply_sparse<k::DevicePlain, Step, Scalar, slots>>(
+              "apply_sparse", s.geometry_, count, stream(), step, args);
         });
       }
     }
@@ -993,7 +991,6 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   cuda::DeviceBuffer<Scalar> values_;
   cuda::DeviceBuffer<std::size_t> indices_;
   cuda::kernels::Counters counters_host_{};
-  unsigned long long bad_index_reported_ = 0;
 };
 
 }  // namespace asyncopt::transport
