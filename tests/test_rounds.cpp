@@ -90,7 +90,7 @@ TEST_CASE("a synchronous round applies the mean of the workers' gradients once")
     auto handle = store->worker(id);
     std::vector<double> seen(3);
     handle.pull(seen);
-    const double k = static_cast<double>(id);
+    const auto k = static_cast<double>(id);
     const std::vector<double> g = {k, 2.0 * k, -k};
     if (id == 3) {
       const std::vector<std::size_t> index = {0, 1, 2};

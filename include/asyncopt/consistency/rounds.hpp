@@ -91,12 +91,8 @@ class Rounds {
   }
 
   [[nodiscard]] bool any_contribution() const noexcept {
-    for (const unsigned char c : contributed_) {
-      if (c != 0) {
-        return true;
-      }
-    }
-    return false;
+    return std::any_of(contributed_.begin(), contributed_.end(),
+                       [](unsigned char c) { return c != 0; });
   }
 
   // The round is over even if `close` throws: nobody waits for it any longer.
