@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cuda/atomic>
 #include <cuda_runtime.h>
+#include <stdexcept>
+#include <string>
 
 #include <asyncopt/core/config.hpp>
 #include <asyncopt/core/step.hpp>
@@ -348,8 +350,14 @@ __global__ void gather(const Scalar* src, Scalar* dst, Scalar* dst2, const std::
 /// holds at once for the kernel at hand (its occupancy), fewer for short ranges.
 class Geometry {
  public:
-  /// For `device`, with `threads` threads per block (a multiple of 32 in [32, 1024]).
+  /// For `device`, with `threads` threads per block. Throws std::invalid_argument unless
+  /// `threads` is a multiple of 32 in [32, 1024].
   Geometry(int device, unsigned threads) : threads_(threads) {
+    if (threads < 32 || threads > 1024 || threads % 32 != 0) {
+      throw std::invalid_argument(
+          "asyncopt: threads per block must be a multiple of 32 in [32, 1024], got " +
+          std::to_string(threads));
+    }
     check(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device),
           "cudaDeviceGetAttribute(multiprocessor count)");
   }
