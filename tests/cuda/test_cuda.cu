@@ -200,31 +200,61 @@ TEST_CASE("pushes and pulls through host memory match those through device memor
   const rules::Adam rule{.learning_rate = 0.01};
   const std::vector<float> initial = initial_parameters();
   std::vector<float> mirror = initial;  // the store's host mirror
-  for (const bool sparse : {false, true}) {
-    const std::vector<Step> steps = sequence(sparse);
-    const reference::Result cpu = reference::run_cpu(rule, initial, steps);
-    DeviceStore<rules::Adam, Locked> store(CudaDevice{}, rule, small_stripes,
-                                           std::span<float>(mirror), 1);
-    std::vector<float> pulled(initial.size());
-    {
-      auto worker = store.worker(0);
-      for (const Step& step : steps) {
-        if (step.pull) {
-          worker.pull(std::span<float>(pulled));
-        }
-        if (step.index.empty()) {
-          worker.push(std::span<const float>(step.value));
-        } else {
-          worker.push(std::span<const std::size_t>(step.index), std::span<const float>(step.value));
+  for (const bool pinned : {false, true}) {
+    for (const bool sparse : {false, true}) {
+      INFO((pinned ? "pinned" : "pageable")
+           << " host memory, " << (sparse ? "sparse" : "dense") << " pushes");
+      const std::vector<Step> steps = sequence(sparse);
+      const reference::Result cpu = reference::run_cpu(rule, initial, steps);
+      DeviceStore<rules::Adam, Locked> store(CudaDevice{}, rule, small_stripes,
+                                             std::span<float>(mirror), 1);
+      std::vector<float> pageable(initial.size());
+      acu::PinnedBuffer<float> pinned_pull(initial.size());
+      acu::PinnedBuffer<float> pinned_values(initial.size());
+      const std::span<float> pulled = pinned ? pinned_pull.span() : std::span<float>(pageable);
+      {
+        auto worker = store.worker(0);
+        for (const Step& step : steps) {
+          if (step.pull) {
+            worker.pull(pulled);
+          }
+          std::span<const float> value(step.value);
+          if (pinned) {
+            std::copy(step.value.begin(), step.value.end(), pinned_values.data());
+            value = pinned_values.span().first(step.value.size());
+          }
+          if (step.index.empty()) {
+            worker.push(value);
+          } else {
+            worker.push(std::span<const std::size_t>(step.index), value);
+          }
+          // The host buffer may be reused once push() returns: a copy still in flight would
+          // read these NaNs and the push would be rejected.
+          std::fill(pinned_values.data(), pinned_values.data() + pinned_values.size(),
+                    std::nanf(""));
         }
       }
+      std::vector<float> params(initial.size());
+      store.copy_parameters(params);
+      require_close(params, cpu.params, "parameters");
+      CHECK(store.stats().rejected == 0);
+      // The host pull returned the parameters as they were at the pull.
+      CHECK(!std::equal(pulled.begin(), pulled.end(), params.begin()));
     }
-    std::vector<float> params(initial.size());
-    store.copy_parameters(params);
-    require_close(params, cpu.params, "parameters");
-    // The host pull returned the parameters as they were at the pull.
-    CHECK(pulled != params);
   }
+}
+
+TEST_CASE("bad transport options are refused before anything is allocated", "[cuda]") {
+  std::vector<float> mirror(8, 0.0F);
+  using Store = DeviceStore<rules::Sgd, LockFree>;
+  CHECK_THROWS_WITH(Store(CudaDevice{.threads_per_block = 48}, {}, {}, std::span<float>(mirror), 1),
+                    Catch::Contains("threads_per_block must be a multiple of 32 in [32, 1024]"));
+  CHECK_THROWS_WITH(Store(CudaDevice{.device = -1}, {}, {}, std::span<float>(mirror), 1),
+                    Catch::Contains("CudaDevice::device must be >= 0"));
+  CHECK_THROWS_WITH(Store(CudaDevice{}, {}, {}, std::span<float>(mirror), 0),
+                    Catch::Contains("at least one worker"));
+  CHECK_THROWS_WITH(acu::kernels::Geometry(0, 2048),
+                    Catch::Contains("multiple of 32 in [32, 1024], got 2048"));
 }
 
 TEST_CASE("a sparse pull copies just the listed parameters", "[cuda]") {

@@ -278,6 +278,10 @@ class CudaDevice::Store {
   static constexpr bool keeps_w_seen = needs_w_seen_v<Rule>;
   /// Whether kernels use relaxed atomics and no order (LockFree) instead of per-stripe order.
   static constexpr bool relaxed = Ordering::relaxed;
+  /// Whether pulls wait at the policy's gate first (bounded staleness).
+  static constexpr bool gated = requires(guard_type & g) {
+    g.wait_to_read(std::size_t{0}, std::uint64_t{0});
+  };
 
   class Worker;
 
@@ -417,7 +421,7 @@ class CudaDevice::Store {
  private:
   struct alignas(cache_line) Lane {
     cuda::Stream stream;
-    cuda::Event pushed;  // recorded after each push: what a gated LockFree pull waits for
+    cuda::Event pushed;  // recorded after each push when pulls wait for it (gated LockFree)
     double wait_seconds = 0.0;
     unsigned long long bad_index_reported = 0;  // bad index lists synchronize() has reported
     std::atomic<std::uint64_t> clock{0};
@@ -590,7 +594,7 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   cuda::Issued push(cuda::DeviceSpan<const std::size_t> index,
                     cuda::DeviceSpan<const Scalar> value) {
     prepare();
-    check_counts(index.size(), value.size());
+    transport::detail::check_sparse_sizes(index.size(), value.size());
     cuda::detail::require_device_memory(index.data(), index.size(), store_->device_,
                                         "push's index list");
     cuda::detail::require_device_memory(value.data(), value.size(), store_->device_,
@@ -648,11 +652,12 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   /// bad index list (it changed nothing).
   void synchronize() {
     prepare();
-    ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(&counters_host_, store_->counters_.data() + id_,
+    cuda::kernels::Counters counters;
+    ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(&counters, store_->counters_.data() + id_,
                                         sizeof(cuda::kernels::Counters), cudaMemcpyDeviceToHost,
                                         stream()));
     lane().stream.synchronize();
-    const unsigned long long bad = counters_host_.bad_push + counters_host_.bad_pull;
+    const unsigned long long bad = counters.bad_push + counters.bad_pull;
     unsigned long long& reported = lane().bad_index_reported;
     if (bad > reported) {
       const unsigned long long fresh = bad - reported;
@@ -731,13 +736,6 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
     transport::detail::check_dense_size(size, store_->n_, what);
   }
 
-  static void check_counts(std::size_t indices, std::size_t values) {
-    if (indices != values) {
-      throw std::invalid_argument("asyncopt: sparse push with " + std::to_string(indices) +
-                                  " indices but " + std::to_string(values) + " values");
-    }
-  }
-
   // Rules that read w_seen need a pull first; a dense update needs every parameter pulled.
   void require_seen(bool dense) const {
     if constexpr (keeps_w_seen) {
@@ -768,7 +766,7 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   // other worker's last push, so the device sees what the gate let through (under Locked the
   // stripes' events order it already).
   void begin_pull() {
-    if constexpr (requires(guard_type & g) { g.wait_to_read(id_, std::uint64_t{0}); }) {
+    if constexpr (gated) {
       lane().wait_seconds += store_->gate_.wait_to_read(id_, clock_count());
       if constexpr (relaxed) {
         for (std::size_t other = 0; other < store_->workers_; ++other) {
@@ -795,7 +793,9 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
                          static_cast<const unsigned*>(status()), store_->counters_.data() + id_,
                          store_->histograms_.data() + id_ * buckets, buckets,
                          static_cast<unsigned long long>(staleness));
-    lane().pushed.record(stream());
+    if constexpr (relaxed && gated) {
+      lane().pushed.record(stream());
+    }
   }
 
   // Counts a push as queued when it leaves push_dense or push_sparse, also by an exception,
@@ -990,7 +990,6 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   Seen seen_ = Seen::none;
   cuda::DeviceBuffer<Scalar> values_;
   cuda::DeviceBuffer<std::size_t> indices_;
-  cuda::kernels::Counters counters_host_{};
 };
 
 }  // namespace asyncopt::transport

@@ -50,14 +50,19 @@ inline void check_dense_size(std::size_t size, std::size_t parameters, const cha
   }
 }
 
+/// A sparse push has as many values as indices.
+inline void check_sparse_sizes(std::size_t indices, std::size_t values) {
+  if (indices != values) {
+    throw std::invalid_argument("asyncopt: sparse push with " + std::to_string(indices) +
+                                " indices but " + std::to_string(values) + " values");
+  }
+}
+
 /// A sparse push: as many values as indices, every index in range, strictly increasing.
 template <class Scalar>
 void check_sparse_push(std::span<const std::size_t> index, std::span<const Scalar> value,
                        std::size_t parameters) {
-  if (index.size() != value.size()) {
-    throw std::invalid_argument("asyncopt: sparse push with " + std::to_string(index.size()) +
-                                " indices but " + std::to_string(value.size()) + " values");
-  }
+  check_sparse_sizes(index.size(), value.size());
   if (!asyncopt::detail::strictly_increasing_below(index, parameters)) {
     throw std::invalid_argument("asyncopt: sparse push " +
                                 asyncopt::detail::index_list_error(index, parameters));
