@@ -15,6 +15,7 @@
 #include <random>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -82,6 +83,40 @@ class Cluster {
  private:
   std::vector<std::unique_ptr<Server<Scalar, Rule, Consistency>>> servers_;
   std::vector<std::jthread> threads_;
+};
+
+// A raw DEALER connected to one server, for messages the transport would never send.
+class RawLink {
+ public:
+  explicit RawLink(const std::string& endpoint) : dealer_(context_, ::zmq::socket_type::dealer) {
+    dealer_.set(::zmq::sockopt::linger, 0);
+    dealer_.connect(endpoint);
+  }
+  // Sends the header, and the payload as a second frame when it is not empty.
+  void send(const asyncopt::zmq::wire::Header& header, std::span<const float> payload = {}) {
+    std::vector<::zmq::message_t> parts;
+    parts.push_back(asyncopt::zmq::detail::header_frame(header));
+    if (!payload.empty()) {
+      parts.emplace_back(payload.data(), payload.size_bytes());
+    }
+    REQUIRE(::zmq::send_multipart(dealer_, parts));
+  }
+  // Whether a reply arrived within `timeout`; it is left in `reply`.
+  bool receive(asyncopt::zmq::detail::Frames& reply, std::chrono::milliseconds timeout) {
+    return asyncopt::zmq::detail::receive(dealer_, reply, timeout);
+  }
+  // Sends and returns the decoded reply, which must come within 5 s.
+  asyncopt::zmq::wire::Message request(const asyncopt::zmq::wire::Header& header,
+                                       std::span<const float> payload = {}) {
+    send(header, payload);
+    REQUIRE(receive(reply_, 5000ms));
+    return asyncopt::zmq::detail::decode(reply_, 0);
+  }
+
+ private:
+  ::zmq::context_t context_;
+  ::zmq::socket_t dealer_;
+  asyncopt::zmq::detail::Frames reply_;
 };
 
 }  // namespace
@@ -489,10 +524,7 @@ TEST_CASE("a resent push is answered again but applied once") {
   namespace wire = asyncopt::zmq::wire;
   const asyncopt::update::Sgd rule{.learning_rate = 1.0};
   Cluster<float, asyncopt::update::Sgd, LockFree> cluster(2, 1, rule, LockFree{});
-  ::zmq::context_t context;
-  ::zmq::socket_t dealer(context, ::zmq::socket_type::dealer);
-  dealer.set(::zmq::sockopt::linger, 0);
-  dealer.connect(cluster.server(0).endpoint());
+  RawLink link(cluster.server(0).endpoint());
   const std::array<float, 2> g{1.0F, 2.0F};
   const wire::Header push{.type = wire::Type::push,
                           .element = wire::Element::float32,
@@ -500,12 +532,7 @@ TEST_CASE("a resent push is answered again but applied once") {
                           .sequence = (std::uint64_t{7} << 32) + 1,
                           .count = 2};
   for (int k = 0; k < 3; ++k) {
-    std::array<::zmq::message_t, 2> parts{asyncopt::zmq::detail::header_frame(push),
-                                          ::zmq::message_t(g.data(), sizeof(g))};
-    REQUIRE(::zmq::send_multipart(dealer, parts));
-    asyncopt::zmq::detail::Frames reply;
-    REQUIRE(asyncopt::zmq::detail::receive(dealer, reply, 5000ms));
-    const wire::Message m = asyncopt::zmq::detail::decode(reply, 0);
+    const wire::Message m = link.request(push, g);
     CHECK(m.header.type == wire::Type::push_reply);
     CHECK(m.header.sequence == push.sequence);
     CHECK((m.header.flags & wire::Flag::applied) != 0);
@@ -523,22 +550,14 @@ TEST_CASE("a server answers a non-finite push as rejected and applies nothing") 
   namespace wire = asyncopt::zmq::wire;
   const asyncopt::update::Sgd rule{.learning_rate = 1.0};
   Cluster<float, asyncopt::update::Sgd, LockFree> cluster(2, 1, rule, LockFree{});
-  ::zmq::context_t context;
-  ::zmq::socket_t dealer(context, ::zmq::socket_type::dealer);
-  dealer.set(::zmq::sockopt::linger, 0);
-  dealer.connect(cluster.server(0).endpoint());
+  RawLink link(cluster.server(0).endpoint());
   const std::array<float, 2> g{1.0F, std::numeric_limits<float>::infinity()};
   const wire::Header push{.type = wire::Type::push,
                           .element = wire::Element::float32,
                           .worker = 0,
                           .sequence = (std::uint64_t{3} << 32) + 1,
                           .count = 2};
-  std::array<::zmq::message_t, 2> parts{asyncopt::zmq::detail::header_frame(push),
-                                        ::zmq::message_t(g.data(), sizeof(g))};
-  REQUIRE(::zmq::send_multipart(dealer, parts));
-  asyncopt::zmq::detail::Frames reply;
-  REQUIRE(asyncopt::zmq::detail::receive(dealer, reply, 5000ms));
-  const wire::Message m = asyncopt::zmq::detail::decode(reply, 0);
+  const wire::Message m = link.request(push, g);
   CHECK(m.header.type == wire::Type::push_reply);
   CHECK(m.header.sequence == push.sequence);
   CHECK((m.header.flags & wire::Flag::applied) == 0);
@@ -755,34 +774,27 @@ TEST_CASE("a pull resent while it is held back is answered once") {
   const asyncopt::update::Sgd rule{};
   Cluster<float, asyncopt::update::Sgd, Policy> cluster(2, 2, rule, Policy{.staleness = 0}, {}, {},
                                                         0ms);
-  ::zmq::context_t context;
-  ::zmq::socket_t dealer(context, ::zmq::socket_type::dealer);
-  dealer.set(::zmq::sockopt::linger, 0);
-  dealer.connect(cluster.server(0).endpoint());
+  RawLink raw(cluster.server(0).endpoint());
   const std::uint64_t link = std::uint64_t{9} << 32;
-  auto send = [&](wire::Header h) {
-    std::array<::zmq::message_t, 1> parts{asyncopt::zmq::detail::header_frame(h)};
-    REQUIRE(::zmq::send_multipart(dealer, parts));
-  };
   // Worker 0 reaches clock 1 while worker 1 is at 0: its pull is held back.
-  send({.type = wire::Type::clock, .worker = 0, .sequence = link + 1, .value = 1});
+  raw.send({.type = wire::Type::clock, .worker = 0, .sequence = link + 1, .value = 1});
   const wire::Header pull{.type = wire::Type::pull,
                           .element = wire::Element::float32,
                           .worker = 0,
                           .sequence = link + 2};
   for (int k = 0; k < 3; ++k) {
-    send(pull);
+    raw.send(pull);
   }
   asyncopt::zmq::detail::Frames reply;
-  CHECK_FALSE(asyncopt::zmq::detail::receive(dealer, reply, 300ms));
+  CHECK_FALSE(raw.receive(reply, 300ms));
   // Worker 1 clocks: the pull goes, once.
-  send({.type = wire::Type::clock,
-        .worker = 1,
-        .sequence = (std::uint64_t{10} << 32) + 1,
-        .value = 1});
-  REQUIRE(asyncopt::zmq::detail::receive(dealer, reply, 5000ms));
+  raw.send({.type = wire::Type::clock,
+            .worker = 1,
+            .sequence = (std::uint64_t{10} << 32) + 1,
+            .value = 1});
+  REQUIRE(raw.receive(reply, 5000ms));
   CHECK(asyncopt::zmq::detail::decode(reply, 0).header.type == wire::Type::pull_reply);
-  CHECK_FALSE(asyncopt::zmq::detail::receive(dealer, reply, 300ms));
+  CHECK_FALSE(raw.receive(reply, 300ms));
   CHECK(cluster.server(0).stats().duplicates == 2);
 }
 
