@@ -14,6 +14,8 @@
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/softmax.hpp>
 
+#include "cli.hpp"
+
 namespace {
 
 using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -80,7 +82,7 @@ int train(const Settings& s, const Rule& rule, const Consistency& consistency,
       static_cast<unsigned long long>(report.max_staleness()),
       static_cast<unsigned long long>(report.rejected), s.csv.c_str());
   std::printf("test accuracy: %.4f\n", test_set.accuracy(w));
-  return 0;
+  return examples::cli::finish(report);
 }
 
 template <class Consistency>
@@ -126,6 +128,7 @@ int with_rule(const Settings& s, const Consistency& consistency, const Softmax& 
 int main(int argc, char** argv) {
   Settings s;
   CLI::App app{"Softmax regression on Fashion-MNIST, trained asynchronously with asyncopt"};
+  app.failure_message(examples::cli::failure_message);
   app.add_option("--rule", s.rule,
                  "update rule: sgd, momentum (EMA), heavy-ball, nesterov, dc (delay-compensated), "
                  "dc-adaptive, staleness-aware (sgd with lr / staleness), adam")
@@ -133,10 +136,10 @@ int main(int argc, char** argv) {
                              "staleness-aware", "adam"}))
       ->capture_default_str();
   app.add_option("--momentum", s.momentum, "beta (momentum) or mu (heavy-ball, nesterov)")
-      ->check(CLI::Range(0.0, 0.999999))
+      ->check(examples::cli::number_in(0.0, 1.0, false, true))
       ->capture_default_str();
   app.add_option("--lambda", s.lambda, "lambda of the delay-compensated rule")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::cli::non_negative_number())
       ->capture_default_str();
   app.add_option("--consistency", s.consistency,
                  "consistency policy: locked (striped mutexes), lockfree (Hogwild!), ssp "
@@ -145,30 +148,34 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"locked", "lockfree", "ssp", "synchronous", "local"}))
       ->capture_default_str();
   app.add_option("--staleness", s.staleness, "clocks a worker may run ahead, for --consistency ssp")
+      ->check(examples::cli::non_negative_integer<std::uint64_t>())
       ->capture_default_str();
   app.add_option("--period", s.period, "local steps between averages, for --consistency local")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::uint64_t>())
       ->capture_default_str();
   app.add_option("--stripes", s.stripes, "lock stripes for --consistency locked (1 = one lock)")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--workers", s.workers, "worker threads")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--epochs", s.epochs, "passes over the training set")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--batch-size", s.batch_size, "examples per gradient")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--lr", s.learning_rate, "learning rate")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_number())
       ->capture_default_str();
   app.add_option("--l2", s.l2, "L2 penalty on the weights")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::cli::non_negative_number())
       ->capture_default_str();
-  app.add_option("--seed", s.seed, "seed of the per-epoch shuffles")->capture_default_str();
+  app.add_option("--seed", s.seed, "seed of the per-epoch shuffles")
+      ->check(examples::cli::non_negative_integer<std::uint64_t>())
+      ->capture_default_str();
   app.add_option("--limit", s.limit, "use only the first N training images (0 = all)")
+      ->check(examples::cli::non_negative_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--data-dir", s.data_dir, "directory with the Fashion-MNIST .gz files")
       ->capture_default_str();

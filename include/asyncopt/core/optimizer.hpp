@@ -416,12 +416,16 @@ class AsyncOptimizer {
         report.loss.push_back(loss);
       }
       bool keep_going = true;
+      const StoreStats epoch_end = store.stats();
+      // Nothing applied and something rejected: every gradient of the epoch was non-finite.
+      const bool all_rejected = epoch_end.updates == before_epoch.updates &&
+                                epoch_end.rejected > before_epoch.rejected;
       [[maybe_unused]] const EpochInfo<scalar_type> info{
           .epoch = epoch,
           .loss = loss,
           .updates = store.version(),
           .seconds = std::chrono::duration<double>(training).count(),
-          .mean_staleness = epoch_staleness(store.stats()),
+          .mean_staleness = epoch_staleness(epoch_end),
           .params = std::span<const scalar_type>(params)};
       ((keep_going = detail::invoke_callback(callbacks, info) && keep_going), ...);
 
@@ -431,6 +435,10 @@ class AsyncOptimizer {
       }
       if (!keep_going) {
         report.stop = StopReason::callback;
+        break;
+      }
+      if (all_rejected) {
+        report.stop = StopReason::all_rejected;
         break;
       }
       if (options.evaluate_loss && !std::isfinite(loss)) {

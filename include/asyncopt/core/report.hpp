@@ -16,11 +16,14 @@ enum class StopReason {
   target_loss,  ///< The full loss fell to Options::target_loss or below.
   time,         ///< Options::max_seconds of wall time ran out.
   callback,     ///< An epoch callback returned false.
-  diverged      ///< The full loss after an epoch was NaN or infinite.
+  diverged,     ///< The full loss after an epoch was NaN or infinite.
+  all_rejected  ///< An epoch pushed gradients but every one was rejected as non-finite, so
+                ///< the parameters did not change and the next epoch would do the same.
 };
 
 /// The name of `reason` as a short lowercase phrase: "epochs", "tolerance", "target loss",
-/// "time", "callback" or "diverged"; "unknown" for a value outside the enumeration.
+/// "time", "callback", "diverged" or "all gradients rejected"; "unknown" for a value
+/// outside the enumeration.
 [[nodiscard]] constexpr std::string_view to_string(StopReason reason) noexcept {
   switch (reason) {
     case StopReason::epochs:
@@ -35,6 +38,8 @@ enum class StopReason {
       return "callback";
     case StopReason::diverged:
       return "diverged";
+    case StopReason::all_rejected:
+      return "all gradients rejected";
   }
   return "unknown";
 }
