@@ -1345,6 +1345,50 @@ TEMPLATE_TEST_CASE(
       "schedule::Step::gamma");
 }
 
+TEST_CASE(
+    "settings that float cannot hold are refused by a float store and accepted by a double "
+    "one, through decorators too",
+    "[rules]") {
+  using update::Scheduled;
+  // Each is valid as a double but turns into inf, 0 or 1 as a float, which would break the
+  // run at its first update instead of at the start.
+  const double too_large = 1e39;        // > FLT_MAX: inf in float
+  const double too_small = 1e-50;       // < the smallest float: 0 in float
+  const double almost_one = 1 - 1e-11;  // 1 in float: a decay that never forgets
+  auto refused = [&](const auto& rule, const std::string& message) {
+    require_rejected<float>(rule, message);
+    std::vector<double> w = {1.0, -2.0, 3.0};
+    const OptimizerOf<double, std::decay_t<decltype(rule)>, Locked> opt(rule);
+    REQUIRE_NOTHROW(opt.attach(w, 1));
+  };
+  refused(update::Sgd{.learning_rate = too_large},
+          "Sgd::learning_rate is 1e+39, which float cannot represent (it would become inf)");
+  refused(update::Sgd{.learning_rate = too_small},
+          "Sgd::learning_rate is 1e-50, which float cannot represent (it would become 0)");
+  refused(update::MomentumCorrection{.beta = almost_one},
+          "MomentumCorrection::beta must be below 1 in float");
+  refused(update::HeavyBall{.momentum = -almost_one},
+          "HeavyBall::momentum must be in (-1, 1) in float");
+  refused(update::Adam{.beta2 = almost_one}, "Adam::beta2 must be below 1 in float");
+  refused(update::Adam{.epsilon = too_small}, "Adam::epsilon is 1e-50");
+  refused(update::AdaptiveDelayCompensated{.lambda0 = too_large},
+          "AdaptiveDelayCompensated::lambda0 is 1e+39");
+  refused(update::DelayCompensated{.lambda = too_large}, "DelayCompensated::lambda is 1e+39");
+  refused(update::ClipByValue<update::Sgd>{.limit = too_large}, "ClipByValue::limit is 1e+39");
+  // Decorators and schedules check the rule they wrap in the same precision.
+  const update::Sgd bad{.learning_rate = too_large};
+  refused(update::StalenessAware<update::Sgd>{bad}, "Sgd::learning_rate is 1e+39");
+  refused(update::WeightDecay<update::Sgd>{.inner = bad}, "Sgd::learning_rate is 1e+39");
+  refused(update::ClipByNorm<update::Sgd>{.inner = bad}, "Sgd::learning_rate is 1e+39");
+  refused(Scheduled<update::Sgd, schedule::InverseSqrt>{.inner = bad},
+          "Sgd::learning_rate is 1e+39");
+  // A zero stays a valid zero (no decay, no lambda).
+  const OptimizerOf<float, update::DelayCompensated, Locked> zero_lambda(
+      update::DelayCompensated{.lambda = 0.0});
+  std::vector<float> w = {1.0F, 2.0F};
+  REQUIRE_NOTHROW(zero_lambda.attach(w, 1));
+}
+
 // =============================================================================================
 // 10. Delay compensation needs a pull.
 // =============================================================================================

@@ -25,6 +25,7 @@
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/core/step.hpp>
+#include <asyncopt/update/check.hpp>
 #include <asyncopt/cuda/error.cuh>
 #include <asyncopt/cuda/kernels.cuh>
 #include <asyncopt/cuda/memory.cuh>
@@ -464,7 +465,7 @@ class CudaDevice::Store {
       throw std::invalid_argument("asyncopt: a store needs at least one worker");
     }
     transport.validate();
-    rule.validate();
+    update::validate(rule, Precision::of<Scalar>());
     consistency.validate();
     return rule;
   }

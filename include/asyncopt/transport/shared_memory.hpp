@@ -27,6 +27,7 @@
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/core/step.hpp>
+#include <asyncopt/update/check.hpp>
 #include <asyncopt/kernels/dense.hpp>
 
 namespace asyncopt::transport {
@@ -338,7 +339,7 @@ class SharedMemory::Store {
     if (workers == 0) {
       throw std::invalid_argument("asyncopt: a store needs at least one worker");
     }
-    rule_.validate();
+    update::validate(rule_, Precision::of<Scalar>());
     for (auto& c : counters_) {
       c.stats.staleness.assign(StoreStats::staleness_buckets, 0);
     }

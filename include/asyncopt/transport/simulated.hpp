@@ -16,6 +16,7 @@
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/core/step.hpp>
+#include <asyncopt/update/check.hpp>
 #include <asyncopt/kernels/dense.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
 
@@ -176,7 +177,7 @@ class Simulated::Store {
     if (workers == 0) {
       throw std::invalid_argument("asyncopt: a store needs at least one worker");
     }
-    rule_.validate();
+    update::validate(rule_, Precision::of<Scalar>());
     for (std::size_t k = 0; k < slots; ++k) {
       state_pointers_[k] = state_.data() + k * params.size();
     }

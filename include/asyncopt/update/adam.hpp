@@ -71,11 +71,12 @@ struct Adam {
 
   /// Throws std::invalid_argument unless `learning_rate` and `epsilon` are positive and
   /// finite and `beta1` and `beta2` are in [0, 1).
-  void validate() const {
-    detail::require_learning_rate("Adam", learning_rate);
-    detail::require_unit("Adam", "beta1", beta1);
-    detail::require_unit("Adam", "beta2", beta2);
-    detail::require_positive("Adam", "epsilon", epsilon);
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    detail::require_learning_rate("Adam", learning_rate, precision);
+    detail::require_unit("Adam", "beta1", beta1, precision);
+    detail::require_unit("Adam", "beta2", beta2, precision);
+    detail::require_positive("Adam", "epsilon", epsilon, precision);
   }
 };
 

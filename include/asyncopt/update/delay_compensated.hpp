@@ -58,9 +58,10 @@ struct DelayCompensated {
 
   /// Throws std::invalid_argument unless `learning_rate` is positive and finite and `lambda`
   /// is finite and non-negative.
-  void validate() const {
-    detail::require_learning_rate("DelayCompensated", learning_rate);
-    detail::require_non_negative("DelayCompensated", "lambda", lambda);
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    detail::require_learning_rate("DelayCompensated", learning_rate, precision);
+    detail::require_non_negative("DelayCompensated", "lambda", lambda, precision);
   }
 };
 
@@ -120,11 +121,13 @@ struct AdaptiveDelayCompensated {
 
   /// Throws std::invalid_argument unless `learning_rate` and `epsilon` are positive and
   /// finite, `lambda0` is finite and non-negative and `mean_square_decay` is in [0, 1).
-  void validate() const {
-    detail::require_learning_rate("AdaptiveDelayCompensated", learning_rate);
-    detail::require_non_negative("AdaptiveDelayCompensated", "lambda0", lambda0);
-    detail::require_unit("AdaptiveDelayCompensated", "mean_square_decay", mean_square_decay);
-    detail::require_positive("AdaptiveDelayCompensated", "epsilon", epsilon);
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    detail::require_learning_rate("AdaptiveDelayCompensated", learning_rate, precision);
+    detail::require_non_negative("AdaptiveDelayCompensated", "lambda0", lambda0, precision);
+    detail::require_unit("AdaptiveDelayCompensated", "mean_square_decay", mean_square_decay,
+                         precision);
+    detail::require_positive("AdaptiveDelayCompensated", "epsilon", epsilon, precision);
   }
 };
 

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstddef>
+#include <string>
 
 #include <asyncopt/core/config.hpp>
 #include <asyncopt/core/step.hpp>
@@ -52,9 +54,10 @@ struct MomentumCorrection {
 
   /// Throws std::invalid_argument unless `learning_rate` is positive and finite and `beta` is
   /// in [0, 1).
-  void validate() const {
-    detail::require_learning_rate("MomentumCorrection", learning_rate);
-    detail::require_unit("MomentumCorrection", "beta", beta);
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    detail::require_learning_rate("MomentumCorrection", learning_rate, precision);
+    detail::require_unit("MomentumCorrection", "beta", beta, precision);
   }
 };
 
@@ -131,12 +134,15 @@ struct HeavyBall {
 
   /// Throws std::invalid_argument unless `learning_rate` is positive and finite and
   /// `momentum` is in (-1, 1).
-  void validate() const {
-    detail::require_learning_rate("HeavyBall", learning_rate);
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    detail::require_learning_rate("HeavyBall", learning_rate, precision);
     // Negative momentum is allowed: with many asynchronous workers the implicit momentum of
     // staleness can make the best explicit momentum negative (Mitliagkas et al. 2016).
     detail::require(momentum > -1.0 && momentum < 1.0, "HeavyBall", "momentum", "in (-1, 1)",
                     momentum);
+    detail::require(std::abs(precision.round(momentum)) < 1.0, "HeavyBall", "momentum",
+                    std::string("in (-1, 1) in ") + std::string(precision.name), momentum);
   }
 };
 

@@ -56,9 +56,10 @@ struct WeightDecay {
 
   /// Validates the wrapped rule, then throws std::invalid_argument unless decay is finite and
   /// non-negative.
-  void validate() const {
-    inner.validate();
-    detail::require_non_negative("WeightDecay", "decay", decay);
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    update::validate(inner, precision);
+    detail::require_non_negative("WeightDecay", "decay", decay, precision);
   }
 };
 
@@ -104,9 +105,10 @@ struct ClipByValue {
 
   /// Validates the wrapped rule, then throws std::invalid_argument unless limit is positive
   /// and finite.
-  void validate() const {
-    inner.validate();
-    detail::require_positive("ClipByValue", "limit", limit);
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    update::validate(inner, precision);
+    detail::require_positive("ClipByValue", "limit", limit, precision);
   }
 };
 
@@ -157,9 +159,10 @@ struct ClipByNorm {
 
   /// Validates the wrapped rule, then throws std::invalid_argument unless max_norm is
   /// positive and finite.
-  void validate() const {
-    inner.validate();
-    detail::require_positive("ClipByNorm", "max_norm", max_norm);
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    update::validate(inner, precision);
+    detail::require_positive("ClipByNorm", "max_norm", max_norm, precision);
   }
 };
 

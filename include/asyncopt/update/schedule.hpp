@@ -141,8 +141,9 @@ struct Scheduled {
 
   /// Validates the wrapped rule, then the schedule; throws std::invalid_argument on the first
   /// bad hyper-parameter.
-  void validate() const {
-    inner.validate();
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    update::validate(inner, precision);
     schedule.validate();
   }
 };

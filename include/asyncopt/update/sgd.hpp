@@ -40,7 +40,10 @@ struct Sgd {
   }
 
   /// Throws std::invalid_argument unless learning_rate is positive and finite.
-  void validate() const { detail::require_learning_rate("Sgd", learning_rate); }
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const {
+    detail::require_learning_rate("Sgd", learning_rate, precision);
+  }
 };
 
 }  // namespace asyncopt::update

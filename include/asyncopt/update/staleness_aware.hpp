@@ -6,6 +6,7 @@
 
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/step.hpp>
+#include <asyncopt/update/check.hpp>
 #include <asyncopt/update/decorator.hpp>
 
 namespace asyncopt::update {
@@ -41,7 +42,8 @@ struct StalenessAware {
   }
 
   /// Validates the wrapped rule (this decorator has no hyper-parameters of its own).
-  void validate() const { inner.validate(); }
+  /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
+  void validate(const Precision& precision = {}) const { update::validate(inner, precision); }
 };
 
 }  // namespace asyncopt::update
