@@ -515,6 +515,49 @@ TEMPLATE_TEST_CASE("malformed constructor arguments raise std::invalid_argument"
   ASYNCOPT_REQUIRE_INVALID(SoftmaxRegression<Matrix>(x, label, 0), "classes must be positive");
 }
 
+TEMPLATE_TEST_CASE("non-finite features are refused at construction with their row and column", "",
+                   Dense<float>, ColumnMajor<double>, Sparse<float>, Sparse<double>) {
+  using Matrix = TestType;
+  using T = typename Matrix::Scalar;
+  const Vec<T> y = problem().target.cast<T>();
+  const Vec<T> binary = problem().binary.cast<T>();
+  const Eigen::VectorXi label = problem().label;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+
+  // The planted bad value is the only one; finding it needs a scan past every row before it.
+  Dense<double> with_nan = problem().x;
+  with_nan(9, 2) = nan;
+  ASYNCOPT_REQUIRE_INVALID(LeastSquares<Matrix>(convert<Matrix>(with_nan), y),
+                           "LeastSquares: the feature at row 9, column 2 is nan; features must "
+                           "be finite");
+  Dense<double> with_inf = problem().x;
+  with_inf(4, 0) = -inf;
+  ASYNCOPT_REQUIRE_INVALID(LogisticRegression<Matrix>(convert<Matrix>(with_inf), binary),
+                           "LogisticRegression: the feature at row 4, column 0 is -inf");
+  ASYNCOPT_REQUIRE_INVALID(SoftmaxRegression<Matrix>(convert<Matrix>(with_inf), label, classes),
+                           "SoftmaxRegression: the feature at row 4, column 0 is -inf");
+  // The same data, finite, is accepted.
+  CHECK(LeastSquares<Matrix>(convert<Matrix>(problem().x), y).dimension() ==
+        static_cast<std::size_t>(features + 1));
+}
+
+TEST_CASE("an L2 weight the objective's scalar cannot represent is refused, naming the type") {
+  const Vec<float> yf = problem().target.cast<float>();
+  const Vec<double> yd = problem().target;
+  const Dense<float> xf = problem().x.cast<float>();
+  const Dense<double> xd = problem().x;
+  // 1e300 is a valid double but inf as a float: every gradient would be non-finite.
+  ASYNCOPT_REQUIRE_INVALID(LeastSquares<Dense<float>>(xf, yf, {.l2 = 1e300}),
+                           "LeastSquares: options.l2 is 1e+300, which float cannot represent");
+  // 1e-50 would silently become 0 in float.
+  ASYNCOPT_REQUIRE_INVALID(
+      SoftmaxRegression<Dense<float>>(xf, problem().label, classes, {.l2 = 1e-50}),
+      "options.l2 is 1e-50, which float cannot represent");
+  CHECK(LeastSquares<Dense<double>>(xd, yd, {.l2 = 1e300}).options().l2 == 1e300);
+  CHECK(LeastSquares<Dense<float>>(xf, yf, {.l2 = 0.0}).options().l2 == 0.0);
+}
+
 TEST_CASE("sparse data with unsorted column indices is rejected") {
   Dense<double> dense(2, 3);
   dense << 1, 0, 2, 0, 3, 0;

@@ -18,6 +18,7 @@
 #include <Eigen/SparseCore>
 
 #include <asyncopt/core/config.hpp>
+#include <asyncopt/core/precision.hpp>
 #include <asyncopt/core/sparse.hpp>
 
 namespace asyncopt::objective {
@@ -297,6 +298,14 @@ class ModelData {
     if (!std::isfinite(options_.l2) || options_.l2 < 0.0) {
       fail(type_, "", "options.l2 must be finite and >= 0, got " + format_number(options_.l2));
     }
+    // The gradient multiplies by Scalar(l2): a value that becomes inf (or 0) there would
+    // make every gradient non-finite (or drop the penalty) without a word.
+    if (constexpr Precision precision = Precision::of<Scalar>();
+        !precision.represents(options_.l2)) {
+      fail(type_, "",
+           "options.l2 is " + format_number(options_.l2) + ", which " +
+               std::string(precision.name) + " cannot represent");
+    }
     if constexpr (is_sparse_v<Matrix>) {
       data_.makeCompressed();
       for (Eigen::Index i = 0; i < data_.outerSize(); ++i) {
@@ -305,8 +314,27 @@ class ModelData {
         if (std::adjacent_find(begin, end, [](auto a, auto b) { return a >= b; }) != end) {
           fail(type_, "", "row " + std::to_string(i) + " has unsorted or repeated column indices");
         }
+        for (auto k = data_.outerIndexPtr()[i]; k < data_.outerIndexPtr()[i + 1]; ++k) {
+          if (!std::isfinite(data_.valuePtr()[k])) {
+            fail_feature(i, data_.innerIndexPtr()[k], data_.valuePtr()[k]);
+          }
+        }
+      }
+    } else if (!data_.allFinite()) {
+      for (Eigen::Index i = 0; i < data_.rows(); ++i) {
+        for (Eigen::Index j = 0; j < data_.cols(); ++j) {
+          if (!std::isfinite(data_(i, j))) {
+            fail_feature(i, j, data_(i, j));
+          }
+        }
       }
     }
+  }
+
+  [[noreturn]] void fail_feature(Eigen::Index row, Eigen::Index column, Scalar value) const {
+    fail(type_, "",
+         "the feature at row " + std::to_string(row) + ", column " + std::to_string(column) +
+             " is " + format_number(static_cast<double>(value)) + "; features must be finite");
   }
 
   [[nodiscard]] std::string_view type() const noexcept { return type_; }
