@@ -342,6 +342,43 @@ TEST_CASE("read_libsvm names the file, the line and the fault for each kind of b
   }
 }
 
+TEST_CASE("a line longer than max_line_bytes is refused with the file and line, not buffered") {
+  TempDir dir;
+  // Four good lines, then a good one of 5002 bytes (the last without a line end).
+  const std::string good = "1 1:1\n-1 2:1\n1 1:0.5\n-1 3:2\n";
+  write_text(dir / "long.svm", good + "1 1:0." + std::string(4996, '7'));
+  write_text(dir / "long.csv", "1,2\n3,4\n5,6\n7,8\n0." + std::string(4998, '9') + ",1\n");
+  SECTION("a limit below the long line refuses it, naming the option") {
+    REQUIRE_THROWS_AS(read_libsvm<double>(dir / "long.svm", {.max_line_bytes = 4096}), DataError);
+    REQUIRE_THROWS_WITH(read_libsvm<double>(dir / "long.svm", {.max_line_bytes = 4096}),
+                        Contains("long.svm' line 5 is longer than 4096 bytes") &&
+                            Contains("LibsvmReadOptions::max_line_bytes"));
+    REQUIRE_THROWS_WITH(read_csv<double>(dir / "long.csv", {.max_line_bytes = 4096}),
+                        Contains("long.csv' line 5 is longer than 4096 bytes") &&
+                            Contains("CsvReadOptions::max_line_bytes"));
+  }
+  SECTION("a limit at the line's length reads it") {
+    CHECK(read_libsvm<double>(dir / "long.svm", {.max_line_bytes = 5002}).data.rows() == 5);
+    CHECK(read_csv<double>(dir / "long.csv", {.max_line_bytes = 5002}).data.rows() == 5);
+    REQUIRE_THROWS_WITH(read_libsvm<double>(dir / "long.svm", {.max_line_bytes = 5001}),
+                        Contains("line 5 is longer than 5001 bytes"));
+  }
+  SECTION("a gzip file of zeros stops at the limit, not at the end of its content") {
+    // 64 MiB of zero bytes: a few hundred kB compressed, one endless line uncompressed.
+    write_gz(dir / "zeros.svm.gz", std::string(std::size_t{64} << 20, '\0'));
+    REQUIRE(fs::file_size(dir / "zeros.svm.gz") < (std::size_t{1} << 20));
+    REQUIRE_THROWS_WITH(read_libsvm<float>(dir / "zeros.svm.gz", {.max_line_bytes = 1 << 20}),
+                        Contains("zeros.svm.gz' line 1 is longer than 1048576 bytes"));
+  }
+  SECTION("a device that never ends is refused at the default limit") {
+    if (fs::exists("/dev/zero")) {
+      REQUIRE_THROWS_WITH(read_csv<float>("/dev/zero"),
+                          Contains("'/dev/zero' line 1 is longer than " +
+                                   std::to_string(asyncopt::io::default_max_line_bytes)));
+    }
+  }
+}
+
 TEST_CASE("read_libsvm names the file when there is nothing to read") {
   TempDir dir;
   SECTION("a missing file") {

@@ -55,6 +55,9 @@ struct CsvReadOptions {
   /// Separates the fields: ',' by default; not a quote, a space or a line end. ';' and a tab
   /// (`\t`) are common too.
   char separator = ',';
+  /// The longest line accepted, in bytes; a longer one throws DataError naming the file and
+  /// the line, and no more than this is ever buffered.
+  std::size_t max_line_bytes = default_max_line_bytes;
 };
 
 namespace detail {
@@ -151,7 +154,7 @@ template <std::floating_point Scalar = double>
     throw std::invalid_argument(
         "read_csv: CsvReadOptions::separator cannot be a quote, a space or a line end");
   }
-  detail::LineReader in(file);
+  detail::LineReader in(file, options.max_line_bytes, "CsvReadOptions::max_line_bytes");
   if (in.empty()) {
     throw DataError(in.name() + " is empty: expected lines of comma-separated numbers");
   }

@@ -44,7 +44,10 @@ struct LibsvmReadOptions {
   /// The number of features (columns). Unset, the default: the largest index in the file. Set: an
   /// index beyond it is an error, and the matrix has this many columns even where the file uses
   /// fewer, so that a test set can be read with its training set's width.
-  std::optional<std::size_t> features;
+  std::optional<std::size_t> features{};
+  /// The longest line accepted, in bytes; a longer one throws DataError naming the file and
+  /// the line, and no more than this is ever buffered.
+  std::size_t max_line_bytes = default_max_line_bytes;
 };
 
 namespace detail {
@@ -150,7 +153,7 @@ template <std::floating_point Scalar = double>
                                 std::to_string(max_index) + " columns a sparse matrix can index");
   }
 
-  detail::LineReader in(file);
+  detail::LineReader in(file, options.max_line_bytes, "LibsvmReadOptions::max_line_bytes");
   if (in.empty()) {
     throw DataError(in.name() + " is empty: expected LIBSVM lines 'label index:value ...'");
   }

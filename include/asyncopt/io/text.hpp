@@ -20,6 +20,16 @@
 #include <asyncopt/io/error.hpp>
 #include <asyncopt/io/idx.hpp>
 
+namespace asyncopt::io {
+
+/// The longest line the text readers accept by default, in bytes (64 MiB: a dense row of
+/// four million features written with full precision). A longer one is refused with its
+/// file and line, so that a file with no line ends (a binary file, a gzip bomb of zeros,
+/// /dev/zero) costs bounded memory instead of all of it.
+inline constexpr std::size_t default_max_line_bytes = std::size_t{64} << 20;
+
+}  // namespace asyncopt::io
+
 namespace asyncopt::io::detail {
 
 /// The lines of a text file, gzip-compressed or not (the content decides, not the name).
@@ -27,10 +37,15 @@ namespace asyncopt::io::detail {
 /// A line ends at '\n'; a '\r' before it (Windows line ends) is dropped, and so is a UTF-8
 /// byte order mark at the start of the file. The last line needs no terminator. The lines
 /// returned are views into one buffer that grows to the longest line, so reading costs no
-/// allocation per line; a view is valid until the next call to next().
+/// allocation per line; a view is valid until the next call to next(). A line longer than
+/// `max_line_bytes` throws DataError naming the file, the line and `limit_name`, the option
+/// that sets the limit; the buffer never grows beyond that limit.
 class LineReader {
  public:
-  explicit LineReader(const std::filesystem::path& file) : in_(file), name_(in_.quoted()) {}
+  explicit LineReader(const std::filesystem::path& file,
+                      std::size_t max_line_bytes = default_max_line_bytes,
+                      std::string_view limit_name = "max_line_bytes")
+      : in_(file), name_(in_.quoted()), max_line_(max_line_bytes), limit_name_(limit_name) {}
 
   /// Sets `line` to the next line and returns true; returns false at the end of the file.
   /// Throws DataError on a read error or a corrupted or truncated gzip stream.
@@ -44,6 +59,11 @@ class LineReader {
         line = finish_line(begin, length);
         begin_ += length + 1;
         return true;
+      }
+      if (available > max_line_) {
+        throw DataError(name_ + " line " + std::to_string(line_number_ + 1) + " is longer than " +
+                        std::to_string(max_line_) + " bytes (" + std::string(limit_name_) +
+                        "): is it a text file with line ends?");
       }
       if (at_end_) {
         if (available == 0) {
@@ -94,7 +114,13 @@ class LineReader {
     end_ -= begin_;
     begin_ = 0;
     if (end_ == buffer_.size()) {
-      buffer_.resize(std::max<std::size_t>(2 * buffer_.size(), first_buffer));
+      // One byte beyond the limit shows that a line exceeds it.
+      const std::size_t cap = max_line_ < std::numeric_limits<std::size_t>::max() / 2
+                                  ? max_line_ + 2
+                                  : std::numeric_limits<std::size_t>::max() / 2;
+      buffer_.resize(
+          std::max(buffer_.size() + 1,
+                   std::min(std::max<std::size_t>(2 * buffer_.size(), first_buffer), cap)));
     }
     const std::size_t want = buffer_.size() - end_;
     // GzReader reads bytes; the buffer holds chars, which may alias any object.
@@ -113,6 +139,8 @@ class LineReader {
 
   GzReader in_;
   std::string name_;
+  std::size_t max_line_;
+  std::string_view limit_name_;
   std::vector<char> buffer_;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
