@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <memory>
 #include <random>
 #include <span>
@@ -420,6 +421,58 @@ TEST_CASE("a diverging run stops with StopReason::diverged") {
   REQUIRE(r.stop == StopReason::diverged);
   REQUIRE(r.epochs < 100);
   REQUIRE_FALSE(std::isfinite(r.final_loss()));
+}
+
+namespace {
+
+/// `inner` with a gradient that holds a NaN from example `first_bad` on: every push of
+/// such an example is rejected by the store.
+template <class F>
+struct NanGradient {
+  const F* inner;
+  std::size_t first_bad = 0;
+  [[nodiscard]] std::size_t dimension() const { return inner->dimension(); }
+  [[nodiscard]] std::size_t num_examples() const { return inner->num_examples(); }
+  [[nodiscard]] double loss(std::span<const double> w) const { return inner->loss(w); }
+  void gradient(std::span<const double> w, std::span<const std::size_t> batch,
+                std::span<double> grad) const {
+    inner->gradient(w, batch, grad);
+    if (std::ranges::any_of(batch, [&](std::size_t id) { return id >= first_bad; })) {
+      grad[0] = std::numeric_limits<double>::quiet_NaN();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a run whose every gradient is rejected stops after one epoch, saying so") {
+  const auto data = planted_regression<double>(100, 3, 0.1, 21);
+  const asyncopt::objective::LeastSquares<Dense<double>> f(data.x, data.y);
+  const asyncopt::AsyncOptimizer<double, Sgd, Locked> opt(Sgd{.learning_rate = 0.01});
+  std::vector<double> w(f.dimension(), 0.5);
+  const auto before = w;
+  const auto r = opt.optimize(NanGradient<decltype(f)>{&f}, std::span<double>(w),
+                              {.workers = 2, .batch_size = 5, .epochs = 10});
+  REQUIRE(r.stop == StopReason::all_rejected);
+  REQUIRE(to_string(r.stop) == "all gradients rejected");
+  REQUIRE(r.epochs == 1);
+  REQUIRE(r.updates == 0);
+  REQUIRE(r.rejected == 20);  // 100 examples in batches of 5
+  REQUIRE(w == before);
+  REQUIRE(std::isfinite(r.final_loss()));
+}
+
+TEST_CASE("a run in which only some gradients are rejected runs its epochs") {
+  const auto data = planted_regression<double>(100, 3, 0.1, 22);
+  const asyncopt::objective::LeastSquares<Dense<double>> f(data.x, data.y);
+  const asyncopt::AsyncOptimizer<double, Sgd, Locked> opt(Sgd{.learning_rate = 0.01});
+  std::vector<double> w(f.dimension(), 0.0);
+  // Examples 90..99 give NaN: the batches holding one are rejected, the others applied.
+  const auto r = opt.optimize(NanGradient<decltype(f)>{&f, 90}, std::span<double>(w),
+                              {.workers = 1, .batch_size = 1, .epochs = 3});
+  REQUIRE(r.stop == StopReason::epochs);
+  REQUIRE(r.updates == 270);
+  REQUIRE(r.rejected == 30);
 }
 
 TEMPLATE_TEST_CASE("every validation error names its cause and leaves the parameters untouched", "",

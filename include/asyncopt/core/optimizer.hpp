@@ -25,6 +25,7 @@
 #include <asyncopt/core/random.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
+#include <asyncopt/update/check.hpp>
 #include <asyncopt/update/sgd.hpp>
 
 namespace asyncopt {
@@ -209,7 +210,7 @@ class AsyncOptimizer {
   template <class F>
   void validate(const F& objective, std::span<scalar_type> params, const Options& options) const {
     options.validate();
-    rule_.validate();
+    update::validate(rule_, Precision::of<scalar_type>());
     consistency_.validate();
     const std::size_t dimension = objective.dimension();
     if (params.size() != dimension) {
