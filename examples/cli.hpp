@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 #include <CLI/CLI.hpp>
@@ -142,8 +143,9 @@ inline std::string failure_message(const CLI::App* /*app*/, const CLI::Error& er
 /// line on stderr) when the run diverged or applied no update at all, so that a script
 /// never takes a failed run for a trained model.
 inline int finish(const asyncopt::Report& report) {
-  std::printf("stopped: %.*s after %zu epochs\n", static_cast<int>(to_string(report.stop).size()),
-              to_string(report.stop).data(), report.epochs);
+  const std::string_view reason = to_string(report.stop);
+  std::printf("stopped: %.*s after %zu epoch%s\n", static_cast<int>(reason.size()), reason.data(),
+              report.epochs, report.epochs == 1 ? "" : "s");
   std::fflush(stdout);
   if (report.stop == asyncopt::StopReason::diverged) {
     std::fprintf(stderr, "error: training diverged (loss %g after epoch %zu); try a smaller --lr\n",

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -45,6 +46,8 @@
 #include <asyncopt/objective/objective.hpp>
 #include <asyncopt/update/update.hpp>
 
+#include "cli.hpp"
+
 #ifndef ASYNCOPT_PLOT_SCRIPT
 #define ASYNCOPT_PLOT_SCRIPT "scripts/plot_loss.py"
 #endif
@@ -66,8 +69,8 @@ struct Settings {
   std::string path;
   std::string test_path;
   std::string layout = "auto";
-  std::size_t examples = 100'000;
-  std::size_t features = 47'236;
+  std::optional<std::size_t> examples;  // rcv1-like: 100,000 unless given
+  std::optional<std::size_t> features;  // rcv1-like: 47,236 unless given; libsvm: the width
   double holdout = 0.0;
   std::size_t limit = 0;
   std::ptrdiff_t label_column = -1;
@@ -264,6 +267,13 @@ Labels labels_of(const Eigen::VectorXi& labels) {
 }
 
 Split load(const Settings& s) {
+  if (s.examples && s.data != "rcv1-like") {
+    throw std::invalid_argument("--examples applies to --data rcv1-like only");
+  }
+  if (s.features && s.data != "rcv1-like" && s.data != "libsvm") {
+    throw std::invalid_argument("--features applies to --data rcv1-like and libsvm only; " +
+                                s.data + " files give their own width");
+  }
   Split out;
   if (s.data == "fashion-mnist") {
     const std::filesystem::path dir =
@@ -276,8 +286,9 @@ Split load(const Settings& s) {
     return out;
   }
   if (s.data == "rcv1-like") {
-    auto data = asyncopt::io::generate_rcv1_like<Scalar>(
-        {.examples = s.examples, .features = s.features, .seed = s.seed});
+    auto data = asyncopt::io::generate_rcv1_like<Scalar>({.examples = s.examples.value_or(100'000),
+                                                          .features = s.features.value_or(47'236),
+                                                          .seed = s.seed});
     out.train = {std::move(data.data), std::move(data.labels)};
     out.description = "RCV1-like (generated, seed " + std::to_string(s.seed) + ")";
     out.name = "RCV1-like";
@@ -287,7 +298,9 @@ Split load(const Settings& s) {
     throw std::invalid_argument("--data " + s.data + " needs --path FILE");
   }
   if (s.data == "libsvm") {
-    auto train = asyncopt::io::read_libsvm<Scalar>(s.path);
+    // --features sets the width: an index beyond it is an error, and a file that uses fewer
+    // columns is read as this wide.
+    auto train = asyncopt::io::read_libsvm<Scalar>(s.path, {.features = s.features});
     out.train = {std::move(train.data), std::move(train.labels)};
     if (!s.test_path.empty()) {
       // Read with the training set's width; a feature beyond it is an error.
@@ -729,12 +742,11 @@ int run(Settings& s) {
   const double seconds = report.training_seconds;
   std::printf(
       "%llu updates in %.2f s (%.0f updates/s, %.0f examples/s), mean staleness %.3f, max %llu, "
-      "rejected %llu, stopped by %s; loss curve in %s\n",
+      "rejected %llu; loss curve in %s\n",
       static_cast<unsigned long long>(report.updates), seconds, report.updates_per_second(),
       seconds > 0.0 ? static_cast<double>(report.examples) / seconds : 0.0, report.mean_staleness(),
       static_cast<unsigned long long>(report.max_staleness()),
-      static_cast<unsigned long long>(report.rejected), std::string(to_string(report.stop)).c_str(),
-      s.csv.c_str());
+      static_cast<unsigned long long>(report.rejected), s.csv.c_str());
   std::printf("final loss: %.4e\n", report.final_loss());
   if (classifies) {
     std::printf("%s accuracy: %.4f\n", scored_name, scored.accuracy(w).value_or(0.0));
@@ -743,7 +755,7 @@ int run(Settings& s) {
     plot(s, s.model + " on " + name + ": " + s.rule + ", " + s.consistency + ", " +
                 std::to_string(s.workers) + " workers");
   }
-  return 0;
+  return examples::cli::finish(report);
 }
 
 }  // namespace
@@ -754,6 +766,7 @@ int main(int argc, char** argv) {
       "Trains a linear model with asyncopt's worker threads on Fashion-MNIST, a LIBSVM or CSV "
       "file, or generated RCV1-like data; writes the loss curve as CSV (and PNG with --plot)"};
   app.get_formatter()->column_width(32);
+  app.failure_message(examples::cli::failure_message);
 
   app.add_option("--data", s.data,
                  "fashion-mnist (IDX files, dense), libsvm (sparse), csv (dense) or rcv1-like "
@@ -770,22 +783,25 @@ int main(int argc, char** argv) {
       ->group("Data");
   app.add_option("--holdout", s.holdout,
                  "hold out this fraction of the examples (the last rows) as the test set")
-      ->check(CLI::Range(0.0, 0.9))
+      ->check(examples::cli::number_in(0.0, 0.9))
       ->capture_default_str()
       ->group("Data");
   app.add_option("--limit", s.limit, "train on the first N training examples only (0 = all)")
+      ->check(examples::cli::non_negative_integer<std::size_t>())
       ->capture_default_str()
       ->group("Data");
-  app.add_option("--examples", s.examples, "rows of the rcv1-like data")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str()
+  app.add_option("--examples", s.examples, "rows of the rcv1-like data (default 100000)")
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->group("Data");
-  app.add_option("--features", s.features, "columns of the rcv1-like data")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str()
+  app.add_option("--features", s.features,
+                 "columns of the rcv1-like data (default 47236), or of a libsvm file (default: "
+                 "its largest index; a larger index is then an error)")
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->group("Data");
   app.add_option("--label-column", s.label_column,
                  "the CSV label column, 0-based; negative counts from the end")
+      ->check(examples::cli::integer_at_least<std::ptrdiff_t>(
+          std::numeric_limits<std::ptrdiff_t>::min()))
       ->capture_default_str()
       ->group("Data");
   app.add_option("--separator", s.separator, "the CSV field separator")
@@ -809,7 +825,7 @@ int main(int argc, char** argv) {
   app.add_option("--l2", s.l2,
                  "L2 penalty on the weights (default: 0 for libsvm and rcv1-like, whose sparse "
                  "steps penalise only the weights they touch; 1e-4 for the others)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::cli::non_negative_number())
       ->group("Model");
   app.add_flag("!--no-intercept", s.intercept, "fit no bias")->group("Model");
 
@@ -823,34 +839,34 @@ int main(int argc, char** argv) {
   app.add_option("--lr", s.learning_rate,
                  "learning rate (default: 0.001 for adam, else 0.5 for libsvm and rcv1-like, "
                  "0.01 for the others)")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_number())
       ->group("Update rule");
   app.add_option("--momentum", s.momentum, "beta (momentum) or mu (heavy-ball, nesterov)")
-      ->check(CLI::Range(0.0, 0.999999))
+      ->check(examples::cli::number_in(0.0, 1.0, false, true))
       ->capture_default_str()
       ->group("Update rule");
   app.add_option("--lambda", s.lambda, "lambda of dc")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::cli::non_negative_number())
       ->capture_default_str()
       ->group("Update rule");
   app.add_option("--lambda0", s.lambda0, "lambda0 of dc-adaptive")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::cli::non_negative_number())
       ->capture_default_str()
       ->group("Update rule");
   app.add_option("--mean-square-decay", s.mean_square_decay, "decay of dc-adaptive's mean square")
-      ->check(CLI::Range(0.0, 0.999999))
+      ->check(examples::cli::number_in(0.0, 1.0, false, true))
       ->capture_default_str()
       ->group("Update rule");
   app.add_option("--beta1", s.beta1, "adam's beta1")
-      ->check(CLI::Range(0.0, 0.999999))
+      ->check(examples::cli::number_in(0.0, 1.0, false, true))
       ->capture_default_str()
       ->group("Update rule");
   app.add_option("--beta2", s.beta2, "adam's beta2")
-      ->check(CLI::Range(0.0, 0.999999))
+      ->check(examples::cli::number_in(0.0, 1.0, false, true))
       ->capture_default_str()
       ->group("Update rule");
   app.add_option("--epsilon", s.epsilon, "adam's epsilon")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_number())
       ->capture_default_str()
       ->group("Update rule");
 
@@ -862,34 +878,36 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->group("Consistency");
   app.add_option("--stripes", s.stripes, "locked: lock stripes (1 = one lock)")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str()
       ->group("Consistency");
   app.add_option("--staleness", s.staleness, "ssp: clocks a worker may run ahead")
+      ->check(examples::cli::non_negative_integer<std::uint64_t>())
       ->capture_default_str()
       ->group("Consistency");
   app.add_option("--period", s.period, "local: steps between averages")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::uint64_t>())
       ->capture_default_str()
       ->group("Consistency");
 
   app.add_option("--workers", s.workers, "worker threads")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str()
       ->group("Run");
   app.add_option("--epochs", s.epochs, "passes over the training set")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str()
       ->group("Run");
   app.add_option("--batch-size", s.batch_size,
                  "examples per gradient (default: 1 for libsvm and rcv1-like, 8 for the others)")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->group("Run");
   app.add_option("--max-seconds", s.max_seconds, "stop after this much training time (0 = none)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::cli::non_negative_number())
       ->capture_default_str()
       ->group("Run");
   app.add_option("--seed", s.seed, "seed of the shuffles and of the rcv1-like data")
+      ->check(examples::cli::non_negative_integer<std::uint64_t>())
       ->capture_default_str()
       ->group("Run");
 
