@@ -1,5 +1,6 @@
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <asyncopt/asyncopt.hpp>
@@ -23,5 +24,6 @@ int main() {
   std::printf("w = %.3f %.3f %.3f %.3f %.3f; loss %.2e after %llu updates, mean staleness %.2f\n",
               w[0], w[1], w[2], w[3], w[4], report.final_loss(),
               static_cast<unsigned long long>(report.updates), report.mean_staleness());
+  std::printf("stopped: %s\n", std::string(asyncopt::to_string(report.stop)).c_str());
   return report.final_loss() < 1e-6 ? 0 : 1;
 }
