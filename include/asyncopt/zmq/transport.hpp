@@ -130,7 +130,12 @@ class Link {
       socket.set(::zmq::sockopt::curve_publickey, settings.curve_keys.public_key);
       socket.set(::zmq::sockopt::curve_secretkey, settings.curve_keys.secret_key);
     }
-    socket.connect(endpoint);
+    try {
+      socket.connect(endpoint);
+    } catch (const ::zmq::error_t& e) {
+      throw std::invalid_argument("asyncopt: transport::Zmq cannot connect to '" + endpoint +
+                                  "': " + e.what() + " (an endpoint is tcp://<host>:<port>)");
+    }
   }
 
   /// Sends a request (header plus frames); returns its sequence number. A request that
@@ -339,9 +344,13 @@ class Zmq::Store {
     std::vector<Shard> found;
     for (const std::string& endpoint : transport_.servers) {
       detail::Link link(context_, endpoint, transport_);
-      const std::uint64_t seq = link.send({.type = zmq::wire::Type::hello,
-                                           .element = zmq::wire::element_of<Scalar>(),
-                                           .worker = zmq::observer});
+      // The hello names the workers this process will be, so that a server of a job with
+      // fewer refuses before anything is copied into the caller's parameters.
+      const std::uint64_t seq =
+          link.send({.type = zmq::wire::Type::hello,
+                     .element = zmq::wire::element_of<Scalar>(),
+                     .worker = zmq::observer,
+                     .value = std::uint64_t{transport_.first_worker} + counters_.size()});
       const zmq::wire::Message welcome = link.receive(seq, zmq::wire::Type::welcome, "hello");
       const zmq::wire::Header& h = welcome.header;
       if (h.value != params_.size()) {
@@ -410,7 +419,8 @@ class Zmq::Store {
             std::array<::zmq::message_t, 1> parts{zmq::detail::header_frame(
                 {.type = zmq::wire::Type::heartbeat,
                  .worker = transport_.first_worker + static_cast<std::uint32_t>(id),
-                 .count = 1})};
+                 .count = 1,
+                 .offset = token_})};
             static_cast<void>(::zmq::send_multipart(*socket, parts, ::zmq::send_flags::dontwait));
           }
         }
@@ -421,7 +431,17 @@ class Zmq::Store {
     }
   }
 
+  // A random non-zero token that this store's joins and heartbeats carry: a server tells by
+  // it whether a join of a worker id comes from the process that holds it.
+  static std::uint64_t claim_token() {
+    std::random_device entropy;
+    const std::uint64_t token =
+        (static_cast<std::uint64_t>(entropy()) << 32) | static_cast<std::uint64_t>(entropy());
+    return token == 0 ? 1 : token;
+  }
+
   Zmq transport_;
+  std::uint64_t token_ = claim_token();
   std::span<Scalar> params_;
   std::vector<Counters> counters_;
   std::unique_ptr<std::atomic<bool>[]> live_;  // whether worker k has a handle taking part
@@ -569,8 +589,10 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
       return;
     }
     for (std::size_t k = 0; k < links_.size(); ++k) {
-      sent_[k] =
-          links_[k].send({.type = zmq::wire::Type::join, .worker = global_, .value = clock_});
+      sent_[k] = links_[k].send({.type = zmq::wire::Type::join,
+                                 .worker = global_,
+                                 .value = clock_,
+                                 .offset = store_->token_});
     }
     for (std::size_t k = 0; k < links_.size(); ++k) {
       clock_ = std::max(clock_,
