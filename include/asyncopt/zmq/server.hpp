@@ -394,9 +394,9 @@ class Server {
     bool last_applied = false;
     std::vector<Scalar> seen;  // the parameters of this worker's last pull (delay compensation)
     // The claim token of the process that joined as this worker (0: none known) and the link
-    // it joined through; a join of another process while this one takes part is held in
-    // `claim` until it leaves or is dropped (then the join goes through) or is heard from
-    // again (then the join is refused).
+    // it joined through; a join of another process while this one holds the id is held in
+    // `claim` until the holder is gone (then the join goes through) or is heard from again
+    // (then the join is refused).
     std::uint64_t owner = 0;
     std::uint64_t owner_link = 0;
     detail::Frames claim;
@@ -600,8 +600,9 @@ class Server {
     bool replay = false;
     if (h.worker != observer) {
       Peer& peer = peers_[h.worker];
-      if (!peer.claim.empty() && (h.sequence >> 32) == peer.owner_link) {
-        refuse_claim(h.worker);  // the owner is alive: the other process may not have its id
+      if (!peer.claim.empty() && (h.sequence >> 32) == peer.owner_link &&
+          !(h.type == wire::Type::leave && h.count == 1)) {
+        refuse_claim(h.worker);  // the holder is alive: the other process may not have its id
       }
       heard(h.worker, 1);
       switch (repeat(h)) {
@@ -725,9 +726,13 @@ class Server {
         return std::nullopt;
       case wire::Type::leave:
         if (h.worker != observer) {
+          Peer& peer = peers_[h.worker];
           handles_[h.worker].leave();
-          peers_[h.worker].left = true;
-          release_claim(h.worker);
+          peer.left = true;
+          if (h.count == 1 && (h.sequence >> 32) == peer.owner_link) {
+            peer.owner = 0;  // the holder's handle is gone: the id is free
+            release_claim(h.worker);
+          }
           retry_deferred();
         }
         return std::nullopt;
@@ -1039,6 +1044,10 @@ class Server {
     bool changed = false;
     for (std::size_t id = 0; id < peers_.size(); ++id) {
       Peer& peer = peers_[id];
+      if (peer.left && !peer.claim.empty() && now - peer.last_heard > config_.heartbeat_timeout) {
+        peer.owner = 0;  // left and silent since: the holder is gone
+        release_claim(id);
+      }
       if (!peer.dropped && !peer.left && now - peer.last_heard > config_.heartbeat_timeout) {
         peer.dropped = true;
         handles_[id].leave();
@@ -1052,16 +1061,18 @@ class Server {
     }
   }
 
-  // Whether join `h` claims a worker id that another process holds and takes part with.
+  // Whether join `h` claims a worker id that another process holds (joined, its handle not
+  // destroyed, not dropped for silence; it may have left until its next epoch).
   [[nodiscard]] bool contested(const wire::Header& h) const noexcept {
     const Peer& peer = peers_[h.worker];
-    return peer.owner != 0 && h.offset != peer.owner && !peer.left && !peer.dropped;
+    return peer.owner != 0 && h.offset != peer.owner && !peer.dropped;
   }
 
-  // A join of a worker id that another live process holds: held until that process leaves or
-  // is dropped (a restarted process replacing a dead one), refused as soon as it is heard
-  // from again (two processes with the same worker ids). Without heartbeat timeouts nothing
-  // would ever drop the holder: refused at once. The holder's own state stays as it is.
+  // A join of a worker id that another process holds: held until the holder's handle is
+  // destroyed or the holder is silent past the heartbeat timeout (a restarted process
+  // replacing a dead one), refused as soon as the holder is heard from again (two processes
+  // with the same worker ids). Without heartbeat timeouts nothing would ever free the id:
+  // refused at once. The holder's own state stays as it is.
   void hold_claim(const ::zmq::message_t& to, detail::Frames& frames, const wire::Header& h) {
     Peer& peer = peers_[h.worker];
     if (!peer.claim.empty()) {
@@ -1094,7 +1105,7 @@ class Server {
     refuse(frames[0], detail::decode(frames, 1).header, taken(worker));
   }
 
-  // The holder of worker id `id` left or was dropped: its held claim is served next.
+  // The holder of worker id `id` is gone: its held claim is served next.
   void release_claim(std::size_t id) {
     if (!peers_[id].claim.empty()) {
       released_.push_back(std::move(peers_[id].claim));

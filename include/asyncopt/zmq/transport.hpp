@@ -41,11 +41,18 @@ namespace asyncopt::transport {
 ///
 /// Every request waits for its reply at most `timeout`; a server that does not answer in
 /// time raises asyncopt::zmq::ServerUnavailable instead of hanging. A thread sends a
-/// heartbeat for this process's workers that take part (a handle that has joined and not
-/// left) every `heartbeat_interval`, so that a server drops them from the staleness bound
-/// when the process is gone or cut off; a stuck worker thread of a live process is not
-/// detected. A new handle adopts the clock the servers have for its worker id, so a
-/// restarted worker process goes on from where its predecessor stopped.
+/// heartbeat for this process's workers that have a handle every `heartbeat_interval`, so
+/// that a server drops them from the staleness bound when the process is gone or cut off; a
+/// stuck worker thread of a live process is not detected. A worker id belongs to one process
+/// at a time: a handle whose id another running process holds is refused (RemoteError with
+/// ErrorCode::taken) once the servers hear from that process; it gets the id when the
+/// holder's handle is destroyed or the servers drop the holder for missing heartbeats. A new
+/// handle adopts the clock the servers have for its worker id, so a restarted worker process
+/// goes on from where its predecessor stopped.
+///
+/// The parameters are the servers': creating a store (and so optimize()) copies the
+/// servers' values over the caller's array; to start from values of your own, give them to
+/// the servers (the `initial` argument of asyncopt::zmq::Server).
 struct Zmq {
   /// The servers' endpoints, such as "tcp://10.0.0.2:5570", in any order.
   std::vector<std::string> servers;
@@ -444,7 +451,7 @@ class Zmq::Store {
   std::uint64_t token_ = claim_token();
   std::span<Scalar> params_;
   std::vector<Counters> counters_;
-  std::unique_ptr<std::atomic<bool>[]> live_;  // whether worker k has a handle taking part
+  std::unique_ptr<std::atomic<bool>[]> live_;  // whether worker k has a handle (it beats)
   ::zmq::context_t context_{1};
   std::vector<Shard> shards_;
   std::vector<detail::Link> observers_;
@@ -574,10 +581,10 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     notify(zmq::wire::Type::clock, clock_);
   }
 
-  /// Stops holding other workers back (bounded staleness) until join().
+  /// Stops holding other workers back (bounded staleness) until join(). The worker id stays
+  /// this process's: the heartbeats go on, and another process's join of it is refused.
   void leave() {
     if (store_ != nullptr) {
-      store_->live_[id_].store(false, std::memory_order_release);
       notify(zmq::wire::Type::leave, clock_);
     }
   }
@@ -621,11 +628,13 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
         frames_(std::move(other.frames_)),
         clock_(other.clock_) {}
   Worker& operator=(Worker&&) = delete;
-  /// Leaves (tells the servers this worker holds nobody back any more).
+  /// Leaves for good: the servers no longer wait for this worker, and another process may
+  /// take its worker id.
   ~Worker() {
     if (store_ != nullptr) {
+      store_->live_[id_].store(false, std::memory_order_release);
       try {
-        leave();
+        notify(zmq::wire::Type::leave, clock_, 1);
       } catch (...) {  // a failed send cannot be reported from a destructor
       }
     }
@@ -675,9 +684,9 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     return {.type = type, .element = zmq::wire::element_of<Scalar>(), .worker = global_};
   }
 
-  void notify(zmq::wire::Type type, std::uint64_t value) {
+  void notify(zmq::wire::Type type, std::uint64_t value, std::uint64_t count = 0) {
     for (auto& link : links_) {
-      link.notify({.type = type, .worker = global_, .value = value});
+      link.notify({.type = type, .worker = global_, .value = value, .count = count});
     }
   }
 

@@ -45,7 +45,8 @@ enum class Type : std::uint16_t {
   push = 5,          ///< worker -> server: value frame, sparse with an index frame before it
   push_reply = 6,    ///< server -> worker: `value` = staleness, flag `applied`
   clock = 7,         ///< worker -> server: worker `worker` finished step `value`; no reply
-  leave = 8,         ///< worker -> server: worker `worker` holds nobody back; no reply
+  leave = 8,         ///< worker -> server: worker `worker` holds nobody back; `count` 1: for
+                     ///< good (its handle is gone), 0: until it joins again; no reply
   join = 9,          ///< worker -> server: worker `worker` takes part again at clock `value`;
                      ///< `offset` = the worker process's claim token; answered with joined
   heartbeat = 10,    ///< worker -> server: workers [`worker`, `worker` + `count`) are alive;
