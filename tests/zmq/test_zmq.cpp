@@ -1078,7 +1078,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a second live process claiming a worker id is refused; one replacing a dead one gets it") {
+    "a second live process claiming a worker id is refused and one replacing a dead one gets it") {
   namespace wire = asyncopt::zmq::wire;
   const asyncopt::update::Sgd rule{};
   using Opt = asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq>;
