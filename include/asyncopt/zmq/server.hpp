@@ -92,8 +92,8 @@ struct ServerConfig {
   /// a larger frame, before it allocates it.
   [[nodiscard]] std::int64_t max_message_size() const noexcept {
     const std::size_t keys = last() - begin;
-    return static_cast<std::int64_t>(
-        std::max<std::size_t>(keys * sizeof(std::uint64_t) + wire::header_size, 64 * 1024));
+    return static_cast<std::int64_t>(std::max<std::size_t>(
+        keys * sizeof(std::uint64_t) + wire::header_size, std::size_t{64} * 1024));
   }
 
   /// Throws std::invalid_argument naming the field when the configuration cannot work.
@@ -225,7 +225,7 @@ class Server {
   /// std::invalid_argument on a bad configuration, rule or policy, or a key range too large
   /// for this machine's memory, and std::system_error naming the endpoint when it cannot be
   /// bound (in use, no such address).
-  Server(ServerConfig config, const Rule& rule, const Consistency& consistency,
+  Server(const ServerConfig& config, const Rule& rule, const Consistency& consistency,
          std::span<const Scalar> initial = {}) try
       : config_(checked(config)),
         params_(checked_initial(config_, initial)),
@@ -440,7 +440,7 @@ class Server {
   // Bytes a server's arrays take: the parameters, the rule's state, two scratch buffers and,
   // for delay compensation, one copy per worker.
   static double memory_needed(const ServerConfig& config) {
-    const double keys = static_cast<double>(config.last() - config.begin);
+    const auto keys = static_cast<double>(config.last() - config.begin);
     const double copies = 3.0 + static_cast<double>(Rule::state_slots) +
                           (needs_w_seen_v<Rule> ? static_cast<double>(config.workers) : 0.0);
     return keys * static_cast<double>(sizeof(Scalar)) * copies;
