@@ -13,6 +13,8 @@
 #include <asyncopt/asyncopt.hpp>
 #include <asyncopt/zmq/zmq.hpp>
 
+#include "cli.hpp"
+
 namespace {
 
 struct Settings {
@@ -31,10 +33,15 @@ struct Settings {
 // Serves until SIGINT or SIGTERM.
 template <class Rule, class Consistency>
 int serve(const Settings& s, const Rule& rule, const Consistency& consistency) {
+  // One descriptor per connection: at the soft limit libzmq spins and accepts nobody.
+  const std::uint64_t descriptors = asyncopt::zmq::raise_descriptor_limit();
   asyncopt::zmq::Server<float, Rule, Consistency> server(s.server, rule, consistency);
-  std::printf("ps_server: keys [%zu, %zu) of %zu, %zu workers, listening on %s%s\n", server.begin(),
-              server.end(), s.server.dimension, s.server.workers, server.endpoint().c_str(),
-              server.stats().resumed ? ", resumed from checkpoint" : "");
+  std::printf(
+      "ps_server: keys [%zu, %zu) of %zu, %zu workers, listening on %s%s (up to %llu open "
+      "descriptors)\n",
+      server.begin(), server.end(), s.server.dimension, s.server.workers, server.endpoint().c_str(),
+      server.stats().resumed ? ", resumed from checkpoint" : "",
+      static_cast<unsigned long long>(descriptors));
   std::fflush(stdout);
   // A thread of its own waits for SIGINT or SIGTERM (blocked in every thread) and requests
   // the stop outside any signal handler. It checks its own stop token between waits, so
@@ -97,43 +104,53 @@ int run(int argc, char** argv) {
 
   Settings s;
   CLI::App app{"asyncopt parameter server: holds a key range, applies the workers' pushes"};
+  app.failure_message(examples::cli::failure_message);
   app.add_option("--endpoint", s.server.endpoint, "where to listen, e.g. tcp://127.0.0.1:5570")
       ->capture_default_str();
   app.add_option("--dimension", s.server.dimension, "parameters of the whole model")
       ->required()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--begin", s.server.begin, "first key this server holds")->capture_default_str();
+      ->check(examples::cli::positive_integer<std::size_t>());
+  app.add_option("--begin", s.server.begin, "first key this server holds")
+      ->check(examples::cli::non_negative_integer<std::size_t>())
+      ->capture_default_str();
   app.add_option("--end", s.server.end, "one past the last key (0 = the dimension)")
+      ->check(examples::cli::non_negative_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--workers", s.server.workers, "workers of the whole job")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--rule", s.rule, "update rule: sgd, momentum, dc (delay-compensated), adam")
       ->check(CLI::IsMember({"sgd", "momentum", "dc", "adam"}))
       ->capture_default_str();
   app.add_option("--lr", s.learning_rate, "learning rate")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_number())
       ->capture_default_str();
-  app.add_option("--momentum", s.momentum, "beta of the momentum rule")
-      ->check(CLI::Range(0.0, 0.999999))
+  app.add_option("--momentum", s.momentum, "beta of the momentum rule, in [0, 1)")
+      ->check(examples::cli::number_in(0.0, 1.0, false, true))
       ->capture_default_str();
   app.add_option("--lambda", s.lambda, "lambda of the delay-compensated rule")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::cli::non_negative_number())
       ->capture_default_str();
   app.add_option("--consistency", s.consistency,
                  "locked, lockfree, or ssp (bounded staleness over locked)")
       ->check(CLI::IsMember({"locked", "lockfree", "ssp"}))
       ->capture_default_str();
   app.add_option("--staleness", s.staleness, "clocks a worker may run ahead, for ssp")
+      ->check(examples::cli::non_negative_integer<std::uint64_t>())
       ->capture_default_str();
   app.add_option("--heartbeat-ms", s.heartbeat_ms,
                  "drop a worker silent this long from the staleness bound (0 = never)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::cli::non_negative_integer<long>())
+      ->capture_default_str();
+  app.add_option("--queue-limit", s.server.queue_limit,
+                 "messages queued per connection, each way; bounds the memory a client that "
+                 "never reads its replies takes")
+      ->check(examples::cli::positive_integer<int>())
       ->capture_default_str();
   app.add_option("--checkpoint", s.checkpoint, "checkpoint file; an existing one is resumed from")
       ->capture_default_str();
   app.add_option("--checkpoint-ms", s.checkpoint_ms, "milliseconds between checkpoints")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<long>())
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   s.server.heartbeat_timeout = std::chrono::milliseconds(s.heartbeat_ms);

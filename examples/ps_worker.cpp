@@ -5,8 +5,10 @@
 // have the global ids r * threads ... r * threads + threads - 1. --evaluate only reads the
 // servers' parameters and prints the test accuracy.
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <limits>
 #include <span>
 #include <sstream>
 #include <string>
@@ -18,6 +20,8 @@
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/softmax.hpp>
 #include <asyncopt/zmq/zmq.hpp>
+
+#include "cli.hpp"
 
 namespace {
 
@@ -63,35 +67,48 @@ namespace {
 int run(int argc, char** argv) {
   Settings s;
   CLI::App app{"asyncopt parameter-server worker: softmax regression on Fashion-MNIST"};
+  app.failure_message(examples::cli::failure_message);
   app.add_option("--servers", s.servers, "comma-separated server endpoints")->capture_default_str();
-  app.add_option("--rank", s.rank, "this process's rank, 0 .. ranks - 1")->capture_default_str();
+  app.add_option("--rank", s.rank, "this process's rank, 0 .. ranks - 1")
+      ->check(examples::cli::non_negative_integer<std::size_t>())
+      ->capture_default_str();
   app.add_option("--ranks", s.ranks, "worker processes in the job")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--threads", s.threads, "worker threads in this process")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--epochs", s.epochs, "passes over this process's slice")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--batch-size", s.batch_size, "examples per gradient")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--l2", s.l2, "L2 penalty on the weights")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::cli::non_negative_number())
       ->capture_default_str();
-  app.add_option("--seed", s.seed, "seed of the per-epoch shuffles")->capture_default_str();
+  app.add_option("--seed", s.seed, "seed of the per-epoch shuffles")
+      ->check(examples::cli::non_negative_integer<std::uint64_t>())
+      ->capture_default_str();
   app.add_option("--timeout-ms", s.timeout_ms, "how long a request waits for its server")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::cli::positive_integer<long>())
       ->capture_default_str();
   app.add_option("--limit", s.limit, "use only the first N training images (0 = all)")
+      ->check(examples::cli::non_negative_integer<std::size_t>())
       ->capture_default_str();
   app.add_flag("--evaluate", s.evaluate, "only print the test accuracy of the servers' model");
   app.add_option("--data-dir", s.data_dir, "directory with the Fashion-MNIST .gz files")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (s.rank >= s.ranks) {
-    std::fprintf(stderr, "ps_worker: error: --rank %zu but --ranks %zu\n", s.rank, s.ranks);
+    std::fprintf(stderr, "error: --rank: must be below --ranks (%zu), got '%zu'\n", s.ranks,
+                 s.rank);
+    return 2;
+  }
+  // Worker ids are 32-bit, and the largest one is reserved.
+  if (s.ranks > (std::numeric_limits<std::uint32_t>::max() - 1) / s.threads) {
+    std::fprintf(stderr, "error: --ranks %zu times --threads %zu workers is too many\n", s.ranks,
+                 s.threads);
     return 2;
   }
 
@@ -142,7 +159,7 @@ int run(int argc, char** argv) {
     std::printf("ps_worker %zu: %llu updates in %.2f s (%.0f updates/s), mean staleness %.3f\n",
                 s.rank, static_cast<unsigned long long>(report.updates), report.training_seconds,
                 report.updates_per_second(), report.mean_staleness());
-    return 0;
+    return examples::cli::finish(report);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ps_worker %zu: error: %s\n", s.rank, e.what());
     return 1;

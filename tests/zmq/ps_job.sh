@@ -11,6 +11,10 @@
 #                                          accuracy is within 0.03 of the same job run
 #                                          without the kill (two asynchronous runs differ
 #                                          by up to ~0.015 here)
+#   ps_job.sh duplicate <bin dir> <port> a second worker process with the rank of a running
+#                                          one is refused with an error naming the worker id
+#   ps_job.sh descriptors <bin dir> <port> a server started with a soft descriptor limit of
+#                                          256 raises it to the hard limit
 # Every wait is bounded (timeout); every process is killed on exit.
 set -euo pipefail
 
@@ -164,8 +168,40 @@ case "${mode}" in
     awk -v a="${accuracy}" -v r="${reference}" 'BEGIN { exit !(a >= r - 0.03) }' ||
       fail "test accuracy ${accuracy} after the restart, more than 0.03 below ${reference}"
     ;;
+  duplicate)
+    "${bin}/ps_server" --endpoint "${endpoint}" --dimension "${dimension}" --workers 2 \
+      >"${work}/server.log" 2>&1 &
+    pids+=($!)
+    wait_for_line "${work}/server.log" "listening" 20
+    worker=(--servers "${endpoint}" --ranks 2 --limit 2000 --timeout-ms 20000)
+    "${bin}/ps_worker" "${worker[@]}" --rank 0 --epochs 100000 >"${work}/w0.log" 2>&1 &
+    pids+=($!)
+    wait_for_line "${work}/w0.log" "epoch  1 " 60
+    "${bin}/ps_worker" "${worker[@]}" --rank 0 --epochs 1 >"${work}/again.log" 2>&1 &
+    again=$!
+    pids+=("${again}")
+    if wait_for "${again}" 60; then
+      fail "a second worker process with rank 0 ran"
+    fi
+    grep -q "error: asyncopt: worker id 0 is taken by another process that is still running" \
+      "${work}/again.log" || fail "the second rank 0 did not say that worker id 0 is taken"
+    kill -0 "${pids[1]}" || fail "the first rank 0 did not survive the second"
+    echo "ps_job.sh duplicate: $(grep error "${work}/again.log")"
+    ;;
+  descriptors)
+    hard=$(ulimit -H -n)
+    (
+      ulimit -S -n 256
+      exec "${bin}/ps_server" --endpoint "${endpoint}" --dimension 10
+    ) >"${work}/server.log" 2>&1 &
+    pids+=($!)
+    wait_for_line "${work}/server.log" "listening" 20
+    grep -q "(up to ${hard} open descriptors)" "${work}/server.log" ||
+      fail "started under ulimit -S -n 256, the server did not raise its limit to ${hard}"
+    cat "${work}/server.log"
+    ;;
   *)
-    echo "usage: ps_job.sh converge|worker|server <bin dir> <port>" >&2
+    echo "usage: ps_job.sh converge|worker|server|duplicate|descriptors <bin dir> <port>" >&2
     exit 2
     ;;
 esac

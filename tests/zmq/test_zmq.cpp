@@ -1,7 +1,10 @@
 // The ZeroMQ plug-in on loopback: servers on threads of this process, workers through
 // transport::Zmq. Every wait is bounded by a timeout.
+#include <algorithm>
+#include <arpa/inet.h>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -12,10 +15,14 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <netinet/in.h>
 #include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -841,4 +848,298 @@ TEST_CASE("push_clock_pull equals push, clock and pull in that order, bit for bi
   fused_store->sync();
   plain_store->sync();
   CHECK(fused_params == plain_params);
+}
+
+namespace {
+
+// This process's resident memory in bytes (/proc/self/statm).
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0;
+  std::size_t resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// A bare TCP connection that speaks just enough ZMTP 3.0 (NULL mechanism, as a DEALER) to
+// send frames of any announced size and never reads a byte: what an attacker's client does.
+// Every send gives up after 2 s.
+class RawZmtp {
+ public:
+  explicit RawZmtp(const std::string& endpoint) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    REQUIRE(fd_ >= 0);
+    const timeval limit{.tv_sec = 2, .tv_usec = 0};
+    REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) == 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port =
+        htons(static_cast<std::uint16_t>(std::stoi(endpoint.substr(endpoint.rfind(':') + 1))));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+    std::string greeting(64, '\0');
+    greeting[0] = '\xff';
+    greeting[9] = '\x7f';
+    greeting[10] = '\x03';
+    greeting.replace(12, 4, "NULL");
+    std::string ready = "\x05READY";
+    ready += static_cast<char>(11);
+    ready += "Socket-Type";
+    ready += std::string("\0\0\0\x06", 4);
+    ready += "DEALER";
+    std::string command{'\x04', static_cast<char>(ready.size())};
+    REQUIRE(write(greeting + command + ready));
+  }
+  RawZmtp(const RawZmtp&) = delete;
+  RawZmtp& operator=(const RawZmtp&) = delete;
+  ~RawZmtp() { ::close(fd_); }
+
+  // Announces the single (last) frame of a message, of `size` bytes.
+  bool announce(std::uint64_t size) {
+    std::string head(1, '\x02');
+    for (int shift = 56; shift >= 0; shift -= 8) {
+      head += static_cast<char>((size >> shift) & 0xFF);
+    }
+    return write(head);
+  }
+
+  // A one-frame message holding `bytes`.
+  bool frame(std::span<const std::byte> bytes) {
+    return announce(bytes.size()) &&
+           write(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  }
+
+  // Sends up to `total` zero bytes; returns how many went before the peer closed the
+  // connection or a send timed out.
+  std::size_t stream(std::size_t total) {
+    const std::string chunk(1 << 20, '\0');
+    std::size_t sent = 0;
+    while (sent < total && write(chunk)) {
+      sent += chunk.size();
+    }
+    return sent;
+  }
+
+  // Whether a send failed because the peer closed the connection.
+  [[nodiscard]] bool closed_by_peer() const noexcept { return closed_; }
+
+ private:
+  bool write(const std::string& bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ::ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n <= 0) {
+        closed_ = closed_ || errno == EPIPE || errno == ECONNRESET;
+        return false;
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
+
+  int fd_;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("a frame larger than any request is refused before the server allocates it") {
+  // A server of 1000 keys takes messages of at most 64 KiB. A client announces one frame of
+  // 1 GiB and sends up to 256 MiB of it: libzmq must drop the connection on reading the size,
+  // not allocate the frame and fill it with what arrives.
+  const asyncopt::update::Sgd rule{};
+  Cluster<float, asyncopt::update::Sgd, LockFree> cluster(1000, 1, rule, LockFree{});
+  const std::size_t before = resident_bytes();
+  std::size_t sent = 0;
+  bool closed = false;
+  {
+    RawZmtp attacker(cluster.server(0).endpoint());
+    REQUIRE(attacker.announce(std::uint64_t{1} << 30));
+    sent = attacker.stream(std::size_t{256} << 20);
+    closed = attacker.closed_by_peer();
+    const std::size_t after = resident_bytes();
+    CHECK(after < before + (std::size_t{32} << 20));
+  }
+  CHECK(closed);
+  CHECK(sent < (std::size_t{64} << 20));
+  // The server goes on serving the others.
+  RawLink link(cluster.server(0).endpoint());
+  namespace wire = asyncopt::zmq::wire;
+  CHECK(link.request({.type = wire::Type::stats, .worker = asyncopt::zmq::observer, .sequence = 1})
+            .header.type == wire::Type::stats_reply);
+}
+
+TEST_CASE("a client that never reads its replies holds at most queue_limit of them on the server") {
+  // 100 pulls of a million floats (4 MB each) that are never read: with a queue of 4 the
+  // server holds about 4 replies for that client and drops the rest, instead of 400 MB.
+  namespace wire = asyncopt::zmq::wire;
+  const asyncopt::update::Sgd rule{};
+  const std::size_t n = 1'000'000;
+  Server<float, asyncopt::update::Sgd, LockFree> server({.endpoint = "tcp://127.0.0.1:*",
+                                                         .dimension = n,
+                                                         .workers = 1,
+                                                         .poll_interval = 10ms,
+                                                         .queue_limit = 4},
+                                                        rule, LockFree{});
+  std::jthread serving([&](const std::stop_token& stop) { server.run(stop); });
+  const std::size_t reply = n * sizeof(float);
+  const std::size_t before = resident_bytes();
+  RawZmtp attacker(server.endpoint());
+  for (std::uint64_t k = 1; k <= 100; ++k) {
+    const auto header = wire::encode({.type = wire::Type::pull,
+                                      .element = wire::Element::float32,
+                                      .worker = asyncopt::zmq::observer,
+                                      .sequence = k});
+    REQUIRE(attacker.frame(header));
+  }
+  // The server answers the 100 pulls in well under a second; watch the peak meanwhile.
+  std::size_t peak = before;
+  for (int k = 0; k < 75; ++k) {
+    peak = std::max(peak, resident_bytes());
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(peak < before + 12 * reply);
+  // A worker that reads its replies is served as usual meanwhile.
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(
+      rule, LockFree{}, Zmq{.servers = {server.endpoint()}, .timeout = 5000ms});
+  std::vector<float> params(n, 1.0F);
+  auto store = opt.attach(params, 1);
+  auto h = store->worker(0);
+  std::vector<float> w(n, 1.0F);
+  for (int k = 0; k < 8; ++k) {
+    h.pull(w);
+  }
+  CHECK(params[0] == 0.0F);
+  CHECK(w[n - 1] == 0.0F);
+}
+
+TEST_CASE("an endpoint, path or size a server cannot use is named in the error with the reason") {
+  using S = Server<float, asyncopt::update::Sgd, LockFree>;
+  const asyncopt::update::Sgd rule{};
+  auto make = [&](const ServerConfig& config) { S server(config, rule, LockFree{}); };
+  CHECK_THROWS_WITH(make({.endpoint = "garbage", .dimension = 4}),
+                    "asyncopt: ServerConfig::endpoint 'garbage' is not a ZeroMQ endpoint such as "
+                    "tcp://*:5570 or tcp://127.0.0.1:5570");
+  CHECK_THROWS_WITH(make({.endpoint = "tcp://999.1.1.1:5", .dimension = 4}),
+                    "asyncopt: cannot listen on 'tcp://999.1.1.1:5': No such device");
+  const S first({.endpoint = "tcp://127.0.0.1:*", .dimension = 4}, rule, LockFree{});
+  CHECK_THROWS_WITH(
+      make({.endpoint = first.endpoint(), .dimension = 4}),
+      "asyncopt: cannot listen on '" + first.endpoint() + "': Address already in use");
+  CHECK_THROWS_AS(make({.endpoint = first.endpoint(), .dimension = 4}), std::system_error);
+
+  const TempDir dir;
+  CHECK_THROWS_WITH(
+      make({.endpoint = "tcp://127.0.0.1:*", .dimension = 4, .checkpoint = dir.path}),
+      Catch::Contains("ServerConfig::checkpoint '" + dir.path.string() + "' is a directory"));
+  CHECK_THROWS_WITH(asyncopt::zmq::read_checkpoint(dir.path),
+                    "asyncopt: cannot read checkpoint " + dir.path.string() + ": Is a directory");
+
+  CHECK_THROWS_WITH(make({.endpoint = "tcp://127.0.0.1:*", .dimension = 1'000'000'000'000}),
+                    Catch::Contains("[0, 1000000000000) holds 1000000000000 keys; one server "
+                                    "holds at most 2^36"));
+  // 2^36 - 1 floats: within the wire format's bound, beyond any test machine's memory.
+  const std::size_t huge = (std::size_t{1} << 36) - 1;
+  CHECK_THROWS_WITH(make({.endpoint = "tcp://127.0.0.1:*", .dimension = huge}),
+                    Catch::Contains("a server for keys [0, " + std::to_string(huge) +
+                                    ") of float values needs about 825 GB") &&
+                        Catch::Contains("of memory: split the keys over more servers"));
+
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(
+      rule, LockFree{}, Zmq{.servers = {"tcp://nope"}, .timeout = 500ms});
+  std::vector<float> params(4);
+  CHECK_THROWS_WITH(opt.attach(params, 1),
+                    "asyncopt: transport::Zmq cannot connect to 'tcp://nope': Invalid argument (an "
+                    "endpoint is tcp://<host>:<port>)");
+}
+
+TEST_CASE(
+    "workers the servers' job does not have are refused before the caller's parameters change") {
+  using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Matrix x = Matrix::Ones(8, 4);
+  Eigen::VectorXf y = Eigen::VectorXf::Ones(8);
+  const asyncopt::objective::LeastSquares<Matrix> f(std::move(x), std::move(y),
+                                                    {.intercept = false});
+  const asyncopt::update::Sgd rule{.learning_rate = 0.01};
+  Cluster<float, asyncopt::update::Sgd, LockFree> cluster(4, 1, rule, LockFree{}, {2});
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(rule, LockFree{},
+                                                                            cluster.transport());
+  std::vector<float> w(4, 7.0F);
+  CHECK_THROWS_WITH(opt.optimize(f, std::span<float>(w), {.workers = 2}),
+                    Catch::Contains("workers would have ids up to 1 but the job has 1 workers"));
+  CHECK(w == std::vector<float>(4, 7.0F));
+  Zmq later = cluster.transport(1);  // worker 1 of a job of 1
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> second(rule, LockFree{},
+                                                                               later);
+  CHECK_THROWS_AS(second.attach(std::span<float>(w), 1), asyncopt::zmq::RemoteError);
+  CHECK(w == std::vector<float>(4, 7.0F));
+}
+
+TEST_CASE(
+    "a second live process claiming a worker id is refused and one replacing a dead one gets it") {
+  namespace wire = asyncopt::zmq::wire;
+  const asyncopt::update::Sgd rule{};
+  using Opt = asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq>;
+  std::vector<float> params(2);
+  SECTION("two live processes with the same worker id") {
+    Cluster<float, asyncopt::update::Sgd, LockFree> cluster(2, 1, rule, LockFree{});
+    Opt opt(rule, LockFree{}, cluster.transport());
+    auto first = opt.attach(params, 1);
+    auto h = first->worker(0);
+    h.leave();  // as optimize() does between epochs: the id stays the first process's
+    auto second = opt.attach(params, 1);
+    const auto start = std::chrono::steady_clock::now();
+    // Refused once the first is heard from again (it beats every 100 ms).
+    CHECK_THROWS_WITH(second->worker(0), Catch::Contains("worker id 0 is taken by another process "
+                                                         "that is still running"));
+    CHECK(std::chrono::steady_clock::now() - start < 2s);
+    // The first goes on as before.
+    h.join();
+    const std::vector<float> g{1.0F, 1.0F};
+    CHECK(h.push(std::span<const float>(g)).applied);
+  }
+  SECTION("a process that replaces one that died without leaving") {
+    // A raw link joins as worker 0 and falls silent, as a killed process does; the server
+    // drops it after 300 ms, and the new process's join, held until then, goes through.
+    Cluster<float, asyncopt::update::Sgd, LockFree> cluster(2, 1, rule, LockFree{}, {}, {}, 300ms);
+    RawLink dead(cluster.server(0).endpoint());
+    const wire::Message joined = dead.request({.type = wire::Type::join,
+                                               .worker = 0,
+                                               .sequence = (std::uint64_t{5} << 32) + 1,
+                                               .offset = 12345});
+    REQUIRE(joined.header.type == wire::Type::joined);
+    Opt opt(rule, LockFree{}, cluster.transport());
+    auto store = opt.attach(params, 1);
+    auto h = store->worker(0);
+    CHECK(cluster.server(0).stats().dropped == 1);
+    const std::vector<float> g{1.0F, 1.0F};
+    CHECK(h.push(std::span<const float>(g)).applied);
+  }
+  SECTION("a process that left is replaced at once, by a process or by a new handle") {
+    Cluster<float, asyncopt::update::Sgd, LockFree> cluster(2, 1, rule, LockFree{});
+    Opt opt(rule, LockFree{}, cluster.transport());
+    for (int k = 0; k < 3; ++k) {
+      auto store = opt.attach(params, 1);
+      auto h = store->worker(0);
+      h.clock();
+    }
+    CHECK(cluster.server(0).stats().refused == 0);
+    CHECK(cluster.server(0).stats().dropped == 0);
+  }
+}
+
+TEST_CASE("raise_descriptor_limit lifts the soft descriptor limit to the hard one") {
+  rlimit original{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &original) == 0);
+  rlimit lowered = original;
+  lowered.rlim_cur = std::min<rlim_t>(original.rlim_max, 256);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &lowered) == 0);
+  const std::uint64_t raised = asyncopt::zmq::raise_descriptor_limit();
+  rlimit now{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &now) == 0);
+  CHECK(now.rlim_cur == original.rlim_max);
+  CHECK((original.rlim_max == RLIM_INFINITY || raised == original.rlim_max));
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &original) == 0);
 }

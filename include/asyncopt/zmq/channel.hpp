@@ -9,6 +9,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
@@ -85,13 +86,26 @@ inline ::zmq::message_t bytes_frame(std::span<const std::byte> bytes) {
   return {bytes.data(), bytes.size()};
 }
 
+/// libzmq's error numbers, with zmq_strerror's text: a std::system_error of this category
+/// reads "asyncopt: cannot listen on 'tcp://999.1.1.1:5': No such device".
+inline const std::error_category& error_category() noexcept {
+  class Category final : public std::error_category {
+   public:
+    [[nodiscard]] const char* name() const noexcept override { return "zmq"; }
+    [[nodiscard]] std::string message(int code) const override { return zmq_strerror(code); }
+  };
+  static const Category category;
+  return category;
+}
+
 /// Linger 0: a closing socket drops what it could not send, so no exit ever waits for a
-/// dead peer. `send_limit` bounds the messages queued for a peer (0: no bound; a server
-/// answers many workers, a worker's link holds at most its request and a few resends).
-inline void configure(::zmq::socket_t& socket, int send_limit = 0) {
+/// dead peer. `send_limit` and `receive_limit` bound the messages queued for and from a peer
+/// (0: no bound; a worker's link holds at most its request and a few resends; a server's
+/// are ServerConfig::queue_limit).
+inline void configure(::zmq::socket_t& socket, int send_limit = 0, int receive_limit = 0) {
   socket.set(::zmq::sockopt::linger, 0);
   socket.set(::zmq::sockopt::sndhwm, send_limit);
-  socket.set(::zmq::sockopt::rcvhwm, 0);
+  socket.set(::zmq::sockopt::rcvhwm, receive_limit);
 }
 
 /// zmq_poll that reports an interruption by a signal as "nothing arrived" (false) instead of

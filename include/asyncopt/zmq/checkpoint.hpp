@@ -9,11 +9,10 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <sys/stat.h>
 #include <system_error>
 #include <type_traits>
 #include <unistd.h>
@@ -144,6 +143,41 @@ inline void write_all(int fd, const std::byte* data, std::size_t size,
   }
 }
 
+// The bytes of the regular file at `path`; std::system_error naming it otherwise (a
+// directory reads as EISDIR).
+inline std::vector<char> read_file(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    io_error("cannot open checkpoint", path);
+  }
+  std::vector<char> raw;
+  struct ::stat info {};
+  const bool stated = ::fstat(fd, &info) == 0;
+  if (!stated || !S_ISREG(info.st_mode)) {
+    const int error = !stated ? errno : (S_ISDIR(info.st_mode) ? EISDIR : EINVAL);
+    ::close(fd);
+    errno = error;
+    io_error("cannot read checkpoint", path);
+  }
+  raw.resize(static_cast<std::size_t>(info.st_size));
+  std::size_t got = 0;
+  while (got < raw.size()) {
+    const ::ssize_t n = ::read(fd, raw.data() + got, raw.size() - got);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      const int error = n < 0 ? errno : EIO;  // shorter than fstat said: changed under us
+      ::close(fd);
+      errno = error;
+      io_error("cannot read checkpoint", path);
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return raw;
+}
+
 }  // namespace detail
 
 /// Writes `payload` to `path` atomically: into `path` + ".tmp", fsync, rename over `path`,
@@ -194,11 +228,7 @@ inline void write_checkpoint(const std::filesystem::path& path,
 /// CheckpointError when the file is not a usable checkpoint and std::system_error when it
 /// cannot be read.
 [[nodiscard]] inline CheckpointReader read_checkpoint(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    detail::io_error("cannot open checkpoint", path);
-  }
-  std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::vector<char> raw = detail::read_file(path);
   const std::string name = path.string();
   if (raw.size() < detail::checkpoint_header ||
       std::memcmp(raw.data(), detail::checkpoint_magic, 8) != 0) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -19,6 +20,9 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <sys/resource.h>
+#include <system_error>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 #include <zmq.hpp>
@@ -71,14 +75,36 @@ struct ServerConfig {
   /// connection with any other key is refused during the handshake and counted
   /// (ServerStats::unauthorized).
   std::vector<std::string> allowed_workers{};
+  /// The most messages queued for one connection in each direction (ZMQ_SNDHWM and
+  /// ZMQ_RCVHWM). It bounds what a client that never reads its replies can make the server
+  /// hold: about queue_limit times the largest reply (a dense pull of this server's keys).
+  /// A reply to a connection at the limit is dropped; a worker that reads its replies has
+  /// one request and a few resends in flight at most, and gets a dropped reply again when
+  /// it resends. Incoming messages beyond the limit wait in the sender's queue and TCP.
+  std::size_t queue_limit = 16;
 
   /// One past the last key: `end`, or `dimension` when `end` is 0.
   [[nodiscard]] std::size_t last() const noexcept { return end == 0 ? dimension : end; }
+
+  /// The largest message a client may send this server (ZMQ_MAXMSGSIZE): a sparse push's
+  /// index frame for every key it holds, plus a header; never below 64 KiB, which the
+  /// handshakes and error texts fit in. libzmq drops the connection of a peer that announces
+  /// a larger frame, before it allocates it.
+  [[nodiscard]] std::int64_t max_message_size() const noexcept {
+    const std::size_t keys = last() - begin;
+    return static_cast<std::int64_t>(std::max<std::size_t>(
+        keys * sizeof(std::uint64_t) + wire::header_size, std::size_t{64} * 1024));
+  }
 
   /// Throws std::invalid_argument naming the field when the configuration cannot work.
   void validate() const {
     if (endpoint.empty()) {
       throw std::invalid_argument("asyncopt: ServerConfig::endpoint is empty");
+    }
+    if (endpoint.find("://") == std::string::npos) {
+      throw std::invalid_argument("asyncopt: ServerConfig::endpoint '" + endpoint +
+                                  "' is not a ZeroMQ endpoint such as tcp://*:5570 or "
+                                  "tcp://127.0.0.1:5570");
     }
     if (dimension == 0) {
       throw std::invalid_argument("asyncopt: ServerConfig::dimension is 0");
@@ -88,6 +114,24 @@ struct ServerConfig {
                                   ", " + std::to_string(last()) +
                                   ") is empty or exceeds the dimension " +
                                   std::to_string(dimension));
+    }
+    if (last() - begin > wire::max_count) {
+      throw std::invalid_argument(
+          "asyncopt: ServerConfig key range [" + std::to_string(begin) + ", " +
+          std::to_string(last()) + ") holds " + std::to_string(last() - begin) +
+          " keys; one server holds at most 2^36 (" + std::to_string(wire::max_count) +
+          "): split the keys over more servers");
+    }
+    if (queue_limit == 0 ||
+        queue_limit > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+      throw std::invalid_argument("asyncopt: ServerConfig::queue_limit is " +
+                                  std::to_string(queue_limit) + "; it must be at least 1");
+    }
+    std::error_code ignored;
+    if (!checkpoint.empty() && std::filesystem::is_directory(checkpoint, ignored)) {
+      throw std::invalid_argument("asyncopt: ServerConfig::checkpoint '" + checkpoint.string() +
+                                  "' is a directory; give a file in it, such as '" +
+                                  (checkpoint / "server.ckpt").string() + "'");
     }
     if (workers == 0 || workers >= std::numeric_limits<std::uint32_t>::max()) {
       throw std::invalid_argument("asyncopt: ServerConfig::workers is " + std::to_string(workers) +
@@ -130,6 +174,29 @@ struct ServerStats {
                                    ///< a refused client retries, each attempt counts)
 };
 
+/// Raises this process's soft limit on open file descriptors (RLIMIT_NOFILE) to its hard
+/// limit, where the system allows, and returns the soft limit now in force. A server takes
+/// one descriptor per connection (a worker process opens one per worker thread, one to copy
+/// the parameters and one for heartbeats, to each server); at the limit libzmq 4.3 cannot
+/// accept, and retries at once: the server then spins a core and new workers get no answer
+/// until some connection closes. Call it at the start of a server process; the programs in
+/// examples/ do.
+inline std::uint64_t raise_descriptor_limit() noexcept {
+  ::rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return 0;
+  }
+  if (limit.rlim_cur != limit.rlim_max) {
+    ::rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+    }
+  }
+  return limit.rlim_cur == RLIM_INFINITY ? std::numeric_limits<std::uint64_t>::max()
+                                         : static_cast<std::uint64_t>(limit.rlim_cur);
+}
+
 /// The worker id a pull uses to read the parameters without being a worker: it changes no
 /// worker's state (Zmq stores use it to copy the parameters back to the caller).
 inline constexpr std::uint32_t observer = std::numeric_limits<std::uint32_t>::max();
@@ -154,17 +221,21 @@ class Server {
 
  public:
   /// Binds `config.endpoint`. `initial` holds the starting values of this server's keys
-  /// (empty: zeros). Throws std::invalid_argument on a bad configuration, rule or policy, and
-  /// `zmq::error_t` when the endpoint cannot be bound.
-  Server(ServerConfig config, const Rule& rule, const Consistency& consistency,
-         std::span<const Scalar> initial = {})
-      : config_((config.validate(), std::move(config))),
+  /// (empty: zeros); a checkpoint that is resumed from replaces them. Throws
+  /// std::invalid_argument on a bad configuration, rule or policy, or a key range too large
+  /// for this machine's memory, and std::system_error naming the endpoint when it cannot be
+  /// bound (in use, no such address).
+  Server(const ServerConfig& config, const Rule& rule, const Consistency& consistency,
+         std::span<const Scalar> initial = {}) try
+      : config_(checked(config)),
         params_(checked_initial(config_, initial)),
         store_(transport::SharedMemory{}, rule, consistency, std::span<Scalar>(params_),
                config_.workers),
         socket_(context_, ::zmq::socket_type::router) {
     consistency.validate();
-    detail::configure(socket_);
+    detail::configure(socket_, static_cast<int>(config_.queue_limit),
+                      static_cast<int>(config_.queue_limit));
+    socket_.set(::zmq::sockopt::maxmsgsize, config_.max_message_size());
     if (!config_.curve_secret_key.empty()) {
       // The ZAP handler must be bound before the first handshake; run() answers it.
       zap_.emplace(context_, ::zmq::socket_type::rep);
@@ -177,7 +248,12 @@ class Server {
       socket_.set(::zmq::sockopt::curve_secretkey, config_.curve_secret_key);
       socket_.set(::zmq::sockopt::zap_domain, "asyncopt");
     }
-    socket_.bind(config_.endpoint);
+    try {
+      socket_.bind(config_.endpoint);
+    } catch (const ::zmq::error_t& e) {
+      throw std::system_error(e.num(), detail::error_category(),
+                              "asyncopt: cannot listen on '" + config_.endpoint + "'");
+    }
     endpoint_ = socket_.get(::zmq::sockopt::last_endpoint);
     const auto now = Clock::now();
     peers_.resize(config_.workers);
@@ -196,6 +272,12 @@ class Server {
       }
       checkpoint();  // a path that cannot be written fails here, before any worker relies on it
     }
+  } catch (const std::bad_alloc&) {
+    throw std::invalid_argument(
+        "asyncopt: out of memory setting up a server for keys [" + std::to_string(config.begin) +
+        ", " + std::to_string(config.last()) + ") of " + element_name(wire::element_of<Scalar>()) +
+        " values (about " + gigabytes(memory_needed(config)) +
+        "): split the keys over more servers");
   }
 
   Server(const Server&) = delete;
@@ -233,9 +315,11 @@ class Server {
         for (int k = 0; k < 1024 && detail::receive(socket_, frames, std::chrono::milliseconds(0));
              ++k) {
           serve(frames);
+          release_claims();
         }
       }
       check_heartbeats();
+      release_claims();
       if (!config_.checkpoint.empty() && Clock::now() >= next_checkpoint) {
         checkpoint();
         next_checkpoint = Clock::now() + config_.checkpoint_interval;
@@ -309,6 +393,13 @@ class Server {
     std::uint64_t last_staleness = 0;
     bool last_applied = false;
     std::vector<Scalar> seen;  // the parameters of this worker's last pull (delay compensation)
+    // The claim token of the process that joined as this worker (0: none known) and the link
+    // it joined through; a join of another process while this one holds the id is held in
+    // `claim` until the holder is gone (then the join goes through) or is heard from again
+    // (then the join is refused).
+    std::uint64_t owner = 0;
+    std::uint64_t owner_link = 0;
+    detail::Frames claim;
   };
 
   // A request the server cannot answer yet (a pull held back by bounded staleness).
@@ -324,6 +415,42 @@ class Server {
     wire::ErrorCode code = wire::ErrorCode::internal;
     std::string text;
   };
+
+  // The configuration, checked, and refused when its key range cannot fit in this machine's
+  // memory (a vector that size would throw std::bad_alloc, or be killed while it is filled).
+  static ServerConfig checked(const ServerConfig& config) {
+    config.validate();
+    const double needed = memory_needed(config);
+    const long pages = ::sysconf(_SC_PHYS_PAGES);
+    const long page = ::sysconf(_SC_PAGESIZE);
+    const double available = static_cast<double>(pages) * static_cast<double>(page);
+    if (pages > 0 && page > 0 && needed > available) {
+      throw std::invalid_argument(
+          "asyncopt: a server for keys [" + std::to_string(config.begin) + ", " +
+          std::to_string(config.last()) + ") of " + element_name(wire::element_of<Scalar>()) +
+          " values needs about " + gigabytes(needed) +
+          " (parameters, rule state and buffers) but "
+          "this machine has " +
+          gigabytes(available) +
+          " of memory: split the keys over more servers (ServerConfig::begin, end)");
+    }
+    return config;
+  }
+
+  // Bytes a server's arrays take: the parameters, the rule's state, two scratch buffers and,
+  // for delay compensation, one copy per worker.
+  static double memory_needed(const ServerConfig& config) {
+    const auto keys = static_cast<double>(config.last() - config.begin);
+    const double copies = 3.0 + static_cast<double>(Rule::state_slots) +
+                          (needs_w_seen_v<Rule> ? static_cast<double>(config.workers) : 0.0);
+    return keys * static_cast<double>(sizeof(Scalar)) * copies;
+  }
+
+  static std::string gigabytes(double bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3g GB", bytes / 1e9);
+    return text;
+  }
 
   static std::vector<Scalar> checked_initial(const ServerConfig& config,
                                              std::span<const Scalar> initial) {
@@ -463,11 +590,20 @@ class Server {
       return;
     }
     if (h.type == wire::Type::heartbeat) {
-      heard(h.worker, h.count);
+      heard(h.worker, h.count, h.offset);
+      return;
+    }
+    if (h.type == wire::Type::join && h.worker != observer && contested(h)) {
+      hold_claim(to, frames, h);
       return;
     }
     bool replay = false;
     if (h.worker != observer) {
+      Peer& peer = peers_[h.worker];
+      if (!peer.claim.empty() && (h.sequence >> 32) == peer.owner_link &&
+          !(h.type == wire::Type::leave && h.count == 1)) {
+        refuse_claim(h.worker);  // the holder is alive: the other process may not have its id
+      }
       heard(h.worker, 1);
       switch (repeat(h)) {
         case Repeat::late:
@@ -538,6 +674,15 @@ class Server {
                          "asyncopt: the server holds " + element_name(wire::element_of<Scalar>()) +
                              " parameters but the worker speaks " + element_name(h.element)};
         }
+        if (h.value > config_.workers) {
+          return Refusal{wire::ErrorCode::unknown_worker,
+                         "asyncopt: this process's workers would have ids up to " +
+                             std::to_string(h.value - 1) + " but the job has " +
+                             std::to_string(config_.workers) + " workers (ids 0 to " +
+                             std::to_string(config_.workers - 1) +
+                             "): check transport::Zmq::first_worker, the number of workers and "
+                             "the servers' ServerConfig::workers"};
+        }
         send(to, {.type = wire::Type::welcome,
                   .element = wire::element_of<Scalar>(),
                   .worker = h.worker,
@@ -581,8 +726,13 @@ class Server {
         return std::nullopt;
       case wire::Type::leave:
         if (h.worker != observer) {
+          Peer& peer = peers_[h.worker];
           handles_[h.worker].leave();
-          peers_[h.worker].left = true;
+          peer.left = true;
+          if (h.count == 1 && (h.sequence >> 32) == peer.owner_link) {
+            peer.owner = 0;  // the holder's handle is gone: the id is free
+            release_claim(h.worker);
+          }
           retry_deferred();
         }
         return std::nullopt;
@@ -590,6 +740,8 @@ class Server {
         if (h.worker == observer) {
           return Refusal{wire::ErrorCode::unknown_worker, "asyncopt: an observer cannot join"};
         }
+        peers_[h.worker].owner = h.offset;
+        peers_[h.worker].owner_link = h.sequence >> 32;
         peers_[h.worker].left = false;
         peers_[h.worker].dropped = false;
         handles_[h.worker].join();
@@ -857,14 +1009,21 @@ class Server {
     return full_;
   }
 
-  // Workers [first, first + count) are alive; a dropped one takes part again.
-  void heard(std::uint32_t first, std::uint64_t count) {
+  // Workers [first, first + count) are alive; a dropped one takes part again. `token`: the
+  // claim token of the process that says so (a heartbeat's), 0 when unknown.
+  void heard(std::uint32_t first, std::uint64_t count, std::uint64_t token = 0) {
     const auto now = Clock::now();
     const std::size_t last =
         static_cast<std::size_t>(std::min<std::uint64_t>(first + count, config_.workers));
     bool rejoined = false;
     for (std::size_t id = first; id < last; ++id) {
       Peer& peer = peers_[id];
+      if (token != 0 && peer.owner == 0 && !peer.left) {
+        peer.owner = token;  // after a restart from a checkpoint: the process that beats
+      }
+      if (token != 0 && token == peer.owner && !peer.claim.empty()) {
+        refuse_claim(static_cast<std::uint32_t>(id));
+      }
       peer.last_heard = now;
       if (peer.dropped && !peer.left) {
         peer.dropped = false;
@@ -885,15 +1044,80 @@ class Server {
     bool changed = false;
     for (std::size_t id = 0; id < peers_.size(); ++id) {
       Peer& peer = peers_[id];
+      if (peer.left && !peer.claim.empty() && now - peer.last_heard > config_.heartbeat_timeout) {
+        peer.owner = 0;  // left and silent since: the holder is gone
+        release_claim(id);
+      }
       if (!peer.dropped && !peer.left && now - peer.last_heard > config_.heartbeat_timeout) {
         peer.dropped = true;
         handles_[id].leave();
         dropped_.fetch_add(1, std::memory_order_relaxed);
+        release_claim(id);
         changed = true;
       }
     }
     if (changed) {
       retry_deferred();
+    }
+  }
+
+  // Whether join `h` claims a worker id that another process holds (joined, its handle not
+  // destroyed, not dropped for silence; it may have left until its next epoch).
+  [[nodiscard]] bool contested(const wire::Header& h) const noexcept {
+    const Peer& peer = peers_[h.worker];
+    return peer.owner != 0 && h.offset != peer.owner && !peer.dropped;
+  }
+
+  // A join of a worker id that another process holds: held until the holder's handle is
+  // destroyed or the holder is silent past the heartbeat timeout (a restarted process
+  // replacing a dead one), refused as soon as the holder is heard from again (two processes
+  // with the same worker ids). Without heartbeat timeouts nothing would ever free the id:
+  // refused at once. The holder's own state stays as it is.
+  void hold_claim(const ::zmq::message_t& to, detail::Frames& frames, const wire::Header& h) {
+    Peer& peer = peers_[h.worker];
+    if (!peer.claim.empty()) {
+      if (detail::decode(peer.claim, 1).header.sequence == h.sequence) {
+        duplicates_.fetch_add(1, std::memory_order_relaxed);  // the held join, resent
+        return;
+      }
+    } else if (config_.heartbeat_timeout.count() > 0) {
+      peer.claim = std::move(frames);
+      return;
+    }
+    refuse(to, h, taken(h.worker));
+  }
+
+  [[nodiscard]] Refusal taken(std::uint32_t worker) const {
+    const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(
+        Clock::now() - peers_[worker].last_heard);
+    return {wire::ErrorCode::taken,
+            "asyncopt: worker id " + std::to_string(worker) +
+                " is taken by another process that is still running (heard from " +
+                std::to_string(silent.count()) +
+                " ms ago): give each worker process its own ids (transport::Zmq::first_worker); "
+                "a process that replaces a dead one may join once the server has dropped it (" +
+                std::to_string(config_.heartbeat_timeout.count()) + " ms without heartbeats)"};
+  }
+
+  void refuse_claim(std::uint32_t worker) {
+    detail::Frames frames = std::move(peers_[worker].claim);
+    peers_[worker].claim.clear();
+    refuse(frames[0], detail::decode(frames, 1).header, taken(worker));
+  }
+
+  // The holder of worker id `id` is gone: its held claim is served next.
+  void release_claim(std::size_t id) {
+    if (!peers_[id].claim.empty()) {
+      released_.push_back(std::move(peers_[id].claim));
+      peers_[id].claim.clear();
+    }
+  }
+
+  void release_claims() {
+    while (!released_.empty()) {
+      detail::Frames frames = std::move(released_.front());
+      released_.pop_front();
+      serve(frames);
     }
   }
 
@@ -951,6 +1175,7 @@ class Server {
   std::vector<typename Store::Worker> handles_;
   std::vector<Peer> peers_;
   std::deque<Deferred> deferred_;
+  std::deque<detail::Frames> released_;  // joins whose worker id became free
   std::vector<std::uint64_t> keys_;
   std::vector<std::size_t> index_;
   std::vector<Scalar> values_;

@@ -41,11 +41,18 @@ namespace asyncopt::transport {
 ///
 /// Every request waits for its reply at most `timeout`; a server that does not answer in
 /// time raises asyncopt::zmq::ServerUnavailable instead of hanging. A thread sends a
-/// heartbeat for this process's workers that take part (a handle that has joined and not
-/// left) every `heartbeat_interval`, so that a server drops them from the staleness bound
-/// when the process is gone or cut off; a stuck worker thread of a live process is not
-/// detected. A new handle adopts the clock the servers have for its worker id, so a
-/// restarted worker process goes on from where its predecessor stopped.
+/// heartbeat for this process's workers that have a handle every `heartbeat_interval`, so
+/// that a server drops them from the staleness bound when the process is gone or cut off; a
+/// stuck worker thread of a live process is not detected. A worker id belongs to one process
+/// at a time: a handle whose id another running process holds is refused (RemoteError with
+/// ErrorCode::taken) once the servers hear from that process; it gets the id when the
+/// holder's handle is destroyed or the servers drop the holder for missing heartbeats. A new
+/// handle adopts the clock the servers have for its worker id, so a restarted worker process
+/// goes on from where its predecessor stopped.
+///
+/// The parameters are the servers': creating a store (and so optimize()) copies the
+/// servers' values over the caller's array; to start from values of your own, give them to
+/// the servers (the `initial` argument of asyncopt::zmq::Server).
 struct Zmq {
   /// The servers' endpoints, such as "tcp://10.0.0.2:5570", in any order.
   std::vector<std::string> servers;
@@ -130,7 +137,12 @@ class Link {
       socket.set(::zmq::sockopt::curve_publickey, settings.curve_keys.public_key);
       socket.set(::zmq::sockopt::curve_secretkey, settings.curve_keys.secret_key);
     }
-    socket.connect(endpoint);
+    try {
+      socket.connect(endpoint);
+    } catch (const ::zmq::error_t& e) {
+      throw std::invalid_argument("asyncopt: transport::Zmq cannot connect to '" + endpoint +
+                                  "': " + e.what() + " (an endpoint is tcp://<host>:<port>)");
+    }
   }
 
   /// Sends a request (header plus frames); returns its sequence number. A request that
@@ -339,9 +351,13 @@ class Zmq::Store {
     std::vector<Shard> found;
     for (const std::string& endpoint : transport_.servers) {
       detail::Link link(context_, endpoint, transport_);
-      const std::uint64_t seq = link.send({.type = zmq::wire::Type::hello,
-                                           .element = zmq::wire::element_of<Scalar>(),
-                                           .worker = zmq::observer});
+      // The hello names the workers this process will be, so that a server of a job with
+      // fewer refuses before anything is copied into the caller's parameters.
+      const std::uint64_t seq =
+          link.send({.type = zmq::wire::Type::hello,
+                     .element = zmq::wire::element_of<Scalar>(),
+                     .worker = zmq::observer,
+                     .value = std::uint64_t{transport_.first_worker} + counters_.size()});
       const zmq::wire::Message welcome = link.receive(seq, zmq::wire::Type::welcome, "hello");
       const zmq::wire::Header& h = welcome.header;
       if (h.value != params_.size()) {
@@ -410,7 +426,8 @@ class Zmq::Store {
             std::array<::zmq::message_t, 1> parts{zmq::detail::header_frame(
                 {.type = zmq::wire::Type::heartbeat,
                  .worker = transport_.first_worker + static_cast<std::uint32_t>(id),
-                 .count = 1})};
+                 .count = 1,
+                 .offset = token_})};
             static_cast<void>(::zmq::send_multipart(*socket, parts, ::zmq::send_flags::dontwait));
           }
         }
@@ -421,10 +438,20 @@ class Zmq::Store {
     }
   }
 
+  // A random non-zero token that this store's joins and heartbeats carry: a server tells by
+  // it whether a join of a worker id comes from the process that holds it.
+  static std::uint64_t claim_token() {
+    std::random_device entropy;
+    const std::uint64_t token =
+        (static_cast<std::uint64_t>(entropy()) << 32) | static_cast<std::uint64_t>(entropy());
+    return token == 0 ? 1 : token;
+  }
+
   Zmq transport_;
+  std::uint64_t token_ = claim_token();
   std::span<Scalar> params_;
   std::vector<Counters> counters_;
-  std::unique_ptr<std::atomic<bool>[]> live_;  // whether worker k has a handle taking part
+  std::unique_ptr<std::atomic<bool>[]> live_;  // whether worker k has a handle (it beats)
   ::zmq::context_t context_{1};
   std::vector<Shard> shards_;
   std::vector<detail::Link> observers_;
@@ -554,10 +581,10 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     notify(zmq::wire::Type::clock, clock_);
   }
 
-  /// Stops holding other workers back (bounded staleness) until join().
+  /// Stops holding other workers back (bounded staleness) until join(). The worker id stays
+  /// this process's: the heartbeats go on, and another process's join of it is refused.
   void leave() {
     if (store_ != nullptr) {
-      store_->live_[id_].store(false, std::memory_order_release);
       notify(zmq::wire::Type::leave, clock_);
     }
   }
@@ -569,8 +596,10 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
       return;
     }
     for (std::size_t k = 0; k < links_.size(); ++k) {
-      sent_[k] =
-          links_[k].send({.type = zmq::wire::Type::join, .worker = global_, .value = clock_});
+      sent_[k] = links_[k].send({.type = zmq::wire::Type::join,
+                                 .worker = global_,
+                                 .value = clock_,
+                                 .offset = store_->token_});
     }
     for (std::size_t k = 0; k < links_.size(); ++k) {
       clock_ = std::max(clock_,
@@ -599,11 +628,13 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
         frames_(std::move(other.frames_)),
         clock_(other.clock_) {}
   Worker& operator=(Worker&&) = delete;
-  /// Leaves (tells the servers this worker holds nobody back any more).
+  /// Leaves for good: the servers no longer wait for this worker, and another process may
+  /// take its worker id.
   ~Worker() {
     if (store_ != nullptr) {
+      store_->live_[id_].store(false, std::memory_order_release);
       try {
-        leave();
+        notify(zmq::wire::Type::leave, clock_, 1);
       } catch (...) {  // a failed send cannot be reported from a destructor
       }
     }
@@ -653,9 +684,9 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     return {.type = type, .element = zmq::wire::element_of<Scalar>(), .worker = global_};
   }
 
-  void notify(zmq::wire::Type type, std::uint64_t value) {
+  void notify(zmq::wire::Type type, std::uint64_t value, std::uint64_t count = 0) {
     for (auto& link : links_) {
-      link.notify({.type = type, .worker = global_, .value = value});
+      link.notify({.type = type, .worker = global_, .value = value, .count = count});
     }
   }
 

@@ -35,7 +35,8 @@ inline constexpr std::size_t max_text = 4096;
 
 /// What a message is. Requests go from a worker to a server; each has one reply type.
 enum class Type : std::uint16_t {
-  hello = 1,         ///< worker -> server: announce worker `worker` and its element type
+  hello = 1,         ///< worker -> server: announce worker `worker` and its element type;
+                     ///< `value` = one past the largest worker id the process will use
   welcome = 2,       ///< server -> worker: `value` = dimension, `offset` = first key,
                      ///< `count` = keys, element = the server's element type
   pull = 3,          ///< worker -> server: dense (no frames) or sparse (index frame);
@@ -44,10 +45,12 @@ enum class Type : std::uint16_t {
   push = 5,          ///< worker -> server: value frame, sparse with an index frame before it
   push_reply = 6,    ///< server -> worker: `value` = staleness, flag `applied`
   clock = 7,         ///< worker -> server: worker `worker` finished step `value`; no reply
-  leave = 8,         ///< worker -> server: worker `worker` holds nobody back; no reply
+  leave = 8,         ///< worker -> server: worker `worker` holds nobody back; `count` 1: for
+                     ///< good (its handle is gone), 0: until it joins again; no reply
   join = 9,          ///< worker -> server: worker `worker` takes part again at clock `value`;
-                     ///< answered with joined
-  heartbeat = 10,    ///< worker -> server: workers [`worker`, `worker` + `count`) are alive
+                     ///< `offset` = the worker process's claim token; answered with joined
+  heartbeat = 10,    ///< worker -> server: workers [`worker`, `worker` + `count`) are alive;
+                     ///< `offset` = the worker process's claim token
   error = 11,        ///< server -> worker: `offset` = ErrorCode, text frame
   stats = 12,        ///< worker -> server: request the server's counters
   stats_reply = 13,  ///< server -> worker: value frame of StatsField::count u64 counters
@@ -77,7 +80,8 @@ enum class ErrorCode : std::uint64_t {
   unknown_worker = 4,  ///< a worker id out of range, or a push from the observer id
   bad_request = 5,     ///< sizes or indices that do not fit the server's key range
   rule = 6,            ///< the update rule refused the push (logic_error)
-  internal = 7         ///< anything else the server could not do
+  internal = 7,        ///< anything else the server could not do
+  taken = 8            ///< join: another live worker process holds this worker id
 };
 
 /// The counters in a stats reply, in this order.
