@@ -213,8 +213,12 @@ class AsyncOptimizer {
 
   // The formula is compiled for the kernels' batches whatever the policy (the lock-free
   // kernels run it on scalars only), so that a formula written for scalars only stops the
-  // build wherever the optimizer is declared, with the one sentence of kernels::Batch.
+  // build wherever the optimizer is declared, with the one sentence of kernels::Batch. Not in
+  // nvcc's device pass, which refuses SIMD types in the __host__ __device__ formula; the
+  // host pass of the same source checks it.
+#if !defined(__CUDA_ARCH__)
   static_assert(detail::instantiated(&detail::compile_batch_formula<rule_type, scalar_type>));
+#endif
 
   /// An optimizer with a default-constructed rule, policy and transport.
   AsyncOptimizer() = default;
