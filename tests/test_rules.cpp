@@ -1414,9 +1414,10 @@ struct RmsProp {
   }
 
   void validate() const {
-    update::detail::require_learning_rate("RmsProp", learning_rate);
-    update::detail::require_unit("RmsProp", "rho", rho);
-    update::detail::require_positive("RmsProp", "epsilon", epsilon);
+    if (!(learning_rate > 0.0 && rho >= 0.0 && rho < 1.0 && epsilon > 0.0)) {
+      throw std::invalid_argument(
+          "RmsProp: learning_rate and epsilon must be positive, rho in [0, 1)");
+    }
   }
 };
 
