@@ -1420,3 +1420,147 @@ TEMPLATE_TEST_CASE("a delay-compensated push without a pull throws std::logic_er
   check("Scheduled<AdaptiveDelayCompensated, Step>",
         update::Scheduled<update::AdaptiveDelayCompensated, schedule::Step>{.inner = dca});
 }
+
+// =============================================================================================
+// 11. Rules written by users, as docs/guide.md shows them.
+// =============================================================================================
+
+namespace math = asyncopt::update::math;
+
+// The guide's example: RMSProp (Tieleman and Hinton, 2012), written once for scalars and SIMD
+// batches with math::sqrt.
+struct RmsProp {
+  double learning_rate = 0.01;
+  double rho = 0.9;
+  double epsilon = 1e-8;
+
+  static constexpr std::size_t state_slots = 1;  // the mean square v
+
+  template <class Scalar>
+  struct Step {
+    Scalar learning_rate;
+    Scalar rho;
+    Scalar one_minus_rho;
+    Scalar epsilon;
+
+    template <class V>
+    ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, 1>& state) const {
+      V& v = state[0];
+      v = V(rho) * v + V(one_minus_rho) * g * g;
+      w -= V(learning_rate) * g / (math::sqrt(v) + V(epsilon));
+    }
+  };
+
+  template <class Scalar>
+  [[nodiscard]] Step<Scalar> step(const asyncopt::StepInfo& info) const {
+    return {static_cast<Scalar>(learning_rate * info.lr_scale), static_cast<Scalar>(rho),
+            static_cast<Scalar>(1.0 - rho), static_cast<Scalar>(epsilon)};
+  }
+
+  void validate() const {
+    if (!(learning_rate > 0.0 && rho >= 0.0 && rho < 1.0 && epsilon > 0.0)) {
+      throw std::invalid_argument(
+          "RmsProp: learning_rate and epsilon must be positive, rho in [0, 1)");
+    }
+  }
+};
+
+// The guide's example of a choice per element without a branch: signSGD (Bernstein et al.,
+// 2018), w <- w - lr * sign(g), with sign(0) = 0.
+struct SignSgd {
+  double learning_rate = 0.01;
+
+  static constexpr std::size_t state_slots = 0;
+
+  template <class Scalar>
+  struct Step {
+    Scalar learning_rate;
+
+    template <class V>
+    ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, 0>& /*state*/) const {
+      const V zero(0);
+      const V sign = math::select(g > zero, V(1), math::select(g < zero, V(-1), zero));
+      w -= V(learning_rate) * sign;
+    }
+  };
+
+  template <class Scalar>
+  [[nodiscard]] Step<Scalar> step(const asyncopt::StepInfo& info) const {
+    return {static_cast<Scalar>(learning_rate * info.lr_scale)};
+  }
+
+  void validate() const { update::detail::require_learning_rate("SignSgd", learning_rate); }
+};
+
+static_assert(asyncopt::UpdateRule<RmsProp> && asyncopt::UpdateRule<SignSgd>);
+
+// Pushes the same dense gradient `pushes` times from one worker through an optimizer over `w`
+// built from the rule's constructor, and returns the parameters.
+template <class T, class Rule, class Policy>
+std::vector<T> push_constant(const Rule& rule, const Policy& policy, std::vector<T> w,
+                             const std::vector<T>& g, int pushes) {
+  const asyncopt::AsyncOptimizer<T, Rule, Policy> optimizer(rule, policy);
+  auto store = optimizer.attach(w, 1);
+  auto handle = store->worker(0);
+  std::vector<T> pulled(w.size());
+  for (int t = 0; t < pushes; ++t) {
+    handle.pull(std::span<T>(pulled));
+    REQUIRE(handle.push(std::span<const T>(g)).applied);
+  }
+  return w;
+}
+
+TEMPLATE_TEST_CASE(
+    "user-written rules run on batches and scalars alike and match their closed forms", "[rules]",
+    float, double) {
+  constexpr int pushes = 50;
+  for_each_policy([&](const char* policy_name, const auto& policy) {
+    for (const std::size_t n : lengths) {
+      INFO(policy_name << ", n = " << n);
+      std::mt19937_64 rng(77 + n);
+      const auto w0 = random_vector<TestType>(rng, n);
+      auto g = random_vector<TestType>(rng, n);
+      // Zero gradients, in the SIMD body (where n allows one) and in the scalar tail:
+      // sign(0) = 0, and RMSProp leaves those parameters alone too.
+      const std::vector<std::size_t> still =
+          n > 1 ? std::vector<std::size_t>{0, n - 1} : std::vector<std::size_t>{};
+      for (const std::size_t i : still) {
+        g[i] = TestType{0};
+      }
+
+      // RMSProp from v = 0 under a constant gradient: v_t = (1 - rho^t) g^2.
+      const RmsProp rms{.learning_rate = 0.01, .rho = 0.9, .epsilon = 1e-3};
+      const auto w_rms = push_constant(rms, policy, w0, g, pushes);
+      // signSGD: w_T = w_0 - T * lr * sign(g).
+      const SignSgd sign{.learning_rate = 0.125};
+      const auto w_sign = push_constant(sign, policy, w0, g, pushes);
+
+      double rms_error = 0.0;
+      double sign_error = 0.0;
+      double moved = 0.0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const double gi = static_cast<double>(g[i]);
+        double expected = static_cast<double>(w0[i]);
+        for (int t = 1; t <= pushes; ++t) {
+          const double v = (1.0 - std::pow(rms.rho, t)) * gi * gi;
+          expected -= rms.learning_rate * gi / (std::sqrt(v) + rms.epsilon);
+        }
+        rms_error = std::max(rms_error, relative_error(static_cast<double>(w_rms[i]), expected));
+        const double sign_g = gi > 0.0 ? 1.0 : (gi < 0.0 ? -1.0 : 0.0);
+        const double expected_sign =
+            static_cast<double>(w0[i]) - pushes * sign.learning_rate * sign_g;
+        sign_error =
+            std::max(sign_error, relative_error(static_cast<double>(w_sign[i]), expected_sign));
+        moved = std::max(moved, std::abs(static_cast<double>(w_rms[i] - w0[i])));
+      }
+      CAPTURE(rms_error, sign_error, moved);
+      REQUIRE(moved > 0.1);
+      REQUIRE(rms_error <= drift_bound<TestType>);
+      REQUIRE(sign_error <= drift_bound<TestType>);
+      for (const std::size_t i : still) {
+        REQUIRE(w_rms[i] == w0[i]);
+        REQUIRE(w_sign[i] == w0[i]);
+      }
+    }
+  });
+}

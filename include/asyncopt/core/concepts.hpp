@@ -11,6 +11,7 @@
 #include <asyncopt/core/objective.hpp>
 #include <asyncopt/core/step.hpp>
 #include <asyncopt/kernels/access.hpp>
+#include <asyncopt/kernels/batch.hpp>
 
 namespace asyncopt {
 
@@ -36,21 +37,12 @@ struct WorkerBodyArchetype {
 
 }  // namespace detail
 
-/// How one gradient changes the parameters.
-///
-/// A rule is a value type holding its hyper-parameters. It provides
-/// - `state_slots`: how many extra scalars it keeps per parameter (0 for SGD, 1 for momentum);
-/// - `step<Scalar>(StepInfo)`: the coefficients of this update folded into a callable
-///   `s(w, g, state)` that updates one element in place, where `w` and `g` are `V` and `state`
-///   is `std::array<V, state_slots>&`, for `V` = `Scalar` and `V` = `xsimd::batch<Scalar>`
-///   (write the formula once, generic over `V`). `step` is called concurrently by several
-///   workers, so it must not modify the rule;
-/// - optionally `needs_w_seen = true` (on the rule and its step): the step then takes a
-///   fourth argument, the parameter's value when the worker pulled (delay compensation);
-/// - optionally `needs_gradient_norm = true`: StepInfo::gradient_norm is filled in;
-/// - `validate()`: throws std::invalid_argument on bad hyper-parameters.
+namespace detail {
+
+/// The members of an update rule, with its formula called on scalars (the first part of
+/// UpdateRule; see there).
 template <class R>
-concept UpdateRule = std::copy_constructible<R> && requires(const R& rule) {
+concept UpdateRuleMembers = std::copy_constructible<R> && requires(const R& rule) {
   { R::state_slots } -> std::convertible_to<std::size_t>;
   rule.validate();
 } &&((!needs_w_seen_v<R> &&
@@ -65,6 +57,45 @@ concept UpdateRule = std::copy_constructible<R> && requires(const R& rule) {
         rule.template step<float>(info)(wf, wf, sf, wf);
         rule.template step<double>(info)(wd, wd, sd, wd);
       }));
+
+/// A rule's formula takes the SIMD batches the kernels hand it (the second part of
+/// UpdateRule). This checks the call only: the body is compiled for batches where the
+/// kernels or AsyncOptimizer instantiate it, and kernels::Batch turns its usual mistakes
+/// into one sentence there.
+template <class R, class Scalar>
+concept BatchFormulaOf = (!needs_w_seen_v<R> &&
+                          requires(const R& rule, const StepInfo& info, kernels::Batch<Scalar>& w,
+                                   std::array<kernels::Batch<Scalar>, R::state_slots>& state) {
+                            rule.template step<Scalar>(info)(w, w, state);
+                          }) ||
+                         (needs_w_seen_v<R> &&
+                          requires(const R& rule, const StepInfo& info, kernels::Batch<Scalar>& w,
+                                   std::array<kernels::Batch<Scalar>, R::state_slots>& state) {
+                            rule.template step<Scalar>(info)(w, w, state, w);
+                          });
+
+template <class R>
+concept BatchFormula = BatchFormulaOf<R, float> && BatchFormulaOf<R, double>;
+
+}  // namespace detail
+
+/// How one gradient changes the parameters.
+///
+/// A rule is a value type holding its hyper-parameters. It provides
+/// - `state_slots`: how many extra scalars it keeps per parameter (0 for SGD, 1 for momentum);
+/// - `step<Scalar>(StepInfo)`: the coefficients of this update folded into a callable
+///   `s(w, g, state)` that updates one element in place, where `w` and `g` are `V` and `state`
+///   is `std::array<V, state_slots>&`, for `V` = `Scalar` and `V` = `kernels::Batch<Scalar>`
+///   (an `xsimd::batch<Scalar>`), and on the device for `V` = `Scalar` under `ASYNCOPT_HD`:
+///   write the formula once, generic over `V`, with the functions of asyncopt/update/math.hpp
+///   (math::sqrt, math::min, math::max, math::abs, math::select) and no branch on a value.
+///   `step` is called concurrently by several workers, so it must not modify the rule;
+/// - optionally `needs_w_seen = true` (on the rule and its step): the step then takes a
+///   fourth argument, the parameter's value when the worker pulled (delay compensation);
+/// - optionally `needs_gradient_norm = true`: StepInfo::gradient_norm is filled in;
+/// - `validate()`: throws std::invalid_argument on bad hyper-parameters.
+template <class R>
+concept UpdateRule = detail::UpdateRuleMembers<R> && detail::BatchFormula<R>;
 
 /// How concurrent pushes and pulls relate.
 ///

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -24,6 +25,8 @@
 #include <asyncopt/core/options.hpp>
 #include <asyncopt/core/random.hpp>
 #include <asyncopt/core/report.hpp>
+#include <asyncopt/core/step.hpp>
+#include <asyncopt/kernels/batch.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/update/check.hpp>
 #include <asyncopt/update/sgd.hpp>
@@ -73,6 +76,59 @@ concept EpochCallback = std::invocable<Callback&, const Info&> &&
     (std::is_void_v<std::invoke_result_t<Callback&, const Info&>> ||
      std::convertible_to<std::invoke_result_t<Callback&, const Info&>, bool>);
 
+/// Instantiates a rule's formula for kernels::Batch<Scalar>; never called.
+template <class Rule, class Scalar>
+void compile_batch_formula(const Rule& rule) {
+  using V = kernels::Batch<Scalar>;
+  V w{};
+  std::array<V, Rule::state_slots> state{};
+  const auto step = rule.template step<Scalar>(StepInfo{});
+  if constexpr (needs_w_seen_v<Rule>) {
+    step(w, w, state, w);
+  } else {
+    step(w, w, state);
+  }
+}
+
+/// True, once the function's definition has been instantiated: taking its address in a
+/// constant expression does that.
+template <class Function>
+consteval bool instantiated(Function* /*function*/) {
+  return true;
+}
+
+/// The floating-point type that is not `Scalar`.
+template <class Scalar>
+using OtherScalar = std::conditional_t<std::same_as<Scalar, float>, double, float>;
+
+/// Parameters optimize() can work on in place: a contiguous range of `Scalar`.
+template <class P, class Scalar>
+concept ParametersOf = std::convertible_to<P, std::span<Scalar>>;
+
+/// One sentence for optimize() called with an objective or parameters of the other scalar
+/// type; static_assert messages are literals, so each pair has its own.
+template <class Scalar, class F>
+void scalar_mismatch() {
+  constexpr bool objective_other = !Objective<F, Scalar> && Objective<F, OtherScalar<Scalar>>;
+  if constexpr (objective_other && std::same_as<Scalar, float>) {
+    static_assert(always_false<F>,
+                  "asyncopt: the objective's scalar (double) does not match the optimizer's "
+                  "Scalar (float); use AsyncOptimizer<double, ...> or an objective over float");
+  } else if constexpr (objective_other) {
+    static_assert(always_false<F>,
+                  "asyncopt: the objective's scalar (float) does not match the optimizer's "
+                  "Scalar (double); use AsyncOptimizer<float, ...> or an objective over double");
+  } else if constexpr (std::same_as<Scalar, float>) {
+    static_assert(always_false<F>,
+                  "asyncopt: the parameters passed to optimize() must be a contiguous range of "
+                  "the optimizer's Scalar (float)");
+  } else {
+    static_assert(always_false<F>,
+                  "asyncopt: the parameters passed to optimize() must be a contiguous range of "
+                  "the optimizer's Scalar (double)");
+  }
+}
+
 // The worker-handle capabilities run() tests for, as concepts at namespace scope: nvcc 13's
 // device front end (cicc) segfaults on a requires-expression inside a member function
 // template whose parameter type involves a variable template or concept specialization on
@@ -103,9 +159,13 @@ template <class Scalar, class Rule, class Consistency, class Transport = transpo
 class AsyncOptimizer {
   static_assert(std::same_as<Scalar, float> || std::same_as<Scalar, double>,
                 "asyncopt: the Scalar slot of AsyncOptimizer must be float or double");
-  static_assert(UpdateRule<Rule>,
+  static_assert(detail::UpdateRuleMembers<Rule>,
                 "asyncopt: the Rule slot of AsyncOptimizer needs an update rule (a type that "
                 "models asyncopt::UpdateRule, such as asyncopt::update::Sgd)");
+  static_assert(!detail::UpdateRuleMembers<Rule> || detail::BatchFormula<Rule>,
+                "asyncopt: the Rule slot's per-element formula must compile for xsimd::batch as "
+                "well as for scalars: make step<Scalar>(info) return a callable templated on the "
+                "element type V, as asyncopt::update::Sgd does");
   static_assert(ConsistencyPolicy<Consistency>,
                 "asyncopt: the Consistency slot of AsyncOptimizer needs a consistency policy (a "
                 "type that models asyncopt::ConsistencyPolicy, such as "
@@ -120,32 +180,46 @@ class AsyncOptimizer {
                 "asyncopt: the Consistency slot moves workers in rounds (Synchronous, LocalSgd) "
                 "but the Transport slot cannot run them; use asyncopt::transport::SharedMemory");
 
+  // Whether every check above holds. After a failed one, well-formed stand-ins below and
+  // overloads that take what was meant for the wrong type keep the compiler from adding a
+  // cascade of errors to the one sentence.
+  static constexpr bool scalar_checked =
+      std::same_as<Scalar, float> || std::same_as<Scalar, double>;
+  static constexpr bool rule_checked =
+      UpdateRule<Rule> && (!needs_w_seen_v<Rule> || provides_w_seen_v<Transport>);
+  static constexpr bool consistency_checked =
+      ConsistencyPolicy<Consistency> &&
+      (!coordinates_rounds_v<Consistency> || supports_rounds_v<Transport>);
+  static constexpr bool transport_checked = asyncopt::Transport<Transport>;
+  static constexpr bool slots_checked =
+      scalar_checked && rule_checked && consistency_checked && transport_checked;
+
  public:
-  // After a failed static_assert, well-formed stand-ins keep the compiler from adding a
-  // cascade of errors to the one sentence above.
   /// The parameter type: `Scalar`, float or double.
-  using scalar_type =
-      std::conditional_t<std::same_as<Scalar, float> || std::same_as<Scalar, double>, Scalar,
-                         float>;
+  using scalar_type = std::conditional_t<scalar_checked, Scalar, float>;
   /// The update rule: `Rule`, which turns each pushed gradient into a change of the
   /// parameters.
-  using rule_type = std::conditional_t<UpdateRule<Rule> &&
-                                           (!needs_w_seen_v<Rule> || provides_w_seen_v<Transport>),
-                                       Rule, update::Sgd>;
+  using rule_type = std::conditional_t<rule_checked, Rule, update::Sgd>;
   /// The consistency policy: `Consistency`, which decides how concurrent pulls and pushes
   /// may interleave.
   using consistency_type =
-      std::conditional_t<ConsistencyPolicy<Consistency> &&
-                             (!coordinates_rounds_v<Consistency> || supports_rounds_v<Transport>),
-                         Consistency, consistency::LockFree>;
+      std::conditional_t<consistency_checked, Consistency, consistency::LockFree>;
   /// The transport: `Transport` (transport::SharedMemory unless given), which holds the
   /// parameters and runs the workers.
-  using transport_type =
-      std::conditional_t<asyncopt::Transport<Transport>, Transport, transport::SharedMemory>;
+  using transport_type = std::conditional_t<transport_checked, Transport, transport::SharedMemory>;
   /// The store type the transport provides for this scalar, rule and policy: what attach()
   /// returns and what optimize() runs on.
   using store_type =
       typename transport_type::template Store<scalar_type, rule_type, consistency_type>;
+
+  // The formula is compiled for the kernels' batches whatever the policy (the lock-free
+  // kernels run it on scalars only), so that a formula written for scalars only stops the
+  // build wherever the optimizer is declared, with the one sentence of kernels::Batch. Not in
+  // nvcc's device pass, which refuses SIMD types in the __host__ __device__ formula; the
+  // host pass of the same source checks it.
+#if !defined(__CUDA_ARCH__)
+  static_assert(detail::instantiated(&detail::compile_batch_formula<rule_type, scalar_type>));
+#endif
 
   /// An optimizer with a default-constructed rule, policy and transport.
   AsyncOptimizer() = default;
@@ -153,10 +227,14 @@ class AsyncOptimizer {
   /// default-constructed. Their settings are not checked here: optimize() validates them
   /// before it starts, and a store checks what it uses when attach() creates it.
   explicit AsyncOptimizer(rule_type rule, consistency_type consistency = {},
-                          transport_type transport = {})
+                          transport_type transport = {}) requires slots_checked
       : rule_(std::move(rule)),
         consistency_(std::move(consistency)),
         transport_(std::move(transport)) {}
+  // After a failed slot check the arguments meant for the wrong type do not match the
+  // stand-ins: this constructor takes them, so that the sentence above stays the only error.
+  template <class... Arguments>
+  explicit AsyncOptimizer(Arguments&&... /*arguments*/) requires(!slots_checked) {}
 
   /// The update rule and its settings.
   [[nodiscard]] const rule_type& rule() const noexcept { return rule_; }
@@ -183,10 +261,14 @@ class AsyncOptimizer {
   template <class F, class... Callbacks>
   [[nodiscard]] Report optimize(const F& objective, std::span<scalar_type> params,
                                 const Options& options, Callbacks&&... callbacks) const {
-    static_assert(Objective<F, scalar_type>,
-                  "asyncopt: the objective passed to optimize() must model "
-                  "asyncopt::Objective<F, Scalar> (dimension(), num_examples(), loss(w), "
-                  "gradient(w, batch, grad))");
+    if constexpr (!Objective<F, scalar_type> && Objective<F, detail::OtherScalar<scalar_type>>) {
+      detail::scalar_mismatch<scalar_type, F>();
+    } else {
+      static_assert(Objective<F, scalar_type>,
+                    "asyncopt: the objective passed to optimize() must model "
+                    "asyncopt::Objective<F, Scalar> (dimension(), num_examples(), loss(w), "
+                    "gradient(w, batch, grad))");
+    }
     static_assert((detail::EpochCallback<Callbacks, EpochInfo<scalar_type>> && ...),
                   "asyncopt: every callback passed to optimize() must be callable with "
                   "const asyncopt::EpochInfo<Scalar>& and return void or bool");
@@ -202,6 +284,17 @@ class AsyncOptimizer {
   template <class F>
   [[nodiscard]] Report optimize(const F& objective, std::span<scalar_type> params) const {
     return optimize(objective, params, Options{});
+  }
+
+  // Parameters that are not a span of Scalar (those of an objective over the other scalar
+  // type, say) would match no overload above: this one takes them and says why in one
+  // sentence.
+  template <class F, class Params, class... Callbacks>
+  requires(!detail::ParametersOf<Params, scalar_type>) [[nodiscard]] Report
+      optimize(const F& /*objective*/, Params&& /*params*/, const Options& /*options*/ = {},
+               Callbacks&&... /*callbacks*/) const {
+    detail::scalar_mismatch<scalar_type, F>();
+    return {};
   }
 
  private:

@@ -11,6 +11,7 @@
 
 #include <asyncopt/core/step.hpp>
 #include <asyncopt/kernels/access.hpp>
+#include <asyncopt/kernels/batch.hpp>
 
 namespace asyncopt::kernels {
 
@@ -77,9 +78,9 @@ inline void invoke(const Step& step, V& w, const V& g, std::array<V, Slots>& s,
 /// w[i], state[.][i] <- step(w[i], g[i], state[.][i] [, w_seen[i]]) for i in [begin, end).
 ///
 /// `step` is the rule's per-element formula, called with `Scalar` and with
-/// `xsimd::batch<Scalar>`. With RelaxedAccess every shared element (w and state) is read
-/// and written through std::atomic_ref and the loop stays scalar; g and w_seen belong to
-/// the pushing worker and are read plainly.
+/// `kernels::Batch<Scalar>` (an `xsimd::batch<Scalar>`). With RelaxedAccess every shared element (w
+/// and state) is read and written through std::atomic_ref and the loop stays scalar; g and w_seen
+/// belong to the pushing worker and are read plainly.
 template <Access A, class Step, class Scalar, std::size_t Slots>
 void apply_dense(const Step& step_ref, const DenseOperands<Scalar, Slots>& op, std::size_t begin,
                  std::size_t end) {
@@ -92,14 +93,14 @@ void apply_dense(const Step& step_ref, const DenseOperands<Scalar, Slots>& op, s
   const Scalar* const w_seen = op.w_seen;
   std::size_t i = begin;
   if constexpr (A::vectorizable) {
-    using Batch = xsimd::batch<Scalar>;
+    using Batch = kernels::Batch<Scalar>;
     constexpr std::size_t width = Batch::size;
     for (; i + width <= end; i += width) {
       Batch wv = Batch::load_unaligned(w + i);
       const Batch gv = Batch::load_unaligned(g + i);
       auto s = detail::load_state<Batch, Slots>(
-          [&](std::size_t k) { return Batch::load_unaligned(state[k] + i); });
-      detail::invoke(step, wv, gv, s, [&] { return Batch::load_unaligned(w_seen + i); });
+          [&](std::size_t k) { return Batch(Batch::load_unaligned(state[k] + i)); });
+      detail::invoke(step, wv, gv, s, [&] { return Batch(Batch::load_unaligned(w_seen + i)); });
       wv.store_unaligned(w + i);
       for (std::size_t k = 0; k < Slots; ++k) {
         s[k].store_unaligned(state[k] + i);

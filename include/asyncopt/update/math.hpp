@@ -1,5 +1,6 @@
 // Element functions that work on scalars and on SIMD batches alike, so that a rule's formula
-// is written once. Batches find their overloads (xsimd's) by argument-dependent lookup.
+// is written once. Batches find their overloads (kernels::Batch's, xsimd's) by
+// argument-dependent lookup.
 #pragma once
 
 #include <cmath>
@@ -22,6 +23,14 @@ ASYNCOPT_HD V call_min(const V& a, const V& b) {
 template <class V>
 ASYNCOPT_HD V call_max(const V& a, const V& b) {
   return max(a, b);
+}
+template <class V>
+ASYNCOPT_HD V call_abs(const V& x) {
+  return abs(x);
+}
+template <class Mask, class V>
+ASYNCOPT_HD V call_select(const Mask& condition, const V& a, const V& b) {
+  return select(condition, a, b);
 }
 }  // namespace adl
 
@@ -49,6 +58,28 @@ ASYNCOPT_HD V max(const V& a, const V& b) {
     return a < b ? b : a;
   } else {
     return adl::call_max(a, b);
+  }
+}
+
+/// |x|.
+template <class V>
+ASYNCOPT_HD V abs(const V& x) {
+  if constexpr (std::is_floating_point_v<V>) {
+    return std::abs(x);
+  } else {
+    return adl::call_abs(x);
+  }
+}
+
+/// `condition ? a : b`, lane by lane for batches: what a formula uses instead of a branch on
+/// a value. `condition` is a comparison of values of type V (`g > V(0)`): a bool for scalars,
+/// a mask for batches.
+template <class Mask, class V>
+ASYNCOPT_HD V select(const Mask& condition, const V& a, const V& b) {
+  if constexpr (std::is_floating_point_v<V>) {
+    return condition ? a : b;
+  } else {
+    return adl::call_select(condition, a, b);
   }
 }
 

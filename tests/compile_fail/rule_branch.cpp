@@ -1,0 +1,51 @@
+// A rule whose formula branches on a value, which a batch holds one per lane. Under LockFree
+// the kernels run the formula on scalars only; the optimizer compiles it for batches anyway.
+#include <array>
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include <asyncopt/asyncopt.hpp>
+
+struct Quadratic {
+  [[nodiscard]] std::size_t dimension() const { return 2; }
+  [[nodiscard]] std::size_t num_examples() const { return 4; }
+  [[nodiscard]] double loss(std::span<const float> w) const {
+    return 0.5 * (w[0] * w[0] + w[1] * w[1]);
+  }
+  void gradient(std::span<const float> w, std::span<const std::size_t> /*batch*/,
+                std::span<float> grad) const {
+    grad[0] = w[0];
+    grad[1] = w[1];
+  }
+};
+
+struct SignSgd {
+  double learning_rate = 0.1;
+  static constexpr std::size_t state_slots = 0;
+  template <class Scalar>
+  struct Step {
+    Scalar learning_rate;
+    template <class V>
+    void operator()(V& w, const V& g, std::array<V, 0>& /*state*/) const {
+      if (g > 0) {
+        w -= V(learning_rate);
+      } else {
+        w += V(learning_rate);
+      }
+    }
+  };
+  template <class Scalar>
+  [[nodiscard]] Step<Scalar> step(const asyncopt::StepInfo& info) const {
+    return {static_cast<Scalar>(learning_rate * info.lr_scale)};
+  }
+  void validate() const {}
+};
+
+int main() {
+  const asyncopt::AsyncOptimizer<float, SignSgd, asyncopt::consistency::LockFree> optimizer(
+      SignSgd{.learning_rate = 0.5});
+  std::vector<float> w(2);
+  const auto report = optimizer.optimize(Quadratic{}, std::span<float>(w), {.epochs = 1});
+  return static_cast<int>(report.epochs);
+}
