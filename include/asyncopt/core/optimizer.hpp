@@ -234,14 +234,20 @@ class AsyncOptimizer {
   // After a failed slot check the arguments meant for the wrong type do not match the
   // stand-ins: this constructor takes them, so that the sentence above stays the only error.
   template <class... Arguments>
-  explicit AsyncOptimizer(Arguments&&... /*arguments*/) requires(!slots_checked) {}
+  requires(!slots_checked) explicit AsyncOptimizer(Arguments&&... /*arguments*/) {}
 
   /// The update rule and its settings.
-  [[nodiscard]] const rule_type& rule() const noexcept { return rule_; }
+  [[nodiscard]] const rule_type& rule() const noexcept {
+    return rule_;
+  }
   /// The consistency policy and its settings.
-  [[nodiscard]] const consistency_type& consistency() const noexcept { return consistency_; }
+  [[nodiscard]] const consistency_type& consistency() const noexcept {
+    return consistency_;
+  }
   /// The transport and its settings.
-  [[nodiscard]] const transport_type& transport() const noexcept { return transport_; }
+  [[nodiscard]] const transport_type& transport() const noexcept {
+    return transport_;
+  }
 
   /// A store over `params` (used in place, so it must outlive the store) for `workers`
   /// workers; its `worker(id)` handles pull, push and clock.
@@ -512,8 +518,8 @@ class AsyncOptimizer {
       bool keep_going = true;
       const StoreStats epoch_end = store.stats();
       // Nothing applied and something rejected: every gradient of the epoch was non-finite.
-      const bool all_rejected = epoch_end.updates == before_epoch.updates &&
-                                epoch_end.rejected > before_epoch.rejected;
+      const bool all_rejected =
+          epoch_end.updates == before_epoch.updates && epoch_end.rejected > before_epoch.rejected;
       [[maybe_unused]] const EpochInfo<scalar_type> info{
           .epoch = epoch,
           .loss = loss,

@@ -25,11 +25,11 @@
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/core/step.hpp>
-#include <asyncopt/update/check.hpp>
 #include <asyncopt/cuda/error.cuh>
 #include <asyncopt/cuda/kernels.cuh>
 #include <asyncopt/cuda/memory.cuh>
 #include <asyncopt/transport/shared_memory.hpp>
+#include <asyncopt/update/check.hpp>
 
 namespace asyncopt::cuda {
 

@@ -27,8 +27,8 @@
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/core/step.hpp>
-#include <asyncopt/update/check.hpp>
 #include <asyncopt/kernels/dense.hpp>
+#include <asyncopt/update/check.hpp>
 
 namespace asyncopt::transport {
 
