@@ -5,12 +5,10 @@
 // option's type is checked too.
 #pragma once
 
-#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <concepts>
 #include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -36,100 +34,106 @@ inline std::string format_number(double value) {
 
 }  // namespace detail
 
-/// Accepts a whole number of type T that is at least `minimum`; the text must be an integer
-/// in T's range ("-1" for an unsigned option is refused, not wrapped).
+/// Accepts an integer of type T that is at least `minimum`, written in decimal with an
+/// optional sign, within T's range ("-1" for an unsigned option is refused, not wrapped).
+/// `wanted` names what is accepted in messages ("a positive integer"); `description` is
+/// what --help shows.
 template <std::integral T>
-CLI::Validator integer_at_least(T minimum) {
-  std::string description = minimum == 1 ? "INT > 0" : "INT >= " + std::to_string(minimum);
+CLI::Validator integer_in(T minimum, const std::string& wanted, const std::string& description) {
   return CLI::Validator(
-      [minimum](std::string& text) -> std::string {
-        T value{};
-        const char* first = text.data();
-        const char* last = first + text.size();
-        auto [end, error] = std::from_chars(first, last, value);
-        const std::string wanted =
-            minimum == 1 ? std::string("a positive integer")
-                         : (minimum == 0 ? std::string("a non-negative integer")
-                                         : "an integer >= " + std::to_string(minimum));
-        if (error == std::errc::result_out_of_range) {
-          return "must be " + wanted + " of at most " +
-                 std::to_string(std::numeric_limits<T>::max()) + ", got " + detail::quoted(text);
+      [minimum, wanted](std::string& text) -> std::string {
+        std::string_view digits = text;
+        if (digits.starts_with('+') && !digits.substr(1).starts_with('-')) {
+          digits.remove_prefix(1);
         }
-        if (error != std::errc{} || end != last) {
-          return detail::quoted(text) + " is not " +
-                 (minimum >= 0 ? wanted : std::string("an integer"));
+        T value{};
+        const char* last = digits.data() + digits.size();
+        const auto [end, error] = std::from_chars(digits.data(), last, value);
+        if (error == std::errc::result_out_of_range) {
+          return detail::quoted(text) + " is out of range: it must be " + wanted + " from " +
+                 std::to_string(minimum) + " to " + std::to_string(std::numeric_limits<T>::max());
+        }
+        if (error != std::errc{} || end != last || digits.empty()) {
+          return detail::quoted(text) + " is not " + wanted;
         }
         if (value < minimum) {
           return "must be " + wanted + ", got " + detail::quoted(text);
         }
-        return {};
+        return std::string();
       },
       description);
+}
+
+/// Any integer of type T.
+template <std::integral T>
+CLI::Validator integer() {
+  return integer_in<T>(std::numeric_limits<T>::min(), "an integer", "INT");
 }
 
 /// A whole number > 0 of type T.
 template <std::integral T>
 CLI::Validator positive_integer() {
-  return integer_at_least<T>(T{1});
+  return integer_in<T>(T{1}, "a positive integer", "INT > 0");
 }
 
 /// A whole number >= 0 of type T (for an unsigned T this refuses "-1").
 template <std::integral T>
 CLI::Validator non_negative_integer() {
-  return integer_at_least<T>(T{0});
+  return integer_in<T>(T{0}, "a non-negative integer", "INT >= 0");
+}
+
+/// Accepts a finite decimal number for which `accept(value)` holds; `requirement` says what
+/// that is in messages ("a positive number", "in [0, 1)").
+template <class Accept>
+CLI::Validator number_where(const std::string& requirement, const std::string& description,
+                            Accept accept) {
+  return CLI::Validator(
+      [requirement, accept](std::string& text) -> std::string {
+        std::string_view digits = text;
+        if (digits.starts_with('+') && !digits.substr(1).starts_with('-')) {
+          digits.remove_prefix(1);
+        }
+        double value = 0.0;
+        const char* last = digits.data() + digits.size();
+        const auto [end, error] =
+            std::from_chars(digits.data(), last, value, std::chars_format::general);
+        if (error == std::errc::invalid_argument || end != last || digits.empty()) {
+          return detail::quoted(text) + " is not a number";
+        }
+        if (error == std::errc::result_out_of_range) {
+          return detail::quoted(text) + " is out of the range of a double";
+        }
+        if (!std::isfinite(value)) {
+          return detail::quoted(text) + " is not a finite number";
+        }
+        if (!accept(value)) {
+          return "must be " + requirement + ", got " + detail::quoted(text);
+        }
+        return std::string();
+      },
+      description);
 }
 
 /// A finite number in [low, high] (or [low, high) with `high_open`), excluding `low` with
 /// `low_open`.
 inline CLI::Validator number_in(double low, double high, bool low_open = false,
                                 bool high_open = false) {
-  std::string interval = std::string(low_open ? "(" : "[") + detail::format_number(low) + ", " +
-                         detail::format_number(high) + (high_open ? ")" : "]");
-  return CLI::Validator(
-      [=](std::string& text) -> std::string {
-        const char* first = text.c_str();
-        char* end = nullptr;
-        errno = 0;
-        const double value = std::strtod(first, &end);
-        if (text.empty() || end != first + text.size() || std::isnan(value)) {
-          return detail::quoted(text) + " is not a number";
-        }
-        const bool below = low_open ? !(value > low) : value < low;
-        const bool above = high_open ? !(value < high) : value > high;
-        if (errno == ERANGE || std::isinf(value) || below || above) {
-          return "must be in " + interval + ", got " + detail::quoted(text);
-        }
-        return {};
-      },
-      "NUMBER in " + interval);
+  const std::string interval = std::string(low_open ? "(" : "[") + detail::format_number(low) +
+                               ", " + detail::format_number(high) + (high_open ? ")" : "]");
+  return number_where("in " + interval, "NUMBER in " + interval, [=](double value) {
+    return (low_open ? value > low : value >= low) && (high_open ? value < high : value <= high);
+  });
 }
 
 /// A finite number > 0.
 inline CLI::Validator positive_number() {
-  CLI::Validator check = number_in(0.0, std::numeric_limits<double>::max(), true);
-  return CLI::Validator(
-      [check](std::string& text) -> std::string {
-        std::string message = check(text);
-        if (message.empty() || message.ends_with("is not a number")) {
-          return message;
-        }
-        return "must be a positive number, got " + detail::quoted(text);
-      },
-      "NUMBER > 0");
+  return number_where("a positive number", "NUMBER > 0", [](double value) { return value > 0.0; });
 }
 
 /// A finite number >= 0.
 inline CLI::Validator non_negative_number() {
-  CLI::Validator check = number_in(0.0, std::numeric_limits<double>::max());
-  return CLI::Validator(
-      [check](std::string& text) -> std::string {
-        std::string message = check(text);
-        if (message.empty() || message.ends_with("is not a number")) {
-          return message;
-        }
-        return "must be a non-negative number, got " + detail::quoted(text);
-      },
-      "NUMBER >= 0");
+  return number_where("a non-negative number", "NUMBER >= 0",
+                      [](double value) { return value >= 0.0; });
 }
 
 /// Prints a parse error as "error: <what is wrong>", the way the programs print every other
@@ -150,6 +154,13 @@ inline int finish(const asyncopt::Report& report) {
   if (report.stop == asyncopt::StopReason::diverged) {
     std::fprintf(stderr, "error: training diverged (loss %g after epoch %zu); try a smaller --lr\n",
                  report.final_loss(), report.epochs);
+    return 1;
+  }
+  if (report.stop == asyncopt::StopReason::all_rejected) {
+    std::fprintf(stderr,
+                 "error: every gradient of epoch %zu was rejected as non-finite (%llu in all); "
+                 "check the data and the hyper-parameters\n",
+                 report.epochs, static_cast<unsigned long long>(report.rejected));
     return 1;
   }
   if (report.updates == 0) {

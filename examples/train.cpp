@@ -800,8 +800,7 @@ int main(int argc, char** argv) {
       ->group("Data");
   app.add_option("--label-column", s.label_column,
                  "the CSV label column, 0-based; negative counts from the end")
-      ->check(examples::cli::integer_at_least<std::ptrdiff_t>(
-          std::numeric_limits<std::ptrdiff_t>::min()))
+      ->check(examples::cli::integer<std::ptrdiff_t>())
       ->capture_default_str()
       ->group("Data");
   app.add_option("--separator", s.separator, "the CSV field separator")

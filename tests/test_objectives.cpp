@@ -549,11 +549,11 @@ TEST_CASE("an L2 weight the objective's scalar cannot represent is refused, nami
   const Dense<double> xd = problem().x;
   // 1e300 is a valid double but inf as a float: every gradient would be non-finite.
   ASYNCOPT_REQUIRE_INVALID(LeastSquares<Dense<float>>(xf, yf, {.l2 = 1e300}),
-                           "LeastSquares: options.l2 is 1e+300, which float cannot represent");
+                           "LeastSquares: options.l2 is 1e+300, which is inf in float");
   // 1e-50 would silently become 0 in float.
   ASYNCOPT_REQUIRE_INVALID(
       SoftmaxRegression<Dense<float>>(xf, problem().label, classes, {.l2 = 1e-50}),
-      "options.l2 is 1e-50, which float cannot represent");
+      "options.l2 is 1e-50, which is 0 in float");
   CHECK(LeastSquares<Dense<double>>(xd, yd, {.l2 = 1e300}).options().l2 == 1e300);
   CHECK(LeastSquares<Dense<float>>(xf, yf, {.l2 = 0.0}).options().l2 == 0.0);
 }

@@ -462,6 +462,51 @@ TEST_CASE("a run whose every gradient is rejected stops after one epoch, saying 
   REQUIRE(std::isfinite(r.final_loss()));
 }
 
+TEST_CASE("every consistency policy and transport stops a run whose gradients are all rejected") {
+  const auto data = planted_regression<double>(64, 3, 0.1, 23);
+  const asyncopt::objective::LeastSquares<Dense<double>> f(data.x, data.y);
+  const NanGradient<decltype(f)> nan_gradients{&f};
+  const Options options{.workers = 2, .batch_size = 4, .epochs = 5};
+  auto check = [&](const auto& optimizer) {
+    std::vector<double> w(f.dimension(), 0.25);
+    const auto before = w;
+    const auto r = optimizer.optimize(nan_gradients, std::span<double>(w), options);
+    CHECK(r.stop == StopReason::all_rejected);
+    CHECK(r.epochs == 1);
+    CHECK(r.updates == 0);
+    CHECK(r.rejected == 16);  // 64 examples in batches of 4
+    CHECK(w == before);
+  };
+  SECTION("LockFree") {
+    check(asyncopt::AsyncOptimizer<double, Sgd, LockFree>(Sgd{.learning_rate = 0.01}));
+  }
+  SECTION("BoundedStaleness") {
+    check(asyncopt::AsyncOptimizer<double, Sgd, asyncopt::consistency::BoundedStaleness<>>(
+        Sgd{.learning_rate = 0.01}, {.staleness = 1}));
+  }
+  SECTION("Synchronous, whose updates count rounds") {
+    check(asyncopt::AsyncOptimizer<double, Sgd, asyncopt::consistency::Synchronous>(
+        Sgd{.learning_rate = 0.01}));
+  }
+  SECTION("the simulator") {
+    check(asyncopt::AsyncOptimizer<double, Sgd, Locked, asyncopt::transport::Simulated>(
+        Sgd{.learning_rate = 0.01}, {},
+        asyncopt::transport::Simulated{.delay = asyncopt::delay::fixed(1), .seed = 3}));
+  }
+}
+
+TEST_CASE("a time limit or a callback that stops the run comes before all_rejected") {
+  const auto data = planted_regression<double>(64, 3, 0.1, 24);
+  const asyncopt::objective::LeastSquares<Dense<double>> f(data.x, data.y);
+  const asyncopt::AsyncOptimizer<double, Sgd, Locked> opt(Sgd{.learning_rate = 0.01});
+  std::vector<double> w(f.dimension(), 0.0);
+  const auto r = opt.optimize(NanGradient<decltype(f)>{&f}, std::span<double>(w),
+                              {.workers = 1, .batch_size = 4, .epochs = 5},
+                              [](const asyncopt::EpochInfo<double>&) { return false; });
+  CHECK(r.stop == StopReason::callback);
+  CHECK(r.updates == 0);
+}
+
 TEST_CASE("a run in which only some gradients are rejected runs its epochs") {
   const auto data = planted_regression<double>(100, 3, 0.1, 22);
   const asyncopt::objective::LeastSquares<Dense<double>> f(data.x, data.y);

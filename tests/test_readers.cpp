@@ -357,11 +357,23 @@ TEST_CASE("a line longer than max_line_bytes is refused with the file and line, 
                         Contains("long.csv' line 5 is longer than 4096 bytes") &&
                             Contains("CsvReadOptions::max_line_bytes"));
   }
-  SECTION("a limit at the line's length reads it") {
+  SECTION("a limit at the line's length reads it, with or without a line end") {
     CHECK(read_libsvm<double>(dir / "long.svm", {.max_line_bytes = 5002}).data.rows() == 5);
     CHECK(read_csv<double>(dir / "long.csv", {.max_line_bytes = 5002}).data.rows() == 5);
     REQUIRE_THROWS_WITH(read_libsvm<double>(dir / "long.svm", {.max_line_bytes = 5001}),
                         Contains("line 5 is longer than 5001 bytes"));
+    // long.csv's long line ends in '\n': one byte over the limit is refused there too.
+    REQUIRE_THROWS_WITH(read_csv<double>(dir / "long.csv", {.max_line_bytes = 5001}),
+                        Contains("line 5 is longer than 5001 bytes"));
+  }
+  SECTION("the line end does not count, a Windows one included") {
+    write_text(dir / "crlf.svm", "1 1:1\r\n-1 2:1\r\n1 1:0.5 2:1\r\n");
+    CHECK(read_libsvm<double>(dir / "crlf.svm", {.max_line_bytes = 11}).data.rows() == 3);
+    REQUIRE_THROWS_WITH(read_libsvm<double>(dir / "crlf.svm", {.max_line_bytes = 10}),
+                        Contains("crlf.svm' line 3 is longer than 10 bytes"));
+    write_text(dir / "short.svm", "1\n-1 2:1\n");
+    REQUIRE_THROWS_WITH(read_libsvm<double>(dir / "short.svm", {.max_line_bytes = 4}),
+                        Contains("short.svm' line 2 is longer than 4 bytes"));
   }
   SECTION("a gzip file of zeros stops at the limit, not at the end of its content") {
     // 64 MiB of zero bytes: a few hundred kB compressed, one endless line uncompressed.

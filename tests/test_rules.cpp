@@ -1345,6 +1345,37 @@ TEMPLATE_TEST_CASE(
       "schedule::Step::gamma");
 }
 
+TEST_CASE("Precision rounds a double as a conversion to float or double does", "[rules]") {
+  const asyncopt::Precision f = asyncopt::Precision::of<float>();
+  const asyncopt::Precision d = asyncopt::Precision::of<double>();
+  const double flt_max = std::numeric_limits<float>::max();
+  const double half_ulp = std::ldexp(1.0, 127 - 24);  // half the spacing of floats at FLT_MAX
+  CHECK(f.name == "float");
+  CHECK(d.name == "double");
+  // Up to FLT_MAX plus half an ulp a value rounds to FLT_MAX; from there on to infinity.
+  CHECK(f.round(3.4028235e38) == flt_max);
+  CHECK(f.round(flt_max + 0.5 * half_ulp) == flt_max);
+  CHECK(std::isinf(f.round(flt_max + half_ulp)));
+  CHECK(f.round(-1e39) == -std::numeric_limits<double>::infinity());
+  CHECK(f.holds(3.4028235e38));
+  CHECK_FALSE(f.holds(3.4028236e38));
+  CHECK(d.holds(1e300));
+  // Small values: a denormal float is kept (not 0), below it the value becomes 0.
+  CHECK(f.represents(1e-45));
+  CHECK(f.round(1e-45) == static_cast<double>(std::numeric_limits<float>::denorm_min()));
+  CHECK_FALSE(f.represents(1e-46));
+  CHECK(f.holds(1e-46));
+  CHECK(d.represents(1e-300));
+  // Zeros, negative values and the rounding of ordinary values.
+  CHECK(f.represents(0.0));
+  CHECK(f.represents(-0.0));
+  CHECK(f.represents(-2.5));
+  CHECK(f.round(0.1) == static_cast<double>(0.1F));
+  CHECK(d.round(0.1) == 0.1);
+  CHECK(f.round(1.0 - 1e-11) == 1.0);
+  CHECK_FALSE(f.represents(std::numeric_limits<double>::quiet_NaN()));
+}
+
 TEST_CASE(
     "settings that float cannot hold are refused by a float store and accepted by a double "
     "one, through decorators too",
@@ -1362,19 +1393,20 @@ TEST_CASE(
     REQUIRE_NOTHROW(opt.attach(w, 1));
   };
   refused(update::Sgd{.learning_rate = too_large},
-          "Sgd::learning_rate is 1e+39, which float cannot represent (it would become inf)");
+          "Sgd::learning_rate is 1e+39, which is inf in float");
   refused(update::Sgd{.learning_rate = too_small},
-          "Sgd::learning_rate is 1e-50, which float cannot represent (it would become 0)");
+          "Sgd::learning_rate is 1e-50, which is 0 in float");
   refused(update::MomentumCorrection{.beta = almost_one},
-          "MomentumCorrection::beta must be below 1 in float");
+          "MomentumCorrection::beta is 0.99999999999, which is 1 in float");
   refused(update::HeavyBall{.momentum = -almost_one},
-          "HeavyBall::momentum must be in (-1, 1) in float");
-  refused(update::Adam{.beta2 = almost_one}, "Adam::beta2 must be below 1 in float");
-  refused(update::Adam{.epsilon = too_small}, "Adam::epsilon is 1e-50");
+          "HeavyBall::momentum is -0.99999999999, which is -1 in float");
+  refused(update::Adam{.beta2 = almost_one}, "Adam::beta2 is 0.99999999999, which is 1 in float");
+  refused(update::Adam{.epsilon = too_small}, "Adam::epsilon is 1e-50, which is 0 in float");
   refused(update::AdaptiveDelayCompensated{.lambda0 = too_large},
-          "AdaptiveDelayCompensated::lambda0 is 1e+39");
+          "AdaptiveDelayCompensated::lambda0 is 1e+39, which is inf in float");
   refused(update::DelayCompensated{.lambda = too_large}, "DelayCompensated::lambda is 1e+39");
-  refused(update::ClipByValue<update::Sgd>{.limit = too_large}, "ClipByValue::limit is 1e+39");
+  refused(update::ClipByValue<update::Sgd>{.limit = too_small},
+          "ClipByValue::limit is 1e-50, which is 0");
   // Decorators and schedules check the rule they wrap in the same precision.
   const update::Sgd bad{.learning_rate = too_large};
   refused(update::StalenessAware<update::Sgd>{bad}, "Sgd::learning_rate is 1e+39");
@@ -1382,6 +1414,17 @@ TEST_CASE(
   refused(update::ClipByNorm<update::Sgd>{.inner = bad}, "Sgd::learning_rate is 1e+39");
   refused(Scheduled<update::Sgd, schedule::InverseSqrt>{.inner = bad},
           "Sgd::learning_rate is 1e+39");
+  // Where 0 or infinity is harmless in float, the setting is accepted: a decay that becomes
+  // 0, a clipping limit beyond float's range (it clips nothing), a norm compared in double.
+  std::vector<float> wf = {1.0F, 2.0F};
+  REQUIRE_NOTHROW(
+      OptimizerOf<float, update::Adam, Locked>(update::Adam{.beta1 = too_small}).attach(wf, 1));
+  REQUIRE_NOTHROW(OptimizerOf<float, update::ClipByValue<update::Sgd>, Locked>(
+                      update::ClipByValue<update::Sgd>{.limit = too_large})
+                      .attach(wf, 1));
+  REQUIRE_NOTHROW(OptimizerOf<float, update::ClipByNorm<update::Sgd>, Locked>(
+                      update::ClipByNorm<update::Sgd>{.max_norm = too_large})
+                      .attach(wf, 1));
   // A zero stays a valid zero (no decay, no lambda).
   const OptimizerOf<float, update::DelayCompensated, Locked> zero_lambda(
       update::DelayCompensated{.lambda = 0.0});

@@ -987,13 +987,22 @@ TEST_CASE("a client that never reads its replies holds at most queue_limit of th
   const std::size_t reply = n * sizeof(float);
   const std::size_t before = resident_bytes();
   RawZmtp attacker(server.endpoint());
+  // Under load libzmq sometimes resets the connection of a client that floods it without
+  // reading (seen after 50 to 70 pulls); that ends the attack as well, so the sending stops
+  // there, and the check below is on memory.
+  std::uint64_t pulls = 0;
   for (std::uint64_t k = 1; k <= 100; ++k) {
     const auto header = wire::encode({.type = wire::Type::pull,
                                       .element = wire::Element::float32,
                                       .worker = asyncopt::zmq::observer,
                                       .sequence = k});
-    REQUIRE(attacker.frame(header));
+    if (!attacker.frame(header)) {
+      REQUIRE(attacker.closed_by_peer());
+      break;
+    }
+    pulls = k;
   }
+  REQUIRE(pulls >= 4 * 4);  // several times the queue limit went out unread
   // The server answers the 100 pulls in well under a second; watch the peak meanwhile.
   std::size_t peak = before;
   for (int k = 0; k < 75; ++k) {

@@ -93,7 +93,11 @@ concept BatchFormula = BatchFormulaOf<R, float> && BatchFormulaOf<R, double>;
 /// - optionally `needs_w_seen = true` (on the rule and its step): the step then takes a
 ///   fourth argument, the parameter's value when the worker pulled (delay compensation);
 /// - optionally `needs_gradient_norm = true`: StepInfo::gradient_norm is filled in;
-/// - `validate()`: throws std::invalid_argument on bad hyper-parameters.
+/// - `validate()`: throws std::invalid_argument on bad hyper-parameters; optionally also
+///   `validate(const asyncopt::Precision&)`, which stores call with their scalar type's
+///   precision so that a setting that would become inf or 0 there is refused (see
+///   update::validate). A decorator holding an `inner` rule passes it on with
+///   `update::validate(inner, precision)`, or the inner rule's checks in float are lost.
 template <class R>
 concept UpdateRule = detail::UpdateRuleMembers<R> && detail::BatchFormula<R>;
 

@@ -143,8 +143,9 @@ inline std::string csv_name(const CsvField& field) {
 /// Throws DataError naming the file, and for a bad line its 1-based number, the 1-based
 /// column (with its name from the header) and what is wrong: an empty field, a field that is
 /// not a finite number or is out of the range of `Scalar`, a wrong number of fields, an
-/// unterminated quote; also when the label column does not exist, when the file cannot be
-/// opened or read, is empty, or holds no data row. Throws std::invalid_argument for a
+/// unterminated quote, a line longer than `options.max_line_bytes`; also when the label
+/// column does not exist, when the file cannot be opened or read, is empty, or holds no data
+/// row. Throws std::invalid_argument for a
 /// separator that is a quote, a space or a line end.
 template <std::floating_point Scalar = double>
 [[nodiscard]] DenseDataset<Scalar> read_csv(const std::filesystem::path& file,

@@ -138,9 +138,9 @@ std::uint64_t parse_libsvm_features(const LineReader& in, std::string_view line,
 /// Throws DataError naming the file, and for a malformed line its 1-based number and what is
 /// wrong: a label or value that is not a finite number or is out of the range of `Scalar`, a
 /// missing ':', an index that is not a positive integer, is 0, does not increase, or is
-/// beyond `options.features`; also when the file cannot be opened or read, is empty, or holds
-/// no example. Throws std::invalid_argument when `options.features` is beyond what the
-/// matrix can index.
+/// beyond `options.features`, a line longer than `options.max_line_bytes`; also when the file
+/// cannot be opened or read, is empty, or holds no example. Throws std::invalid_argument when
+/// `options.features` is beyond what the matrix can index.
 template <std::floating_point Scalar = double>
 [[nodiscard]] SparseDataset<Scalar> read_libsvm(const std::filesystem::path& file,
                                                 const LibsvmReadOptions& options = {}) {

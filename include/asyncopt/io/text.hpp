@@ -17,15 +17,16 @@
 #include <system_error>
 #include <vector>
 
+#include <asyncopt/core/precision.hpp>
 #include <asyncopt/io/error.hpp>
 #include <asyncopt/io/idx.hpp>
 
 namespace asyncopt::io {
 
-/// The longest line the text readers accept by default, in bytes (64 MiB: a dense row of
-/// four million features written with full precision). A longer one is refused with its
-/// file and line, so that a file with no line ends (a binary file, a gzip bomb of zeros,
-/// /dev/zero) costs bounded memory instead of all of it.
+/// The longest line the text readers accept by default, in bytes, not counting its line end
+/// (64 MiB: a dense row of four million features at 16 characters each). A longer one is
+/// refused with its file and line, so that a file with no line ends (a binary file, a gzip
+/// bomb of zeros, /dev/zero) costs bounded memory instead of all of it.
 inline constexpr std::size_t default_max_line_bytes = std::size_t{64} << 20;
 
 }  // namespace asyncopt::io
@@ -38,8 +39,9 @@ namespace asyncopt::io::detail {
 /// byte order mark at the start of the file. The last line needs no terminator. The lines
 /// returned are views into one buffer that grows to the longest line, so reading costs no
 /// allocation per line; a view is valid until the next call to next(). A line longer than
-/// `max_line_bytes` throws DataError naming the file, the line and `limit_name`, the option
-/// that sets the limit; the buffer never grows beyond that limit.
+/// `max_line_bytes`, not counting its '\n' and a '\r' before it, throws DataError naming the
+/// file, the line and `limit_name`, the option that sets the limit; the buffer never grows
+/// beyond that limit plus the line end. 0 accepts empty lines only; SIZE_MAX sets no limit.
 class LineReader {
  public:
   explicit LineReader(const std::filesystem::path& file,
@@ -56,22 +58,24 @@ class LineReader {
       const void* found = available != 0 ? std::memchr(begin, '\n', available) : nullptr;
       if (found != nullptr) {
         const auto length = static_cast<std::size_t>(static_cast<const char*>(found) - begin);
+        check_length(begin, length);
         line = finish_line(begin, length);
         begin_ += length + 1;
         return true;
-      }
-      if (available > max_line_) {
-        throw DataError(name_ + " line " + std::to_string(line_number_ + 1) + " is longer than " +
-                        std::to_string(max_line_) + " bytes (" + std::string(limit_name_) +
-                        "): is it a text file with line ends?");
       }
       if (at_end_) {
         if (available == 0) {
           return false;
         }
+        check_length(begin, available);
         line = finish_line(begin, available);
         begin_ = end_;
         return true;
+      }
+      // No line end yet: the line holds at least `available` bytes, one of which may be the
+      // '\r' of a Windows line end.
+      if (available > 0 && available - 1 > max_line_) {
+        line_too_long();
       }
       fill();
     }
@@ -93,6 +97,23 @@ class LineReader {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
+  /// Throws unless the line of `length` bytes at `begin` (its '\n' excluded) fits the limit,
+  /// its '\r' not counted.
+  void check_length(const char* begin, std::size_t length) const {
+    if (length != 0 && begin[length - 1] == '\r') {
+      --length;
+    }
+    if (length > max_line_) {
+      line_too_long();
+    }
+  }
+
+  [[noreturn]] void line_too_long() const {
+    throw DataError(name_ + " line " + std::to_string(line_number_ + 1) + " is longer than " +
+                    std::to_string(max_line_) + " bytes (" + std::string(limit_name_) +
+                    "): is it a text file with line ends?");
+  }
+
   std::string_view finish_line(const char* begin, std::size_t length) {
     ++line_number_;
     if (length != 0 && begin[length - 1] == '\r') {
@@ -207,13 +228,7 @@ class LineReader {
   return out;
 }
 
-/// The shortest decimal text that reads back as `value`.
-template <std::floating_point Scalar>
-[[nodiscard]] std::string format_number(Scalar value) {
-  char text[64];
-  const auto result = std::to_chars(text, text + sizeof text, value);
-  return {text, result.ptr};
-}
+using asyncopt::detail::format_number;
 
 enum class NumberStatus : std::uint8_t {
   ok,
@@ -291,16 +306,7 @@ template <std::floating_point Scalar>
   return NumberStatus::ok;
 }
 
-template <std::floating_point Scalar>
-[[nodiscard]] constexpr const char* type_name() noexcept {
-  if constexpr (std::same_as<Scalar, float>) {
-    return "float";
-  } else if constexpr (std::same_as<Scalar, double>) {
-    return "double";
-  } else {
-    return "long double";
-  }
-}
+using asyncopt::detail::type_name;
 
 /// Why parse_number() refused `text`, for a message: "'abc' is not a number".
 template <std::floating_point Scalar>

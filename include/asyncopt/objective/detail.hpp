@@ -78,12 +78,7 @@ Eigen::Map<Vector<Scalar>> as_vector(std::span<Scalar> s) {
   throw std::invalid_argument(message);
 }
 
-/// The shortest decimal text that reads back as `v` ("0.5", not "0.500000").
-inline std::string format_number(double v) {
-  char buffer[32];
-  const auto result = std::to_chars(buffer, buffer + sizeof buffer, v);
-  return {buffer, result.ptr};
-}
+using asyncopt::detail::format_number;
 
 // ---- Stable nonlinearities ------------------------------------------------------------------
 
@@ -303,8 +298,9 @@ class ModelData {
     if (constexpr Precision precision = Precision::of<Scalar>();
         !precision.represents(options_.l2)) {
       fail(type_, "",
-           "options.l2 is " + format_number(options_.l2) + ", which " +
-               std::string(precision.name) + " cannot represent");
+           "options.l2 is " + format_number(options_.l2) + ", which is " +
+               format_number(precision.round(options_.l2)) + " in " + std::string(precision.name) +
+               " (the data's scalar type)");
     }
     if constexpr (is_sparse_v<Matrix>) {
       data_.makeCompressed();

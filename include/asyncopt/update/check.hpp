@@ -2,7 +2,6 @@
 #pragma once
 
 #include <cmath>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -34,49 +33,61 @@ void validate(const Rule& rule, const Precision& precision) {
 namespace asyncopt::update::detail {
 
 /// Throws std::invalid_argument("asyncopt: <Rule>::<field> must be <what>, got <value>")
-/// unless `ok`, and "... is <value>, which <precision> cannot represent ..." when `value`
-/// would become infinite or 0 in the scalar type it is used in.
+/// unless `ok`.
 inline void require(bool ok, std::string_view rule, std::string_view field, std::string_view what,
-                    double value, const Precision& precision = {}) {
+                    double value) {
   if (!ok) {
-    std::ostringstream message;
-    message << "asyncopt: " << rule << "::" << field << " must be " << what << ", got " << value;
-    throw std::invalid_argument(message.str());
+    throw std::invalid_argument("asyncopt: " + std::string(rule) + "::" + std::string(field) +
+                                " must be " + std::string(what) + ", got " +
+                                asyncopt::detail::format_number(value));
   }
-  if (!precision.represents(value)) {
-    std::ostringstream message;
-    message << "asyncopt: " << rule << "::" << field << " is " << value << ", which "
-            << precision.name << " cannot represent (it would become " << precision.round(value)
-            << ")";
-    throw std::invalid_argument(message.str());
+}
+
+/// Throws std::invalid_argument("asyncopt: <Rule>::<field> is <value>, which is <rounded> in
+/// <type>...") when `value` becomes infinite in the scalar type it is used in, or 0 when
+/// `keep_nonzero` (a step size or an epsilon that 0 would break; a decay of 0 is fine).
+inline void require_held(std::string_view rule, std::string_view field, double value,
+                         const Precision& precision, bool keep_nonzero) {
+  if (keep_nonzero ? !precision.represents(value) : !precision.holds(value)) {
+    throw std::invalid_argument("asyncopt: " + std::string(rule) + "::" + std::string(field) +
+                                " is " + asyncopt::detail::format_number(value) + ", which is " +
+                                asyncopt::detail::format_number(precision.round(value)) + " in " +
+                                std::string(precision.name) + " (the scalar type it is used in)");
   }
 }
 
 inline void require_learning_rate(std::string_view rule, double learning_rate,
                                   const Precision& precision = {}) {
   require(learning_rate > 0.0 && std::isfinite(learning_rate), rule, "learning_rate",
-          "positive and finite", learning_rate, precision);
+          "positive and finite", learning_rate);
+  require_held(rule, "learning_rate", learning_rate, precision, true);
 }
 
-/// A decay factor in [0, 1), also after rounding to the scalar type (0.999999999 is 1 in
+/// A decay factor in [0, 1), also after rounding to the scalar type (0.99999999999 is 1 in
 /// float, and a decay of 1 never forgets).
 inline void require_unit(std::string_view rule, std::string_view field, double value,
                          const Precision& precision = {}) {
-  require(value >= 0.0 && value < 1.0, rule, field, "in [0, 1)", value, precision);
-  require(precision.round(value) < 1.0, rule, field,
-          std::string("below 1 in ") + std::string(precision.name), value);
+  require(value >= 0.0 && value < 1.0, rule, field, "in [0, 1)", value);
+  if (precision.round(value) >= 1.0) {
+    throw std::invalid_argument("asyncopt: " + std::string(rule) + "::" + std::string(field) +
+                                " is " + asyncopt::detail::format_number(value) +
+                                ", which is 1 in " + std::string(precision.name) +
+                                "; it must stay below 1 there");
+  }
 }
 
+/// Finite and >= 0, and finite in the scalar type.
 inline void require_non_negative(std::string_view rule, std::string_view field, double value,
                                  const Precision& precision = {}) {
-  require(value >= 0.0 && std::isfinite(value), rule, field, "finite and non-negative", value,
-          precision);
+  require(value >= 0.0 && std::isfinite(value), rule, field, "finite and non-negative", value);
+  require_held(rule, field, value, precision, false);
 }
 
+/// Finite and > 0, and finite and non-zero in the scalar type.
 inline void require_positive(std::string_view rule, std::string_view field, double value,
                              const Precision& precision = {}) {
-  require(value > 0.0 && std::isfinite(value), rule, field, "positive and finite", value,
-          precision);
+  require(value > 0.0 && std::isfinite(value), rule, field, "positive and finite", value);
+  require_held(rule, field, value, precision, true);
 }
 
 }  // namespace asyncopt::update::detail

@@ -108,7 +108,12 @@ struct ClipByValue {
   /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
   void validate(const Precision& precision = {}) const {
     update::validate(inner, precision);
-    detail::require_positive("ClipByValue", "limit", limit, precision);
+    detail::require_positive("ClipByValue", "limit", limit);
+    // A limit beyond the scalar's range clips nothing, as asked; one that becomes 0 there
+    // would clip every gradient to 0.
+    if (precision.round(limit) == 0.0) {
+      detail::require_held("ClipByValue", "limit", limit, precision, true);
+    }
   }
 };
 
@@ -162,7 +167,8 @@ struct ClipByNorm {
   /// Settings are checked as `precision`'s scalar type holds them (see asyncopt::Precision).
   void validate(const Precision& precision = {}) const {
     update::validate(inner, precision);
-    detail::require_positive("ClipByNorm", "max_norm", max_norm, precision);
+    // The norm is computed and compared in double: no check in the scalar type.
+    detail::require_positive("ClipByNorm", "max_norm", max_norm);
   }
 };
 
