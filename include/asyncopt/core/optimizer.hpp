@@ -231,8 +231,8 @@ class AsyncOptimizer {
       : rule_(std::move(rule)),
         consistency_(std::move(consistency)),
         transport_(std::move(transport)) {}
-  // After a failed slot check the arguments meant for the wrong type do not match the
-  // stand-ins: this constructor takes them, so that the sentence above stays the only error.
+  /// Only where a slot check failed: takes the arguments meant for the wrong type, which
+  /// match no stand-in, so that the slot's sentence stays the only error.
   template <class... Arguments>
   requires(!slots_checked) explicit AsyncOptimizer(Arguments&&... /*arguments*/) {}
 
@@ -292,9 +292,9 @@ class AsyncOptimizer {
     return optimize(objective, params, Options{});
   }
 
-  // Parameters that are not a span of Scalar (those of an objective over the other scalar
-  // type, say) would match no overload above: this one takes them and says why in one
-  // sentence.
+  /// Only for parameters that are not a span of Scalar (those of an objective over the other
+  /// scalar type, say), which would match no overload above: fails the build with one
+  /// sentence saying why.
   template <class F, class Params, class... Callbacks>
   requires(!detail::ParametersOf<Params, scalar_type>) [[nodiscard]] Report
       optimize(const F& /*objective*/, Params&& /*params*/, const Options& /*options*/ = {},

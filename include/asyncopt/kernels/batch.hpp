@@ -23,12 +23,14 @@ concept Arithmetic = std::is_arithmetic_v<U>;
 template <class Scalar>
 class BatchMask : public xsimd::batch_bool<Scalar> {
  public:
+  /// The xsimd mask this type is.
   using base_type = xsimd::batch_bool<Scalar>;
   using base_type::base_type;
   BatchMask() = default;
-  // Implicit: the results of xsimd's own functions come back as this type.
+  /// Implicit: the results of xsimd's own functions come back as this type.
   BatchMask(const base_type& mask) noexcept : base_type(mask) {}
 
+  /// Stops the build with one sentence: a formula branched on a lane-by-lane comparison.
   explicit operator bool() const noexcept {
     static_assert(detail::always_false_v<Scalar>,
                   "asyncopt: an update rule's per-element formula must compile for xsimd::batch "
@@ -39,18 +41,23 @@ class BatchMask : public xsimd::batch_bool<Scalar> {
     return false;
   }
 
+  /// Lane-by-lane and.
   friend BatchMask operator&(const BatchMask& a, const BatchMask& b) noexcept {
     return static_cast<const base_type&>(a) & static_cast<const base_type&>(b);
   }
+  /// Lane-by-lane or.
   friend BatchMask operator|(const BatchMask& a, const BatchMask& b) noexcept {
     return static_cast<const base_type&>(a) | static_cast<const base_type&>(b);
   }
+  /// Lane-by-lane exclusive or.
   friend BatchMask operator^(const BatchMask& a, const BatchMask& b) noexcept {
     return static_cast<const base_type&>(a) ^ static_cast<const base_type&>(b);
   }
+  /// Lane-by-lane not.
   friend BatchMask operator~(const BatchMask& a) noexcept {
     return ~static_cast<const base_type&>(a);
   }
+  /// Lane-by-lane not.
   friend BatchMask operator!(const BatchMask& a) noexcept {
     return !static_cast<const base_type&>(a);
   }
@@ -64,15 +71,18 @@ class BatchMask : public xsimd::batch_bool<Scalar> {
 template <class Scalar>
 class Batch : public xsimd::batch<Scalar> {
  public:
+  /// The xsimd batch this type is.
   using base_type = xsimd::batch<Scalar>;
+  /// What its comparisons return.
   using mask_type = BatchMask<Scalar>;
   using base_type::base_type;
   Batch() = default;
-  // Implicit: the results of xsimd's own functions come back as this type.
+  /// Implicit: the results of xsimd's own functions come back as this type.
   Batch(const base_type& batch) noexcept : base_type(batch) {}
 
-  // Implicit, so that overload resolution picks it for std::sqrt(batch) and the like and the
-  // sentence below is the one error.
+  /// Stops the build with one sentence: a formula turned a batch into one scalar. Implicit,
+  /// so that overload resolution picks it for std::sqrt(batch) and the like and the
+  /// sentence is the one error.
   operator Scalar() const noexcept {
     static_assert(detail::always_false_v<Scalar>,
                   "asyncopt: an update rule's per-element formula must compile for xsimd::batch "
@@ -83,7 +93,9 @@ class Batch : public xsimd::batch<Scalar> {
     return Scalar{};
   }
 
+  /// Negation, lane by lane.
   friend Batch operator-(const Batch& a) noexcept { return -static_cast<const base_type&>(a); }
+  /// The batch itself.
   friend Batch operator+(const Batch& a) noexcept { return a; }
 
   // Each binary operator for Batch with Batch, with a plain xsimd::batch on either side, and
@@ -120,22 +132,28 @@ class Batch : public xsimd::batch<Scalar> {
 
   // The functions asyncopt/update/math.hpp finds by argument-dependent lookup, as exact
   // matches so that neither xsimd's templates nor std's scalar overloads compete.
+  /// Square root, lane by lane.
   friend Batch sqrt(const Batch& x) noexcept {
     return xsimd::sqrt(static_cast<const base_type&>(x));
   }
+  /// Absolute value, lane by lane.
   friend Batch abs(const Batch& x) noexcept {
     return xsimd::abs(static_cast<const base_type&>(x));
   }
+  /// Minimum, lane by lane.
   friend Batch min(const Batch& a, const Batch& b) noexcept {
     return xsimd::min(static_cast<const base_type&>(a), static_cast<const base_type&>(b));
   }
+  /// Maximum, lane by lane.
   friend Batch max(const Batch& a, const Batch& b) noexcept {
     return xsimd::max(static_cast<const base_type&>(a), static_cast<const base_type&>(b));
   }
+  /// a * b + c, lane by lane.
   friend Batch fma(const Batch& a, const Batch& b, const Batch& c) noexcept {
     return xsimd::fma(static_cast<const base_type&>(a), static_cast<const base_type&>(b),
                       static_cast<const base_type&>(c));
   }
+  /// a where `condition` holds, else b, lane by lane.
   friend Batch select(const xsimd::batch_bool<Scalar>& condition, const Batch& a,
                       const Batch& b) noexcept {
     return xsimd::select(condition, static_cast<const base_type&>(a),
