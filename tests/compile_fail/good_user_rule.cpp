@@ -8,18 +8,7 @@
 
 #include <asyncopt/asyncopt.hpp>
 
-struct Quadratic {
-  [[nodiscard]] std::size_t dimension() const { return 2; }
-  [[nodiscard]] std::size_t num_examples() const { return 4; }
-  [[nodiscard]] double loss(std::span<const float> w) const {
-    return 0.5 * (w[0] * w[0] + w[1] * w[1]);
-  }
-  void gradient(std::span<const float> w, std::span<const std::size_t> /*batch*/,
-                std::span<float> grad) const {
-    grad[0] = w[0];
-    grad[1] = w[1];
-  }
-};
+#include "quadratic.hpp"
 
 struct AdaGradLike {
   double learning_rate = 0.1;
