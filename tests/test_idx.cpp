@@ -22,6 +22,8 @@
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/io/idx.hpp>
 
+#include "support/temp_dir.hpp"
+
 namespace fs = std::filesystem;
 using asyncopt::io::DataError;
 using asyncopt::io::IdxArray;
@@ -32,28 +34,7 @@ using Bytes = std::vector<unsigned char>;
 
 namespace {
 
-/// A fresh directory under the system's temporary directory, removed with its content.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device entropy;
-    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = fs::temp_directory_path() /
-            ("asyncopt_test_idx_" + std::to_string(stamp) + "_" + std::to_string(entropy()));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] fs::path operator/(const std::string& name) const { return path_ / name; }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using asyncopt::test::TempDir;
 
 /// Sets an environment variable for the lifetime of the object, then restores it. Tests run
 /// on one thread, so the environment functions cannot race here.

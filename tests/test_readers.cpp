@@ -29,6 +29,8 @@
 #include <asyncopt/io/libsvm.hpp>
 #include <asyncopt/objective/logistic.hpp>
 
+#include "support/temp_dir.hpp"
+
 namespace fs = std::filesystem;
 using asyncopt::io::binary_labels;
 using asyncopt::io::CsvHeader;
@@ -39,33 +41,12 @@ using Catch::Contains;
 
 namespace {
 
+using asyncopt::test::TempDir;
+
 template <class T>
 using Dense = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <class T>
 using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-
-/// A fresh directory under the system's temporary directory, removed with its content.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device entropy;
-    const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-    path_ = fs::temp_directory_path() /
-            ("asyncopt_test_readers_" + std::to_string(stamp) + "_" + std::to_string(entropy()));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] fs::path operator/(const std::string& name) const { return path_ / name; }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 void write_text(const fs::path& file, const std::string& text) {
   std::ofstream out(file, std::ios::binary);

@@ -34,6 +34,8 @@
 #include <asyncopt/objective/least_squares.hpp>
 #include <asyncopt/zmq/zmq.hpp>
 
+#include "../support/temp_dir.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -403,26 +405,7 @@ TEST_CASE("bad requests come back as the errors a local store raises, and change
   CHECK(store->stats().rejected == 1);
 }
 
-namespace {
-
-// A directory of its own under the system's temporary directory, removed at the end.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::random_device entropy;
-    path = std::filesystem::temp_directory_path() /
-           ("asyncopt-zmq-test-" + std::to_string(entropy()) + std::to_string(entropy()));
-    std::filesystem::create_directories(path);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path, ignored);
-  }
-};
-
-}  // namespace
+using asyncopt::test::TempDir;
 
 TEST_CASE("a server restarted from its checkpoint resumes exactly where it stopped") {
   // Momentum's state and the version must survive the restart: pushes after it give the
@@ -435,7 +418,7 @@ TEST_CASE("a server restarted from its checkpoint resumes exactly where it stopp
                             .dimension = n,
                             .workers = 1,
                             .poll_interval = 10ms,
-                            .checkpoint = dir.path / "server.ckpt",
+                            .checkpoint = dir.path() / "server.ckpt",
                             .checkpoint_interval = 60000ms};
   std::vector<std::vector<float>> gradients;
   std::mt19937 rng(5);
@@ -487,7 +470,7 @@ TEST_CASE("a corrupt or mismatched checkpoint is refused with the reason and lef
   ServerConfig config{.endpoint = "tcp://127.0.0.1:*",
                       .dimension = 4,
                       .workers = 1,
-                      .checkpoint = dir.path / "s.ckpt"};
+                      .checkpoint = dir.path() / "s.ckpt"};
   {
     Server<float, asyncopt::update::Sgd, LockFree> server(config, rule, LockFree{});
     server.checkpoint();
@@ -749,7 +732,7 @@ TEST_CASE("after a restart from a checkpoint a worker that had left still holds 
                             .workers = 2,
                             .heartbeat_timeout = 0ms,  // only leave() may release worker 1
                             .poll_interval = 10ms,
-                            .checkpoint = dir.path / "s.ckpt"};
+                            .checkpoint = dir.path() / "s.ckpt"};
   auto run_for = [&](auto&& body) {
     Server<float, asyncopt::update::Sgd, Policy> server(config, rule, Policy{.staleness = 0});
     std::jthread serving([&](const std::stop_token& stop) { server.run(stop); });
@@ -1041,10 +1024,10 @@ TEST_CASE("an endpoint, path or size a server cannot use is named in the error w
 
   const TempDir dir;
   CHECK_THROWS_WITH(
-      make({.endpoint = "tcp://127.0.0.1:*", .dimension = 4, .checkpoint = dir.path}),
-      Catch::Contains("ServerConfig::checkpoint '" + dir.path.string() + "' is a directory"));
-  CHECK_THROWS_WITH(asyncopt::zmq::read_checkpoint(dir.path),
-                    "asyncopt: cannot read checkpoint " + dir.path.string() + ": Is a directory");
+      make({.endpoint = "tcp://127.0.0.1:*", .dimension = 4, .checkpoint = dir.path()}),
+      Catch::Contains("ServerConfig::checkpoint '" + dir.path().string() + "' is a directory"));
+  CHECK_THROWS_WITH(asyncopt::zmq::read_checkpoint(dir.path()),
+                    "asyncopt: cannot read checkpoint " + dir.path().string() + ": Is a directory");
 
   CHECK_THROWS_WITH(make({.endpoint = "tcp://127.0.0.1:*", .dimension = 1'000'000'000'000}),
                     Catch::Contains("[0, 1000000000000) holds 1000000000000 keys; one server "
