@@ -165,6 +165,32 @@ def require_results(points: dict, json_path: Path) -> None:
         raise ReportError(f"{display_path(json_path)} holds no benchmark results")
 
 
+@dataclasses.dataclass
+class Results:
+    """What a suite reports on: the JSON, its points, whether it was a quick run, and where
+    the results go."""
+    data: dict
+    points: dict
+    quick: bool
+    out: Path
+
+
+def load_results(args: argparse.Namespace, target: str,
+                 run_benchmark: Callable[[Path, Path, bool], dict],
+                 load_points: Callable[[dict], dict], warn_load: bool = True) -> Results:
+    """The suite's results, from --json or a fresh run of `target` (see load_or_run), with
+    the points load_points(data) finds in them; raises ReportError when there are none.
+    With `warn_load`, a --json file whose run recorded a busy machine prints a warning."""
+    json_path, data = load_or_run(args, target, run_benchmark)
+    quick = is_quick(data)
+    out = output_dir(args, quick)
+    points = load_points(data)
+    require_results(points, json_path)
+    if warn_load and args.json:
+        warn_recorded_load(data.get("asyncopt_run", {}))
+    return Results(data, points, quick, out)
+
+
 def iteration_runs(data: dict):
     """The JSON's per-repetition runs (no aggregates), less those that failed."""
     for bench in data.get("benchmarks", []):

@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from .common import (ROOT, Check, ReportError, exit_status, is_quick, json_output_flags,
-                     load_or_run, markdown_table, output_dir, print_command, record_run,
-                     require_results, value_text, write_text)
+from .common import (ROOT, Check, ReportError, exit_status, json_output_flags, load_results,
+                     markdown_table, print_command, record_run, value_text, write_text)
 
 DESCRIPTION = ("every rule's device kernel against a device-to-device copy kernel at 256Mi "
                "floats (bench/cuda.cu; needs a GPU)")
@@ -115,15 +114,12 @@ def markdown(data: dict, points: dict[tuple[str, str, int], float], names: list[
 
 
 def report(args: argparse.Namespace) -> int:
-    json_path, data = load_or_run(args, "bench_cuda", run_benchmark)
-    quick = is_quick(data)
-    out = output_dir(args, quick)
-    points = load_points(data)
-    require_results(points, json_path)
+    results = load_results(args, "bench_cuda", run_benchmark, load_points, warn_load=False)
+    points = results.points
     names = rules(points)
     criteria = [Check(f"kernel_vs_copy/{rule}", ratio(points, "kernel", rule, CHECK_N),
                       *VS_COPY) for rule in names]
-    write_text(out / "cuda.md", markdown(data, points, names, criteria))
+    write_text(results.out / "cuda.md", markdown(results.data, points, names, criteria))
     copy = points.get(("copy", "", CHECK_N))
     copy_gbps = None if copy is None else copy / 1e9
     print(f"context: copy GB/s/256Mi: {value_text(copy_gbps, '{:.1f}')}")
@@ -131,4 +127,4 @@ def report(args: argparse.Namespace) -> int:
         for kind in ("relaxed", "push"):
             print(f"context: {kind}_vs_copy/{rule}: "
                   f"{value_text(ratio(points, kind, rule, CHECK_N))}")
-    return exit_status(criteria, quick)
+    return exit_status(criteria, results.quick)

@@ -7,12 +7,11 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from .common import (REPRODUCIBLE_PNG, TIME_SCALE, Check, criteria_table, cpu_model,
-                     ensure_matplotlib, exit_status, fact_lines, is_quick, iteration_runs,
-                     json_output_flags, load_before_run, load_before_text, load_or_run,
-                     machine_text, markdown_table, output_dir, pyplot, record_run,
-                     require_results, run_facts, run_measured, save_figure, size_label,
-                     warn_recorded_load, write_text)
+from .common import (REPRODUCIBLE_PNG, TIME_SCALE, Check, cpu_model, criteria_table,
+                     ensure_matplotlib, exit_status, fact_lines, iteration_runs, json_output_flags,
+                     load_before_run, load_before_text, load_results, machine_text, markdown_table,
+                     pyplot, record_run, run_facts, run_measured, save_figure, size_label,
+                     write_text)
 
 DESCRIPTION = ("the dense update kernels against a STREAM triad, Eigen and two-pass momentum "
                "(bench/kernels.cpp)")
@@ -245,15 +244,9 @@ def plot(points: dict[tuple[str, int], Point], path: Path) -> None:
 
 def report(args: argparse.Namespace) -> int:
     ensure_matplotlib()
-    json_path, data = load_or_run(args, "bench_kernels", run_benchmark)
-    quick = is_quick(data)
-    out = output_dir(args, quick)
-
-    points = load_points(data)
-    require_results(points, json_path)
-    if args.json:
-        warn_recorded_load(data.get("asyncopt_run", {}))
+    results = load_results(args, "bench_kernels", run_benchmark, load_points)
+    points = results.points
     checks = ratios(points, CHECK_TYPE, CHECK_N)
-    write_text(out / "kernels.md", markdown(data, points, checks))
-    plot(points, out / "kernels.png")
-    return exit_status(checks, quick)
+    write_text(results.out / "kernels.md", markdown(results.data, points, checks))
+    plot(points, results.out / "kernels.png")
+    return exit_status(checks, results.quick)

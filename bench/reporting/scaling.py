@@ -7,12 +7,11 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from .common import (REPRODUCIBLE_PNG, TIME_SCALE, Check, LoadSample, cpu_model,
-                     criteria_table, ensure_matplotlib, exit_status, fact_lines, is_quick,
-                     iteration_runs, json_output_flags, load_before_run, load_before_text,
-                     load_or_run, machine_text, markdown_table, number, output_dir, pyplot,
-                     record_run, require_results, run_facts, run_measured, save_figure,
-                     value_text, warn_recorded_load, write_text)
+from .common import (REPRODUCIBLE_PNG, TIME_SCALE, Check, LoadSample, cpu_model, criteria_table,
+                     ensure_matplotlib, exit_status, fact_lines, iteration_runs, json_output_flags,
+                     load_before_run, load_before_text, load_results, machine_text, markdown_table,
+                     number, pyplot, record_run, run_facts, run_measured, save_figure, value_text,
+                     write_text)
 
 DESCRIPTION = ("samples per second of the sparse Hogwild! path with 1 and 2 workers, against "
                "hand-written loops (bench/scaling.cpp)")
@@ -370,14 +369,8 @@ def plot(points: dict[tuple[str, str, int], Point], path: Path) -> None:
 
 def report(args: argparse.Namespace) -> int:
     ensure_matplotlib()
-    json_path, data = load_or_run(args, "bench_scaling", run_benchmark)
-    quick = is_quick(data)
-    out = output_dir(args, quick)
-
-    points = load_points(data)
-    require_results(points, json_path)
-    if args.json:
-        warn_recorded_load(data.get("asyncopt_run", {}))
+    results = load_results(args, "bench_scaling", run_benchmark, load_points)
+    points = results.points
     for line in load_warnings(points):
         print(line)
     measurements = sum(len(p.busy) for p in points.values())
@@ -386,8 +379,8 @@ def report(args: argparse.Namespace) -> int:
         print(f"load before each measurement: {measurements - busy} of {measurements} started "
               f"with every core below {BUSY_BELOW:.0%} busy")
     criteria = checks(points)
-    write_text(out / "scaling.md", markdown(data, points, criteria))
-    plot(points, out / "scaling.png")
+    write_text(results.out / "scaling.md", markdown(results.data, points, criteria))
+    plot(points, results.out / "scaling.png")
     for name, value in context(points):
         print(f"context: {name}: {value}")
-    return exit_status(criteria, quick)
+    return exit_status(criteria, results.quick)

@@ -9,11 +9,10 @@ import statistics
 from pathlib import Path
 
 from .common import (REPRODUCIBLE_PNG, Check, cpu_model, criteria_table, ensure_matplotlib,
-                     exit_status, fact_lines, is_quick, iteration_runs, json_output_flags,
-                     load_before_run, load_before_text, load_or_run, machine_text,
-                     markdown_table, output_dir, pyplot, record_run, require_results,
-                     run_facts, run_measured, sample_load, save_figure, value_text,
-                     warn_recorded_load, write_text)
+                     exit_status, fact_lines, iteration_runs, json_output_flags, load_before_run,
+                     load_before_text, load_results, machine_text, markdown_table, pyplot,
+                     record_run, run_facts, run_measured, sample_load, save_figure, value_text,
+                     write_text)
 
 DESCRIPTION = ("latency and throughput of the ZeroMQ parameter server on loopback against a raw "
                "DEALER/ROUTER echo (bench/zmq.cpp)")
@@ -266,17 +265,11 @@ def plot(points: dict[tuple[str, int, int], Point], path: Path) -> None:
 
 def report(args: argparse.Namespace) -> int:
     ensure_matplotlib()
-    json_path, data = load_or_run(args, "bench_zmq", run_benchmark)
-    quick = is_quick(data)
-    out = output_dir(args, quick)
-
-    points = load_points(data)
-    require_results(points, json_path)
-    if args.json:
-        warn_recorded_load(data.get("asyncopt_run", {}))
+    results = load_results(args, "bench_zmq", run_benchmark, load_points)
+    points = results.points
     criteria = checks(points)
-    write_text(out / "zmq.md", markdown(data, points, criteria))
-    plot(points, out / "zmq.png")
+    write_text(results.out / "zmq.md", markdown(results.data, points, criteria))
+    plot(points, results.out / "zmq.png")
     for name, text in context(points):
         print(f"context: {name}: {text}")
-    return exit_status(criteria, quick)
+    return exit_status(criteria, results.quick)
