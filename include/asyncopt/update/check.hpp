@@ -44,15 +44,28 @@ inline void require(bool ok, std::string_view rule, std::string_view field, std:
 }
 
 /// Throws std::invalid_argument("asyncopt: <Rule>::<field> is <value>, which is <rounded> in
-/// <type>...") when `value` becomes infinite in the scalar type it is used in, or 0 when
-/// `keep_nonzero` (a step size or an epsilon that 0 would break; a decay of 0 is fine).
-inline void require_held(std::string_view rule, std::string_view field, double value,
-                         const Precision& precision, bool keep_nonzero) {
-  if (keep_nonzero ? !precision.represents(value) : !precision.holds(value)) {
+/// <type>; it must stay <what> there") unless `ok`, the check of `value` as the scalar type
+/// it is used in holds it.
+inline void require_rounded(bool ok, std::string_view rule, std::string_view field, double value,
+                            const Precision& precision, std::string_view what) {
+  if (!ok) {
     throw std::invalid_argument("asyncopt: " + std::string(rule) + "::" + std::string(field) +
                                 " is " + asyncopt::detail::format_number(value) + ", which is " +
                                 asyncopt::detail::format_number(precision.round(value)) + " in " +
-                                std::string(precision.name) + " (the scalar type it is used in)");
+                                std::string(precision.name) + "; it must stay " +
+                                std::string(what) + " there");
+  }
+}
+
+/// `value` must stay finite in the scalar type it is used in, and non-zero with
+/// `keep_nonzero` (a step size or an epsilon that 0 would break; a decay of 0 is fine).
+inline void require_held(std::string_view rule, std::string_view field, double value,
+                         const Precision& precision, bool keep_nonzero) {
+  if (keep_nonzero) {
+    require_rounded(precision.represents(value), rule, field, value, precision,
+                    "finite and non-zero");
+  } else {
+    require_rounded(precision.holds(value), rule, field, value, precision, "finite");
   }
 }
 
@@ -68,12 +81,7 @@ inline void require_learning_rate(std::string_view rule, double learning_rate,
 inline void require_unit(std::string_view rule, std::string_view field, double value,
                          const Precision& precision = {}) {
   require(value >= 0.0 && value < 1.0, rule, field, "in [0, 1)", value);
-  if (precision.round(value) >= 1.0) {
-    throw std::invalid_argument("asyncopt: " + std::string(rule) + "::" + std::string(field) +
-                                " is " + asyncopt::detail::format_number(value) +
-                                ", which is 1 in " + std::string(precision.name) +
-                                "; it must stay below 1 there");
-  }
+  require_rounded(precision.round(value) < 1.0, rule, field, value, precision, "below 1");
 }
 
 /// Finite and >= 0, and finite in the scalar type.

@@ -4,8 +4,6 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
-#include <stdexcept>
-#include <string>
 
 #include <asyncopt/core/config.hpp>
 #include <asyncopt/core/step.hpp>
@@ -142,12 +140,8 @@ struct HeavyBall {
     // staleness can make the best explicit momentum negative (Mitliagkas et al. 2016).
     detail::require(momentum > -1.0 && momentum < 1.0, "HeavyBall", "momentum", "in (-1, 1)",
                     momentum);
-    if (std::abs(precision.round(momentum)) >= 1.0) {
-      throw std::invalid_argument(
-          "asyncopt: HeavyBall::momentum is " + asyncopt::detail::format_number(momentum) +
-          ", which is " + asyncopt::detail::format_number(precision.round(momentum)) + " in " +
-          std::string(precision.name) + "; it must stay in (-1, 1) there");
-    }
+    detail::require_rounded(std::abs(precision.round(momentum)) < 1.0, "HeavyBall", "momentum",
+                            momentum, precision, "in (-1, 1)");
   }
 };
 
