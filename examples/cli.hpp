@@ -16,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <asyncopt/core/precision.hpp>
 #include <asyncopt/core/report.hpp>
 
 namespace examples::cli {
@@ -26,11 +27,7 @@ inline std::string quoted(const std::string& text) {
   return "'" + text + "'";
 }
 
-inline std::string format_number(double value) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%g", value);
-  return buffer;
-}
+using asyncopt::detail::format_number;
 
 }  // namespace detail
 
