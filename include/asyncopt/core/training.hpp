@@ -1,0 +1,408 @@
+// The training loop of AsyncOptimizer::optimize(), written once on top of the worker handle
+// for every transport: each worker's state, one function per kind of step, the epoch loop
+// and the decision to stop.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/config.hpp>
+#include <asyncopt/core/objective.hpp>
+#include <asyncopt/core/options.hpp>
+#include <asyncopt/core/random.hpp>
+#include <asyncopt/core/report.hpp>
+#include <asyncopt/core/sparse.hpp>
+#include <asyncopt/core/step.hpp>
+
+namespace asyncopt {
+
+/// What an epoch callback receives.
+template <class Scalar>
+struct EpochInfo {
+  /// The number of the epoch just finished, counting from 1.
+  std::size_t epoch = 0;
+  /// Full loss (over all examples) after the epoch; NaN when Options::evaluate_loss is false.
+  double loss = std::numeric_limits<double>::quiet_NaN();
+  /// Updates applied to the parameters since the run started (the store's version),
+  /// rejected pushes excluded.
+  std::uint64_t updates = 0;
+  /// Training wall time so far in seconds: the time spent in the workers' loops, summed over
+  /// the epochs run so far; loss evaluations and callbacks excluded.
+  double seconds = 0.0;
+  /// Mean staleness, in updates, of the updates applied during this epoch only; 0 when
+  /// none was applied.
+  double mean_staleness = 0.0;
+  /// The parameters after the epoch (no worker is running while callbacks run).
+  std::span<const Scalar> params;
+};
+
+namespace detail {
+
+// A callback returning bool stops the run with false; one returning void never stops it.
+template <class Callback, class Info>
+bool invoke_callback(Callback& callback, const Info& info) {
+  if constexpr (std::is_void_v<std::invoke_result_t<Callback&, const Info&>>) {
+    callback(info);
+    return true;
+  } else {
+    return static_cast<bool>(callback(info));
+  }
+}
+
+/// An epoch callback: called with the EpochInfo, returning void or something that converts
+/// to bool (false stops the run).
+template <class Callback, class Info>
+concept EpochCallback = std::invocable<Callback&, const Info&> &&
+    (std::is_void_v<std::invoke_result_t<Callback&, const Info&>> ||
+     std::convertible_to<std::invoke_result_t<Callback&, const Info&>, bool>);
+
+// The worker-handle and store capabilities the loop tests for, as concepts at namespace
+// scope: nvcc 13's device front end (cicc) segfaults on a requires-expression inside a member
+// function template whose parameter type involves a variable template or concept
+// specialization on the class's template parameters.
+template <class W, class S>
+concept SparsePull = requires(W& h, std::span<const std::size_t> index, std::span<S> out) {
+  h.pull(index, out);
+};
+template <class W, class S>
+concept PackedPull = requires(W& h, std::span<const std::size_t> index, std::span<S> values) {
+  h.pull_values(index, values);
+};
+template <class W, class S>
+concept FusedStep = requires(W& h, std::span<const S> g, std::span<S> out) {
+  h.push_clock_pull(g, out);
+};
+/// A store that keeps the parameters elsewhere and copies them back with sync().
+template <class Store>
+concept SyncedStore = requires(Store& store) {
+  store.sync();
+};
+
+/// How a worker steps on objective F through a handle of type Worker: which of the four
+/// kinds of step (touched gradient, fused, sparse, dense) it takes, and what it pulls.
+template <class F, class Scalar, class Rule, class Consistency, class Worker>
+struct StepPlan {
+  /// The objective computes sparse gradients.
+  static constexpr bool sparse = SparseObjective<F, Scalar>;
+  /// A round's combined update is dense and reads every parameter the gradient was computed
+  /// at (delay compensation under Synchronous): every worker must pull all.
+  static constexpr bool dense_seen =
+      needs_w_seen_v<Rule> && CombiningGuard<typename Consistency::template Guard<Scalar>, Scalar>;
+  /// A sparse step pulls only the parameters its batch touches, when the objective names
+  /// them and the transport offers a sparse pull.
+  static constexpr bool sparse_pull =
+      sparse && TouchedParameters<F> && !dense_seen && SparsePull<Worker, Scalar>;
+  /// ... and only their values, packed, when the objective computes its gradient from them
+  /// on the pulled index list.
+  static constexpr bool touched_gradient =
+      sparse_pull && TouchedGradient<F, Scalar> && PackedPull<Worker, Scalar>;
+  /// A dense step whose transport can push, clock and pull in one exchange (ZeroMQ) uses it.
+  static constexpr bool fused = !sparse && FusedStep<Worker, Scalar>;
+};
+
+/// One worker's handle, buffers and place in its shard. The buffers live across epochs, so
+/// a step allocates nothing; each worker's state has cache lines of its own, since a step
+/// writes its fields.
+template <class Worker, class Scalar>
+struct alignas(cache_line) WorkerState {
+  explicit WorkerState(Worker h) : handle(std::move(h)) {}
+  Worker handle;
+  std::vector<Scalar> w;  // pulled parameters: all n, or packed (touched gradient)
+  std::vector<Scalar> grad;
+  SparseGradient<Scalar> sparse_grad;
+  std::vector<std::size_t> touched;  // the parameters a sparse step pulls
+  std::size_t next = 0;
+  std::size_t end = 0;
+  std::uint64_t examples = 0;
+  bool pulled = false;  // w already holds this step's parameters (fused step)
+};
+
+/// What the decision to stop reads after an epoch.
+struct EpochEnd {
+  std::size_t epoch = 0;
+  double loss = std::numeric_limits<double>::quiet_NaN();  // NaN when not evaluated
+  double previous_loss = 0.0;   // before the epoch; 0 when the loss is not evaluated
+  bool interrupted = false;     // a worker stopped the epoch: the time ran out
+  bool callbacks_agree = true;  // no callback returned false
+  bool all_rejected = false;    // something was pushed and nothing applied
+};
+
+/// Why a run stops after an epoch, or nothing when it goes on. The first reason that holds
+/// wins, in this order; `out_of_time()` is asked only when no reason before it holds.
+template <class OutOfTime>
+std::optional<StopReason> stop_reason(const Options& options, const EpochEnd& end,
+                                      OutOfTime&& out_of_time) {
+  if (end.interrupted) {
+    return StopReason::time;
+  }
+  if (!end.callbacks_agree) {
+    return StopReason::callback;
+  }
+  if (end.all_rejected) {
+    return StopReason::all_rejected;
+  }
+  if (options.evaluate_loss && !std::isfinite(end.loss)) {
+    return StopReason::diverged;
+  }
+  if (options.evaluate_loss && end.loss <= options.target_loss) {
+    return StopReason::target_loss;
+  }
+  if (options.tolerance > 0.0 && std::abs(end.previous_loss - end.loss) <= options.tolerance) {
+    return StopReason::tolerance;
+  }
+  if (out_of_time()) {
+    return StopReason::time;
+  }
+  if (options.epochs != 0 && end.epoch >= options.epochs) {
+    return StopReason::epochs;
+  }
+  return std::nullopt;
+}
+
+/// One optimize() call on a store: the workers' states, the shuffled example ids and the
+/// stop flag, with the epoch loop and the steps the transport runs.
+template <class Scalar, class Rule, class Consistency, class Store, class F>
+class Training {
+  using Worker = typename Store::Worker;
+  using Plan = StepPlan<F, Scalar, Rule, Consistency, Worker>;
+  using State = WorkerState<Worker, Scalar>;
+  using Clock = std::chrono::steady_clock;
+
+ public:
+  /// Training of `objective` on `store`, which works on `params`, with options already
+  /// validated; `start` is when the optimize() call began.
+  Training(const F& objective, std::span<Scalar> params, const Options& options, Store& store,
+           Clock::time_point start)
+      : objective_(objective),
+        params_(params),
+        options_(options),
+        store_(store),
+        start_(start),
+        batch_size_(options.batch_size),
+        timed_(options.max_seconds > 0.0),
+        order_(objective.num_examples()) {
+    const std::size_t n = params.size();
+    states_.reserve(options.workers);
+    for (std::size_t id = 0; id < options.workers; ++id) {
+      states_.emplace_back(store.worker(id));
+      if constexpr (!Plan::touched_gradient) {
+        states_.back().w.resize(n);
+      }
+      if constexpr (!Plan::sparse) {
+        states_.back().grad.resize(n);
+      }
+    }
+  }
+  Training(const Training&) = delete;
+  Training& operator=(const Training&) = delete;
+
+  /// Runs epochs on `transport` until a stopping criterion holds, calling every callback
+  /// after each epoch, and reports.
+  template <class Transport, class... Callbacks>
+  [[nodiscard]] Report run(const Transport& transport, Callbacks&... callbacks) {
+    Report report;
+    if (options_.evaluate_loss) {
+      report.loss.push_back(loss());
+    }
+    double previous = report.loss.empty() ? 0.0 : report.loss.back();
+    for (std::size_t epoch = 1;; ++epoch) {
+      run_epoch(transport, epoch);
+      report.epochs = epoch;
+      EpochEnd end{.epoch = epoch, .previous_loss = previous};
+      if (options_.evaluate_loss) {
+        end.loss = loss();
+        report.loss.push_back(end.loss);
+      }
+      const StoreStats stats = store_.stats();
+      end.all_rejected =
+          stats.updates == before_epoch_.updates && stats.rejected > before_epoch_.rejected;
+      [[maybe_unused]] const EpochInfo<Scalar> info{
+          .epoch = epoch,
+          .loss = end.loss,
+          .updates = store_.version(),
+          .seconds = std::chrono::duration<double>(training_).count(),
+          .mean_staleness = epoch_staleness(stats),
+          .params = std::span<const Scalar>(params_)};
+      ((end.callbacks_agree = invoke_callback(callbacks, info) && end.callbacks_agree), ...);
+      end.interrupted = stop_.load(std::memory_order_relaxed);
+      if (const auto reason = stop_reason(options_, end, [this] { return out_of_time(); })) {
+        report.stop = *reason;
+        break;
+      }
+      previous = end.loss;
+    }
+    static_cast<StoreStats&>(report) = store_.stats();
+    for (const State& ws : states_) {
+      report.examples += ws.examples;
+    }
+    report.training_seconds = std::chrono::duration<double>(training_).count();
+    report.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+    return report;
+  }
+
+ private:
+  [[nodiscard]] double loss() const {
+    return static_cast<double>(objective_.loss(std::span<const Scalar>(params_)));
+  }
+
+  // Compared in double seconds: any finite limit is representable, however large.
+  [[nodiscard]] bool out_of_time() const {
+    return timed_ &&
+           std::chrono::duration<double>(Clock::now() - start_).count() >= options_.max_seconds;
+  }
+
+  // The mean staleness of the updates applied since the last call.
+  double epoch_staleness(const StoreStats& now) {
+    const std::uint64_t updates = now.updates - before_epoch_.updates;
+    const double mean = updates == 0
+                            ? 0.0
+                            : static_cast<double>(now.staleness_sum - before_epoch_.staleness_sum) /
+                                  static_cast<double>(updates);
+    before_epoch_ = now;
+    return mean;
+  }
+
+  // One pass over a fresh shuffle: worker k takes the k-th contiguous slice.
+  template <class Transport>
+  void run_epoch(const Transport& transport, std::size_t epoch) {
+    random_permutation(order_, epoch_seed(options_.seed, epoch));
+    const std::size_t workers = states_.size();
+    const std::size_t examples = order_.size();
+    for (std::size_t id = 0; id < workers; ++id) {
+      states_[id].next = id * examples / workers;
+      states_[id].end = (id + 1) * examples / workers;
+      states_[id].handle.join();
+      states_[id].pulled = false;
+    }
+    const auto epoch_start = Clock::now();
+    transport.run(workers, [this](std::size_t id) { return step(id); });
+    training_ += Clock::now() - epoch_start;
+    if constexpr (SyncedStore<Store>) {
+      store_.sync();  // a remote store copies the parameters back for the loss and callbacks
+    }
+  }
+
+  // Worker id's next step; false when its slice is done or the run stops.
+  bool step(std::size_t id) {
+    State& ws = states_[id];
+    if (ws.next >= ws.end || stop_.load(std::memory_order_relaxed)) {
+      ws.handle.leave();
+      return false;
+    }
+    const std::size_t count = std::min(batch_size_, ws.end - ws.next);
+    const std::span<const std::size_t> batch(order_.data() + ws.next, count);
+    ws.next += count;
+    if constexpr (PrefetchingObjective<F>) {
+      prefetch_upcoming(ws);
+    }
+    try {
+      if constexpr (Plan::touched_gradient) {
+        touched_gradient_step(ws, batch);
+      } else if constexpr (Plan::fused) {
+        fused_step(ws, batch);
+      } else {
+        pull_push_step(ws, batch);
+      }
+    } catch (...) {
+      stop_.store(true, std::memory_order_relaxed);
+      ws.handle.leave();
+      throw;
+    }
+    ws.examples += count;
+    if (out_of_time()) {
+      stop_.store(true, std::memory_order_relaxed);
+    }
+    if (ws.next >= ws.end) {
+      ws.handle.leave();
+      return false;
+    }
+    return true;
+  }
+
+  // The loads of the next two batches overlap this step. Forced inline: GCC takes a function
+  // that only prefetches for one without effect and drops calls to it.
+  ASYNCOPT_ALWAYS_INLINE void prefetch_upcoming(const State& ws) const {
+    auto upcoming = [&](std::size_t from) {
+      return from < ws.end ? std::span<const std::size_t>(order_.data() + from,
+                                                          std::min(batch_size_, ws.end - from))
+                           : std::span<const std::size_t>();
+    };
+    objective_.prefetch(upcoming(ws.next), 1);
+    objective_.prefetch(upcoming(ws.next + batch_size_), 2);
+  }
+
+  // One list of indices serves the pull, the gradient and the push, and the pulled values
+  // are packed: nothing of the full dimension is touched.
+  void touched_gradient_step(State& ws, std::span<const std::size_t> batch) {
+    SparseGradient<Scalar>& g = ws.sparse_grad;
+    objective_.touched(batch, g.index);
+    ws.w.resize(g.index.size());
+    ws.handle.pull_values(std::span<const std::size_t>(g.index), std::span<Scalar>(ws.w));
+    objective_.touched_gradient(std::span<const Scalar>(ws.w), batch, g);
+    ws.handle.push(g);
+    ws.handle.clock();
+  }
+
+  // The push, the clock and the next step's pull travel together while another step of this
+  // shard follows; the first step of a shard pulls on its own.
+  void fused_step(State& ws, std::span<const std::size_t> batch) {
+    if (!ws.pulled) {
+      ws.handle.pull(ws.w);
+    }
+    objective_.gradient(std::span<const Scalar>(ws.w), batch, std::span<Scalar>(ws.grad));
+    ws.pulled = ws.next < ws.end && !stop_.load(std::memory_order_relaxed);
+    if (ws.pulled) {
+      ws.handle.push_clock_pull(std::span<const Scalar>(ws.grad), std::span<Scalar>(ws.w));
+    } else {
+      ws.handle.push(std::span<const Scalar>(ws.grad));
+      ws.handle.clock();
+    }
+  }
+
+  // A pull (of the touched parameters, or of all), a sparse or dense gradient, a push and a
+  // clock.
+  void pull_push_step(State& ws, std::span<const std::size_t> batch) {
+    if constexpr (Plan::sparse_pull) {
+      objective_.touched(batch, ws.touched);
+      ws.handle.pull(std::span<const std::size_t>(ws.touched), std::span<Scalar>(ws.w));
+    } else {
+      ws.handle.pull(ws.w);
+    }
+    if constexpr (Plan::sparse) {
+      objective_.sparse_gradient(std::span<const Scalar>(ws.w), batch, ws.sparse_grad);
+      ws.handle.push(ws.sparse_grad);
+    } else {
+      objective_.gradient(std::span<const Scalar>(ws.w), batch, std::span<Scalar>(ws.grad));
+      ws.handle.push(std::span<const Scalar>(ws.grad));
+    }
+    ws.handle.clock();
+  }
+
+  const F& objective_;
+  std::span<Scalar> params_;
+  const Options& options_;
+  Store& store_;
+  Clock::time_point start_;
+  std::size_t batch_size_;
+  bool timed_;
+  std::vector<std::size_t> order_;
+  std::vector<State> states_;
+  std::atomic<bool> stop_{false};
+  Clock::duration training_{};
+  StoreStats before_epoch_;
+};
+
+}  // namespace detail
+}  // namespace asyncopt
