@@ -84,13 +84,13 @@
 #include <asyncopt/consistency/lock_free.hpp>
 #include <asyncopt/consistency/locked.hpp>
 #include <asyncopt/core/config.hpp>
-#include <asyncopt/core/optimizer.hpp>
 #include <asyncopt/core/random.hpp>
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/io/synthetic.hpp>
 #include <asyncopt/objective/logistic.hpp>
 #include <asyncopt/objective/softmax.hpp>
+#include <asyncopt/optimizer.hpp>
 #include <asyncopt/update/sgd.hpp>
 
 namespace {

@@ -38,12 +38,12 @@
 #include <asyncopt/consistency/lock_free.hpp>
 #include <asyncopt/consistency/locked.hpp>
 #include <asyncopt/consistency/synchronous.hpp>
-#include <asyncopt/core/optimizer.hpp>
 #include <asyncopt/io/csv.hpp>
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/io/libsvm.hpp>
 #include <asyncopt/io/synthetic.hpp>
 #include <asyncopt/objective/objective.hpp>
+#include <asyncopt/optimizer.hpp>
 #include <asyncopt/update/update.hpp>
 
 #include "cli.hpp"

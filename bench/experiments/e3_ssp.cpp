@@ -68,8 +68,8 @@
 #include <Eigen/Dense>
 
 #include <asyncopt/consistency/bounded_staleness.hpp>
-#include <asyncopt/core/optimizer.hpp>
 #include <asyncopt/objective/least_squares.hpp>
+#include <asyncopt/optimizer.hpp>
 #include <asyncopt/update/sgd.hpp>
 
 namespace {

@@ -9,7 +9,6 @@
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>
 #include <asyncopt/core/objective.hpp>
-#include <asyncopt/core/optimizer.hpp>
 #include <asyncopt/core/options.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
@@ -19,6 +18,7 @@
 #include <asyncopt/io/libsvm.hpp>
 #include <asyncopt/io/synthetic.hpp>
 #include <asyncopt/objective/objective.hpp>
+#include <asyncopt/optimizer.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/transport/simulated.hpp>
 #include <asyncopt/update/update.hpp>

@@ -1,5 +1,6 @@
 // AsyncOptimizer: an update rule, a consistency policy and a transport composed into one
-// type, checked at compile time, with the training loop of core/training.hpp.
+// type, checked at compile time, with the training loop of core/training.hpp. This header
+// names no rule, policy or transport: asyncopt/optimizer.hpp adds the default transport.
 #pragma once
 
 #include <array>
@@ -13,7 +14,7 @@
 #include <type_traits>
 #include <utility>
 
-#include <asyncopt/consistency/lock_free.hpp>
+#include <asyncopt/core/archetypes.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/objective.hpp>
 #include <asyncopt/core/options.hpp>
@@ -22,9 +23,7 @@
 #include <asyncopt/core/step.hpp>
 #include <asyncopt/core/training.hpp>
 #include <asyncopt/kernels/batch.hpp>
-#include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/update/check.hpp>
-#include <asyncopt/update/sgd.hpp>
 
 namespace asyncopt {
 
@@ -95,7 +94,10 @@ void scalar_mismatch() {
 /// Two levels of API: `attach(params, workers)` gives a store whose worker handles
 /// (pull, push, clock) serve users who own their loop; `optimize(objective, params, options)`
 /// runs the worker pool over disjoint shards of the examples and returns a Report.
-template <class Scalar, class Rule, class Consistency, class Transport = transport::SharedMemory>
+///
+/// Declared here with four arguments; `#include <asyncopt/optimizer.hpp>` (or
+/// `<asyncopt/asyncopt.hpp>`) makes `Transport` default to transport::SharedMemory.
+template <class Scalar, class Rule, class Consistency, class Transport>
 class AsyncOptimizer {
   static_assert(std::same_as<Scalar, float> || std::same_as<Scalar, double>,
                 "asyncopt: the Scalar slot of AsyncOptimizer must be float or double");
@@ -120,9 +122,9 @@ class AsyncOptimizer {
                 "asyncopt: the Consistency slot moves workers in rounds (Synchronous, LocalSgd) "
                 "but the Transport slot cannot run them; use asyncopt::transport::SharedMemory");
 
-  // Whether every check above holds. After a failed one, well-formed stand-ins below and
-  // overloads that take what was meant for the wrong type keep the compiler from adding a
-  // cascade of errors to the one sentence.
+  // Whether every check above holds. After a failed one, the slot's archetype
+  // (core/archetypes.hpp) in its place below, and overloads that take what was meant for the
+  // wrong type, keep the compiler from adding a cascade of errors to the one sentence.
   static constexpr bool scalar_checked =
       std::same_as<Scalar, float> || std::same_as<Scalar, double>;
   static constexpr bool rule_checked =
@@ -139,14 +141,15 @@ class AsyncOptimizer {
   using scalar_type = std::conditional_t<scalar_checked, Scalar, float>;
   /// The update rule: `Rule`, which turns each pushed gradient into a change of the
   /// parameters.
-  using rule_type = std::conditional_t<rule_checked, Rule, update::Sgd>;
+  using rule_type = std::conditional_t<rule_checked, Rule, detail::RuleArchetype>;
   /// The consistency policy: `Consistency`, which decides how concurrent pulls and pushes
   /// may interleave.
   using consistency_type =
-      std::conditional_t<consistency_checked, Consistency, consistency::LockFree>;
-  /// The transport: `Transport` (transport::SharedMemory unless given), which holds the
-  /// parameters and runs the workers.
-  using transport_type = std::conditional_t<transport_checked, Transport, transport::SharedMemory>;
+      std::conditional_t<consistency_checked, Consistency, detail::ConsistencyArchetype>;
+  /// The transport: `Transport` (transport::SharedMemory unless given, with
+  /// asyncopt/optimizer.hpp), which holds the parameters and runs the workers.
+  using transport_type =
+      std::conditional_t<transport_checked, Transport, detail::TransportArchetype>;
   /// The store type the transport provides for this scalar, rule and policy: what attach()
   /// returns and what optimize() runs on.
   using store_type =
@@ -172,7 +175,7 @@ class AsyncOptimizer {
         consistency_(std::move(consistency)),
         transport_(std::move(transport)) {}
   /// Only where a slot check failed: takes the arguments meant for the wrong type, which
-  /// match no stand-in, so that the slot's sentence stays the only error.
+  /// match no archetype, so that the slot's sentence stays the only error.
   template <class... Arguments>
   requires(!slots_checked) explicit AsyncOptimizer(Arguments&&... /*arguments*/) {}
 
@@ -193,7 +196,11 @@ class AsyncOptimizer {
   /// workers; its `worker(id)` handles pull, push and clock.
   [[nodiscard]] std::unique_ptr<store_type> attach(std::span<scalar_type> params,
                                                    std::size_t workers) const {
-    return std::make_unique<store_type>(transport_, rule_, consistency_, params, workers);
+    if constexpr (slots_checked) {
+      return std::make_unique<store_type>(transport_, rule_, consistency_, params, workers);
+    } else {
+      return nullptr;  // a slot check failed: its sentence is the error
+    }
   }
 
   /// Minimizes `objective` from the starting point in `params`, in place.
@@ -218,7 +225,7 @@ class AsyncOptimizer {
     static_assert((detail::EpochCallback<Callbacks, EpochInfo<scalar_type>> && ...),
                   "asyncopt: every callback passed to optimize() must be callable with "
                   "const asyncopt::EpochInfo<Scalar>& and return void or bool");
-    if constexpr (Objective<F, scalar_type> &&
+    if constexpr (slots_checked && Objective<F, scalar_type> &&
                   (detail::EpochCallback<Callbacks, EpochInfo<scalar_type>> && ...)) {
       return run(objective, params, options, callbacks...);
     } else {
