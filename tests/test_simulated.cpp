@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include <asyncopt/asyncopt.hpp>
+#include <asyncopt/objective/least_squares.hpp>
 
 using asyncopt::consistency::Locked;
 using asyncopt::consistency::LockFree;

@@ -17,6 +17,7 @@
 #include <catch2/catch.hpp>
 
 #include <asyncopt/asyncopt.hpp>
+#include <asyncopt/io/synthetic.hpp>
 #include <asyncopt/objective/objective.hpp>
 
 using asyncopt::consistency::BoundedStaleness;

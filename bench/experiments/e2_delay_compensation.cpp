@@ -34,6 +34,8 @@
 #include <Eigen/Core>
 
 #include <asyncopt/asyncopt.hpp>
+#include <asyncopt/io/fashion_mnist.hpp>
+#include <asyncopt/objective/logistic.hpp>
 
 namespace {
 

@@ -20,6 +20,7 @@
 #include <Eigen/Dense>
 
 #include <asyncopt/asyncopt.hpp>
+#include <asyncopt/objective/least_squares.hpp>
 
 namespace {
 

@@ -28,6 +28,7 @@
 #include <Eigen/Dense>
 
 #include <asyncopt/asyncopt.hpp>
+#include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/softmax.hpp>
 
 namespace {

@@ -1,4 +1,7 @@
-// asyncopt: asynchronous and parallel SGD. One include for the whole library.
+// asyncopt: asynchronous and parallel SGD. One include for the optimizer with every rule,
+// consistency policy and transport of the core target, asyncopt::asyncopt, which needs only
+// xsimd and threads. The Eigen objectives are in asyncopt/objectives.hpp (target
+// asyncopt::objectives), the data readers in asyncopt/io.hpp (target asyncopt::io).
 #pragma once
 
 #include <asyncopt/consistency/bounded_staleness.hpp>
@@ -12,12 +15,6 @@
 #include <asyncopt/core/options.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
-#include <asyncopt/io/csv.hpp>
-#include <asyncopt/io/fashion_mnist.hpp>
-#include <asyncopt/io/idx.hpp>
-#include <asyncopt/io/libsvm.hpp>
-#include <asyncopt/io/synthetic.hpp>
-#include <asyncopt/objective/objective.hpp>
 #include <asyncopt/optimizer.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/transport/simulated.hpp>

@@ -1,7 +1,7 @@
-// Trains least squares on synthetic data through the installed package and checks
-// that the known solution is recovered; with the zmq or cuda component, also calls
-// into the component's dependency through its target. Exit status 0 means the package
-// works.
+// Trains least squares (asyncopt::objectives) on synthetic data through the installed
+// package and checks that the known solution is recovered; with the zmq or cuda component,
+// also calls into the component's dependency through its target. Exit status 0 means the
+// package works.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -15,7 +15,7 @@
 #include <Eigen/Dense>
 
 #include <asyncopt/asyncopt.hpp>
-#include <asyncopt/objective/least_squares.hpp>
+#include <asyncopt/objectives.hpp>
 
 #if defined(ASYNCOPT_CONSUMER_ZMQ)
 #include <zmq.hpp>
