@@ -8,12 +8,15 @@
 # 1. installs the configured asyncopt build into a fresh prefix under WORK_DIR,
 # 2. checks that the installed package is relocatable (no source or build
 #    paths inside) and that its version file is architecture independent,
-# 3. configures tests/consumer against that prefix with find_package(asyncopt),
+# 3. configures the consumer (CONSUMER_SOURCE_DIR: tests/consumer or
+#    tests/consumer_lean) against that prefix with find_package(asyncopt),
 # 4. builds it and 5. runs the consumer executable.
 # Any failure stops the script with a message naming the step.
-# PREFIX_PATH, CXX_COMPILER_LAUNCHER and COMPONENTS use "|" as list separator.
+# PREFIX_PATH, CXX_COMPILER_LAUNCHER, COMPONENTS and CONSUMER_ARGS use "|" as list
+# separator.
 #
 # Variants: -DCOMPONENTS=zmq|cuda asks for those components and links their targets;
+# -DCONSUMER_ARGS=-DA=1|-DB=2 passes more arguments to the consumer's configure step;
 # -DEXPECT_FAILURE=<regex> expects step 3 to fail with output matching <regex> (and
 # stops there); -DSUBDIRECTORY=ON skips steps 1-2 and has the consumer take asyncopt
 # with add_subdirectory(ASYNCOPT_SOURCE_DIR) instead of find_package.
@@ -43,6 +46,8 @@ function(_step name)
     message(FATAL_ERROR "install_and_consume: step \"${name}\" failed (${_result})")
   endif()
 endfunction()
+
+get_filename_component(_consumer_name "${CONSUMER_SOURCE_DIR}" NAME)
 
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
@@ -145,18 +150,22 @@ endif()
 if(SUBDIRECTORY)
   list(APPEND _configure_args "-DASYNCOPT_SOURCE_DIR=${ASYNCOPT_SOURCE_DIR}")
 endif()
+if(CONSUMER_ARGS)
+  string(REPLACE "|" ";" _consumer_args "${CONSUMER_ARGS}")
+  list(APPEND _configure_args ${_consumer_args})
+endif()
 if(EXPECT_FAILURE)
-  message(STATUS "install_and_consume: configure tests/consumer, expecting it to fail")
+  message(STATUS "install_and_consume: configure tests/${_consumer_name}, expecting it to fail")
   execute_process(COMMAND "${CMAKE_COMMAND}" ${_configure_args}
     RESULT_VARIABLE _result OUTPUT_VARIABLE _output ERROR_VARIABLE _output)
   if(_result EQUAL 0)
-    message(FATAL_ERROR "install_and_consume: configuring tests/consumer succeeded; "
+    message(FATAL_ERROR "install_and_consume: configuring tests/${_consumer_name} succeeded; "
       "expected a failure matching \"${EXPECT_FAILURE}\"")
   endif()
   # CMake wraps long messages: compare with the line breaks and indents removed.
   string(REGEX REPLACE "\n +" " " _output_joined "${_output}")
   if(NOT _output_joined MATCHES "${EXPECT_FAILURE}")
-    message(FATAL_ERROR "install_and_consume: configuring tests/consumer failed, but not with "
+    message(FATAL_ERROR "install_and_consume: configuring tests/${_consumer_name} failed, but not with "
       "\"${EXPECT_FAILURE}\":\n${_output}")
   endif()
   message(STATUS "install_and_consume: failed as expected")
@@ -167,7 +176,7 @@ if(SUBDIRECTORY)
 else()
   set(_how "against the installed package")
 endif()
-_step("configure tests/consumer ${_how}" COMMAND "${CMAKE_COMMAND}" ${_configure_args})
+_step("configure tests/${_consumer_name} ${_how}" COMMAND "${CMAKE_COMMAND}" ${_configure_args})
 
 if(NOT SUBDIRECTORY)
 file(STRINGS "${_consumer_build}/CMakeCache.txt" _found_dir REGEX "^asyncopt_DIR:")
@@ -188,7 +197,7 @@ set(_build_args --build "${_consumer_build}")
 if(CONFIG)
   list(APPEND _build_args --config "${CONFIG}")
 endif()
-_step("build tests/consumer" COMMAND "${CMAKE_COMMAND}" ${_build_args})
+_step("build tests/${_consumer_name}" COMMAND "${CMAKE_COMMAND}" ${_build_args})
 
 # 5. Run it.
 set(_candidates "${_consumer_build}/consumer" "${_consumer_build}/consumer.exe")
