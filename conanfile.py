@@ -1,10 +1,11 @@
 """Conan 2 recipe for asyncopt, a header-only library.
 
 The package holds the headers and asyncopt's own CMake package config (installed by
-CMake), which consumers load with find_package(asyncopt CONFIG REQUIRED [COMPONENTS zmq
-cuda]); the recipe's components mirror its targets: asyncopt::asyncopt, asyncopt::zmq
-(option with_zmq, requires cppzmq) and asyncopt::cuda (option with_cuda, the CUDA toolkit
-from the system).
+CMake), which consumers load with find_package(asyncopt CONFIG REQUIRED [COMPONENTS
+objectives io zmq cuda]); the recipe's components mirror its targets: asyncopt::asyncopt
+(xsimd only), asyncopt::objectives (Eigen), asyncopt::io (Eigen and zlib), asyncopt::zmq
+(option with_zmq, requires cppzmq; zlib) and asyncopt::cuda (option with_cuda, the CUDA
+toolkit from the system).
 """
 
 import os
@@ -75,15 +76,25 @@ class AsyncoptConan(ConanFile):
         core = self.cpp_info.components["asyncopt"]
         core.set_property("cmake_target_name", "asyncopt::asyncopt")
         core.builddirs = [os.path.join("share", "cmake", "asyncopt")]
-        core.requires = ["eigen::eigen", "xsimd::xsimd", "zlib::zlib"]
+        core.requires = ["xsimd::xsimd"]
         core.bindirs = []
         core.libdirs = []
         if self.settings.os in ("Linux", "FreeBSD"):
             core.system_libs = ["pthread"]
+        objectives = self.cpp_info.components["objectives"]
+        objectives.set_property("cmake_target_name", "asyncopt::objectives")
+        objectives.requires = ["asyncopt", "eigen::eigen"]
+        objectives.bindirs = []
+        objectives.libdirs = []
+        io = self.cpp_info.components["io"]
+        io.set_property("cmake_target_name", "asyncopt::io")
+        io.requires = ["asyncopt", "eigen::eigen", "zlib::zlib"]
+        io.bindirs = []
+        io.libdirs = []
         if self.options.with_zmq:
             zmq = self.cpp_info.components["zmq"]
             zmq.set_property("cmake_target_name", "asyncopt::zmq")
-            zmq.requires = ["asyncopt", "cppzmq::cppzmq"]
+            zmq.requires = ["asyncopt", "cppzmq::cppzmq", "zlib::zlib"]
             zmq.bindirs = []
             zmq.libdirs = []
         if self.options.with_cuda:

@@ -7,7 +7,7 @@
 #include <Eigen/Dense>
 
 #include <asyncopt/asyncopt.hpp>
-#include <asyncopt/objective/least_squares.hpp>
+#include <asyncopt/objectives.hpp>
 
 #if defined(TEST_PACKAGE_ZMQ)
 #include <zmq.hpp>
