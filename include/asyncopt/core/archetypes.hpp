@@ -9,7 +9,7 @@
 
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 
 namespace asyncopt::detail {
 
@@ -19,13 +19,13 @@ struct RuleArchetype {
   static constexpr std::size_t state_slots = 0;
 
   template <class Scalar>
-  struct Step {
+  struct Formula {
     template <class V>
     ASYNCOPT_HD void operator()(V& /*w*/, const V& /*g*/, std::array<V, 0>& /*state*/) const {}
   };
 
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const StepInfo& /*info*/) const noexcept {
+  [[nodiscard]] Formula<Scalar> formula(const UpdateInfo& /*info*/) const noexcept {
     return {};
   }
 

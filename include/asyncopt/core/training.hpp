@@ -24,7 +24,7 @@
 #include <asyncopt/core/random.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 
 namespace asyncopt {
 
