@@ -35,7 +35,7 @@
 
 namespace {
 
-namespace acu = asyncopt::cuda;
+namespace acu = asyncopt::gpu;
 namespace update = asyncopt::update;
 
 __global__ void fill(float* x, std::size_t n, float value) {
@@ -121,12 +121,12 @@ void kernel(benchmark::State& state) {
       args.state[k] = state_slots.data() + k * n;
     }
   }
-  const auto step = Rule{}.template step<float>(asyncopt::StepInfo{.gradient_norm = 1.0});
-  using Step = std::decay_t<decltype(step)>;
+  const auto formula = Rule{}.template formula<float>(asyncopt::UpdateInfo{.gradient_norm = 1.0});
+  using Formula = std::decay_t<decltype(formula)>;
   const acu::Stream stream;
   timed(state, stream.get(), [&](cudaStream_t s) {
-    acu::detail::launch_over<acu::kernels::apply_dense<Access, Chunked, Step, float, slots>>(
-        "apply_dense", geometry, Chunked ? n / 4 + 1 : n, s, step, args);
+    acu::detail::launch_over<acu::kernels::apply_dense<Access, Chunked, Formula, float, slots>>(
+        "apply_dense", geometry, Chunked ? n / 4 + 1 : n, s, formula, args);
   });
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * kernel_bytes<Rule>(n)));
 }

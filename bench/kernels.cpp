@@ -31,7 +31,7 @@
 #include <Eigen/Core>
 #include <benchmark/benchmark.h>
 
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/kernels/access.hpp>
 #include <asyncopt/kernels/dense.hpp>
 #include <asyncopt/update/adam.hpp>
@@ -207,8 +207,8 @@ template <>
 struct RuleBench<update::Sgd> {
   static constexpr std::string_view name = "sgd";
   static update::Sgd rule() { return {.learning_rate = 1e-4}; }
-  template <class T, class Step>
-  static void eigen(const Step& s, EigenOperands<T, 0>& a) {
+  template <class T, class Formula>
+  static void eigen(const Formula& s, EigenOperands<T, 0>& a) {
     a.w -= s.learning_rate * a.g;
   }
 };
@@ -217,8 +217,8 @@ template <>
 struct RuleBench<update::MomentumCorrection> {
   static constexpr std::string_view name = "momentum_correction";
   static update::MomentumCorrection rule() { return {.learning_rate = 1e-4, .beta = 0.9}; }
-  template <class T, class Step>
-  static void eigen(const Step& s, EigenOperands<T, 1>& a) {
+  template <class T, class Formula>
+  static void eigen(const Formula& s, EigenOperands<T, 1>& a) {
     auto& m = a.state[0];
     m = s.beta * m + s.one_minus_beta * a.g;
     a.w -= s.learning_rate * m;
@@ -229,8 +229,8 @@ template <>
 struct RuleBench<update::HeavyBall> {
   static constexpr std::string_view name = "heavy_ball";
   static update::HeavyBall rule() { return {.learning_rate = 1e-4, .momentum = 0.9}; }
-  template <class T, class Step>
-  static void eigen(const Step& s, EigenOperands<T, 1>& a) {
+  template <class T, class Formula>
+  static void eigen(const Formula& s, EigenOperands<T, 1>& a) {
     auto& v = a.state[0];
     v = s.momentum * v + a.g;
     a.w -= s.learning_rate * v;
@@ -241,8 +241,8 @@ template <>
 struct RuleBench<update::DelayCompensated> {
   static constexpr std::string_view name = "delay_compensated";
   static update::DelayCompensated rule() { return {.learning_rate = 1e-4, .lambda = 0.04}; }
-  template <class T, class Step>
-  static void eigen(const Step& s, EigenOperands<T, 0>& a) {
+  template <class T, class Formula>
+  static void eigen(const Formula& s, EigenOperands<T, 0>& a) {
     a.w -= s.learning_rate * (a.g + s.lambda * a.g * a.g * (a.w - a.w_seen));
   }
 };
@@ -251,8 +251,8 @@ template <>
 struct RuleBench<update::AdaptiveDelayCompensated> {
   static constexpr std::string_view name = "adaptive_delay_compensated";
   static update::AdaptiveDelayCompensated rule() { return {.learning_rate = 1e-4}; }
-  template <class T, class Step>
-  static void eigen(const Step& s, EigenOperands<T, 1>& a) {
+  template <class T, class Formula>
+  static void eigen(const Formula& s, EigenOperands<T, 1>& a) {
     auto& ms = a.state[0];
     ms = s.decay * ms + s.one_minus_decay * a.g.square();
     a.w -= s.learning_rate *
@@ -264,8 +264,8 @@ template <>
 struct RuleBench<update::Adam> {
   static constexpr std::string_view name = "adam";
   static update::Adam rule() { return {.learning_rate = 1e-4}; }
-  template <class T, class Step>
-  static void eigen(const Step& s, EigenOperands<T, 2>& a) {
+  template <class T, class Formula>
+  static void eigen(const Formula& s, EigenOperands<T, 2>& a) {
     auto& m = a.state[0];
     auto& v = a.state[1];
     m = s.beta1 * m + s.one_minus_beta1 * a.g;
@@ -340,8 +340,9 @@ template <class Rule, class T>
 [[gnu::noinline]] void kernel_pass(const Rule& rule,
                                    const asyncopt::kernels::DenseOperands<T, Rule::state_slots>& op,
                                    std::size_t n, std::uint64_t version) {
-  const auto step = rule.template step<T>(asyncopt::StepInfo{.staleness = 0, .version = version});
-  asyncopt::kernels::apply_dense<asyncopt::kernels::PlainAccess>(step, op, 0, n);
+  const auto formula =
+      rule.template formula<T>(asyncopt::UpdateInfo{.staleness = 0, .version = version});
+  asyncopt::kernels::apply_dense<asyncopt::kernels::PlainAccess>(formula, op, 0, n);
 }
 
 template <class Rule, class T>
@@ -378,9 +379,10 @@ EigenOperands<T, Rule::state_slots> eigen_operands(const Arrays<T>& a, std::size
 template <class Rule, class T>
 [[gnu::noinline]] void eigen_pass(const Rule& rule, const Arrays<T>& a, std::size_t n,
                                   std::uint64_t version) {
-  const auto step = rule.template step<T>(asyncopt::StepInfo{.staleness = 0, .version = version});
+  const auto formula =
+      rule.template formula<T>(asyncopt::UpdateInfo{.staleness = 0, .version = version});
   auto operands = eigen_operands<Rule, T>(a, n, std::make_index_sequence<Rule::state_slots>{});
-  RuleBench<Rule>::template eigen<T>(step, operands);
+  RuleBench<Rule>::template eigen<T>(formula, operands);
 }
 
 template <class Rule, class T>
@@ -463,7 +465,7 @@ void bm_scalar_sgd(benchmark::State& state) {
 
 template <class T>
 [[gnu::noinline]] void two_pass_momentum_correction_pass(
-    const update::MomentumCorrection::Step<T>& s, T* __restrict w, const T* __restrict g,
+    const update::MomentumCorrection::Formula<T>& s, T* __restrict w, const T* __restrict g,
     T* __restrict m, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
     m[i] = s.beta * m[i] + s.one_minus_beta * g[i];
@@ -474,7 +476,7 @@ template <class T>
 }
 
 template <class T>
-[[gnu::noinline]] void two_pass_heavy_ball_pass(const update::HeavyBall::Step<T>& s,
+[[gnu::noinline]] void two_pass_heavy_ball_pass(const update::HeavyBall::Formula<T>& s,
                                                 T* __restrict w, const T* __restrict g,
                                                 T* __restrict v, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
@@ -492,12 +494,12 @@ void bm_two_pass(benchmark::State& state) {
   const RuleArrays<Rule, T> a(n);
   std::uint64_t version = 0;
   for (auto _ : state) {
-    const auto step =
-        rule.template step<T>(asyncopt::StepInfo{.staleness = 0, .version = version++});
+    const auto formula =
+        rule.template formula<T>(asyncopt::UpdateInfo{.staleness = 0, .version = version++});
     if constexpr (std::is_same_v<Rule, update::MomentumCorrection>) {
-      two_pass_momentum_correction_pass<T>(step, a[0], a[1], a[2], n);
+      two_pass_momentum_correction_pass<T>(formula, a[0], a[1], a[2], n);
     } else {
-      two_pass_heavy_ball_pass<T>(step, a[0], a[1], a[2], n);
+      two_pass_heavy_ball_pass<T>(formula, a[0], a[1], a[2], n);
     }
     benchmark::ClobberMemory();
   }

@@ -8,7 +8,7 @@
 //   push/<k>/<n>       a dense push of n floats through a worker handle of
 //                      AsyncOptimizer<float, update::Sgd, consistency::Locked,
 //                      transport::Zmq>::attach(), waiting for the server's reply; the server
-//                      (zmq::Server<float, update::Sgd, consistency::Locked>, dimension n,
+//                      (zeromq::Server<float, update::Sgd, consistency::Locked>, dimension n,
 //                      k workers, the default ServerConfig otherwise: heartbeats on) applies
 //                      w -= lr * g before it answers
 //   pull/<k>/<n>       a dense pull of n floats into the worker's buffer
@@ -74,7 +74,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Rule = asyncopt::update::Sgd;
 using Policy = asyncopt::consistency::Locked;
-using PsServer = asyncopt::zmq::Server<float, Rule, Policy>;
+using PsServer = asyncopt::zeromq::Server<float, Rule, Policy>;
 using Optimizer = asyncopt::AsyncOptimizer<float, Rule, Policy, asyncopt::transport::Zmq>;
 using Store = Optimizer::store_type;
 using Handle = Store::Worker;
@@ -134,13 +134,13 @@ struct Timings {
 
 struct ServerFixture {
   ServerFixture(std::size_t n, std::size_t workers)
-      : server(
-            std::make_unique<PsServer>(asyncopt::zmq::ServerConfig{.endpoint = "tcp://127.0.0.1:*",
-                                                                   .dimension = n,
-                                                                   .begin = 0,
-                                                                   .end = 0,
-                                                                   .workers = workers},
-                                       Rule{.learning_rate = learning_rate}, Policy{})),
+      : server(std::make_unique<PsServer>(
+            asyncopt::zeromq::ServerConfig{.endpoint = "tcp://127.0.0.1:*",
+                                           .dimension = n,
+                                           .begin = 0,
+                                           .end = 0,
+                                           .workers = workers},
+            Rule{.learning_rate = learning_rate}, Policy{})),
         thread([s = server.get()](const std::stop_token& stop) { s->run(stop); }),
         params(n, 1.0f),
         pulled(workers, std::vector<float>(n, 0.0f)),
@@ -223,7 +223,7 @@ void teardown_server(const benchmark::State& state) {
                            std::to_string(state.threads()) + " worker(s): ";
   const std::uint64_t pushes = f.pushes.load(std::memory_order_relaxed);
   const std::vector<float> w = f.stop();
-  const asyncopt::zmq::ServerStats stats = f.server->stats();
+  const asyncopt::zeromq::ServerStats stats = f.server->stats();
   if (stats.version != pushes || stats.rejected != 0 || stats.refused != 0 ||
       stats.malformed != 0 || stats.dropped != 0 || stats.duplicates != 0) {
     fail(name + "the server applied " + std::to_string(stats.version) + " of " +

@@ -22,7 +22,7 @@
 
 namespace {
 
-namespace acu = asyncopt::cuda;
+namespace acu = asyncopt::gpu;
 using Store = asyncopt::transport::CudaDevice::Store<float, asyncopt::update::Adam,
                                                      asyncopt::consistency::Locked>;
 

@@ -19,7 +19,7 @@
 namespace {
 
 struct Settings {
-  asyncopt::zmq::ServerConfig server;
+  asyncopt::zeromq::ServerConfig server;
   std::string rule = "sgd";
   examples::dispatch::RuleSettings rules;  // learning rate 0.01, momentum 0.9, lambda 0.04
   std::string consistency = "locked";
@@ -33,8 +33,8 @@ struct Settings {
 template <class Rule, class Consistency>
 int serve(const Settings& s, const Rule& rule, const Consistency& consistency) {
   // One descriptor per connection: at the soft limit libzmq spins and accepts nobody.
-  const std::uint64_t descriptors = asyncopt::zmq::raise_descriptor_limit();
-  asyncopt::zmq::Server<float, Rule, Consistency> server(s.server, rule, consistency);
+  const std::uint64_t descriptors = asyncopt::zeromq::raise_descriptor_limit();
+  asyncopt::zeromq::Server<float, Rule, Consistency> server(s.server, rule, consistency);
   std::printf(
       "ps_server: keys [%zu, %zu) of %zu, %zu workers, listening on %s%s (up to %llu open "
       "descriptors)\n",

@@ -14,7 +14,7 @@
 
 namespace {
 
-namespace wire = asyncopt::zmq::wire;
+namespace wire = asyncopt::zeromq::wire;
 
 // Whether `s` lies inside one of `frames` (an empty span always does).
 bool inside(std::span<const std::byte> s, const std::vector<std::vector<std::byte>>& frames) {

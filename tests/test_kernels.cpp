@@ -38,7 +38,7 @@ constexpr double relative_bound = std::is_same_v<T, float> ? 1e-6 : 1e-14;
 TEMPLATE_TEST_CASE("the Sgd kernel matches a double-precision reference on every length", "", float,
                    double) {
   const asyncopt::update::Sgd rule{.learning_rate = 0.37};
-  const auto step = rule.step<TestType>({});
+  const auto step = rule.formula<TestType>({});
   for (const std::size_t n : lengths) {
     INFO("n = " << n);
     auto w = random_vector<TestType>(n, 1);
@@ -58,7 +58,7 @@ TEMPLATE_TEST_CASE("the Sgd kernel matches a double-precision reference on every
 
 TEMPLATE_TEST_CASE("the relaxed-atomic path and the SIMD path agree", "", float, double) {
   const asyncopt::update::Sgd rule{.learning_rate = 0.05};
-  const auto step = rule.step<TestType>({});
+  const auto step = rule.formula<TestType>({});
   for (const std::size_t n : lengths) {
     INFO("n = " << n);
     auto plain = random_vector<TestType>(n, 3);
@@ -77,7 +77,7 @@ TEMPLATE_TEST_CASE("the relaxed-atomic path and the SIMD path agree", "", float,
 
 TEMPLATE_TEST_CASE("a kernel over a sub-range leaves the rest alone", "", float, double) {
   const asyncopt::update::Sgd rule{.learning_rate = 1.0};
-  const auto step = rule.step<TestType>({});
+  const auto step = rule.formula<TestType>({});
   std::vector<TestType> w(50, TestType{1});
   const std::vector<TestType> g(50, TestType{1});
   asyncopt::kernels::apply_dense<asyncopt::kernels::PlainAccess>(
@@ -90,7 +90,7 @@ TEMPLATE_TEST_CASE("a kernel over a sub-range leaves the rest alone", "", float,
 TEMPLATE_TEST_CASE("the sparse kernel applies each listed entry once and nothing else", "", float,
                    double) {
   const asyncopt::update::Sgd rule{.learning_rate = 0.5};
-  const auto step = rule.step<TestType>({});
+  const auto step = rule.formula<TestType>({});
   const auto w0 = random_vector<TestType>(40, 5);
   auto w = w0;
   const std::vector<std::size_t> index = {0, 3, 4, 17, 39};

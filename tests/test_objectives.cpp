@@ -60,6 +60,22 @@ static_assert(models_as_intended<SoftmaxRegression, double>());
 static_assert(!asyncopt::Objective<LeastSquares<Dense<float>>, double>);
 static_assert(!asyncopt::Objective<SoftmaxRegression<Sparse<double>>, float>);
 
+// The public bases, and the data they accept.
+using asyncopt::objective::DataMatrix;
+using asyncopt::objective::ModelData;
+using asyncopt::objective::SingleOutputModel;
+static_assert(DataMatrix<Dense<float>> && DataMatrix<ColumnMajor<double>> &&
+              DataMatrix<Sparse<float>> && DataMatrix<Sparse<double>>);
+static_assert(!DataMatrix<Eigen::SparseMatrix<double>> && !DataMatrix<Dense<int>> &&
+              !DataMatrix<Vec<double>>);
+static_assert(std::is_base_of_v<SingleOutputModel<Dense<float>, asyncopt::objective::SquaredLoss>,
+                                LeastSquares<Dense<float>>>);
+static_assert(
+    std::is_base_of_v<SingleOutputModel<Sparse<double>, asyncopt::objective::LogisticLoss>,
+                      LogisticRegression<Sparse<double>>>);
+static_assert(std::is_base_of_v<ModelData<Sparse<double>, Eigen::VectorXi>,
+                                SoftmaxRegression<Sparse<double>>>);
+
 // ---- A small problem shared by the tests -----------------------------------------------------
 
 enum class Kind { least_squares, logistic, softmax };
@@ -908,6 +924,40 @@ TEST_CASE("objectives own their data and report their shape") {
   const auto g = make<Kind::least_squares, Sparse<float>>(all_rows(), {.intercept = false});
   REQUIRE(g.dimension() == static_cast<std::size_t>(features));
   REQUIRE_FALSE(g.options().intercept);
+}
+
+// An objective of one's own over the public base: (z - y)^2, twice least squares' loss.
+struct DoubledSquaredLoss {
+  static double value(double z, double y) { return (z - y) * (z - y); }
+  static double slope(double z, double y) { return 2.0 * (z - y); }
+};
+
+template <class Matrix>
+class DoubledLeastSquares : public SingleOutputModel<Matrix, DoubledSquaredLoss> {
+ public:
+  DoubledLeastSquares(Matrix data, typename DoubledLeastSquares::Labels labels, Options options)
+      : SingleOutputModel<Matrix, DoubledSquaredLoss>("DoubledLeastSquares", std::move(data),
+                                                      std::move(labels), options) {}
+};
+
+TEST_CASE("an objective derived from SingleOutputModel runs its own loss through the kernels") {
+  const Options options{.l2 = 0.0, .intercept = true};
+  const DoubledLeastSquares<Sparse<double>> f(problem().x.sparseView(), problem().target, options);
+  const LeastSquares<Sparse<double>> g(problem().x.sparseView(), problem().target, options);
+  static_assert(asyncopt::SparseObjective<DoubledLeastSquares<Sparse<double>>, double>);
+  const std::vector<double> w(g.dimension(), 0.25);
+  const std::vector<std::size_t> batch{0, 3, 7};
+  std::vector<double> doubled(f.dimension());
+  std::vector<double> single(g.dimension());
+  f.gradient(w, batch, doubled);
+  g.gradient(w, batch, single);
+  for (std::size_t k = 0; k < single.size(); ++k) {
+    REQUIRE(doubled[k] == Approx(2.0 * single[k]));
+  }
+  REQUIRE(f.loss(w) == Approx(2.0 * g.loss(w)));
+  const std::vector<std::size_t> empty_batch;
+  REQUIRE_THROWS_WITH(f.gradient(w, empty_batch, doubled),
+                      "DoubledLeastSquares::gradient: the batch is empty");
 }
 
 // ---- Concurrency --------------------------------------------------------------------------------

@@ -281,8 +281,8 @@ const update::Adam adam{
     .learning_rate = 0.015625, .beta1 = 0.875, .beta2 = 1.0 - 0x1p-10, .epsilon = 0x1p-27};
 const RefAdam ref_adam{0.015625, 0.875, 1.0 - 0x1p-10, 0x1p-27};
 
-const schedule::LinearWarmup<schedule::Step> warmup_step{.steps = 16,
-                                                         .then = {.every = 64, .gamma = 0.5}};
+const schedule::LinearWarmup<schedule::StepDecay> warmup_step{.steps = 16,
+                                                              .then = {.every = 64, .gamma = 0.5}};
 const RefLinearWarmup<RefStep> ref_warmup_step{16, {64, 0.5}};
 
 template <class Visit>
@@ -315,16 +315,16 @@ void for_each_rule(Visit&& visit) {
   visit("ClipByNorm<DelayCompensated>",
         update::ClipByNorm<update::DelayCompensated>{.inner = dc, .max_norm = 2.0},
         RefClipByNorm<RefDc>{ref_dc, 2.0});
-  visit(
-      "Scheduled<Sgd, Step>",
-      Scheduled<update::Sgd, schedule::Step>{.inner = sgd, .schedule = {.every = 50, .gamma = 0.5}},
-      RefScheduled<RefSgd, RefStep>{ref_sgd, {50, 0.5}});
+  visit("Scheduled<Sgd, Formula>",
+        Scheduled<update::Sgd, schedule::StepDecay>{.inner = sgd,
+                                                    .schedule = {.every = 50, .gamma = 0.5}},
+        RefScheduled<RefSgd, RefStep>{ref_sgd, {50, 0.5}});
   visit("Scheduled<MomentumCorrection, Exponential>",
         Scheduled<update::MomentumCorrection, schedule::Exponential>{.inner = ema,
                                                                      .schedule = {.gamma = 0.99}},
         RefScheduled<RefEma, RefExponential>{ref_ema, {0.99}});
-  visit("Scheduled<HeavyBall (lr in velocity), LinearWarmup<Step>>",
-        Scheduled<update::HeavyBall, schedule::LinearWarmup<schedule::Step>>{
+  visit("Scheduled<HeavyBall (lr in velocity), LinearWarmup<Formula>>",
+        Scheduled<update::HeavyBall, schedule::LinearWarmup<schedule::StepDecay>>{
             .inner = velocity, .schedule = warmup_step},
         RefScheduled<RefHeavyBall, RefLinearWarmup<RefStep>>{ref_velocity, ref_warmup_step});
   visit("Scheduled<HeavyBall (lr in velocity, uncorrected), InverseSqrt>",
@@ -779,8 +779,8 @@ TEMPLATE_TEST_CASE(
 namespace {
 
 // Warm-up over 50 updates, then the learning rate divided by 10 every 100 updates.
-const schedule::LinearWarmup<schedule::Step> goyal_schedule{.steps = 50,
-                                                            .then = {.every = 100, .gamma = 0.1}};
+const schedule::LinearWarmup<schedule::StepDecay> goyal_schedule{
+    .steps = 50, .then = {.every = 100, .gamma = 0.1}};
 
 /// The largest relative difference of w between the two rules over 300 dense pushes of the
 /// same random gradients by one worker, in double.
@@ -805,7 +805,7 @@ double max_difference(const RuleA& a, const RuleB& b, const Policy& policy, std:
 }
 
 template <class Inner>
-update::Scheduled<Inner, schedule::LinearWarmup<schedule::Step>> with_goyal_schedule(
+update::Scheduled<Inner, schedule::LinearWarmup<schedule::StepDecay>> with_goyal_schedule(
     const Inner& inner) {
   return {.inner = inner, .schedule = goyal_schedule};
 }
@@ -1109,8 +1109,8 @@ TEMPLATE_TEST_CASE(
         dense_g[g.index[j]] = g.value[j];
         touched[g.index[j]] = true;
       }
-      const auto step = rule.template step<TestType>(
-          asyncopt::StepInfo{.staleness = 2, .version = 9, .gradient_norm = norm_of(g.value)});
+      const auto step = rule.template formula<TestType>(
+          asyncopt::UpdateInfo{.staleness = 2, .version = 9, .gradient_norm = norm_of(g.value)});
       auto dense = original;
       kernels::apply_dense<kernels::PlainAccess>(step, dense.dense(dense_g), 0, n);
       auto sparse = original;
@@ -1213,8 +1213,8 @@ TEMPLATE_TEST_CASE(
       const auto original = random_arrays<TestType, slots>(rng, n);
       const auto g = random_vector<TestType>(rng, n);
       const double g_norm = norm_of(g);
-      const auto step = rule.template step<TestType>(
-          asyncopt::StepInfo{.staleness = 3, .version = 9, .gradient_norm = g_norm});
+      const auto step = rule.template formula<TestType>(
+          asyncopt::UpdateInfo{.staleness = 3, .version = 9, .gradient_norm = g_norm});
       const RefInfo info{.t = 9, .tau = 3, .gradient_norm = g_norm};
 
       auto whole = original;  // SIMD body and tail
@@ -1322,14 +1322,15 @@ TEMPLATE_TEST_CASE(
   require_rejected<T>(update::WeightDecay<update::Adam>{.inner = bad_adam}, "Adam::beta1");
   require_rejected<T>(update::ClipByValue<update::Adam>{.inner = bad_adam}, "Adam::beta1");
   require_rejected<T>(update::ClipByNorm<update::Adam>{.inner = bad_adam}, "Adam::beta1");
-  require_rejected<T>(Scheduled<update::Adam, schedule::Step>{.inner = bad_adam}, "Adam::beta1");
+  require_rejected<T>(Scheduled<update::Adam, schedule::StepDecay>{.inner = bad_adam},
+                      "Adam::beta1");
 
   // Schedules.
-  require_rejected<T>(Scheduled<update::Sgd, schedule::Step>{.schedule = {.every = 0}},
-                      "schedule::Step::every");
+  require_rejected<T>(Scheduled<update::Sgd, schedule::StepDecay>{.schedule = {.every = 0}},
+                      "schedule::StepDecay::every");
   for (const double gamma : {0.0, -0.5, 1.5, nan}) {
-    require_rejected<T>(Scheduled<update::Sgd, schedule::Step>{.schedule = {.gamma = gamma}},
-                        "schedule::Step::gamma");
+    require_rejected<T>(Scheduled<update::Sgd, schedule::StepDecay>{.schedule = {.gamma = gamma}},
+                        "schedule::StepDecay::gamma");
     require_rejected<T>(Scheduled<update::Sgd, schedule::Exponential>{.schedule = {.gamma = gamma}},
                         "schedule::Exponential::gamma");
   }
@@ -1340,9 +1341,9 @@ TEMPLATE_TEST_CASE(
   require_rejected<T>(Scheduled<update::Sgd, schedule::LinearWarmup<>>{.schedule = {.steps = 0}},
                       "schedule::LinearWarmup::steps");
   require_rejected<T>(
-      Scheduled<update::Sgd, schedule::LinearWarmup<schedule::Step>>{
+      Scheduled<update::Sgd, schedule::LinearWarmup<schedule::StepDecay>>{
           .schedule = {.then = {.gamma = 2.0}}},
-      "schedule::Step::gamma");
+      "schedule::StepDecay::gamma");
 }
 
 TEST_CASE("Precision rounds a double as a conversion to float or double does", "[rules]") {
@@ -1460,8 +1461,8 @@ TEMPLATE_TEST_CASE("a delay-compensated push without a pull throws std::logic_er
   check("DelayCompensated", dc);
   check("AdaptiveDelayCompensated", dca);
   check("StalenessAware<DelayCompensated>", update::StalenessAware<update::DelayCompensated>{dc});
-  check("Scheduled<AdaptiveDelayCompensated, Step>",
-        update::Scheduled<update::AdaptiveDelayCompensated, schedule::Step>{.inner = dca});
+  check("Scheduled<AdaptiveDelayCompensated, Formula>",
+        update::Scheduled<update::AdaptiveDelayCompensated, schedule::StepDecay>{.inner = dca});
 }
 
 // =============================================================================================
@@ -1480,7 +1481,7 @@ struct RmsProp {
   static constexpr std::size_t state_slots = 1;  // the mean square v
 
   template <class Scalar>
-  struct Step {
+  struct Formula {
     Scalar learning_rate;
     Scalar rho;
     Scalar one_minus_rho;
@@ -1495,7 +1496,7 @@ struct RmsProp {
   };
 
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const asyncopt::StepInfo& info) const {
+  [[nodiscard]] Formula<Scalar> formula(const asyncopt::UpdateInfo& info) const {
     return {static_cast<Scalar>(learning_rate * info.lr_scale), static_cast<Scalar>(rho),
             static_cast<Scalar>(1.0 - rho), static_cast<Scalar>(epsilon)};
   }
@@ -1516,7 +1517,7 @@ struct SignSgd {
   static constexpr std::size_t state_slots = 0;
 
   template <class Scalar>
-  struct Step {
+  struct Formula {
     Scalar learning_rate;
 
     template <class V>
@@ -1528,7 +1529,7 @@ struct SignSgd {
   };
 
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const asyncopt::StepInfo& info) const {
+  [[nodiscard]] Formula<Scalar> formula(const asyncopt::UpdateInfo& info) const {
     return {static_cast<Scalar>(learning_rate * info.lr_scale)};
   }
 

@@ -1,6 +1,7 @@
 // The worker-handle API of the shared-memory store: pull, push, clock.
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <numeric>
 #include <span>
@@ -102,7 +103,7 @@ TEMPLATE_TEST_CASE(
   const Opt<float, TestType> opt(Sgd{.learning_rate = 1.0}, make_policy<TestType>());
   auto store = opt.attach(w, 2);
   auto other = store->worker(1);
-  auto h = store->worker(0);
+  auto h = store->proxy(0);  // the handle a server acts through
   std::vector<float> pulled(n);
   h.pull(pulled);
   other.push(std::span<const float>(std::vector<float>(n, 1.0f)));  // w = 0; h is 1 behind
@@ -135,6 +136,39 @@ TEMPLATE_TEST_CASE(
   bad[5] = std::numeric_limits<float>::quiet_NaN();
   REQUIRE_FALSE(h.push(std::span<const float>(bad), accepted).applied);
   REQUIRE(calls == 2);
+}
+
+// The server-side entry points, as concepts (a requires-expression on a concrete type outside
+// a template would be a hard error).
+template <class H>
+concept AcceptsPush = requires(H& h, std::span<const float> g, asyncopt::store::IgnoreAccepted a) {
+  h.push(g, a);
+};
+template <class H>
+concept ClocksTo = requires(H& h) {
+  h.clock_to(std::uint64_t{1});
+};
+template <class H>
+concept MayPull = requires(H& h) {
+  h.may_pull();
+};
+
+TEST_CASE("a worker's handle shows only what users call and the server's entry points are on Proxy") {
+  using Store = asyncopt::transport::SharedMemory::Store<float, Sgd, Locked>;
+  using Worker = Store::Worker;
+  using Proxy = Store::Proxy;
+  STATIC_REQUIRE(asyncopt::WorkerHandle<Worker, float>);
+  STATIC_REQUIRE_FALSE(AcceptsPush<Worker>);
+  STATIC_REQUIRE_FALSE(ClocksTo<Worker>);
+  STATIC_REQUIRE_FALSE(MayPull<Worker>);
+  STATIC_REQUIRE(AcceptsPush<Proxy>);
+  STATIC_REQUIRE(ClocksTo<Proxy>);
+  STATIC_REQUIRE(MayPull<Proxy>);
+  // A proxy claims its worker id as a worker handle does.
+  std::vector<float> w(8, 0.0f);
+  Store store(asyncopt::transport::SharedMemory{}, Sgd{}, Locked{}, std::span<float>(w), 2);
+  const Proxy proxy = store.proxy(0);
+  REQUIRE_THROWS_WITH(store.worker(0), Catch::Contains("worker 0 already has a handle"));
 }
 
 TEMPLATE_TEST_CASE("a sparse push and the equivalent dense push give identical parameters", "",
@@ -335,14 +369,14 @@ struct HeldSgd {
   static constexpr std::size_t state_slots = 0;
 
   template <class Scalar>
-  [[nodiscard]] Sgd::Step<Scalar> step(const asyncopt::StepInfo& info) const {
+  [[nodiscard]] Sgd::Formula<Scalar> formula(const asyncopt::UpdateInfo& info) const {
     if (info.worker == 1) {
       holding->store(true);
       while (!release->load()) {
         std::this_thread::yield();
       }
     }
-    return Sgd{.learning_rate = learning_rate}.step<Scalar>(info);
+    return Sgd{.learning_rate = learning_rate}.formula<Scalar>(info);
   }
   void validate() const {}
 };

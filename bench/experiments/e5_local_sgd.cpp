@@ -47,14 +47,15 @@ struct Run {
 };
 
 Run train(const Softmax& f, std::uint64_t period, double lr) {
-  using Rule = asyncopt::update::Scheduled<asyncopt::update::Sgd, asyncopt::schedule::Step>;
+  using Rule = asyncopt::update::Scheduled<asyncopt::update::Sgd, asyncopt::schedule::StepDecay>;
   using Opt = asyncopt::AsyncOptimizer<float, Rule, asyncopt::consistency::LocalSgd>;
   // The schedule counts each worker's own steps (a local step's version), the same for
   // every H.
   const std::uint64_t steps = epochs * f.num_examples() / batch_size / workers;
-  const Opt opt(Rule{.inner = asyncopt::update::Sgd{.learning_rate = lr},
-                     .schedule = asyncopt::schedule::Step{.every = steps / 3 + 1, .gamma = 0.1}},
-                asyncopt::consistency::LocalSgd{.period = period});
+  const Opt opt(
+      Rule{.inner = asyncopt::update::Sgd{.learning_rate = lr},
+           .schedule = asyncopt::schedule::StepDecay{.every = steps / 3 + 1, .gamma = 0.1}},
+      asyncopt::consistency::LocalSgd{.period = period});
   std::vector<float> w(f.dimension(), 0.0f);
   const auto report =
       opt.optimize(f, std::span<float>(w),

@@ -12,7 +12,7 @@ struct MyRule {
   double learning_rate = 0.1;
   static constexpr std::size_t state_slots = 0;
   template <class Scalar>
-  struct Step {
+  struct Formula {
     Scalar learning_rate;
     template <class V>
     void operator()(V& w, const V& g, std::array<V, 0>& /*state*/) const {
@@ -20,7 +20,7 @@ struct MyRule {
     }
   };
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const asyncopt::StepInfo& info) const {
+  [[nodiscard]] Formula<Scalar> formula(const asyncopt::UpdateInfo& info) const {
     return {static_cast<Scalar>(learning_rate * info.lr_scale)};
   }
 };

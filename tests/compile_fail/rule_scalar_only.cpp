@@ -12,14 +12,14 @@ struct ScalarSgd {
   double learning_rate = 0.1;
   static constexpr std::size_t state_slots = 0;
   template <class Scalar>
-  struct Step {
+  struct Formula {
     Scalar learning_rate;
     void operator()(Scalar& w, const Scalar& g, std::array<Scalar, 0>& /*state*/) const {
       w -= learning_rate * g;
     }
   };
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const asyncopt::StepInfo& info) const {
+  [[nodiscard]] Formula<Scalar> formula(const asyncopt::UpdateInfo& info) const {
     return {static_cast<Scalar>(learning_rate * info.lr_scale)};
   }
   void validate() const {}

@@ -14,7 +14,7 @@ struct AdaGradLike {
   double learning_rate = 0.1;
   static constexpr std::size_t state_slots = 1;
   template <class Scalar>
-  struct Step {
+  struct Formula {
     Scalar learning_rate;
     template <class V>
     void operator()(V& w, const V& g, std::array<V, 1>& state) const {
@@ -24,7 +24,7 @@ struct AdaGradLike {
     }
   };
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const asyncopt::StepInfo& info) const {
+  [[nodiscard]] Formula<Scalar> formula(const asyncopt::UpdateInfo& info) const {
     return {static_cast<Scalar>(learning_rate * info.lr_scale)};
   }
   void validate() const {}

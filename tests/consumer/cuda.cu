@@ -8,7 +8,7 @@
 #include <asyncopt/update/adam.hpp>
 
 int main() {
-  namespace acu = asyncopt::cuda;
+  namespace acu = asyncopt::gpu;
   using Store = asyncopt::transport::CudaDevice::Store<float, asyncopt::update::Adam,
                                                        asyncopt::consistency::Locked>;
   if (acu::device_count() == 0) {

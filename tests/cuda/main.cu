@@ -15,7 +15,7 @@ int main(int argc, char* argv[]) {
   const Catch::ConfigData& config = session.configData();
   const bool listing =
       config.listTests || config.listTestNamesOnly || config.listTags || config.listReporters;
-  if (!listing && asyncopt::cuda::device_count() == 0) {
+  if (!listing && asyncopt::gpu::device_count() == 0) {
     int count = 0;
     const cudaError_t error = cudaGetDeviceCount(&count);
     static_cast<void>(cudaGetLastError());

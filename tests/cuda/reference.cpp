@@ -9,7 +9,8 @@
 namespace reference {
 
 template <class Rule>
-Result run_cpu(const Rule& rule, std::span<const float> initial, const std::vector<Step>& steps) {
+Result run_cpu(const Rule& rule, std::span<const float> initial,
+               const std::vector<Formula>& steps) {
   using Store =
       asyncopt::transport::SharedMemory::Store<float, Rule, asyncopt::consistency::Locked>;
   Result result{.params = {initial.begin(), initial.end()}, .state = {}};
@@ -18,7 +19,7 @@ Result run_cpu(const Rule& rule, std::span<const float> initial, const std::vect
     Store store(asyncopt::transport::SharedMemory{}, rule, asyncopt::consistency::Locked{},
                 std::span<float>(result.params), 1);
     auto worker = store.worker(0);
-    for (const Step& step : steps) {
+    for (const Formula& step : steps) {
       if (step.pull) {
         worker.pull(std::span<float>(pulled));
       }
@@ -36,7 +37,7 @@ Result run_cpu(const Rule& rule, std::span<const float> initial, const std::vect
 
 #define ASYNCOPT_REFERENCE_DEFINE(R)                                        \
   template Result run_cpu<R>(const R& rule, std::span<const float> initial, \
-                             const std::vector<Step>& steps);
+                             const std::vector<Formula>& steps);
 ASYNCOPT_REFERENCE_RULES(ASYNCOPT_REFERENCE_DEFINE)
 #undef ASYNCOPT_REFERENCE_DEFINE
 

@@ -26,7 +26,7 @@ using StaleSgd = asyncopt::update::StalenessAware<Sgd>;
 }  // namespace rules
 
 /// One step of a sequence: an optional dense pull, then a push, dense when `index` is empty.
-struct Step {
+struct Formula {
   bool pull = false;
   std::vector<std::size_t> index;
   std::vector<float> value;
@@ -40,7 +40,7 @@ struct Result {
 
 /// Runs `steps` on a one-worker SharedMemory store under Locked, from `initial`.
 template <class Rule>
-Result run_cpu(const Rule& rule, std::span<const float> initial, const std::vector<Step>& steps);
+Result run_cpu(const Rule& rule, std::span<const float> initial, const std::vector<Formula>& steps);
 
 #define ASYNCOPT_REFERENCE_RULES(X)  \
   X(rules::Sgd)                      \
@@ -57,7 +57,7 @@ Result run_cpu(const Rule& rule, std::span<const float> initial, const std::vect
 
 #define ASYNCOPT_REFERENCE_DECLARE(R)                                              \
   extern template Result run_cpu<R>(const R& rule, std::span<const float> initial, \
-                                    const std::vector<Step>& steps);
+                                    const std::vector<Formula>& steps);
 ASYNCOPT_REFERENCE_RULES(ASYNCOPT_REFERENCE_DECLARE)
 #undef ASYNCOPT_REFERENCE_DECLARE
 

@@ -22,12 +22,12 @@
 
 namespace {
 
-namespace acu = asyncopt::cuda;
+namespace acu = asyncopt::gpu;
 using asyncopt::consistency::BoundedStaleness;
 using asyncopt::consistency::Locked;
 using asyncopt::consistency::LockFree;
 using asyncopt::transport::CudaDevice;
-using reference::Step;
+using reference::Formula;
 namespace rules = reference::rules;
 
 template <class Rule, class Policy>
@@ -49,10 +49,10 @@ std::vector<float> initial_parameters() {
 
 // Six pushes, a pull before the first and the fourth, so that pushes are 0, 1 and 2 updates
 // stale and w differs from w_seen. Sparse pushes touch every third parameter, shifted per step.
-std::vector<Step> sequence(bool sparse) {
-  std::vector<Step> steps;
+std::vector<Formula> sequence(bool sparse) {
+  std::vector<Formula> steps;
   for (std::size_t k = 0; k < 6; ++k) {
-    Step step;
+    Formula step;
     step.pull = k % 3 == 0;
     for (std::size_t i = k % 3; i < dimension; i += sparse ? 3 : 1) {
       if (sparse) {
@@ -85,13 +85,13 @@ std::vector<T> to_host(acu::DeviceSpan<const T> device) {
 // Runs the sequence on a one-worker device store, every pull and push in device memory.
 template <class Rule, class Policy>
 reference::Result run_device(const Rule& rule, const Policy& policy,
-                             const std::vector<float>& initial, const std::vector<Step>& steps) {
+                             const std::vector<float>& initial, const std::vector<Formula>& steps) {
   std::vector<float> mirror = initial;  // the store's host mirror
   DeviceStore<Rule, Policy> store(CudaDevice{}, rule, policy, std::span<float>(mirror), 1);
   acu::DeviceBuffer<float> pulled(initial.size());
   {
     auto worker = store.worker(0);
-    for (const Step& step : steps) {
+    for (const Formula& step : steps) {
       if (step.pull) {
         worker.pull(pulled.span());
       }
@@ -177,7 +177,7 @@ TEMPLATE_TEST_CASE("every rule's device kernel matches the CPU kernel, dense and
   const TestType rule = configured<TestType>();
   const std::vector<float> initial = initial_parameters();
   for (const bool sparse : {false, true}) {
-    const std::vector<Step> steps = sequence(sparse);
+    const std::vector<Formula> steps = sequence(sparse);
     const reference::Result cpu = reference::run_cpu(rule, initial, steps);
     // The sequence moves the parameters: a comparison with the initial values would fail.
     REQUIRE(std::abs(cpu.params[3] - initial[3]) > 1e-4F);
@@ -204,7 +204,7 @@ TEST_CASE("pushes and pulls through host memory match those through device memor
     for (const bool sparse : {false, true}) {
       INFO((pinned ? "pinned" : "pageable")
            << " host memory, " << (sparse ? "sparse" : "dense") << " pushes");
-      const std::vector<Step> steps = sequence(sparse);
+      const std::vector<Formula> steps = sequence(sparse);
       const reference::Result cpu = reference::run_cpu(rule, initial, steps);
       DeviceStore<rules::Adam, Locked> store(CudaDevice{}, rule, small_stripes,
                                              std::span<float>(mirror), 1);
@@ -214,7 +214,7 @@ TEST_CASE("pushes and pulls through host memory match those through device memor
       const std::span<float> pulled = pinned ? pinned_pull.span() : std::span<float>(pageable);
       {
         auto worker = store.worker(0);
-        for (const Step& step : steps) {
+        for (const Formula& step : steps) {
           if (step.pull) {
             worker.pull(pulled);
           }
@@ -528,7 +528,7 @@ TEST_CASE("concurrent pushes from 4 host threads converge on least squares", "[c
   }
 }
 
-TEST_CASE("a failing CUDA call surfaces as cuda::Error carrying the CUDA error string", "[cuda]") {
+TEST_CASE("a failing CUDA call surfaces as gpu::Error carrying the CUDA error string", "[cuda]") {
   SECTION("out of device memory") {
     try {
       const acu::DeviceBuffer<float> huge(std::size_t{1} << 50);

@@ -1,4 +1,4 @@
-// Where no GPU is usable, creating a device store throws asyncopt::cuda::Error carrying the
+// Where no GPU is usable, creating a device store throws asyncopt::gpu::Error carrying the
 // CUDA runtime's own description of the failure. Exits with 77 (skipped) where a GPU is usable.
 #include <cstdio>
 #include <string>
@@ -9,7 +9,7 @@
 #include <asyncopt/update/sgd.hpp>
 
 int main() {
-  if (asyncopt::cuda::device_count() > 0) {
+  if (asyncopt::gpu::device_count() > 0) {
     std::printf("SKIPPED: a CUDA device is usable; test_cuda covers it\n");
     return 77;
   }
@@ -24,9 +24,9 @@ int main() {
                       asyncopt::consistency::LockFree{}, std::span<float>(initial), 2);
     std::printf("FAILED: the store was created without a usable device\n");
     return 1;
-  } catch (const asyncopt::cuda::Error& e) {
+  } catch (const asyncopt::gpu::Error& e) {
     const std::string what = e.what();
-    std::printf("cuda::Error: %s\n", e.what());
+    std::printf("gpu::Error: %s\n", e.what());
     if (e.code() != expected || what.find(cudaGetErrorString(expected)) == std::string::npos ||
         what.find(cudaGetErrorName(expected)) == std::string::npos) {
       std::printf("FAILED: expected the error %s (%s)\n", cudaGetErrorName(expected),

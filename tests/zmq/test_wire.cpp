@@ -25,7 +25,7 @@
 namespace {
 
 using namespace std::chrono_literals;
-namespace wire = asyncopt::zmq::wire;
+namespace wire = asyncopt::zeromq::wire;
 using wire::Element;
 using wire::ErrorCode;
 using wire::Header;
@@ -670,7 +670,8 @@ TEST_CASE("decode only returns views inside its frames or throws MalformedMessag
 
 namespace {
 
-using Router = asyncopt::zmq::Server<float, asyncopt::update::Sgd, asyncopt::consistency::LockFree>;
+using Router =
+    asyncopt::zeromq::Server<float, asyncopt::update::Sgd, asyncopt::consistency::LockFree>;
 
 // A raw DEALER talking bytes to a server, every receive bounded.
 class RawPeer {
@@ -690,9 +691,9 @@ class RawPeer {
 
   // The next reply, decoded; fails the test after 5 s without one.
   wire::Message receive() {
-    const bool arrived = asyncopt::zmq::detail::receive(socket_, frames_, 5000ms);
+    const bool arrived = asyncopt::zeromq::detail::receive(socket_, frames_, 5000ms);
     REQUIRE(arrived);
-    return asyncopt::zmq::detail::decode(frames_, 0);
+    return asyncopt::zeromq::detail::decode(frames_, 0);
   }
 
   // Sends `frames` and expects an error reply with `code` and `sequence`.
@@ -709,14 +710,14 @@ class RawPeer {
  private:
   ::zmq::context_t context_{1};
   ::zmq::socket_t socket_;
-  asyncopt::zmq::detail::Frames frames_;
+  asyncopt::zeromq::detail::Frames frames_;
 };
 
 }  // namespace
 
 TEST_CASE("a live server answers each broken request with an error and keeps serving") {
   Router server(
-      asyncopt::zmq::ServerConfig{
+      asyncopt::zeromq::ServerConfig{
           .endpoint = "tcp://127.0.0.1:*", .dimension = 8, .poll_interval = 10ms},
       asyncopt::update::Sgd{}, asyncopt::consistency::LockFree{});
   std::jthread t([&](std::stop_token s) { server.run(s); });
@@ -755,7 +756,7 @@ TEST_CASE("a live server answers each broken request with an error and keeps ser
   CHECK_THAT(std::string(unknown.text), Catch::Contains("worker id 99"));
 
   // Every counter is bumped before its reply is sent.
-  const asyncopt::zmq::ServerStats stats = server.stats();
+  const asyncopt::zeromq::ServerStats stats = server.stats();
   CHECK(stats.malformed == 3);
   CHECK(stats.refused == 2);
   CHECK(stats.version == 0);
@@ -763,7 +764,7 @@ TEST_CASE("a live server answers each broken request with an error and keeps ser
 
   // The same counters over the wire.
   peer.send(
-      {header_bytes({.type = Type::stats, .worker = asyncopt::zmq::observer, .sequence = 105})});
+      {header_bytes({.type = Type::stats, .worker = asyncopt::zeromq::observer, .sequence = 105})});
   const wire::Message counters = peer.receive();
   REQUIRE(counters.header.type == Type::stats_reply);
   CHECK(counters.header.sequence == 105);
@@ -776,13 +777,13 @@ TEST_CASE("a live server answers each broken request with an error and keeps ser
   // The server still serves: the observer reads the 8 initial zeros.
   peer.send({header_bytes({.type = Type::pull,
                            .element = Element::float32,
-                           .worker = asyncopt::zmq::observer,
+                           .worker = asyncopt::zeromq::observer,
                            .sequence = 106})});
   const wire::Message pulled = peer.receive();
   REQUIRE(pulled.header.type == Type::pull_reply);
   CHECK(pulled.header.sequence == 106);
   CHECK(pulled.header.element == Element::float32);
-  CHECK(pulled.header.worker == asyncopt::zmq::observer);
+  CHECK(pulled.header.worker == asyncopt::zeromq::observer);
   REQUIRE(pulled.header.count == 8);
   std::vector<float> values(8, -1.0F);
   pulled.copy_values(std::span<float>(values));

@@ -43,8 +43,8 @@ using asyncopt::consistency::BoundedStaleness;
 using asyncopt::consistency::Locked;
 using asyncopt::consistency::LockFree;
 using asyncopt::transport::Zmq;
-using asyncopt::zmq::Server;
-using asyncopt::zmq::ServerConfig;
+using asyncopt::zeromq::Server;
+using asyncopt::zeromq::ServerConfig;
 
 // Servers for keys split at `cuts` (ascending, inside (0, dimension)), each serving on a
 // thread until the fixture goes.
@@ -102,30 +102,30 @@ class RawLink {
     dealer_.connect(endpoint);
   }
   // Sends the header, and the payload as a second frame when it is not empty.
-  void send(const asyncopt::zmq::wire::Header& header, std::span<const float> payload = {}) {
+  void send(const asyncopt::zeromq::wire::Header& header, std::span<const float> payload = {}) {
     std::vector<::zmq::message_t> parts;
-    parts.push_back(asyncopt::zmq::detail::header_frame(header));
+    parts.push_back(asyncopt::zeromq::detail::header_frame(header));
     if (!payload.empty()) {
       parts.emplace_back(payload.data(), payload.size_bytes());
     }
     REQUIRE(::zmq::send_multipart(dealer_, parts));
   }
   // Whether a reply arrived within `timeout`; it is left in `reply`.
-  bool receive(asyncopt::zmq::detail::Frames& reply, std::chrono::milliseconds timeout) {
-    return asyncopt::zmq::detail::receive(dealer_, reply, timeout);
+  bool receive(asyncopt::zeromq::detail::Frames& reply, std::chrono::milliseconds timeout) {
+    return asyncopt::zeromq::detail::receive(dealer_, reply, timeout);
   }
   // Sends and returns the decoded reply, which must come within 5 s.
-  asyncopt::zmq::wire::Message request(const asyncopt::zmq::wire::Header& header,
-                                       std::span<const float> payload = {}) {
+  asyncopt::zeromq::wire::Message request(const asyncopt::zeromq::wire::Header& header,
+                                          std::span<const float> payload = {}) {
     send(header, payload);
     REQUIRE(receive(reply_, 5000ms));
-    return asyncopt::zmq::detail::decode(reply_, 0);
+    return asyncopt::zeromq::detail::decode(reply_, 0);
   }
 
  private:
   ::zmq::context_t context_;
   ::zmq::socket_t dealer_;
-  asyncopt::zmq::detail::Frames reply_;
+  asyncopt::zeromq::detail::Frames reply_;
 };
 
 }  // namespace
@@ -380,7 +380,7 @@ TEST_CASE("a worker whose server is gone gets ServerUnavailable within the timeo
   std::vector<float> w(4);
   h.pull(w);
   cluster.reset();
-  CHECK_THROWS_AS(h.pull(w), asyncopt::zmq::ServerUnavailable);
+  CHECK_THROWS_AS(h.pull(w), asyncopt::zeromq::ServerUnavailable);
   CHECK_THROWS_WITH(h.push(std::span<const float>(w)), Catch::Contains("did not answer a push"));
 }
 
@@ -486,7 +486,7 @@ TEST_CASE("a corrupt or mismatched checkpoint is refused with the reason and lef
     CHECK_THROWS_WITH((Server<float, asyncopt::update::Sgd, LockFree>(wider, rule, LockFree{})),
                       Catch::Contains("has dimension 4 but this server has 5"));
     CHECK_THROWS_AS((Server<double, asyncopt::update::Sgd, LockFree>(config, rule, LockFree{})),
-                    asyncopt::zmq::CheckpointError);
+                    asyncopt::zeromq::CheckpointError);
   }
   SECTION("a flipped byte") {
     bytes.back() = static_cast<char>(bytes.back() ^ 0x40);
@@ -511,7 +511,7 @@ TEST_CASE("a corrupt or mismatched checkpoint is refused with the reason and lef
 }
 
 TEST_CASE("a resent push is answered again but applied once") {
-  namespace wire = asyncopt::zmq::wire;
+  namespace wire = asyncopt::zeromq::wire;
   const asyncopt::update::Sgd rule{.learning_rate = 1.0};
   Cluster<float, asyncopt::update::Sgd, LockFree> cluster(2, 1, rule, LockFree{});
   RawLink link(cluster.server(0).endpoint());
@@ -537,7 +537,7 @@ TEST_CASE("a resent push is answered again but applied once") {
 TEST_CASE("a server answers a non-finite push as rejected and applies nothing") {
   // The transport rejects such a gradient before sending it; a client that does not is
   // answered by the server's own check.
-  namespace wire = asyncopt::zmq::wire;
+  namespace wire = asyncopt::zeromq::wire;
   const asyncopt::update::Sgd rule{.learning_rate = 1.0};
   Cluster<float, asyncopt::update::Sgd, LockFree> cluster(2, 1, rule, LockFree{});
   RawLink link(cluster.server(0).endpoint());
@@ -644,9 +644,9 @@ TEST_CASE("a worker process killed with SIGKILL mid-run is dropped and the other
 }
 
 TEST_CASE("with CURVE a server serves the workers on its allow-list and refuses any other key") {
-  const auto server_keys = asyncopt::zmq::generate_curve_keypair();
-  const auto allowed = asyncopt::zmq::generate_curve_keypair();
-  const auto stranger = asyncopt::zmq::generate_curve_keypair();
+  const auto server_keys = asyncopt::zeromq::generate_curve_keypair();
+  const auto allowed = asyncopt::zeromq::generate_curve_keypair();
+  const auto stranger = asyncopt::zeromq::generate_curve_keypair();
   const asyncopt::update::Sgd rule{.learning_rate = 1.0};
   Server<float, asyncopt::update::Sgd, LockFree> server({.endpoint = "tcp://127.0.0.1:*",
                                                          .dimension = 3,
@@ -656,7 +656,7 @@ TEST_CASE("with CURVE a server serves the workers on its allow-list and refuses 
                                                          .allowed_workers = {allowed.public_key}},
                                                         rule, LockFree{});
   std::jthread serving([&](const std::stop_token& stop) { server.run(stop); });
-  auto transport = [&](const asyncopt::zmq::CurveKeyPair& keys, std::string server_key) {
+  auto transport = [&](const asyncopt::zeromq::CurveKeyPair& keys, std::string server_key) {
     return Zmq{.servers = {server.endpoint()},
                .timeout = 1500ms,
                .curve_server_key = std::move(server_key),
@@ -680,7 +680,7 @@ TEST_CASE("with CURVE a server serves the workers on its allow-list and refuses 
 
   // Without CURVE the handshake fails before any message: no reply either.
   Opt plain(rule, LockFree{}, Zmq{.servers = {server.endpoint()}, .timeout = 500ms});
-  CHECK_THROWS_AS(plain.attach(params, 1), asyncopt::zmq::ServerUnavailable);
+  CHECK_THROWS_AS(plain.attach(params, 1), asyncopt::zeromq::ServerUnavailable);
 
   // Keys that are not Z85 are refused before anything is sent.
   CHECK_THROWS_WITH(transport(allowed, "not a key").validate(),
@@ -759,7 +759,7 @@ TEST_CASE("after a restart from a checkpoint a worker that had left still holds 
 }
 
 TEST_CASE("a pull resent while it is held back is answered once") {
-  namespace wire = asyncopt::zmq::wire;
+  namespace wire = asyncopt::zeromq::wire;
   using Policy = BoundedStaleness<Locked>;
   const asyncopt::update::Sgd rule{};
   Cluster<float, asyncopt::update::Sgd, Policy> cluster(2, 2, rule, Policy{.staleness = 0}, {}, {},
@@ -775,7 +775,7 @@ TEST_CASE("a pull resent while it is held back is answered once") {
   for (int k = 0; k < 3; ++k) {
     raw.send(pull);
   }
-  asyncopt::zmq::detail::Frames reply;
+  asyncopt::zeromq::detail::Frames reply;
   CHECK_FALSE(raw.receive(reply, 300ms));
   // Worker 1 clocks: the pull goes, once.
   raw.send({.type = wire::Type::clock,
@@ -783,7 +783,7 @@ TEST_CASE("a pull resent while it is held back is answered once") {
             .sequence = (std::uint64_t{10} << 32) + 1,
             .value = 1});
   REQUIRE(raw.receive(reply, 5000ms));
-  CHECK(asyncopt::zmq::detail::decode(reply, 0).header.type == wire::Type::pull_reply);
+  CHECK(asyncopt::zeromq::detail::decode(reply, 0).header.type == wire::Type::pull_reply);
   CHECK_FALSE(raw.receive(reply, 300ms));
   CHECK(cluster.server(0).stats().duplicates == 2);
 }
@@ -949,15 +949,16 @@ TEST_CASE("a frame larger than any request is refused before the server allocate
   CHECK(sent < (std::size_t{64} << 20));
   // The server goes on serving the others.
   RawLink link(cluster.server(0).endpoint());
-  namespace wire = asyncopt::zmq::wire;
-  CHECK(link.request({.type = wire::Type::stats, .worker = asyncopt::zmq::observer, .sequence = 1})
-            .header.type == wire::Type::stats_reply);
+  namespace wire = asyncopt::zeromq::wire;
+  CHECK(
+      link.request({.type = wire::Type::stats, .worker = asyncopt::zeromq::observer, .sequence = 1})
+          .header.type == wire::Type::stats_reply);
 }
 
 TEST_CASE("a client that never reads its replies holds at most queue_limit of them on the server") {
   // 100 pulls of a million floats (4 MB each) that are never read: with a queue of 4 the
   // server holds about 4 replies for that client and drops the rest, instead of 400 MB.
-  namespace wire = asyncopt::zmq::wire;
+  namespace wire = asyncopt::zeromq::wire;
   const asyncopt::update::Sgd rule{};
   const std::size_t n = 1'000'000;
   Server<float, asyncopt::update::Sgd, LockFree> server({.endpoint = "tcp://127.0.0.1:*",
@@ -977,7 +978,7 @@ TEST_CASE("a client that never reads its replies holds at most queue_limit of th
   for (std::uint64_t k = 1; k <= 100; ++k) {
     const auto header = wire::encode({.type = wire::Type::pull,
                                       .element = wire::Element::float32,
-                                      .worker = asyncopt::zmq::observer,
+                                      .worker = asyncopt::zeromq::observer,
                                       .sequence = k});
     if (!attacker.frame(header)) {
       REQUIRE(attacker.closed_by_peer());
@@ -1026,7 +1027,7 @@ TEST_CASE("an endpoint, path or size a server cannot use is named in the error w
   CHECK_THROWS_WITH(
       make({.endpoint = "tcp://127.0.0.1:*", .dimension = 4, .checkpoint = dir.path()}),
       Catch::Contains("ServerConfig::checkpoint '" + dir.path().string() + "' is a directory"));
-  CHECK_THROWS_WITH(asyncopt::zmq::read_checkpoint(dir.path()),
+  CHECK_THROWS_WITH(asyncopt::zeromq::read_checkpoint(dir.path()),
                     "asyncopt: cannot read checkpoint " + dir.path().string() + ": Is a directory");
 
   CHECK_THROWS_WITH(make({.endpoint = "tcp://127.0.0.1:*", .dimension = 1'000'000'000'000}),
@@ -1065,13 +1066,13 @@ TEST_CASE(
   Zmq later = cluster.transport(1);  // worker 1 of a job of 1
   asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> second(rule, LockFree{},
                                                                                later);
-  CHECK_THROWS_AS(second.attach(std::span<float>(w), 1), asyncopt::zmq::RemoteError);
+  CHECK_THROWS_AS(second.attach(std::span<float>(w), 1), asyncopt::zeromq::RemoteError);
   CHECK(w == std::vector<float>(4, 7.0F));
 }
 
 TEST_CASE(
     "a second live process claiming a worker id is refused and one replacing a dead one gets it") {
-  namespace wire = asyncopt::zmq::wire;
+  namespace wire = asyncopt::zeromq::wire;
   const asyncopt::update::Sgd rule{};
   using Opt = asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq>;
   std::vector<float> params(2);
@@ -1128,7 +1129,7 @@ TEST_CASE("raise_descriptor_limit lifts the soft descriptor limit to the hard on
   rlimit lowered = original;
   lowered.rlim_cur = std::min<rlim_t>(original.rlim_max, 256);
   REQUIRE(::setrlimit(RLIMIT_NOFILE, &lowered) == 0);
-  const std::uint64_t raised = asyncopt::zmq::raise_descriptor_limit();
+  const std::uint64_t raised = asyncopt::zeromq::raise_descriptor_limit();
   rlimit now{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &now) == 0);
   CHECK(now.rlim_cur == original.rlim_max);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <asyncopt/consistency/rounds.hpp>
+#include <asyncopt/consistency/shared_parameters.hpp>
 #include <asyncopt/kernels/access.hpp>
 #include <asyncopt/kernels/dense.hpp>
 
@@ -52,15 +53,15 @@ struct LocalSgd {
   /// each replica from it. read() and the writes on the shared parameters take the
   /// reader-writer lock.
   template <class Scalar>
-  class Guard : public detail::SharedParameters<Scalar> {
-    using detail::SharedParameters<Scalar>::n_;
-    using detail::SharedParameters<Scalar>::params_mutex_;
+  class Guard : public SharedParameters<Scalar> {
+    using SharedParameters<Scalar>::n_;
+    using SharedParameters<Scalar>::params_mutex_;
 
    public:
     /// Allocates a replica of n parameters per worker, which join() fills from the shared
     /// parameters; every worker starts live. Throws std::invalid_argument when `period` is 0.
     Guard(const LocalSgd& policy, std::size_t n, std::size_t workers)
-        : detail::SharedParameters<Scalar>(n),
+        : SharedParameters<Scalar>(n),
           period_(policy.period),
           replicas_(n * workers),
           clocks_(workers, 0),

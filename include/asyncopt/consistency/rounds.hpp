@@ -1,4 +1,5 @@
-// Rounds: the barrier shared by the policies that move all workers forward together.
+// Rounds: the barrier shared by the policies that move all workers forward together, and
+// the mean of the workers' rows they close a round with. Internal to those policies.
 #pragma once
 
 #include <algorithm>
@@ -7,12 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
-#include <shared_mutex>
 #include <span>
 #include <vector>
-
-#include <asyncopt/kernels/access.hpp>
-#include <asyncopt/kernels/dense.hpp>
 
 namespace asyncopt::consistency::detail {
 
@@ -117,41 +114,6 @@ class Rounds {
   std::vector<unsigned char> live_;
   std::vector<unsigned char> contributed_;
   std::uint64_t round_ = 0;
-};
-
-/// The shared parameters of a round-based guard behind a reader-writer lock: pulls read
-/// them together, and only the closing of a round writes them.
-template <class Scalar>
-class SharedParameters {
- public:
-  explicit SharedParameters(std::size_t n) : n_(n) {}
-
-  void read(const Scalar* src, Scalar* dst) const {
-    const std::shared_lock lock(params_mutex_);
-    kernels::copy<kernels::PlainAccess>(src, dst, 0, n_);
-  }
-
-  template <class F>
-  void read_sparse(std::span<const std::size_t> index, F&& apply) const {
-    const std::shared_lock lock(params_mutex_);
-    apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
-  }
-
-  template <class F>
-  void write_dense(F&& apply) const {
-    const std::unique_lock lock(params_mutex_);
-    apply(kernels::PlainAccess{}, std::size_t{0}, n_);
-  }
-
-  template <class F>
-  void write_sparse(std::span<const std::size_t> index, F&& apply) const {
-    const std::unique_lock lock(params_mutex_);
-    apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
-  }
-
- protected:
-  std::size_t n_;
-  mutable std::shared_mutex params_mutex_;
 };
 
 /// dst[i] = the mean over the contributing workers k of rows[k * n + i], summed in worker

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <asyncopt/consistency/rounds.hpp>
+#include <asyncopt/consistency/shared_parameters.hpp>
 #include <asyncopt/kernels/access.hpp>
 #include <asyncopt/kernels/dense.hpp>
 
@@ -36,17 +37,14 @@ struct Synchronous {
   /// mean gradient once, under an exclusive lock; pulls read the shared parameters under a
   /// shared lock, so never while a round is being applied.
   template <class Scalar>
-  class Guard : public detail::SharedParameters<Scalar> {
-    using detail::SharedParameters<Scalar>::n_;
+  class Guard : public SharedParameters<Scalar> {
+    using SharedParameters<Scalar>::n_;
 
    public:
     // Pulls read the shared parameters while no round is being applied.
     /// Allocates one gradient slot of n elements per worker; every worker starts live.
     Guard(const Synchronous& /*policy*/, std::size_t n, std::size_t workers)
-        : detail::SharedParameters<Scalar>(n),
-          gradients_(n * workers),
-          mean_(n),
-          rounds_(workers) {}
+        : SharedParameters<Scalar>(n), gradients_(n * workers), mean_(n), rounds_(workers) {}
 
     /// Worker `id`'s contribution to the current round: `fill(slot)` writes its dense
     /// gradient into `slot` (n elements). Blocks until the round is applied; the worker that

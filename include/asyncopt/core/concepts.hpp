@@ -9,7 +9,7 @@
 #include <utility>
 
 #include <asyncopt/core/objective.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/kernels/access.hpp>
 #include <asyncopt/kernels/batch.hpp>
 
@@ -46,16 +46,16 @@ concept UpdateRuleMembers = std::copy_constructible<R> && requires(const R& rule
   { R::state_slots } -> std::convertible_to<std::size_t>;
   rule.validate();
 } &&((!needs_w_seen_v<R> &&
-      requires(const R& rule, const StepInfo& info, float& wf, double& wd,
+      requires(const R& rule, const UpdateInfo& info, float& wf, double& wd,
                std::array<float, R::state_slots>& sf, std::array<double, R::state_slots>& sd) {
-        rule.template step<float>(info)(wf, wf, sf);
-        rule.template step<double>(info)(wd, wd, sd);
+        rule.template formula<float>(info)(wf, wf, sf);
+        rule.template formula<double>(info)(wd, wd, sd);
       }) ||
      (needs_w_seen_v<R> &&
-      requires(const R& rule, const StepInfo& info, float& wf, double& wd,
+      requires(const R& rule, const UpdateInfo& info, float& wf, double& wd,
                std::array<float, R::state_slots>& sf, std::array<double, R::state_slots>& sd) {
-        rule.template step<float>(info)(wf, wf, sf, wf);
-        rule.template step<double>(info)(wd, wd, sd, wd);
+        rule.template formula<float>(info)(wf, wf, sf, wf);
+        rule.template formula<double>(info)(wd, wd, sd, wd);
       }));
 
 /// A rule's formula takes the SIMD batches the kernels hand it (the second part of
@@ -64,14 +64,14 @@ concept UpdateRuleMembers = std::copy_constructible<R> && requires(const R& rule
 /// into one sentence there.
 template <class R, class Scalar>
 concept BatchFormulaOf = (!needs_w_seen_v<R> &&
-                          requires(const R& rule, const StepInfo& info, kernels::Batch<Scalar>& w,
+                          requires(const R& rule, const UpdateInfo& info, kernels::Batch<Scalar>& w,
                                    std::array<kernels::Batch<Scalar>, R::state_slots>& state) {
-                            rule.template step<Scalar>(info)(w, w, state);
+                            rule.template formula<Scalar>(info)(w, w, state);
                           }) ||
                          (needs_w_seen_v<R> &&
-                          requires(const R& rule, const StepInfo& info, kernels::Batch<Scalar>& w,
+                          requires(const R& rule, const UpdateInfo& info, kernels::Batch<Scalar>& w,
                                    std::array<kernels::Batch<Scalar>, R::state_slots>& state) {
-                            rule.template step<Scalar>(info)(w, w, state, w);
+                            rule.template formula<Scalar>(info)(w, w, state, w);
                           });
 
 template <class R>
@@ -83,7 +83,7 @@ concept BatchFormula = BatchFormulaOf<R, float> && BatchFormulaOf<R, double>;
 ///
 /// A rule is a value type holding its hyper-parameters. It provides
 /// - `state_slots`: how many extra scalars it keeps per parameter (0 for SGD, 1 for momentum);
-/// - `step<Scalar>(StepInfo)`: the coefficients of this update folded into a callable
+/// - `step<Scalar>(UpdateInfo)`: the coefficients of this update folded into a callable
 ///   `s(w, g, state)` that updates one element in place, where `w` and `g` are `V` and `state`
 ///   is `std::array<V, state_slots>&`, for `V` = `Scalar` and `V` = `kernels::Batch<Scalar>`
 ///   (an `xsimd::batch<Scalar>`), and on the device for `V` = `Scalar` under `ASYNCOPT_HD`:
@@ -92,7 +92,7 @@ concept BatchFormula = BatchFormulaOf<R, float> && BatchFormulaOf<R, double>;
 ///   `step` is called concurrently by several workers, so it must not modify the rule;
 /// - optionally `needs_w_seen = true` (on the rule and its step): the step then takes a
 ///   fourth argument, the parameter's value when the worker pulled (delay compensation);
-/// - optionally `needs_gradient_norm = true`: StepInfo::gradient_norm is filled in;
+/// - optionally `needs_gradient_norm = true`: UpdateInfo::gradient_norm is filled in;
 /// - `validate()`: throws std::invalid_argument on bad hyper-parameters; optionally also
 ///   `validate(const asyncopt::Precision&)`, which stores call with their scalar type's
 ///   precision so that a setting that would become inf or 0 there is refused (see
@@ -113,12 +113,16 @@ concept UpdateRule = detail::UpdateRuleMembers<R> && detail::BatchFormula<R>;
 /// where `access` is kernels::PlainAccess (the guard excludes other writers of the range)
 /// or kernels::RelaxedAccess (it does not; the kernel then uses atomic_ref).
 ///
-/// Optional hooks, used by the stores when present: `read_sparse(index, apply)`, calling
+/// Optional hooks, with their defaults in asyncopt/core/guard.hpp (namespace asyncopt::hooks),
+/// through which every store calls a guard: `read_sparse(index, apply)`, calling
 /// `apply(access, k_begin, k_end)` over runs of entries of a strictly increasing index list
-/// for a pull of just those parameters (without it the shared-memory store's sparse pull reads
-/// them all and offers no pull of packed values); `wait_to_read(id, clock)` before a pull
-/// and `clock(id, clock)` after a step (bounded staleness), `leave(id)` and
-/// `join(id, clock)`, and the round hooks of CombiningGuard and ReplicatingGuard below.
+/// for a pull of just those parameters (without it a sparse pull reads them all and a store
+/// offers no pull of packed values); `wait_to_read(id, clock)` before a pull, returning the
+/// seconds waited, and `clock(id, clock)` after a step (bounded staleness); `lead(id,
+/// clock)` with `staleness_bound()` (a server's non-blocking check of the gate); `leave(id)`
+/// and `join(id, clock)`; and the round hooks of CombiningGuard and ReplicatingGuard below.
+/// A policy written outside the library needs nothing more: it runs on every transport that
+/// runs its kind (tests/test_user_policy.cpp).
 template <class C>
 concept ConsistencyPolicy = std::copy_constructible<C> && requires {
   typename detail::TemplateOfOne<C::template Guard>;

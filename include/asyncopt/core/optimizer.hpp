@@ -25,7 +25,7 @@
 #include <asyncopt/core/options.hpp>
 #include <asyncopt/core/random.hpp>
 #include <asyncopt/core/report.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/kernels/batch.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/update/check.hpp>
@@ -82,11 +82,11 @@ void compile_batch_formula(const Rule& rule) {
   using V = kernels::Batch<Scalar>;
   V w{};
   std::array<V, Rule::state_slots> state{};
-  const auto step = rule.template step<Scalar>(StepInfo{});
+  const auto formula = rule.template formula<Scalar>(UpdateInfo{});
   if constexpr (needs_w_seen_v<Rule>) {
-    step(w, w, state, w);
+    formula(w, w, state, w);
   } else {
-    step(w, w, state);
+    formula(w, w, state);
   }
 }
 
@@ -162,10 +162,11 @@ class AsyncOptimizer {
   static_assert(detail::UpdateRuleMembers<Rule>,
                 "asyncopt: the Rule slot of AsyncOptimizer needs an update rule (a type that "
                 "models asyncopt::UpdateRule, such as asyncopt::update::Sgd)");
-  static_assert(!detail::UpdateRuleMembers<Rule> || detail::BatchFormula<Rule>,
-                "asyncopt: the Rule slot's per-element formula must compile for xsimd::batch as "
-                "well as for scalars: make step<Scalar>(info) return a callable templated on the "
-                "element type V, as asyncopt::update::Sgd does");
+  static_assert(
+      !detail::UpdateRuleMembers<Rule> || detail::BatchFormula<Rule>,
+      "asyncopt: the Rule slot's per-element formula must compile for xsimd::batch as "
+      "well as for scalars: make formula<Scalar>(info) return a callable templated on the "
+      "element type V, as asyncopt::update::Sgd does");
   static_assert(ConsistencyPolicy<Consistency>,
                 "asyncopt: the Consistency slot of AsyncOptimizer needs a consistency policy (a "
                 "type that models asyncopt::ConsistencyPolicy, such as "

@@ -6,7 +6,7 @@
 #include <string>
 
 /// The CUDA plug-in: parameters, rule state and updates in device memory (compiled by nvcc).
-namespace asyncopt::cuda {
+namespace asyncopt::gpu {
 
 /// A CUDA runtime call failed. what() names the call and carries the runtime's description
 /// and error name, e.g. "asyncopt: cudaMalloc of 4096 bytes failed: out of memory
@@ -52,8 +52,8 @@ inline void check_launch(const char* kernel) {
   return count;
 }
 
-}  // namespace asyncopt::cuda
+}  // namespace asyncopt::gpu
 
-/// Calls a CUDA runtime function and throws asyncopt::cuda::Error, naming the call, when it
+/// Calls a CUDA runtime function and throws asyncopt::gpu::Error, naming the call, when it
 /// does not return cudaSuccess.
-#define ASYNCOPT_CUDA_CHECK(call) ::asyncopt::cuda::check((call), #call)
+#define ASYNCOPT_CUDA_CHECK(call) ::asyncopt::gpu::check((call), #call)

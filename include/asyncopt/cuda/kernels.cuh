@@ -13,10 +13,10 @@
 #include <string>
 
 #include <asyncopt/core/config.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/cuda/error.cuh>
 
-namespace asyncopt::cuda::kernels {
+namespace asyncopt::gpu::kernels {
 
 /// Plain device loads and stores: the caller orders this kernel after every other writer of
 /// the range (Locked). The dense kernel may move 16 bytes per access.
@@ -119,13 +119,13 @@ __device__ __forceinline__ void each_slot(F&& f) {
   }
 }
 
-template <class Step, class Scalar, std::size_t Slots>
-__device__ __forceinline__ void element(const Step& step, Scalar& w, Scalar g,
+template <class Formula, class Scalar, std::size_t Slots>
+__device__ __forceinline__ void element(const Formula& formula, Scalar& w, Scalar g,
                                         std::array<Scalar, Slots>& state, Scalar w_seen) {
-  if constexpr (needs_w_seen_v<Step>) {
-    step(w, g, state, w_seen);
+  if constexpr (needs_w_seen_v<Formula>) {
+    formula(w, g, state, w_seen);
   } else {
-    step(w, g, state);
+    formula(w, g, state);
   }
 }
 
@@ -157,8 +157,8 @@ __device__ __forceinline__ void store_chunk(Scalar* p, const Chunk<Scalar>& c) {
 /// w[i], state[.][i] <- step(w[i], g[i], state[.][i] [, w_seen[i]]) for i in [begin, end), in a
 /// grid-stride loop. `Chunked` (plain access only; every pointer + begin 16-byte aligned) moves
 /// 16 bytes per access and runs the formula on each of the chunk's elements.
-template <class Access, bool Chunked, class Step, class Scalar, std::size_t Slots>
-__global__ void apply_dense(Step step, DenseArgs<Scalar, Slots> a) {
+template <class Access, bool Chunked, class Formula, class Scalar, std::size_t Slots>
+__global__ void apply_dense(Formula formula, DenseArgs<Scalar, Slots> a) {
   static_assert(!Chunked || Access::vectorizable, "asyncopt: chunked access must be plain");
   if (a.status != nullptr && *a.status != 0) {
     return;
@@ -174,7 +174,7 @@ __global__ void apply_dense(Step step, DenseArgs<Scalar, Slots> a) {
       C w = detail::load_chunk(a.w + i);
       const C g = detail::load_chunk(a.g + i);
       C seen{};
-      if constexpr (needs_w_seen_v<Step>) {
+      if constexpr (needs_w_seen_v<Formula>) {
         seen = detail::load_chunk(a.w_seen + i);
       }
       std::array<C, Slots> s{};
@@ -183,7 +183,7 @@ __global__ void apply_dense(Step step, DenseArgs<Scalar, Slots> a) {
       for (std::size_t j = 0; j < width; ++j) {
         std::array<Scalar, Slots> e{};
         detail::each_slot<Slots>([&](std::size_t k) { e[k] = s[k].v[j]; });
-        detail::element(step, w.v[j], g.v[j], e, seen.v[j]);
+        detail::element(formula, w.v[j], g.v[j], e, seen.v[j]);
         detail::each_slot<Slots>([&](std::size_t k) { s[k].v[j] = e[k]; });
       }
       detail::store_chunk(a.w + i, w);
@@ -195,16 +195,16 @@ __global__ void apply_dense(Step step, DenseArgs<Scalar, Slots> a) {
     Scalar w = Access::load(a.w + i);
     std::array<Scalar, Slots> e{};
     detail::each_slot<Slots>([&](std::size_t k) { e[k] = Access::load(a.state[k] + i); });
-    const Scalar seen = needs_w_seen_v<Step> ? a.w_seen[i] : Scalar(0);
-    detail::element(step, w, a.g[i], e, seen);
+    const Scalar seen = needs_w_seen_v<Formula> ? a.w_seen[i] : Scalar(0);
+    detail::element(formula, w, a.g[i], e, seen);
     Access::store(a.w + i, w);
     detail::each_slot<Slots>([&](std::size_t k) { Access::store(a.state[k] + i, e[k]); });
   }
 }
 
 /// The same formula over a sparse gradient: entry k updates parameter index[k].
-template <class Access, class Step, class Scalar, std::size_t Slots>
-__global__ void apply_sparse(Step step, SparseArgs<Scalar, Slots> a) {
+template <class Access, class Formula, class Scalar, std::size_t Slots>
+__global__ void apply_sparse(Formula formula, SparseArgs<Scalar, Slots> a) {
   if (a.status != nullptr && *a.status != 0) {
     return;
   }
@@ -213,8 +213,8 @@ __global__ void apply_sparse(Step step, SparseArgs<Scalar, Slots> a) {
     Scalar w = Access::load(a.w + i);
     std::array<Scalar, Slots> e{};
     detail::each_slot<Slots>([&](std::size_t j) { e[j] = Access::load(a.state[j] + i); });
-    const Scalar seen = needs_w_seen_v<Step> ? a.w_seen[i] : Scalar(0);
-    detail::element(step, w, a.value[k], e, seen);
+    const Scalar seen = needs_w_seen_v<Formula> ? a.w_seen[i] : Scalar(0);
+    detail::element(formula, w, a.value[k], e, seen);
     Access::store(a.w + i, w);
     detail::each_slot<Slots>([&](std::size_t j) { Access::store(a.state[j] + i, e[j]); });
   }
@@ -396,4 +396,4 @@ class Geometry {
   int multiprocessors_ = 1;
 };
 
-}  // namespace asyncopt::cuda::kernels
+}  // namespace asyncopt::gpu::kernels

@@ -11,7 +11,7 @@
 
 #include <asyncopt/cuda/error.cuh>
 
-namespace asyncopt::cuda {
+namespace asyncopt::gpu {
 
 /// A view of `size()` elements of type T in device memory: what the device functions take
 /// where std::span would name host memory, so that the two cannot be mixed up. Converts to
@@ -248,4 +248,4 @@ class Event {
   std::unique_ptr<std::remove_pointer_t<cudaEvent_t>, detail::DestroyEvent> event_;
 };
 
-}  // namespace asyncopt::cuda
+}  // namespace asyncopt::gpu

@@ -1,5 +1,7 @@
 // The CUDA transport: parameters, rule state and per-worker w_seen in device memory; workers
-// are host threads, each with its own stream; a push launches the rule's kernel.
+// are host threads, each with its own stream; a push launches the rule's kernel. One
+// cohesive thing, hence its length: the device store and its worker handle, which share the
+// streams, the device buffers and the order of device work (launch.cuh holds the plumbing).
 #pragma once
 
 #include <algorithm>
@@ -17,185 +19,34 @@
 #include <utility>
 #include <vector>
 
-#include <asyncopt/consistency/bounded_staleness.hpp>
-#include <asyncopt/consistency/lock_free.hpp>
-#include <asyncopt/consistency/locked.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>
+#include <asyncopt/core/guard.hpp>
+#include <asyncopt/core/handle.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/store.hpp>
+#include <asyncopt/core/threads.hpp>
+#include <asyncopt/core/update_info.hpp>
+#include <asyncopt/core/versions.hpp>
 #include <asyncopt/cuda/error.cuh>
 #include <asyncopt/cuda/kernels.cuh>
+#include <asyncopt/cuda/launch.cuh>
 #include <asyncopt/cuda/memory.cuh>
-#include <asyncopt/transport/shared_memory.hpp>
-#include <asyncopt/update/check.hpp>
+#include <asyncopt/kernels/access.hpp>
 
-namespace asyncopt::cuda {
+namespace asyncopt::gpu {
 
-/// What a push on the device did when it was issued: its place in the sequence of updates and
-/// its staleness. The update runs later, in the order of the worker's stream; a gradient the
-/// device finds non-finite changes nothing and is counted in StoreStats::rejected.
-struct Issued {
+/// What a push on the device did when it was issued: a PushResult (`applied` is true: the
+/// update is queued; a gradient the device finds non-finite changes nothing and is counted
+/// in StoreStats::rejected) and its place in the sequence of updates. The update runs later,
+/// in the order of the worker's stream.
+struct Issued : PushResult {
   /// The update's position in the store's sequence of issued updates (0 for the first).
   std::uint64_t version = 0;
-  /// Updates issued between the worker's last pull and this push.
-  std::uint64_t staleness = 0;
 };
 
-namespace detail {
-
-/// How a consistency policy orders device work: `relaxed` (LockFree: no order, relaxed
-/// atomics) or per stripe (Locked: each stripe's kernels run one after another, in the order
-/// their host threads took the stripe's lock). BoundedStaleness adds its gate on the host.
-template <class C>
-struct Ordering {
-  static constexpr bool supported = false;
-  static constexpr bool relaxed = true;
-};
-template <>
-struct Ordering<consistency::LockFree> {
-  static constexpr bool supported = true;
-  static constexpr bool relaxed = true;
-  static consistency::Locked locked(const consistency::LockFree& /*policy*/) { return {}; }
-};
-template <>
-struct Ordering<consistency::Locked> {
-  static constexpr bool supported = true;
-  static constexpr bool relaxed = false;
-  static consistency::Locked locked(const consistency::Locked& policy) { return policy; }
-};
-template <class Inner>
-struct Ordering<consistency::BoundedStaleness<Inner>>
-    : Ordering<typename consistency::BoundedStaleness<Inner>::inner_type> {
-  static consistency::Locked locked(const consistency::BoundedStaleness<Inner>& policy) {
-    return Ordering<typename consistency::BoundedStaleness<Inner>::inner_type>::locked(
-        policy.inner);
-  }
-};
-
-/// Per-stripe order of device work under Locked: a host mutex and the event of the last
-/// device work on the stripe. A thread holding the mutex makes its stream wait for that event,
-/// queues its work and records the event again, so the stripe's kernels run one at a time
-/// without the host waiting for the device.
-template <class Scalar>
-class StripeOrder {
- public:
-  StripeOrder(const consistency::Locked& policy, std::size_t n, bool used) : n_(n) {
-    if (!used) {
-      return;
-    }
-    const consistency::Locked::Guard<Scalar> geometry(policy, n, 1);
-    size_ = geometry.stripe_size();
-    count_ = geometry.stripes();
-    stripes_ = std::make_unique<Stripe[]>(count_);
-  }
-
-  /// Calls queue(begin, end) for every stripe, each ordered after the stripe's last work.
-  template <class Queue>
-  void each(cudaStream_t stream, Queue&& queue) {
-    for (std::size_t s = 0; s < count_; ++s) {
-      const std::lock_guard lock(stripes_[s].mutex);
-      stripes_[s].done.wait_in(stream);
-      queue(s * size_, std::min(n_, (s + 1) * size_));
-      stripes_[s].done.record(stream);
-    }
-  }
-
-  /// Calls queue() once, ordered after the last work on every stripe and before the next:
-  /// for work whose footprint the host does not know (indices on the device) or that reads
-  /// everything (a pull). Takes the stripes' locks in ascending order.
-  template <class Queue>
-  void all(cudaStream_t stream, Queue&& queue) {
-    struct Unlock {  // releases the locks taken so far, also when a call throws
-      Stripe* stripes;
-      std::size_t locked = 0;
-      explicit Unlock(Stripe* all) : stripes(all) {}
-      Unlock(const Unlock&) = delete;
-      Unlock& operator=(const Unlock&) = delete;
-      ~Unlock() {
-        for (std::size_t s = 0; s < locked; ++s) {
-          stripes[s].mutex.unlock();
-        }
-      }
-    } unlock{stripes_.get()};
-    for (std::size_t s = 0; s < count_; ++s) {
-      stripes_[s].mutex.lock();
-      ++unlock.locked;
-      stripes_[s].done.wait_in(stream);
-    }
-    queue();
-    for (std::size_t s = 0; s < count_; ++s) {
-      stripes_[s].done.record(stream);
-    }
-  }
-
- private:
-  struct alignas(cache_line) Stripe {
-    std::mutex mutex;
-    Event done;
-  };
-  std::size_t n_;
-  std::size_t size_ = 0;
-  std::size_t count_ = 0;
-  std::unique_ptr<Stripe[]> stripes_;
-};
-
-/// Throws std::invalid_argument unless the `size` elements at `p` are memory that `device`
-/// can use: its own device memory, or managed memory. An empty span may be null.
-inline void require_device_memory(const void* p, std::size_t size, int device, const char* what) {
-  if (size == 0) {
-    return;
-  }
-  if (p == nullptr) {
-    throw std::invalid_argument(std::string("asyncopt: ") + what + " got a null DeviceSpan of " +
-                                std::to_string(size) + " elements");
-  }
-  cudaPointerAttributes attributes{};
-  check(cudaPointerGetAttributes(&attributes, p),
-        std::string("cudaPointerGetAttributes for ") + what);
-  if (attributes.type == cudaMemoryTypeManaged) {
-    return;
-  }
-  if (attributes.type != cudaMemoryTypeDevice) {
-    throw std::invalid_argument(std::string("asyncopt: ") + what +
-                                " needs device memory, but its DeviceSpan points at host memory; "
-                                "pass a std::span for host memory");
-  }
-  if (attributes.device != device) {
-    throw std::invalid_argument(std::string("asyncopt: ") + what + " got memory of device " +
-                                std::to_string(attributes.device) + " for a store on device " +
-                                std::to_string(device));
-  }
-}
-
-/// Makes `device` current on the calling thread.
-inline void use_device(int device) {
-  check(cudaSetDevice(device), "cudaSetDevice");
-}
-
-template <class Kernel, class... Args>
-void launch(const char* name, Kernel kernel, unsigned blocks, unsigned threads, cudaStream_t stream,
-            const Args&... args) {
-  kernel<<<blocks, threads, 0, stream>>>(args...);
-  check_launch(name);
-}
-
-/// Launches `Kernel` over `items` work items with the geometry's block size and as many blocks
-/// as the device holds at once for it.
-template <auto Kernel, class... Args>
-void launch_over(const char* name, const kernels::Geometry& geometry, std::size_t items,
-                 cudaStream_t stream, const Args&... args) {
-  launch(name, Kernel, geometry.template blocks<Kernel>(items), geometry.threads(), stream,
-         args...);
-}
-
-inline bool aligned16(const void* p) noexcept {
-  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
-}
-
-}  // namespace detail
-}  // namespace asyncopt::cuda
+}  // namespace asyncopt::gpu
 
 namespace asyncopt::transport {
 
@@ -203,10 +54,12 @@ namespace asyncopt::transport {
 /// read the parameters a gradient was computed at, one copy of them per worker on one GPU;
 /// workers are host threads, each with its own stream. A push checks the gradient and
 /// launches the rule's kernel (the per-element formula the CPU kernels run) on the worker's
-/// stream and returns without waiting for it. Consistency: LockFree (relaxed device atomics;
-/// concurrent kernels may overwrite each other's updates), Locked (each stripe's kernels run
-/// one at a time, ordered by events, so the host never waits) and BoundedStaleness over
-/// either (its gate runs on the host).
+/// stream and returns without waiting for it. Consistency: any asynchronous policy. Its guard's
+/// write_dense() tells the store how to treat device memory: with relaxed access (LockFree)
+/// kernels use relaxed device atomics and concurrent kernels may overwrite each other's
+/// updates; with plain access per range (Locked's stripes) each range's kernels run one at
+/// a time, ordered by events, so the host never waits. A gate (BoundedStaleness) runs on
+/// the host.
 struct CudaDevice {
   /// The CUDA device (ordinal) that holds the store.
   int device = 0;
@@ -239,10 +92,10 @@ struct CudaDevice {
   template <class Body>
   void run(std::size_t workers, Body&& body) const {
     const int ordinal = device;
-    SharedMemory{}.run(workers, [&body, ordinal](std::size_t id) {
+    store::run_threads(workers, [&body, ordinal](std::size_t id) {
       thread_local int current = -1;
       if (current != ordinal) {
-        cuda::detail::use_device(ordinal);
+        gpu::detail::use_device(ordinal);
         current = ordinal;
       }
       return body(id);
@@ -257,16 +110,15 @@ struct CudaDevice {
 /// pushes; the kernels of one stripe (Locked) run in the order their host threads took the
 /// stripe's lock.
 template <class Scalar, class Rule, class Consistency>
-class CudaDevice::Store {
+class CudaDevice::Store : store::Immovable {
   static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
                 "asyncopt: transport::CudaDevice stores float or double parameters");
   static_assert(UpdateRule<Rule>, "asyncopt: transport::CudaDevice needs an update rule");
-  static_assert(cuda::detail::Ordering<Consistency>::supported,
-                "asyncopt: transport::CudaDevice runs the consistency policies LockFree, Locked "
-                "and BoundedStaleness<LockFree or Locked>; Synchronous and LocalSgd move workers "
-                "in rounds, which need transport::SharedMemory");
+  static_assert(ConsistencyPolicy<Consistency> && !coordinates_rounds_v<Consistency>,
+                "asyncopt: transport::CudaDevice runs asynchronous consistency policies "
+                "(LockFree, Locked, BoundedStaleness or one of your own); Synchronous and "
+                "LocalSgd move workers in rounds, which need transport::SharedMemory");
 
-  using Ordering = cuda::detail::Ordering<Consistency>;
   using guard_type = typename Consistency::template Guard<Scalar>;
 
  public:
@@ -277,12 +129,8 @@ class CudaDevice::Store {
   /// Whether the rule reads the parameters a gradient was computed at (one copy per worker
   /// is kept on the device).
   static constexpr bool keeps_w_seen = needs_w_seen_v<Rule>;
-  /// Whether kernels use relaxed atomics and no order (LockFree) instead of per-stripe order.
-  static constexpr bool relaxed = Ordering::relaxed;
   /// Whether pulls wait at the policy's gate first (bounded staleness).
-  static constexpr bool gated = requires(guard_type & g) {
-    g.wait_to_read(std::size_t{0}, std::uint64_t{0});
-  };
+  static constexpr bool gated = hooks::has_gate<guard_type>;
 
   class Worker;
 
@@ -290,7 +138,7 @@ class CudaDevice::Store {
   /// zero, for `workers` workers. `params` becomes the store's host mirror: sync() copies the
   /// device's parameters back into it, so it must outlive the store (as the shared-memory
   /// store's array does). Throws std::invalid_argument for 0 workers or bad options, what
-  /// the rule's validate() throws, and cuda::Error when the device cannot be used or lacks
+  /// the rule's validate() throws, and gpu::Error when the device cannot be used or lacks
   /// memory.
   Store(const CudaDevice& transport, const Rule& rule, const Consistency& consistency,
         std::span<Scalar> params, std::size_t workers)
@@ -306,10 +154,10 @@ class CudaDevice::Store {
 
   /// The same from `initial` in device memory; the store has no host mirror.
   Store(const CudaDevice& transport, const Rule& rule, const Consistency& consistency,
-        cuda::DeviceSpan<const Scalar> initial, std::size_t workers)
+        gpu::DeviceSpan<const Scalar> initial, std::size_t workers)
       : Store(transport, rule, consistency, initial.size(), workers) {
-    cuda::detail::require_device_memory(initial.data(), initial.size(), device_,
-                                        "the initial parameters");
+    gpu::detail::require_device_memory(initial.data(), initial.size(), device_,
+                                       "the initial parameters");
     if (n_ > 0) {
       ASYNCOPT_CUDA_CHECK(cudaMemcpy(params_.data(), initial.data(), n_ * sizeof(Scalar),
                                      cudaMemcpyDeviceToDevice));
@@ -317,10 +165,6 @@ class CudaDevice::Store {
     ASYNCOPT_CUDA_CHECK(cudaDeviceSynchronize());
   }
 
-  Store(const Store&) = delete;
-  Store& operator=(const Store&) = delete;
-  Store(Store&&) = delete;
-  Store& operator=(Store&&) = delete;
   /// Waits for the workers' streams, then frees the device memory.
   ~Store() {
     try {
@@ -332,11 +176,8 @@ class CudaDevice::Store {
   /// The handle of worker `id` (0 <= id < workers()). Throws std::out_of_range for a bad id
   /// and std::logic_error while another handle of the id is alive.
   [[nodiscard]] Worker worker(std::size_t id) {
-    transport::detail::check_worker_id(id, workers_);
-    if (lanes_[id].claimed.exchange(true, std::memory_order_acq_rel)) {
-      throw std::logic_error("asyncopt: worker " + std::to_string(id) +
-                             " already has a handle; each worker id has one at a time");
-    }
+    store::check_worker_id(id, workers_);
+    claims_.claim(id);
     Worker handle(*this, id);
     handle.join();
     return handle;
@@ -347,24 +188,25 @@ class CudaDevice::Store {
   /// The number of workers the store was created for.
   [[nodiscard]] std::size_t workers() const noexcept { return workers_; }
   /// Pushes queued so far (each takes a version, also one the device then rejects).
-  [[nodiscard]] std::uint64_t version() const noexcept {
-    return completed_.load(std::memory_order_acquire);
-  }
+  [[nodiscard]] std::uint64_t version() const noexcept { return versions_.completed(); }
+  /// Whether kernels use relaxed device atomics and no order (the guard writes with relaxed
+  /// access, as LockFree does) instead of ordering each range's work.
+  [[nodiscard]] bool relaxed() const noexcept { return relaxed_; }
   /// The CUDA device that holds the store.
   [[nodiscard]] int device() const noexcept { return device_; }
 
   /// The parameters on the device. Read them after synchronize(), while no worker pushes.
-  [[nodiscard]] cuda::DeviceSpan<const Scalar> parameters() const noexcept {
+  [[nodiscard]] gpu::DeviceSpan<const Scalar> parameters() const noexcept {
     return {params_.data(), n_};
   }
   /// The rule's state on the device: Rule::state_slots arrays of dimension() scalars, one
   /// after the other. Read or write it only while no worker pulls or pushes.
-  [[nodiscard]] cuda::DeviceSpan<Scalar> rule_state() noexcept { return state_.span(); }
+  [[nodiscard]] gpu::DeviceSpan<Scalar> rule_state() noexcept { return state_.span(); }
 
   /// Waits for every worker's stream, then copies the parameters into `out` (dimension()
   /// elements of host memory). Throws std::invalid_argument for a wrong size.
   void copy_parameters(std::span<Scalar> out) {
-    transport::detail::check_dense_size(out.size(), n_, "copy_parameters");
+    store::check_dense_size(out.size(), n_, "copy_parameters");
     synchronize();
     if (n_ > 0) {
       ASYNCOPT_CUDA_CHECK(
@@ -381,10 +223,10 @@ class CudaDevice::Store {
     }
   }
 
-  /// Waits until every worker's queued work has finished; throws cuda::Error for a failure
+  /// Waits until every worker's queued work has finished; throws gpu::Error for a failure
   /// the device reported meanwhile.
   void synchronize() {
-    cuda::detail::use_device(device_);
+    gpu::detail::use_device(device_);
     for (std::size_t id = 0; id < workers_; ++id) {
       lanes_[id].stream.synchronize();
     }
@@ -396,10 +238,10 @@ class CudaDevice::Store {
   [[nodiscard]] StoreStats stats() {
     synchronize();
     constexpr std::size_t buckets = StoreStats::staleness_buckets;
-    std::vector<cuda::kernels::Counters> counters(workers_);
+    std::vector<gpu::kernels::Counters> counters(workers_);
     std::vector<unsigned long long> histograms(workers_ * buckets);
     ASYNCOPT_CUDA_CHECK(cudaMemcpy(counters.data(), counters_.data(),
-                                   workers_ * sizeof(cuda::kernels::Counters),
+                                   workers_ * sizeof(gpu::kernels::Counters),
                                    cudaMemcpyDeviceToHost));
     ASYNCOPT_CUDA_CHECK(cudaMemcpy(histograms.data(), histograms_.data(),
                                    histograms.size() * sizeof(unsigned long long),
@@ -421,12 +263,11 @@ class CudaDevice::Store {
 
  private:
   struct alignas(cache_line) Lane {
-    cuda::Stream stream;
-    cuda::Event pushed;  // recorded after each push when pulls wait for it (gated LockFree)
+    gpu::Stream stream;
+    gpu::Event pushed;  // recorded after each push when pulls wait for it (gated LockFree)
     double wait_seconds = 0.0;
     unsigned long long bad_index_reported = 0;  // bad index lists synchronize() has reported
     std::atomic<std::uint64_t> clock{0};
-    std::atomic<bool> claimed{false};
   };
 
   Store(const CudaDevice& transport, const Rule& rule, const Consistency& consistency,
@@ -435,7 +276,7 @@ class CudaDevice::Store {
         device_(transport.device),
         n_(n),
         workers_(workers),
-        geometry_((cuda::detail::use_device(device_), device_), transport.threads_per_block),
+        geometry_((gpu::detail::use_device(device_), device_), transport.threads_per_block),
         params_(n),
         state_(slots * n),
         seen_(keeps_w_seen ? workers * n : 0),
@@ -444,9 +285,10 @@ class CudaDevice::Store {
         histograms_(workers * StoreStats::staleness_buckets),
         norms_(workers),
         norms_host_(workers),
-        gate_(consistency, n, workers),
-        order_(Ordering::locked(consistency), n, !relaxed),
-        lanes_(std::make_unique<Lane[]>(workers)) {
+        guard_(consistency, n, workers),
+        lanes_(std::make_unique<Lane[]>(workers)),
+        claims_(workers) {
+    probe_ranges();
     state_.zero();
     seen_.zero();
     status_.zero();
@@ -461,9 +303,7 @@ class CudaDevice::Store {
 
   static const Rule& validated(const CudaDevice& transport, const Rule& rule,
                                const Consistency& consistency, std::size_t workers) {
-    if (workers == 0) {
-      throw std::invalid_argument("asyncopt: a store needs at least one worker");
-    }
+    store::check_workers(workers);
     transport.validate();
     update::validate(rule, Precision::of<Scalar>());
     consistency.validate();
@@ -474,43 +314,76 @@ class CudaDevice::Store {
     return keeps_w_seen ? seen_.data() + id * n_ : nullptr;
   }
 
-  void leave(std::size_t id) {
-    if constexpr (requires(guard_type & g) { g.leave(id); }) {
-      gate_.leave(id);
+  // How the guard writes the parameters: asks its write_dense() once for the ranges and the
+  // access it would use. Relaxed access needs no order; plain access gets an order per range.
+  void probe_ranges() {
+    std::vector<gpu::detail::Range> ranges;
+    bool relaxed = false;
+    guard_.write_dense([&](auto access, std::size_t begin, std::size_t end) {
+      relaxed = relaxed || std::is_same_v<decltype(access), kernels::RelaxedAccess>;
+      ranges.push_back({begin, end});
+    });
+    relaxed_ = relaxed;
+    if (!relaxed_) {
+      order_ = gpu::detail::RangeOrder(std::move(ranges));
     }
   }
+
+  void leave(std::size_t id) { hooks::leave(guard_, id, std::span<Scalar>{}); }
+
+  // A handle of `id` went (store::Handle calls this): it leaves, its stream finishes (the
+  // staging buffers may still be read), and the id is free for a new handle.
+  void release(std::size_t id) noexcept {
+    try {
+      leave(id);     // first: a failure below must not hold the other workers back
+    } catch (...) {  // a destructor cannot report a failure
+    }
+    try {
+      gpu::detail::use_device(device_);
+      lanes_[id].stream.synchronize();
+    } catch (...) {
+    }
+    claims_.release(id);
+  }
+
+  friend class store::Handle<Store>;
 
   Rule rule_;
   std::span<Scalar> host_{};
   int device_;
   std::size_t n_;
   std::size_t workers_;
-  cuda::kernels::Geometry geometry_;
-  cuda::DeviceBuffer<Scalar> params_;
-  cuda::DeviceBuffer<Scalar> state_;
-  cuda::DeviceBuffer<Scalar> seen_;
-  cuda::DeviceBuffer<unsigned> status_;
-  cuda::DeviceBuffer<cuda::kernels::Counters> counters_;
-  cuda::DeviceBuffer<unsigned long long> histograms_;
-  cuda::DeviceBuffer<double> norms_;
-  cuda::PinnedBuffer<double> norms_host_;
+  gpu::kernels::Geometry geometry_;
+  gpu::DeviceBuffer<Scalar> params_;
+  gpu::DeviceBuffer<Scalar> state_;
+  gpu::DeviceBuffer<Scalar> seen_;
+  gpu::DeviceBuffer<unsigned> status_;
+  gpu::DeviceBuffer<gpu::kernels::Counters> counters_;
+  gpu::DeviceBuffer<unsigned long long> histograms_;
+  gpu::DeviceBuffer<double> norms_;
+  gpu::PinnedBuffer<double> norms_host_;
   std::array<Scalar*, slots> state_pointers_{};
-  guard_type gate_;
-  cuda::detail::StripeOrder<Scalar> order_;
+  guard_type guard_;
+  bool relaxed_ = true;
+  gpu::detail::RangeOrder order_;
   // Versions taken by pushes, and pushes whose device work is queued: a pull reads the
   // second, so a push that has a version but is not queued yet counts as stale.
-  alignas(cache_line) std::atomic<std::uint64_t> started_{0};
-  alignas(cache_line) std::atomic<std::uint64_t> completed_{0};
+  store::Versions versions_;
   std::unique_ptr<Lane[]> lanes_;
+  store::Claims claims_;
 };
 
 /// A worker's handle on a device store: pull, push, clock, each queued on the worker's own
-/// stream. Gradients and pull targets in device memory (cuda::DeviceSpan) keep everything on
-/// the device; std::span overloads take host memory (pinned memory, cuda::PinnedBuffer, copies
+/// stream. Gradients and pull targets in device memory (gpu::DeviceSpan) keep everything on
+/// the device; std::span overloads take host memory (pinned memory, gpu::PinnedBuffer, copies
 /// fastest) and satisfy asyncopt::WorkerHandle.
 template <class Scalar, class Rule, class Consistency>
-class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
+class CudaDevice::Store<Scalar, Rule, Consistency>::Worker : public store::Handle<Store> {
+  using Base = store::Handle<Store>;
+
  public:
+  using Base::id;
+
   /// The worker's stream. Queue the kernels that compute a gradient here: a push queued
   /// after them reads the finished gradient without the host waiting.
   [[nodiscard]] cudaStream_t stream() const noexcept { return lane().stream.get(); }
@@ -519,13 +392,13 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   /// remembers the version, so that the next push knows its staleness; for rules that need
   /// it the store keeps the copy as this worker's w_seen. Waits first at a bounded-staleness
   /// gate.
-  void pull(cuda::DeviceSpan<Scalar> out) {
+  void pull(gpu::DeviceSpan<Scalar> out) {
     prepare();
     check_size(out.size(), "pull");
-    cuda::detail::require_device_memory(out.data(), out.size(), store_->device_, "pull");
+    gpu::detail::require_device_memory(out.data(), out.size(), this->store().device_, "pull");
     begin_pull();
     copy_out(out.data());
-    seen_ = Seen::all;
+    seen_pulled(false);
   }
 
   /// Copies the parameters into `out` (host memory, dimension() elements) and waits for the
@@ -534,13 +407,14 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
     prepare();
     check_size(out.size(), "pull");
     begin_pull();
-    Scalar* const staged = keeps_w_seen ? store_->w_seen(id_) : staging(values_, store_->n_);
+    Scalar* const staged =
+        keeps_w_seen ? this->store().w_seen(id()) : staging(values_, this->store().n_);
     copy_out(staged);
-    if (store_->n_ > 0) {
-      ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(out.data(), staged, store_->n_ * sizeof(Scalar),
+    if (this->store().n_ > 0) {
+      ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(out.data(), staged, this->store().n_ * sizeof(Scalar),
                                           cudaMemcpyDeviceToHost, stream()));
     }
-    seen_ = Seen::all;
+    seen_pulled(false);
     lane().stream.synchronize();
   }
 
@@ -548,41 +422,43 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   /// below dimension()) into the same positions of `out` (device memory, dimension()
   /// elements; the others are left as they are). A bad index list copies nothing and is
   /// reported by the next synchronize().
-  void pull(cuda::DeviceSpan<const std::size_t> index, cuda::DeviceSpan<Scalar> out) {
+  void pull(gpu::DeviceSpan<const std::size_t> index, gpu::DeviceSpan<Scalar> out) {
     prepare();
     check_size(out.size(), "pull");
-    cuda::detail::require_device_memory(index.data(), index.size(), store_->device_,
-                                        "pull's index list");
-    cuda::detail::require_device_memory(out.data(), out.size(), store_->device_, "pull");
+    gpu::detail::require_device_memory(index.data(), index.size(), this->store().device_,
+                                       "pull's index list");
+    gpu::detail::require_device_memory(out.data(), out.size(), this->store().device_, "pull");
     begin_pull();
     gather(index.data(), index.size(), out.data());
-    if (seen_ == Seen::none) {
-      seen_ = Seen::some;
+    if (seen_.params == nullptr) {  // after a full pull, the store's copy stays whole
+      seen_pulled(true);
     }
   }
 
   /// Queues a dense push of `gradient` (device memory, dimension() elements) computed at the
   /// last pulled parameters: the device checks it and, when every value is finite, applies
   /// the rule's kernel. Returns without waiting; a rule that clips by norm waits for the norm.
-  cuda::Issued push(cuda::DeviceSpan<const Scalar> gradient) {
+  gpu::Issued push(gpu::DeviceSpan<const Scalar> gradient) {
     prepare();
     check_size(gradient.size(), "push");
-    cuda::detail::require_device_memory(gradient.data(), gradient.size(), store_->device_, "push");
-    require_seen(true);
+    gpu::detail::require_device_memory(gradient.data(), gradient.size(), this->store().device_,
+                                       "push");
+    static_cast<void>(seen_.template dense<Rule>());
     return push_dense(gradient.data());
   }
 
   /// The same from host memory: the gradient is copied to the device first, and the host
   /// buffer may be reused when this returns (the call waits for the copy, and so for the
   /// work queued before it).
-  cuda::Issued push(std::span<const Scalar> gradient) {
+  gpu::Issued push(std::span<const Scalar> gradient) {
     prepare();
     check_size(gradient.size(), "push");
-    require_seen(true);
-    Scalar* const staged = staging(values_, store_->n_);
-    if (store_->n_ > 0) {
-      ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(staged, gradient.data(), store_->n_ * sizeof(Scalar),
-                                          cudaMemcpyHostToDevice, stream()));
+    static_cast<void>(seen_.template dense<Rule>());
+    Scalar* const staged = staging(values_, this->store().n_);
+    if (this->store().n_ > 0) {
+      ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(staged, gradient.data(),
+                                          this->store().n_ * sizeof(Scalar), cudaMemcpyHostToDevice,
+                                          stream()));
       lane().stream.synchronize();  // from pinned memory the copy is asynchronous
     }
     return push_dense(staged);
@@ -592,28 +468,27 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   /// their values. A bad index list or a non-finite value changes nothing; the first is
   /// reported by the next synchronize(), the second counted in StoreStats::rejected. Throws
   /// std::invalid_argument at once when the sizes differ.
-  cuda::Issued push(cuda::DeviceSpan<const std::size_t> index,
-                    cuda::DeviceSpan<const Scalar> value) {
+  gpu::Issued push(gpu::DeviceSpan<const std::size_t> index, gpu::DeviceSpan<const Scalar> value) {
     prepare();
-    transport::detail::check_sparse_sizes(index.size(), value.size());
-    cuda::detail::require_device_memory(index.data(), index.size(), store_->device_,
-                                        "push's index list");
-    cuda::detail::require_device_memory(value.data(), value.size(), store_->device_,
-                                        "push's values");
-    require_seen(false);
+    store::check_sparse_sizes(index.size(), value.size());
+    gpu::detail::require_device_memory(index.data(), index.size(), this->store().device_,
+                                       "push's index list");
+    gpu::detail::require_device_memory(value.data(), value.size(), this->store().device_,
+                                       "push's values");
+    store::require_seen<Rule>(seen_.params != nullptr);
     return push_sparse(index.data(), value.data(), index.size());
   }
 
   /// The same from host memory, checked on the host first: throws std::invalid_argument for a
   /// bad index list, as the shared-memory store does. Waits for the copy, as the dense push
   /// from host memory does.
-  cuda::Issued push(std::span<const std::size_t> index, std::span<const Scalar> value) {
+  gpu::Issued push(std::span<const std::size_t> index, std::span<const Scalar> value) {
     prepare();
-    transport::detail::check_sparse_push(index, value, store_->n_);
-    require_seen(false);
+    store::check_sparse_push(index, value, this->store().n_);
+    store::require_seen<Rule>(seen_.params != nullptr);
     const std::size_t count = index.size();
     std::size_t* const index_staged = staging(indices_, count);
-    Scalar* const value_staged = staging(values_, std::max(count, store_->n_));
+    Scalar* const value_staged = staging(values_, std::max(count, this->store().n_));
     if (count > 0) {
       ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(index_staged, index.data(), count * sizeof(std::size_t),
                                           cudaMemcpyHostToDevice, stream()));
@@ -625,37 +500,31 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   }
 
   /// The same as push(gradient.indices(), gradient.values()).
-  cuda::Issued push(const SparseGradient<Scalar>& gradient) {
+  gpu::Issued push(const SparseGradient<Scalar>& gradient) {
     return push(gradient.indices(), gradient.values());
   }
 
   /// Marks the end of this worker's step (bounded staleness counts clocks).
   void clock() {
     const std::uint64_t now = lane().clock.fetch_add(1, std::memory_order_acq_rel) + 1;
-    if constexpr (requires(guard_type & g) { g.clock(id_, now); }) {
-      store_->gate_.clock(id_, now);
-    }
+    lane().wait_seconds += hooks::clock(this->store().guard_, id(), now, std::span<Scalar>{});
   }
 
   /// Stops holding other workers back (bounded staleness) until join(). Destroying the
   /// handle leaves as well.
-  void leave() { store_->leave(id_); }
+  void leave() { this->store().leave(id()); }
 
   /// Takes part again after leave(), at this worker's clock.
-  void join() {
-    if constexpr (requires(guard_type & g) { g.join(id_, std::uint64_t{0}); }) {
-      store_->gate_.join(id_, clock_count());
-    }
-  }
+  void join() { hooks::join(this->store().guard_, id(), clock_count(), std::span<const Scalar>{}); }
 
-  /// Waits for this worker's stream. Throws cuda::Error for a failure the device reported,
+  /// Waits for this worker's stream. Throws gpu::Error for a failure the device reported,
   /// and std::invalid_argument when a sparse push or pull queued since the last call had a
   /// bad index list (it changed nothing).
   void synchronize() {
     prepare();
-    cuda::kernels::Counters counters;
-    ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(&counters, store_->counters_.data() + id_,
-                                        sizeof(cuda::kernels::Counters), cudaMemcpyDeviceToHost,
+    gpu::kernels::Counters counters;
+    ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(&counters, this->store().counters_.data() + id(),
+                                        sizeof(gpu::kernels::Counters), cudaMemcpyDeviceToHost,
                                         stream()));
     lane().stream.synchronize();
     const unsigned long long bad = counters.bad_push + counters.bad_pull;
@@ -665,14 +534,12 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
       reported = bad;
       throw std::invalid_argument(
           "asyncopt: " + std::to_string(fresh) + " sparse push(es) or pull(s) of worker " +
-          std::to_string(id_) +
+          std::to_string(id()) +
           " had an index list with an index out of range or not strictly increasing; they "
           "changed nothing");
     }
   }
 
-  /// The worker id this handle was created for.
-  [[nodiscard]] std::size_t id() const noexcept { return id_; }
   /// The store's version at the last pull.
   [[nodiscard]] std::uint64_t seen_version() const noexcept { return seen_version_; }
   /// Steps this worker has finished.
@@ -680,84 +547,39 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
     return lane().clock.load(std::memory_order_acquire);
   }
 
-  Worker(const Worker&) = delete;
-  Worker& operator=(const Worker&) = delete;
   /// Takes over `other`'s worker id, last pull and staging buffers; `other` may then only
   /// be destroyed or assigned to.
-  Worker(Worker&& other) noexcept
-      : store_(std::exchange(other.store_, nullptr)),
-        id_(other.id_),
-        seen_version_(other.seen_version_),
-        seen_(other.seen_),
-        values_(std::move(other.values_)),
-        indices_(std::move(other.indices_)) {}
+  Worker(Worker&& other) noexcept = default;
   /// Releases this handle's worker id as the destructor does, then takes over `other`'s.
-  Worker& operator=(Worker&& other) noexcept {
-    if (this != &other) {
-      release();
-      store_ = std::exchange(other.store_, nullptr);
-      id_ = other.id_;
-      seen_version_ = other.seen_version_;
-      seen_ = other.seen_;
-      values_ = std::move(other.values_);
-      indices_ = std::move(other.indices_);
-    }
-    return *this;
-  }
+  Worker& operator=(Worker&& other) noexcept = default;
   /// Waits for the worker's stream, leaves and releases the worker id.
-  ~Worker() { release(); }
+  ~Worker() { this->release(); }  // before the staging buffers go
 
  private:
   friend class Store;
-  enum class Seen { none, some, all };
 
-  Worker(Store& store, std::size_t id) : store_(&store), id_(id) {}
+  Worker(Store& store, std::size_t id) : Base(store, id) {}
 
-  [[nodiscard]] Lane& lane() const noexcept { return store_->lanes_[id_]; }
+  [[nodiscard]] Lane& lane() const noexcept { return this->store().lanes_[id()]; }
 
-  void release() noexcept {
-    if (store_ != nullptr) {
-      try {
-        store_->leave(id_);  // first: a failure below must not hold the other workers back
-      } catch (...) {        // a destructor cannot report a failure
-      }
-      try {
-        cuda::detail::use_device(store_->device_);
-        lane().stream.synchronize();  // the staging buffers may still be read
-      } catch (...) {
-      }
-      lane().claimed.store(false, std::memory_order_release);
-      store_ = nullptr;
-    }
-  }
-
-  void prepare() const { cuda::detail::use_device(store_->device_); }
+  void prepare() const { gpu::detail::use_device(this->store().device_); }
 
   void check_size(std::size_t size, const char* what) const {
-    transport::detail::check_dense_size(size, store_->n_, what);
+    store::check_dense_size(size, this->store().n_, what);
   }
 
-  // Rules that read w_seen need a pull first; a dense update needs every parameter pulled.
-  void require_seen(bool dense) const {
-    if constexpr (keeps_w_seen) {
-      if (seen_ == Seen::none) {
-        throw std::logic_error(
-            "asyncopt: this update rule needs the parameters the gradient was computed at; "
-            "pull before the first push");
-      }
-      if (dense && seen_ != Seen::all) {
-        throw std::logic_error(
-            "asyncopt: this update rule needs every parameter the gradient was computed at for "
-            "a dense update, but the pulls so far read only some of them; pull them all first");
-      }
-    }
+  // A pull of some (`partial`) or all parameters into the store's copy of them, for the
+  // rules that read w_seen (null for the others).
+  void seen_pulled(bool partial) noexcept {
+    seen_.params = this->store().w_seen(id());
+    seen_.partial = partial;
   }
 
   template <class T>
-  T* staging(cuda::DeviceBuffer<T>& buffer, std::size_t size) {
+  T* staging(gpu::DeviceBuffer<T>& buffer, std::size_t size) {
     if (buffer.size() < size) {
       lane().stream.synchronize();  // the old buffer may still be read
-      buffer = cuda::DeviceBuffer<T>(size);
+      buffer = gpu::DeviceBuffer<T>(size);
     }
     return buffer.data();
   }
@@ -768,19 +590,19 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   // stripes' events order it already).
   void begin_pull() {
     if constexpr (gated) {
-      lane().wait_seconds += store_->gate_.wait_to_read(id_, clock_count());
-      if constexpr (relaxed) {
-        for (std::size_t other = 0; other < store_->workers_; ++other) {
-          if (other != id_) {
-            store_->lanes_[other].pushed.wait_in(stream());
+      lane().wait_seconds += hooks::wait_to_read(this->store().guard_, id(), clock_count());
+      if (this->store().relaxed_) {
+        for (std::size_t other = 0; other < this->store().workers_; ++other) {
+          if (other != id()) {
+            this->store().lanes_[other].pushed.wait_in(stream());
           }
         }
       }
     }
-    seen_version_ = store_->completed_.load(std::memory_order_acquire);
+    seen_version_ = this->store().versions_.completed();
   }
 
-  [[nodiscard]] unsigned* status() const noexcept { return store_->status_.data() + id_; }
+  [[nodiscard]] unsigned* status() const noexcept { return this->store().status_.data() + id(); }
 
   void reset_status() {
     ASYNCOPT_CUDA_CHECK(cudaMemsetAsync(status(), 0, sizeof(unsigned), stream()));
@@ -790,47 +612,40 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   // stream for gated LockFree pulls.
   void end_push(std::uint64_t staleness) {
     constexpr std::size_t buckets = StoreStats::staleness_buckets;
-    cuda::detail::launch("account_push", cuda::kernels::account_push<>, 1, 1, stream(),
-                         static_cast<const unsigned*>(status()), store_->counters_.data() + id_,
-                         store_->histograms_.data() + id_ * buckets, buckets,
-                         static_cast<unsigned long long>(staleness));
-    if constexpr (relaxed && gated) {
-      lane().pushed.record(stream());
+    gpu::detail::launch("account_push", gpu::kernels::account_push<>, 1, 1, stream(),
+                        static_cast<const unsigned*>(status()),
+                        this->store().counters_.data() + id(),
+                        this->store().histograms_.data() + id() * buckets, buckets,
+                        static_cast<unsigned long long>(staleness));
+    if constexpr (gated) {
+      if (this->store().relaxed_) {
+        lane().pushed.record(stream());
+      }
     }
   }
 
-  // Counts a push as queued when it leaves push_dense or push_sparse, also by an exception,
-  // so that the versions pulls see never stop short of one that was taken.
-  struct QueuedOnExit {
-    std::atomic<std::uint64_t>& completed;
-    explicit QueuedOnExit(std::atomic<std::uint64_t>& counter) : completed(counter) {}
-    QueuedOnExit(const QueuedOnExit&) = delete;
-    QueuedOnExit& operator=(const QueuedOnExit&) = delete;
-    ~QueuedOnExit() { completed.fetch_add(1, std::memory_order_release); }
-  };
-
   // The parameters into dst and, for rules that keep it, into this worker's w_seen.
   void copy_out(Scalar* dst) {
-    namespace k = cuda::kernels;
-    Store& s = *store_;
+    namespace k = gpu::kernels;
+    Store& s = this->store();
     const std::size_t n = s.n_;
     if (n == 0) {
       return;
     }
-    Scalar* const seen = s.w_seen(id_);
+    Scalar* const seen = s.w_seen(id());
     Scalar* const second = seen == dst ? nullptr : seen;
     const Scalar* const src = s.params_.data();
-    if constexpr (relaxed) {
-      cuda::detail::launch_over<k::copy<k::DeviceRelaxed, false, Scalar>>(
+    if (s.relaxed_) {
+      gpu::detail::launch_over<k::copy<k::DeviceRelaxed, false, Scalar>>(
           "copy", s.geometry_, n, stream(), src, dst, second, n);
     } else {
       s.order_.all(stream(), [&] {
-        if (cuda::detail::aligned16(dst) && cuda::detail::aligned16(second)) {
+        if (gpu::detail::aligned16(dst) && gpu::detail::aligned16(second)) {
           constexpr std::size_t width = k::detail::Chunk<Scalar>::width;
-          cuda::detail::launch_over<k::copy<k::DevicePlain, true, Scalar>>(
+          gpu::detail::launch_over<k::copy<k::DevicePlain, true, Scalar>>(
               "copy", s.geometry_, n / width + 1, stream(), src, dst, second, n);
         } else {
-          cuda::detail::launch_over<k::copy<k::DevicePlain, false, Scalar>>(
+          gpu::detail::launch_over<k::copy<k::DevicePlain, false, Scalar>>(
               "copy", s.geometry_, n, stream(), src, dst, second, n);
         }
       });
@@ -838,87 +653,90 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
   }
 
   void gather(const std::size_t* index, std::size_t count, Scalar* dst) {
-    namespace k = cuda::kernels;
+    namespace k = gpu::kernels;
     if (count == 0) {
       return;
     }
-    Store& s = *store_;
+    Store& s = this->store();
     reset_status();
-    cuda::detail::launch_over<k::check_sparse<Scalar>>("check_sparse", s.geometry_, count, stream(),
-                                                       index, static_cast<const Scalar*>(nullptr),
-                                                       count, s.n_, status());
-    Scalar* const seen = s.w_seen(id_);
+    gpu::detail::launch_over<k::check_sparse<Scalar>>("check_sparse", s.geometry_, count, stream(),
+                                                      index, static_cast<const Scalar*>(nullptr),
+                                                      count, s.n_, status());
+    Scalar* const seen = s.w_seen(id());
     const unsigned* const st = status();
     const Scalar* const src = s.params_.data();
-    if constexpr (relaxed) {
-      cuda::detail::launch_over<k::gather<k::DeviceRelaxed, Scalar>>(
+    if (s.relaxed_) {
+      gpu::detail::launch_over<k::gather<k::DeviceRelaxed, Scalar>>(
           "gather", s.geometry_, count, stream(), src, dst, seen, index, count, st);
     } else {
       s.order_.all(stream(), [&] {
-        cuda::detail::launch_over<k::gather<k::DevicePlain, Scalar>>(
+        gpu::detail::launch_over<k::gather<k::DevicePlain, Scalar>>(
             "gather", s.geometry_, count, stream(), src, dst, seen, index, count, st);
       });
     }
-    cuda::detail::launch("account_pull", k::account_pull<>, 1, 1, stream(), st,
-                         s.counters_.data() + id_);
+    gpu::detail::launch("account_pull", k::account_pull<>, 1, 1, stream(), st,
+                        s.counters_.data() + id());
   }
 
-  // Takes the next version and the rule's coefficients for it.
+  // The rule's coefficients for the update that holds `ticket`, and what the push returns.
   template <class Values>
-  auto begin_push(Values norm_of, cuda::Issued& issued) {
+  auto begin_push(Values norm_of, const store::Versions::Ticket& ticket, gpu::Issued& issued) {
     const double norm = needs_gradient_norm_v<Rule> ? norm_of() : 0.0;
-    const std::uint64_t slot = store_->started_.fetch_add(1, std::memory_order_acq_rel);
-    issued = {.version = slot, .staleness = slot >= seen_version_ ? slot - seen_version_ : 0};
-    return store_->rule_.template step<Scalar>(StepInfo{
-        .staleness = issued.staleness, .version = slot, .worker = id_, .gradient_norm = norm});
+    issued.applied = true;
+    issued.staleness = ticket.staleness(seen_version_);
+    issued.version = ticket.slot();
+    return this->store().rule_.template formula<Scalar>(UpdateInfo{.staleness = issued.staleness,
+                                                                   .version = issued.version,
+                                                                   .worker = id(),
+                                                                   .gradient_norm = norm});
   }
 
   // The Euclidean norm of v[0, count) on the device, read back by the host.
   double norm(const Scalar* v, std::size_t count) {
-    Store& s = *store_;
-    double* const sum = s.norms_.data() + id_;
+    Store& s = this->store();
+    double* const sum = s.norms_.data() + id();
     ASYNCOPT_CUDA_CHECK(cudaMemsetAsync(sum, 0, sizeof(double), stream()));
     if (count > 0) {
-      cuda::detail::launch_over<cuda::kernels::sum_squares<Scalar>>("sum_squares", s.geometry_,
-                                                                    count, stream(), v, count, sum);
+      gpu::detail::launch_over<gpu::kernels::sum_squares<Scalar>>("sum_squares", s.geometry_, count,
+                                                                  stream(), v, count, sum);
     }
-    ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(s.norms_host_.data() + id_, sum, sizeof(double),
+    ASYNCOPT_CUDA_CHECK(cudaMemcpyAsync(s.norms_host_.data() + id(), sum, sizeof(double),
                                         cudaMemcpyDeviceToHost, stream()));
     lane().stream.synchronize();
-    return std::sqrt(s.norms_host_.data()[id_]);
+    return std::sqrt(s.norms_host_.data()[id()]);
   }
 
-  cuda::Issued push_dense(const Scalar* g) {
-    namespace k = cuda::kernels;
-    Store& s = *store_;
+  gpu::Issued push_dense(const Scalar* g) {
+    namespace k = gpu::kernels;
+    Store& s = this->store();
     const std::size_t n = s.n_;
     reset_status();
     if (n > 0) {
-      cuda::detail::launch_over<k::check_dense<Scalar>>("check_dense", s.geometry_, n, stream(), g,
-                                                        n, status());
+      gpu::detail::launch_over<k::check_dense<Scalar>>("check_dense", s.geometry_, n, stream(), g,
+                                                       n, status());
     }
-    cuda::Issued issued;
-    const auto step = begin_push([&] { return norm(g, n); }, issued);
-    const QueuedOnExit queued(s.completed_);
-    using Step = std::decay_t<decltype(step)>;
-    static_assert(needs_w_seen_v<Rule> == needs_w_seen_v<Step>,
-                  "asyncopt: a rule and its step must agree on needs_w_seen");
+    gpu::Issued issued;
+    const auto ticket = s.versions_.take();  // counts as queued when it goes
+    const auto formula = begin_push([&] { return norm(g, n); }, ticket, issued);
+    using Formula = std::decay_t<decltype(formula)>;
+    static_assert(needs_w_seen_v<Rule> == needs_w_seen_v<Formula>,
+                  "asyncopt: a rule and its formula must agree on needs_w_seen");
     k::DenseArgs<Scalar, slots> args{.w = s.params_.data(),
                                      .g = g,
                                      .state = s.state_pointers_,
-                                     .w_seen = s.w_seen(id_),
+                                     .w_seen = s.w_seen(id()),
                                      .begin = 0,
                                      .end = n,
                                      .status = status()};
     if (n > 0) {
-      if constexpr (relaxed) {
-        cuda::detail::launch_over<k::apply_dense<k::DeviceRelaxed, false, Step, Scalar, slots>>(
-            "apply_dense", s.geometry_, n, stream(), step, args);
+      if (s.relaxed_) {
+        gpu::detail::launch_over<k::apply_dense<k::DeviceRelaxed, false, Formula, Scalar, slots>>(
+            "apply_dense", s.geometry_, n, stream(), formula, args);
       } else {
         s.order_.each(stream(), [&](std::size_t begin, std::size_t end) {
           args.begin = begin;
           args.end = end;
-          launch_plain_dense(step, args);
+          launch_plain_dense(formula, args);
         });
       }
     }
@@ -928,56 +746,57 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
 
   // The dense kernel over [args.begin, args.end) with plain access: 16 bytes at a time when
   // every array is aligned there.
-  template <class Step>
-  void launch_plain_dense(const Step& step, const cuda::kernels::DenseArgs<Scalar, slots>& args) {
-    namespace k = cuda::kernels;
-    const Store& s = *store_;
-    bool aligned = cuda::detail::aligned16(args.w + args.begin) &&
-                   cuda::detail::aligned16(args.g + args.begin) &&
-                   (args.w_seen == nullptr || cuda::detail::aligned16(args.w_seen + args.begin));
+  template <class Formula>
+  void launch_plain_dense(const Formula& formula,
+                          const gpu::kernels::DenseArgs<Scalar, slots>& args) {
+    namespace k = gpu::kernels;
+    const Store& s = this->store();
+    bool aligned = gpu::detail::aligned16(args.w + args.begin) &&
+                   gpu::detail::aligned16(args.g + args.begin) &&
+                   (args.w_seen == nullptr || gpu::detail::aligned16(args.w_seen + args.begin));
     if constexpr (slots > 0) {
       for (std::size_t j = 0; j < slots; ++j) {
-        aligned = aligned && cuda::detail::aligned16(args.state[j] + args.begin);
+        aligned = aligned && gpu::detail::aligned16(args.state[j] + args.begin);
       }
     }
     const std::size_t length = args.end - args.begin;
     if (aligned) {
       constexpr std::size_t width = k::detail::Chunk<Scalar>::width;
-      cuda::detail::launch_over<k::apply_dense<k::DevicePlain, true, Step, Scalar, slots>>(
-          "apply_dense", s.geometry_, length / width + 1, stream(), step, args);
+      gpu::detail::launch_over<k::apply_dense<k::DevicePlain, true, Formula, Scalar, slots>>(
+          "apply_dense", s.geometry_, length / width + 1, stream(), formula, args);
     } else {
-      cuda::detail::launch_over<k::apply_dense<k::DevicePlain, false, Step, Scalar, slots>>(
-          "apply_dense", s.geometry_, length, stream(), step, args);
+      gpu::detail::launch_over<k::apply_dense<k::DevicePlain, false, Formula, Scalar, slots>>(
+          "apply_dense", s.geometry_, length, stream(), formula, args);
     }
   }
 
-  cuda::Issued push_sparse(const std::size_t* index, const Scalar* value, std::size_t count) {
-    namespace k = cuda::kernels;
-    Store& s = *store_;
+  gpu::Issued push_sparse(const std::size_t* index, const Scalar* value, std::size_t count) {
+    namespace k = gpu::kernels;
+    Store& s = this->store();
     reset_status();
     if (count > 0) {
-      cuda::detail::launch_over<k::check_sparse<Scalar>>(
+      gpu::detail::launch_over<k::check_sparse<Scalar>>(
           "check_sparse", s.geometry_, count, stream(), index, value, count, s.n_, status());
     }
-    cuda::Issued issued;
-    const auto step = begin_push([&] { return norm(value, count); }, issued);
-    const QueuedOnExit queued(s.completed_);
-    using Step = std::decay_t<decltype(step)>;
+    gpu::Issued issued;
+    const auto ticket = s.versions_.take();  // counts as queued when it goes
+    const auto formula = begin_push([&] { return norm(value, count); }, ticket, issued);
+    using Formula = std::decay_t<decltype(formula)>;
     const k::SparseArgs<Scalar, slots> args{.w = s.params_.data(),
                                             .index = index,
                                             .value = value,
                                             .count = count,
                                             .state = s.state_pointers_,
-                                            .w_seen = s.w_seen(id_),
+                                            .w_seen = s.w_seen(id()),
                                             .status = status()};
     if (count > 0) {
-      if constexpr (relaxed) {
-        cuda::detail::launch_over<k::apply_sparse<k::DeviceRelaxed, Step, Scalar, slots>>(
-            "apply_sparse", s.geometry_, count, stream(), step, args);
+      if (s.relaxed_) {
+        gpu::detail::launch_over<k::apply_sparse<k::DeviceRelaxed, Formula, Scalar, slots>>(
+            "apply_sparse", s.geometry_, count, stream(), formula, args);
       } else {
         s.order_.all(stream(), [&] {
-          cuda::detail::launch_over<k::apply_sparse<k::DevicePlain, Step, Scalar, slots>>(
-              "apply_sparse", s.geometry_, count, stream(), step, args);
+          gpu::detail::launch_over<k::apply_sparse<k::DevicePlain, Formula, Scalar, slots>>(
+              "apply_sparse", s.geometry_, count, stream(), formula, args);
         });
       }
     }
@@ -985,12 +804,10 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker {
     return issued;
   }
 
-  Store* store_;
-  std::size_t id_;
   std::uint64_t seen_version_ = 0;
-  Seen seen_ = Seen::none;
-  cuda::DeviceBuffer<Scalar> values_;
-  cuda::DeviceBuffer<std::size_t> indices_;
+  store::Seen<Scalar> seen_;
+  gpu::DeviceBuffer<Scalar> values_;
+  gpu::DeviceBuffer<std::size_t> indices_;
 };
 
 }  // namespace asyncopt::transport

@@ -1,6 +1,7 @@
 // A seeded generator of sparse text-classification data with the statistics of RCV1, for
 // Hogwild!-style benchmarks where the real corpus is not at hand. docs/data.md says what it
-// models and what it does not.
+// models and what it does not. One cohesive thing, hence its length: the generator's
+// settings, its model of document lengths, vocabulary and labels, and their checks.
 #pragma once
 
 #include <algorithm>

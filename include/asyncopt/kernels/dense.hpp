@@ -9,7 +9,7 @@
 
 #include <xsimd/xsimd.hpp>
 
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/kernels/access.hpp>
 #include <asyncopt/kernels/batch.hpp>
 
@@ -63,13 +63,13 @@ inline std::array<V, Slots> load_state(Load&& load) {
 
 // Calls the formula with w_seen only when the step asks for it, so rules that do not need
 // it never read the array.
-template <class Step, class V, std::size_t Slots, class LoadSeen>
-inline void invoke(const Step& step, V& w, const V& g, std::array<V, Slots>& s,
+template <class Formula, class V, std::size_t Slots, class LoadSeen>
+inline void invoke(const Formula& formula, V& w, const V& g, std::array<V, Slots>& s,
                    LoadSeen&& load_seen) {
-  if constexpr (asyncopt::needs_w_seen_v<Step>) {
-    step(w, g, s, load_seen());
+  if constexpr (asyncopt::needs_w_seen_v<Formula>) {
+    formula(w, g, s, load_seen());
   } else {
-    step(w, g, s);
+    formula(w, g, s);
   }
 }
 
@@ -81,12 +81,12 @@ inline void invoke(const Step& step, V& w, const V& g, std::array<V, Slots>& s,
 /// `kernels::Batch<Scalar>` (an `xsimd::batch<Scalar>`). With RelaxedAccess every shared element (w
 /// and state) is read and written through std::atomic_ref and the loop stays scalar; g and w_seen
 /// belong to the pushing worker and are read plainly.
-template <Access A, class Step, class Scalar, std::size_t Slots>
-void apply_dense(const Step& step_ref, const DenseOperands<Scalar, Slots>& op, std::size_t begin,
-                 std::size_t end) {
+template <Access A, class Formula, class Scalar, std::size_t Slots>
+void apply_dense(const Formula& formula_ref, const DenseOperands<Scalar, Slots>& op,
+                 std::size_t begin, std::size_t end) {
   // Local copies: the SIMD stores may alias anything reachable through a reference, which
   // would make the compiler reload the pointers and coefficients after every store.
-  const Step step = step_ref;
+  const Formula formula = formula_ref;
   Scalar* const w = op.w;
   const Scalar* const g = op.g;
   const StatePointers<Scalar, Slots> state = op.state;
@@ -100,7 +100,7 @@ void apply_dense(const Step& step_ref, const DenseOperands<Scalar, Slots>& op, s
       const Batch gv = Batch::load_unaligned(g + i);
       auto s = detail::load_state<Batch, Slots>(
           [&](std::size_t k) { return Batch(Batch::load_unaligned(state[k] + i)); });
-      detail::invoke(step, wv, gv, s, [&] { return Batch(Batch::load_unaligned(w_seen + i)); });
+      detail::invoke(formula, wv, gv, s, [&] { return Batch(Batch::load_unaligned(w_seen + i)); });
       wv.store_unaligned(w + i);
       for (std::size_t k = 0; k < Slots; ++k) {
         s[k].store_unaligned(state[k] + i);
@@ -111,7 +111,7 @@ void apply_dense(const Step& step_ref, const DenseOperands<Scalar, Slots>& op, s
     Scalar wv = A::load(w + i);
     auto s =
         detail::load_state<Scalar, Slots>([&](std::size_t k) { return A::load(state[k] + i); });
-    detail::invoke(step, wv, g[i], s, [&] { return w_seen[i]; });
+    detail::invoke(formula, wv, g[i], s, [&] { return w_seen[i]; });
     A::store(w + i, wv);
     for (std::size_t k = 0; k < Slots; ++k) {
       A::store(state[k] + i, s[k]);
@@ -120,10 +120,10 @@ void apply_dense(const Step& step_ref, const DenseOperands<Scalar, Slots>& op, s
 }
 
 /// The same formula over a sparse gradient: entries [begin, end) of (index, value).
-template <Access A, class Step, class Scalar, std::size_t Slots>
-void apply_sparse(const Step& step_ref, const SparseOperands<Scalar, Slots>& op, std::size_t begin,
-                  std::size_t end) {
-  const Step step = step_ref;
+template <Access A, class Formula, class Scalar, std::size_t Slots>
+void apply_sparse(const Formula& formula_ref, const SparseOperands<Scalar, Slots>& op,
+                  std::size_t begin, std::size_t end) {
+  const Formula formula = formula_ref;
   Scalar* const w = op.w;
   const std::size_t* const index = op.index;
   const Scalar* const value = op.value;
@@ -135,7 +135,7 @@ void apply_sparse(const Step& step_ref, const SparseOperands<Scalar, Slots>& op,
     Scalar wv = A::load(w + i);
     auto s =
         detail::load_state<Scalar, Slots>([&](std::size_t j) { return A::load(state[j] + i); });
-    detail::invoke(step, wv, value[k], s, [&] { return w_seen[by_entry ? k : i]; });
+    detail::invoke(formula, wv, value[k], s, [&] { return w_seen[by_entry ? k : i]; });
     A::store(w + i, wv);
     for (std::size_t j = 0; j < Slots; ++j) {
       A::store(state[j] + i, s[j]);

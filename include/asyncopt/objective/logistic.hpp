@@ -7,26 +7,27 @@
 #include <utility>
 
 #include <asyncopt/objective/detail.hpp>
+#include <asyncopt/objective/linear.hpp>
+#include <asyncopt/objective/options.hpp>
 
 namespace asyncopt::objective {
 
-namespace detail {
-
+/// The negative log-likelihood log(1 + exp(-s z)), s = 2y - 1, of a label y in {0, 1} given
+/// the margin z: LogisticRegression's loss.
 struct LogisticLoss {
-  // log(1 + exp(-s z)) with s = 2y - 1: the log-likelihood loss of a label y in {0, 1}.
-  static double value(double z, double y) { return log1p_exp(y > 0.5 ? -z : z); }
-  static double slope(double z, double y) { return sigmoid(z) - y; }
+  /// log(1 + exp(-s z)), computed without overflow.
+  static double value(double z, double y) { return detail::log1p_exp(y > 0.5 ? -z : z); }
+  /// Its derivative in z: sigmoid(z) - y.
+  static double slope(double z, double y) { return detail::sigmoid(z) - y; }
 };
-
-}  // namespace detail
 
 /// Minimises mean_i log(1 + exp(-s_i z_i)) + 0.5 l2 ||w||^2, z_i = x_i . w + b, s_i = 2 y_i - 1
 /// for labels in {0, 1}; parameters [w_0..w_{d-1}, b] (b iff `intercept`). `sparse_gradient`
 /// puts L2 on touched weights only: it differs from `gradient` by l2 * w elsewhere (Hogwild!).
 /// Reference: Hastie, Tibshirani, Friedman, The Elements of Statistical Learning, 2009, 4.4.
 template <class Matrix>
-class LogisticRegression : public detail::SingleOutputModel<Matrix, detail::LogisticLoss> {
-  using Base = detail::SingleOutputModel<Matrix, detail::LogisticLoss>;
+class LogisticRegression : public SingleOutputModel<Matrix, LogisticLoss> {
+  using Base = SingleOutputModel<Matrix, LogisticLoss>;
 
  public:
   /// The element type of the data and of the parameters: float or double.

@@ -6,7 +6,12 @@
 #include <string>
 #include <utility>
 
+#include <Eigen/Core>
+
+#include <asyncopt/core/sparse.hpp>
+#include <asyncopt/objective/data.hpp>
 #include <asyncopt/objective/detail.hpp>
+#include <asyncopt/objective/options.hpp>
 
 namespace asyncopt::objective {
 
@@ -15,8 +20,8 @@ namespace asyncopt::objective {
 /// puts L2 on touched weights only: it differs from `gradient` by l2 * w elsewhere (Hogwild!).
 /// Reference: Bishop, Pattern Recognition and Machine Learning, 2006, 4.3.4.
 template <class Matrix>
-class SoftmaxRegression : public detail::ModelData<Matrix, Eigen::VectorXi> {
-  using Base = detail::ModelData<Matrix, Eigen::VectorXi>;
+class SoftmaxRegression : public ModelData<Matrix, Eigen::VectorXi> {
+  using Base = ModelData<Matrix, Eigen::VectorXi>;
 
  public:
   /// The element type of the data and of the parameters: float or double.

@@ -15,10 +15,8 @@
 #include <asyncopt/core/random.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/store.hpp>
 #include <asyncopt/kernels/dense.hpp>
-#include <asyncopt/transport/shared_memory.hpp>
-#include <asyncopt/update/check.hpp>
 
 namespace asyncopt::delay {
 
@@ -96,6 +94,9 @@ struct Delay {
 
 namespace asyncopt::transport {
 
+/// What a push did (asyncopt::PushResult).
+using PushResult = asyncopt::PushResult;
+
 /// The staleness simulator: workers run in turn in the calling thread; a pull hands out the
 /// parameters as they were tau updates ago, tau drawn from `delay`, and pushes are applied in
 /// the order they are made. The same seed gives the same run, bit for bit. tau is capped by
@@ -148,7 +149,7 @@ struct Simulated {
 /// The simulated store: the parameters in place, the rule's state, and a ring of the last
 /// `history` parameter vectors.
 template <class Scalar, class Rule, class Consistency>
-class Simulated::Store {
+class Simulated::Store : store::Immovable {
  public:
   /// The type of the parameters and gradients: `Scalar`, float or double.
   using scalar_type = Scalar;
@@ -166,24 +167,12 @@ class Simulated::Store {
   /// rule's `validate()` throws.
   Store(const Simulated& transport, const Rule& rule, const Consistency& consistency,
         std::span<Scalar> params, std::size_t workers)
-      : delay_(transport.delay),
-        rule_(rule),
+      : delay_((transport.validate(), store::check_workers(workers), transport.delay)),
         params_(params),
-        state_(slots * params.size(), Scalar{0}),
         guard_(consistency, params.size(), workers),
+        rule_(rule, params.size(), 1),
         rng_(transport.seed),
-        counters_(workers) {
-    transport.validate();
-    if (workers == 0) {
-      throw std::invalid_argument("asyncopt: a store needs at least one worker");
-    }
-    update::validate(rule_, Precision::of<Scalar>());
-    for (std::size_t k = 0; k < slots; ++k) {
-      state_pointers_[k] = state_.data() + k * params.size();
-    }
-    for (auto& c : counters_) {
-      c.staleness.assign(StoreStats::staleness_buckets, 0);
-    }
+        counters_(workers, store::empty_stats()) {
     const std::uint64_t bound = transport.delay.bound();
     capacity_ = static_cast<std::size_t>(std::min<std::uint64_t>(
         bound == ~std::uint64_t{0} ? transport.history : bound + 1, transport.history));
@@ -192,17 +181,11 @@ class Simulated::Store {
     remember();
   }
 
-  Store(const Store&) = delete;
-  Store& operator=(const Store&) = delete;
-  Store(Store&&) = delete;
-  Store& operator=(Store&&) = delete;
-  ~Store() = default;
-
   /// A new handle of worker `id` (0 <= id < workers()); throws std::out_of_range
   /// otherwise. Unlike shared memory, an id may have several live handles: each keeps its
   /// own last pull and clock count, and they share the id's statistics.
   [[nodiscard]] Worker worker(std::size_t id) {
-    detail::check_worker_id(id, counters_.size());
+    store::check_worker_id(id, counters_.size());
     return Worker(*this, id);
   }
 
@@ -231,16 +214,11 @@ class Simulated::Store {
               ring_.begin() + static_cast<std::ptrdiff_t>((version_ % capacity_) * n));
   }
 
-  template <class Apply>
+  template <class Write>
   PushResult apply(std::size_t worker, std::uint64_t seen, std::span<const Scalar> values,
-                   Apply&& apply_with) {
+                   Write&& write) {
     const std::uint64_t staleness = version_ - seen;
-    const auto step = rule_.template step<Scalar>(
-        StepInfo{.staleness = staleness,
-                 .version = version_,
-                 .worker = worker,
-                 .gradient_norm = needs_gradient_norm_v<Rule> ? detail::norm(values) : 0.0});
-    apply_with(step);
+    write(rule_.formula(staleness, version_, worker, values), rule_.block(0));
     ++version_;
     counters_[worker].record(staleness);
     remember();
@@ -248,11 +226,9 @@ class Simulated::Store {
   }
 
   delay::Delay delay_;
-  Rule rule_;
   std::span<Scalar> params_;
-  std::vector<Scalar> state_;
-  kernels::StatePointers<Scalar, slots> state_pointers_{};
   typename Consistency::template Guard<Scalar> guard_;
+  store::RuleState<Scalar, Rule> rule_;
   Xoshiro256 rng_;
   std::vector<StoreStats> counters_;
   std::vector<Scalar> ring_;
@@ -276,7 +252,7 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
   /// positions of `out`.
   void pull(std::span<const std::size_t> index, std::span<Scalar> out) {
     check_size(out.size(), "pull");
-    detail::check_sparse_pull(index, store_->params_.size());
+    store::check_sparse_pull(index, store_->params_.size());
     const Scalar* past = draw_past();
     kernels::gather<kernels::PlainAccess>(past, out.data(), index.data(), 0, index.size());
     seen_ = {.params = out.data(), .partial = true};
@@ -284,8 +260,8 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
 
   /// The same into `values`, packed: values[k] = w[index[k]] as it was tau updates ago.
   void pull_values(std::span<const std::size_t> index, std::span<Scalar> values) {
-    detail::check_packed_size(index.size(), values.size());
-    detail::check_sparse_pull(index, store_->params_.size());
+    store::check_packed_size(index.size(), values.size());
+    store::check_sparse_pull(index, store_->params_.size());
     const Scalar* past = draw_past();
     kernels::gather_values<kernels::PlainAccess>(past, values.data(), index.data(), 0,
                                                  index.size());
@@ -305,8 +281,8 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
       return reject();
     }
     Store& s = *store_;
-    return s.apply(id_, seen_version_, gradient, [&](const auto& step) {
-      detail::write_dense(s.guard_, step, s.params_.data(), gradient, s.state_pointers_, w_seen);
+    return s.apply(id_, seen_version_, gradient, [&](const auto& formula, const auto& state) {
+      store::write_dense(s.guard_, formula, s.params_.data(), gradient, state, w_seen);
     });
   }
 
@@ -317,15 +293,15 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
   /// parameters the gradient was computed at but there was no pull, or the last pull was a
   /// pull_values() of a different index list.
   PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
-    detail::check_sparse_push(index, value, store_->params_.size());
+    store::check_sparse_push(index, value, store_->params_.size());
     const Scalar* const w_seen = seen_.template sparse<Rule>(index);
     if (!kernels::all_finite(value)) {
       return reject();
     }
     Store& s = *store_;
-    return s.apply(id_, seen_version_, value, [&](const auto& step) {
-      detail::write_sparse(s.guard_, step, s.params_.data(), index, value, s.state_pointers_,
-                           w_seen, seen_.packed);
+    return s.apply(id_, seen_version_, value, [&](const auto& formula, const auto& state) {
+      store::write_sparse(s.guard_, formula, s.params_.data(), index, value, state, w_seen,
+                          seen_.packed);
     });
   }
 
@@ -370,14 +346,14 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
   }
 
   void check_size(std::size_t size, const char* what) const {
-    detail::check_dense_size(size, store_->params_.size(), what);
+    store::check_dense_size(size, store_->params_.size(), what);
   }
 
   Store* store_;
   std::size_t id_;
   std::uint64_t seen_version_ = 0;
   std::uint64_t clock_ = 0;
-  detail::Seen<Scalar> seen_;
+  store::Seen<Scalar> seen_;
 };
 
 }  // namespace asyncopt::transport

@@ -6,7 +6,7 @@
 #include <cstddef>
 
 #include <asyncopt/core/config.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/update/check.hpp>
 #include <asyncopt/update/math.hpp>
 
@@ -17,7 +17,7 @@ namespace asyncopt::update {
 /// w <- w - lr_t * m / (sqrt(v) + epsilon),  lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t),
 /// where t counts the updates the store has applied (its version + 1).
 struct Adam {
-  /// Step size lr, positive and finite; multiplied by StepInfo::lr_scale on every push.
+  /// Step size lr, positive and finite; multiplied by UpdateInfo::lr_scale on every push.
   double learning_rate = 0.001;
   /// Decay b1 of the first-moment (mean) estimate m, in [0, 1).
   double beta1 = 0.9;
@@ -34,7 +34,7 @@ struct Adam {
   /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
   /// SIMD batch; the same code runs on both.
   template <class Scalar>
-  struct Step {
+  struct Formula {
     /// lr_t: `learning_rate * lr_scale` with the bias correction folded in.
     Scalar learning_rate;
     Scalar beta1;            ///< Decay of the first moment.
@@ -57,10 +57,10 @@ struct Adam {
   };
 
   /// Returns the coefficients of the update described by `info` as a Step, with
-  /// t = StepInfo::version + 1 and lr_t = lr * lr_scale * sqrt(1 - b2^t) / (1 - b1^t); does
+  /// t = UpdateInfo::version + 1 and lr_t = lr * lr_scale * sqrt(1 - b2^t) / (1 - b1^t); does
   /// not modify the rule, so workers may call it concurrently.
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
+  [[nodiscard]] Formula<Scalar> formula(const UpdateInfo& info) const noexcept {
     const double t = static_cast<double>(info.version) + 1.0;
     const double corrected = learning_rate * info.lr_scale * std::sqrt(1.0 - std::pow(beta2, t)) /
                              (1.0 - std::pow(beta1, t));

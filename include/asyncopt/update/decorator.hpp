@@ -8,7 +8,7 @@
 
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/update/sgd.hpp>
 
 namespace asyncopt::update::detail {

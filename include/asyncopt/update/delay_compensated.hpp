@@ -5,7 +5,7 @@
 #include <cstddef>
 
 #include <asyncopt/core/config.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/update/check.hpp>
 #include <asyncopt/update/math.hpp>
 
@@ -19,7 +19,7 @@ namespace asyncopt::update {
 /// logistic regression with batches of 32 (experiment E2) a useful lambda was in the
 /// thousands, while the default changed the loss by less than 1e-4.
 struct DelayCompensated {
-  /// Step size lr, positive and finite; multiplied by StepInfo::lr_scale on every push.
+  /// Step size lr, positive and finite; multiplied by UpdateInfo::lr_scale on every push.
   double learning_rate = 0.01;
   /// Weight of the delay-compensation term, finite and non-negative (0: plain Sgd).
   double lambda = 0.04;
@@ -33,7 +33,7 @@ struct DelayCompensated {
   /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
   /// SIMD batch; the same code runs on both.
   template <class Scalar>
-  struct Step {
+  struct Formula {
     /// The step takes w_seen as its fourth argument.
     static constexpr bool needs_w_seen = true;
     Scalar learning_rate;  ///< Step size of this push: `learning_rate * lr_scale`.
@@ -49,10 +49,10 @@ struct DelayCompensated {
   };
 
   /// Returns the coefficients of the update described by `info` (the learning rate scaled by
-  /// StepInfo::lr_scale) as a Step; does not modify the rule, so workers may call it
+  /// UpdateInfo::lr_scale) as a Step; does not modify the rule, so workers may call it
   /// concurrently.
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
+  [[nodiscard]] Formula<Scalar> formula(const UpdateInfo& info) const noexcept {
     return {static_cast<Scalar>(learning_rate * info.lr_scale), static_cast<Scalar>(lambda)};
   }
 
@@ -69,7 +69,7 @@ struct DelayCompensated {
 /// ms <- m * ms + (1 - m) * g * g and lambda = lambda0 / sqrt(ms + epsilon), so the
 /// compensation is scaled by the gradient's running magnitude.
 struct AdaptiveDelayCompensated {
-  /// Step size lr, positive and finite; multiplied by StepInfo::lr_scale on every push.
+  /// Step size lr, positive and finite; multiplied by UpdateInfo::lr_scale on every push.
   double learning_rate = 0.01;
   /// Base weight lambda0 of the compensation term, finite and non-negative (0: plain Sgd).
   double lambda0 = 2.0;
@@ -87,7 +87,7 @@ struct AdaptiveDelayCompensated {
   /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
   /// SIMD batch; the same code runs on both.
   template <class Scalar>
-  struct Step {
+  struct Formula {
     /// The step takes w_seen as its fourth argument.
     static constexpr bool needs_w_seen = true;
     Scalar learning_rate;    ///< Step size of this push: `learning_rate * lr_scale`.
@@ -110,10 +110,10 @@ struct AdaptiveDelayCompensated {
   };
 
   /// Returns the coefficients of the update described by `info` (the learning rate scaled by
-  /// StepInfo::lr_scale) as a Step; does not modify the rule, so workers may call it
+  /// UpdateInfo::lr_scale) as a Step; does not modify the rule, so workers may call it
   /// concurrently.
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
+  [[nodiscard]] Formula<Scalar> formula(const UpdateInfo& info) const noexcept {
     return {static_cast<Scalar>(learning_rate * info.lr_scale), static_cast<Scalar>(lambda0),
             static_cast<Scalar>(mean_square_decay), static_cast<Scalar>(1.0 - mean_square_decay),
             static_cast<Scalar>(epsilon)};

@@ -6,7 +6,7 @@
 #include <cstddef>
 
 #include <asyncopt/core/config.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/update/check.hpp>
 
 namespace asyncopt::update {
@@ -16,7 +16,7 @@ namespace asyncopt::update {
 /// The form in which asynchronous SGD's implicit momentum is analysed and compensated
 /// (Mitliagkas, Zhang, Hadjis and Re, "Asynchrony begets momentum", 2016).
 struct MomentumCorrection {
-  /// Step size lr, positive and finite; multiplied by StepInfo::lr_scale on every push.
+  /// Step size lr, positive and finite; multiplied by UpdateInfo::lr_scale on every push.
   double learning_rate = 0.01;
   /// Decay beta of the moving average of the gradients, in [0, 1) (0: plain Sgd).
   double beta = 0.9;
@@ -27,7 +27,7 @@ struct MomentumCorrection {
   /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
   /// SIMD batch; the same code runs on both.
   template <class Scalar>
-  struct Step {
+  struct Formula {
     Scalar learning_rate;   ///< Step size of this push: `learning_rate * lr_scale`.
     Scalar beta;            ///< Decay of the moving average.
     Scalar one_minus_beta;  ///< `1 - beta`, precomputed.
@@ -43,10 +43,10 @@ struct MomentumCorrection {
   };
 
   /// Returns the coefficients of the update described by `info` (the learning rate scaled by
-  /// StepInfo::lr_scale) as a Step; does not modify the rule, so workers may call it
+  /// UpdateInfo::lr_scale) as a Step; does not modify the rule, so workers may call it
   /// concurrently.
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
+  [[nodiscard]] Formula<Scalar> formula(const UpdateInfo& info) const noexcept {
     return {static_cast<Scalar>(learning_rate * info.lr_scale), static_cast<Scalar>(beta),
             static_cast<Scalar>(1.0 - beta)};
   }
@@ -73,7 +73,7 @@ struct MomentumCorrection {
 /// classic form; and factors applied per push (StalenessAware) are not corrected. Use the
 /// classic form (lr_in_velocity = false) with sparse pushes or staleness scaling.
 struct HeavyBall {
-  /// Step size lr, positive and finite; multiplied by StepInfo::lr_scale on every push.
+  /// Step size lr, positive and finite; multiplied by UpdateInfo::lr_scale on every push.
   double learning_rate = 0.01;
   /// Momentum mu, in (-1, 1); negative values are allowed (see validate()).
   double momentum = 0.9;
@@ -81,7 +81,7 @@ struct HeavyBall {
   bool nesterov = false;
   /// Keep the learning rate inside the velocity (v <- mu * v + lr * g, w <- w - v).
   bool lr_in_velocity = false;
-  /// With `lr_in_velocity`, rescale the velocity by StepInfo::lr_ratio (lr_new / lr_old) when
+  /// With `lr_in_velocity`, rescale the velocity by UpdateInfo::lr_ratio (lr_new / lr_old) when
   /// the learning rate changes; ignored otherwise.
   bool momentum_correction = true;
 
@@ -91,7 +91,7 @@ struct HeavyBall {
   /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
   /// SIMD batch; the same code runs on both.
   template <class Scalar>
-  struct Step {
+  struct Formula {
     Scalar learning_rate;  ///< Step size of this push: `learning_rate * lr_scale`.
     /// Momentum mu: decays the velocity in the classic form and weights the Nesterov
     /// look-ahead in both forms.
@@ -120,11 +120,11 @@ struct HeavyBall {
   };
 
   /// Returns the coefficients of the update described by `info` (the learning rate scaled by
-  /// StepInfo::lr_scale, and with `lr_in_velocity` and `momentum_correction` the velocity
-  /// decay scaled by StepInfo::lr_ratio) as a Step; does not modify the rule, so workers may
+  /// UpdateInfo::lr_scale, and with `lr_in_velocity` and `momentum_correction` the velocity
+  /// decay scaled by UpdateInfo::lr_ratio) as a Step; does not modify the rule, so workers may
   /// call it concurrently.
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
+  [[nodiscard]] Formula<Scalar> formula(const UpdateInfo& info) const noexcept {
     const double decay =
         lr_in_velocity && momentum_correction ? momentum * info.lr_ratio : momentum;
     return {static_cast<Scalar>(learning_rate * info.lr_scale), static_cast<Scalar>(momentum),

@@ -5,7 +5,7 @@
 
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/update/check.hpp>
 #include <asyncopt/update/decorator.hpp>
 #include <asyncopt/update/math.hpp>
@@ -31,7 +31,7 @@ struct WeightDecay {
   static constexpr std::size_t state_slots = inner_type::state_slots;
   /// Whether the step takes w_seen as a fourth argument: as the wrapped rule does.
   static constexpr bool needs_w_seen = needs_w_seen_v<inner_type>;
-  /// Whether the store must fill in StepInfo::gradient_norm: as the wrapped rule does.
+  /// Whether the store must fill in UpdateInfo::gradient_norm: as the wrapped rule does.
   static constexpr bool needs_gradient_norm = needs_gradient_norm_v<inner_type>;
 
   /// Adds the decay term to one gradient element.
@@ -49,8 +49,8 @@ struct WeightDecay {
   /// element g; called as `s(w, g, state)`, or with a fourth argument w_seen when
   /// needs_w_seen is true.
   template <class Scalar>
-  [[nodiscard]] auto step(const StepInfo& info) const {
-    return detail::mapped(inner.template step<Scalar>(info),
+  [[nodiscard]] auto formula(const UpdateInfo& info) const {
+    return detail::mapped(inner.template formula<Scalar>(info),
                           Map<Scalar>{static_cast<Scalar>(decay)});
   }
 
@@ -80,7 +80,7 @@ struct ClipByValue {
   static constexpr std::size_t state_slots = inner_type::state_slots;
   /// Whether the step takes w_seen as a fourth argument: as the wrapped rule does.
   static constexpr bool needs_w_seen = needs_w_seen_v<inner_type>;
-  /// Whether the store must fill in StepInfo::gradient_norm: as the wrapped rule does.
+  /// Whether the store must fill in UpdateInfo::gradient_norm: as the wrapped rule does.
   static constexpr bool needs_gradient_norm = needs_gradient_norm_v<inner_type>;
 
   /// Clips one gradient element.
@@ -98,8 +98,8 @@ struct ClipByValue {
   /// [-limit, limit]; called as `s(w, g, state)`, or with a fourth argument w_seen when
   /// needs_w_seen is true.
   template <class Scalar>
-  [[nodiscard]] auto step(const StepInfo& info) const {
-    return detail::mapped(inner.template step<Scalar>(info),
+  [[nodiscard]] auto formula(const UpdateInfo& info) const {
+    return detail::mapped(inner.template formula<Scalar>(info),
                           Map<Scalar>{static_cast<Scalar>(limit)});
   }
 
@@ -136,7 +136,7 @@ struct ClipByNorm {
   static constexpr std::size_t state_slots = inner_type::state_slots;
   /// Whether the step takes w_seen as a fourth argument: as the wrapped rule does.
   static constexpr bool needs_w_seen = needs_w_seen_v<inner_type>;
-  /// Always true: the store fills in StepInfo::gradient_norm, which sets the scale.
+  /// Always true: the store fills in UpdateInfo::gradient_norm, which sets the scale.
   static constexpr bool needs_gradient_norm = true;
 
   /// Rescales one gradient element.
@@ -156,9 +156,9 @@ struct ClipByNorm {
   /// max_norm / `info.gradient_norm` when that norm exceeds max_norm (unchanged otherwise);
   /// called as `s(w, g, state)`, or with a fourth argument w_seen when needs_w_seen is true.
   template <class Scalar>
-  [[nodiscard]] auto step(const StepInfo& info) const {
+  [[nodiscard]] auto formula(const UpdateInfo& info) const {
     const double scale = info.gradient_norm > max_norm ? max_norm / info.gradient_norm : 1.0;
-    return detail::mapped(inner.template step<Scalar>(info),
+    return detail::mapped(inner.template formula<Scalar>(info),
                           Map<Scalar>{static_cast<Scalar>(scale)});
   }
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include <asyncopt/core/concepts.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/update/check.hpp>
 #include <asyncopt/update/decorator.hpp>
 
@@ -33,7 +33,7 @@ struct Constant {
 };
 
 /// gamma^floor(t / every): step decay.
-struct Step {
+struct StepDecay {
   std::uint64_t every = 1000;  ///< Updates per period (at least 1); the factor drops after each.
   double gamma = 0.1;          ///< Factor applied once per period, in (0, 1].
   /// Returns gamma^floor(t / every), the factor for update index `t`.
@@ -43,10 +43,10 @@ struct Step {
   }
   /// Throws std::invalid_argument unless every is at least 1 and gamma is in (0, 1].
   void validate() const {
-    update::detail::require(every > 0, "schedule::Step", "every", "at least 1",
+    update::detail::require(every > 0, "schedule::StepDecay", "every", "at least 1",
                             static_cast<double>(every));
-    update::detail::require(gamma > 0.0 && gamma <= 1.0, "schedule::Step", "gamma", "in (0, 1]",
-                            gamma);
+    update::detail::require(gamma > 0.0 && gamma <= 1.0, "schedule::StepDecay", "gamma",
+                            "in (0, 1]", gamma);
   }
 };
 
@@ -110,7 +110,7 @@ struct Scheduled {
                 "asyncopt::UpdateRule, such as asyncopt::update::Sgd");
   static_assert(schedule::Schedule<Schedule>,
                 "asyncopt: Scheduled<Inner, Schedule> needs a schedule (a type that models "
-                "asyncopt::schedule::Schedule, such as asyncopt::schedule::Step)");
+                "asyncopt::schedule::Schedule, such as asyncopt::schedule::StepDecay)");
   /// The wrapped update rule's type (`Inner`).
   using inner_type = detail::InnerRule<Inner>;
   /// The schedule's type (`Schedule`).
@@ -118,25 +118,25 @@ struct Scheduled {
       std::conditional_t<schedule::Schedule<Schedule>, Schedule, schedule::Constant>;
 
   inner_type inner{};        ///< The wrapped update rule, run with the scaled learning rate.
-  schedule_type schedule{};  ///< Factor of the update index (StepInfo::version).
+  schedule_type schedule{};  ///< Factor of the update index (UpdateInfo::version).
 
   /// Number of per-parameter state slots: those of the wrapped rule.
   static constexpr std::size_t state_slots = inner_type::state_slots;
   /// Whether the step takes w_seen as a fourth argument: as the wrapped rule does.
   static constexpr bool needs_w_seen = needs_w_seen_v<inner_type>;
-  /// Whether the store must fill in StepInfo::gradient_norm: as the wrapped rule does.
+  /// Whether the store must fill in UpdateInfo::gradient_norm: as the wrapped rule does.
   static constexpr bool needs_gradient_norm = needs_gradient_norm_v<inner_type>;
 
-  /// Returns the wrapped rule's step for `info` with StepInfo::lr_scale multiplied by
-  /// schedule(t) and StepInfo::lr_ratio by schedule(t) / schedule(t - 1), t = `info.version`
+  /// Returns the wrapped rule's step for `info` with UpdateInfo::lr_scale multiplied by
+  /// schedule(t) and UpdateInfo::lr_ratio by schedule(t) / schedule(t - 1), t = `info.version`
   /// (the ratio is left unchanged for t = 0).
   template <class Scalar>
-  [[nodiscard]] auto step(StepInfo info) const {
+  [[nodiscard]] auto formula(UpdateInfo info) const {
     const double now = schedule(info.version);
     const double before = info.version > 0 ? schedule(info.version - 1) : now;
     info.lr_scale *= now;
     info.lr_ratio *= now / before;
-    return inner.template step<Scalar>(info);
+    return inner.template formula<Scalar>(info);
   }
 
   /// Validates the wrapped rule, then the schedule; throws std::invalid_argument on the first

@@ -5,7 +5,7 @@
 #include <cstddef>
 
 #include <asyncopt/core/config.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/update/check.hpp>
 
 namespace asyncopt::update {
@@ -13,7 +13,7 @@ namespace asyncopt::update {
 /// Stochastic gradient descent, w <- w - lr * g (Robbins and Monro 1951). Asynchronous
 /// and lock-free when composed with consistency::LockFree (Hogwild!, Niu et al. 2011).
 struct Sgd {
-  /// Step size lr; positive and finite. Multiplied by StepInfo::lr_scale on every push.
+  /// Step size lr; positive and finite. Multiplied by UpdateInfo::lr_scale on every push.
   double learning_rate = 0.01;
 
   /// Number of per-parameter state slots the rule keeps (0: stateless).
@@ -22,7 +22,7 @@ struct Sgd {
   /// The per-element formula with this push's coefficients folded in. `V` is a scalar or a
   /// SIMD batch; the same code runs on both.
   template <class Scalar>
-  struct Step {
+  struct Formula {
     Scalar learning_rate;  ///< Effective step size for this push: learning_rate * lr_scale.
 
     /// Updates one element in place: w <- w - learning_rate * g.
@@ -35,7 +35,7 @@ struct Sgd {
   /// Returns the per-element update for one push, with the learning rate scaled by
   /// `info.lr_scale` and converted to `Scalar`. Does not modify the rule.
   template <class Scalar>
-  [[nodiscard]] Step<Scalar> step(const StepInfo& info) const noexcept {
+  [[nodiscard]] Formula<Scalar> formula(const UpdateInfo& info) const noexcept {
     return {static_cast<Scalar>(learning_rate * info.lr_scale)};
   }
 

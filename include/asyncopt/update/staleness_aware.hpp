@@ -5,7 +5,7 @@
 #include <cstddef>
 
 #include <asyncopt/core/concepts.hpp>
-#include <asyncopt/core/step.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/update/check.hpp>
 #include <asyncopt/update/decorator.hpp>
 
@@ -28,17 +28,17 @@ struct StalenessAware {
   static constexpr std::size_t state_slots = inner_type::state_slots;
   /// Whether the step takes w_seen as a fourth argument: as the wrapped rule does.
   static constexpr bool needs_w_seen = needs_w_seen_v<inner_type>;
-  /// Whether the store must fill in StepInfo::gradient_norm: as the wrapped rule does.
+  /// Whether the store must fill in UpdateInfo::gradient_norm: as the wrapped rule does.
   static constexpr bool needs_gradient_norm = needs_gradient_norm_v<inner_type>;
 
-  /// Returns the wrapped rule's step for `info` with StepInfo::lr_scale divided by
+  /// Returns the wrapped rule's step for `info` with UpdateInfo::lr_scale divided by
   /// `info.staleness` when that exceeds 1.
   template <class Scalar>
-  [[nodiscard]] auto step(StepInfo info) const {
+  [[nodiscard]] auto formula(UpdateInfo info) const {
     if (info.staleness > 1) {
       info.lr_scale /= static_cast<double>(info.staleness);
     }
-    return inner.template step<Scalar>(info);
+    return inner.template formula<Scalar>(info);
   }
 
   /// Validates the wrapped rule (this decorator has no hyper-parameters of its own).

@@ -16,7 +16,7 @@
 
 #include <asyncopt/zmq/wire.hpp>
 
-namespace asyncopt::zmq {
+namespace asyncopt::zeromq {
 
 /// A server did not answer within the timeout: it is gone, unreachable or overloaded.
 class ServerUnavailable : public std::runtime_error {
@@ -152,4 +152,4 @@ inline wire::Message decode(const Frames& frames, std::size_t first) {
 }
 
 }  // namespace detail
-}  // namespace asyncopt::zmq
+}  // namespace asyncopt::zeromq

@@ -20,7 +20,7 @@
 
 #include <zlib.h>
 
-namespace asyncopt::zmq {
+namespace asyncopt::zeromq {
 
 /// A checkpoint file that cannot be used: missing fields, a bad checksum, another format
 /// or a model of another shape. The file is left as it is.
@@ -255,4 +255,4 @@ inline void write_checkpoint(const std::filesystem::path& path,
   return {std::move(payload), name};
 }
 
-}  // namespace asyncopt::zmq
+}  // namespace asyncopt::zeromq

@@ -1,5 +1,8 @@
 // A parameter server: holds one contiguous key range of the parameters and the update
 // rule's state, and applies the pushes of remote workers under a consistency policy.
+// One cohesive thing, hence its length: the server's event loop and the handlers of every
+// message of the wire protocol, which share the server's state (peers, held pulls, claims,
+// checkpoints); its settings are in server_config.hpp.
 #pragma once
 
 #include <algorithm>
@@ -33,173 +36,10 @@
 #include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/zmq/channel.hpp>
 #include <asyncopt/zmq/checkpoint.hpp>
+#include <asyncopt/zmq/server_config.hpp>
 #include <asyncopt/zmq/wire.hpp>
 
-namespace asyncopt::zmq {
-
-/// How a server is set up. Everything a server needs comes from here: no environment
-/// variables, no global state.
-struct ServerConfig {
-  /// Where the server listens (ZeroMQ endpoint). `tcp://127.0.0.1:*` picks a free port;
-  /// Server::endpoint() tells which.
-  std::string endpoint = "tcp://127.0.0.1:5570";
-  /// Number of parameters of the whole model, over all servers.
-  std::size_t dimension = 0;
-  /// First key this server holds.
-  std::size_t begin = 0;
-  /// One past the last key this server holds; 0 means `dimension`.
-  std::size_t end = 0;
-  /// Number of workers of the whole job; worker ids are 0 .. workers - 1.
-  std::size_t workers = 1;
-  /// A worker silent for this long (no request, no heartbeat) is dropped: it no longer holds
-  /// other workers back under bounded staleness, until it is heard from again. Zero turns
-  /// the check off. Workers send heartbeats every Zmq::heartbeat_interval.
-  std::chrono::milliseconds heartbeat_timeout{5000};
-  /// The longest a server's loop waits for a message before it checks its heartbeats and
-  /// stop token; bounds how long run() takes to notice a stop request.
-  std::chrono::milliseconds poll_interval{50};
-  /// Where the server keeps its checkpoint (parameters, rule state, version, the workers'
-  /// clocks and their last requests); empty: no checkpoints. A checkpoint is written every
-  /// `checkpoint_interval` while serving and once more when run() returns.
-  std::filesystem::path checkpoint{};
-  /// How often run() writes the checkpoint.
-  std::chrono::milliseconds checkpoint_interval{10000};
-  /// Whether a server whose checkpoint file exists starts from it (true) or from the initial
-  /// values, overwriting it at the next checkpoint (false).
-  bool resume = true;
-  /// CURVE encryption and authentication: the server's secret key in Z85 (see
-  /// generate_curve_keypair()); empty: plain, unauthenticated TCP. Workers need the matching
-  /// public key (transport::Zmq::curve_server_key).
-  std::string curve_secret_key{};
-  /// With CURVE: the public keys (Z85) of the worker processes allowed to connect. A
-  /// connection with any other key is refused during the handshake and counted
-  /// (ServerStats::unauthorized).
-  std::vector<std::string> allowed_workers{};
-  /// The most messages queued for one connection in each direction (ZMQ_SNDHWM and
-  /// ZMQ_RCVHWM). It bounds what a client that never reads its replies can make the server
-  /// hold: about queue_limit times the largest reply (a dense pull of this server's keys).
-  /// A reply to a connection at the limit is dropped; a worker that reads its replies has
-  /// one request and a few resends in flight at most, and gets a dropped reply again when
-  /// it resends. Incoming messages beyond the limit wait in the sender's queue and TCP.
-  std::size_t queue_limit = 16;
-
-  /// One past the last key: `end`, or `dimension` when `end` is 0.
-  [[nodiscard]] std::size_t last() const noexcept { return end == 0 ? dimension : end; }
-
-  /// The largest message a client may send this server (ZMQ_MAXMSGSIZE): a sparse push's
-  /// index frame for every key it holds, plus a header; never below 64 KiB, which the
-  /// handshakes and error texts fit in. libzmq drops the connection of a peer that announces
-  /// a larger frame, before it allocates it.
-  [[nodiscard]] std::int64_t max_message_size() const noexcept {
-    const std::size_t keys = last() - begin;
-    return static_cast<std::int64_t>(std::max<std::size_t>(
-        keys * sizeof(std::uint64_t) + wire::header_size, std::size_t{64} * 1024));
-  }
-
-  /// Throws std::invalid_argument naming the field when the configuration cannot work.
-  void validate() const {
-    if (endpoint.empty()) {
-      throw std::invalid_argument("asyncopt: ServerConfig::endpoint is empty");
-    }
-    if (endpoint.find("://") == std::string::npos) {
-      throw std::invalid_argument("asyncopt: ServerConfig::endpoint '" + endpoint +
-                                  "' is not a ZeroMQ endpoint such as tcp://*:5570 or "
-                                  "tcp://127.0.0.1:5570");
-    }
-    if (dimension == 0) {
-      throw std::invalid_argument("asyncopt: ServerConfig::dimension is 0");
-    }
-    if (begin >= last() || last() > dimension) {
-      throw std::invalid_argument("asyncopt: ServerConfig key range [" + std::to_string(begin) +
-                                  ", " + std::to_string(last()) +
-                                  ") is empty or exceeds the dimension " +
-                                  std::to_string(dimension));
-    }
-    if (last() - begin > wire::max_count) {
-      throw std::invalid_argument(
-          "asyncopt: ServerConfig key range [" + std::to_string(begin) + ", " +
-          std::to_string(last()) + ") holds " + std::to_string(last() - begin) +
-          " keys; one server holds at most 2^36 (" + std::to_string(wire::max_count) +
-          "): split the keys over more servers");
-    }
-    if (queue_limit == 0 ||
-        queue_limit > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-      throw std::invalid_argument("asyncopt: ServerConfig::queue_limit is " +
-                                  std::to_string(queue_limit) + "; it must be at least 1");
-    }
-    std::error_code ignored;
-    if (!checkpoint.empty() && std::filesystem::is_directory(checkpoint, ignored)) {
-      throw std::invalid_argument("asyncopt: ServerConfig::checkpoint '" + checkpoint.string() +
-                                  "' is a directory; give a file in it, such as '" +
-                                  (checkpoint / "server.ckpt").string() + "'");
-    }
-    if (workers == 0 || workers >= std::numeric_limits<std::uint32_t>::max()) {
-      throw std::invalid_argument("asyncopt: ServerConfig::workers is " + std::to_string(workers) +
-                                  "; it must be at least 1 and below 2^32 - 1");
-    }
-    if (!curve_secret_key.empty()) {
-      detail::check_curve_key(curve_secret_key, "ServerConfig::curve_secret_key");
-      if (allowed_workers.empty()) {
-        throw std::invalid_argument(
-            "asyncopt: ServerConfig::allowed_workers is empty: with CURVE, list the public "
-            "keys of the workers that may connect");
-      }
-      for (const std::string& key : allowed_workers) {
-        detail::check_curve_key(key, "a key of ServerConfig::allowed_workers");
-      }
-    } else if (!allowed_workers.empty()) {
-      throw std::invalid_argument(
-          "asyncopt: ServerConfig::allowed_workers needs CURVE (ServerConfig::curve_secret_key)");
-    }
-    if (heartbeat_timeout.count() < 0 || poll_interval.count() <= 0 ||
-        checkpoint_interval.count() <= 0) {
-      throw std::invalid_argument(
-          "asyncopt: ServerConfig::heartbeat_timeout must be >= 0, poll_interval and "
-          "checkpoint_interval > 0");
-    }
-  }
-};
-
-/// What a server has done so far (Server::stats()).
-struct ServerStats {
-  std::uint64_t version = 0;       ///< updates applied
-  std::uint64_t rejected = 0;      ///< non-finite gradients rejected
-  std::uint64_t malformed = 0;     ///< messages that broke the wire format (answered with an error)
-  std::uint64_t refused = 0;       ///< well-formed requests refused (bad sizes, unknown worker...)
-  std::uint64_t dropped = 0;       ///< times a worker was dropped for missing heartbeats
-  std::uint64_t duplicates = 0;    ///< requests received again (resent after a timeout)
-  std::uint64_t checkpoints = 0;   ///< checkpoints written
-  bool resumed = false;            ///< whether the server started from its checkpoint
-  std::uint64_t unauthorized = 0;  ///< CURVE handshakes refused (a key not on the allow-list;
-                                   ///< a refused client retries, each attempt counts)
-};
-
-/// Raises this process's soft limit on open file descriptors (RLIMIT_NOFILE) to its hard
-/// limit, where the system allows, and returns the soft limit now in force. A server takes
-/// one descriptor per connection (a worker process opens one per worker thread, one to copy
-/// the parameters and one for heartbeats, to each server); at the limit libzmq 4.3 cannot
-/// accept, and retries at once: the server then spins a core and new workers get no answer
-/// until some connection closes. Call it at the start of a server process; the programs in
-/// examples/ do.
-inline std::uint64_t raise_descriptor_limit() noexcept {
-  ::rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
-    return 0;
-  }
-  if (limit.rlim_cur != limit.rlim_max) {
-    ::rlimit raised = limit;
-    raised.rlim_cur = limit.rlim_max;
-    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
-      limit = raised;
-    }
-  }
-  return limit.rlim_cur == RLIM_INFINITY ? std::numeric_limits<std::uint64_t>::max()
-                                         : static_cast<std::uint64_t>(limit.rlim_cur);
-}
-
-/// The worker id a pull uses to read the parameters without being a worker: it changes no
-/// worker's state (Zmq stores use it to copy the parameters back to the caller).
-inline constexpr std::uint32_t observer = std::numeric_limits<std::uint32_t>::max();
+namespace asyncopt::zeromq {
 
 /// A parameter server for keys [config.begin, config.end) of a model of config.dimension
 /// parameters, applying `Rule` under `Consistency`, exactly as a shared-memory store does:
@@ -258,7 +98,7 @@ class Server {
     const auto now = Clock::now();
     peers_.resize(config_.workers);
     for (std::size_t id = 0; id < config_.workers; ++id) {
-      handles_.push_back(store_.worker(id));
+      handles_.push_back(store_.proxy(id));
       peers_[id].last_heard = now;
       if constexpr (needs_w_seen_v<Rule>) {
         peers_[id].seen.assign(params_.size(), Scalar{0});
@@ -900,7 +740,7 @@ class Server {
     // The answer goes out once the store has accepted the gradient (finite; a rule that
     // reads the parameters seen has them) and before the update runs: this thread serves
     // every request in order, so any later request, of any worker, sees the update.
-    auto answer = [&](const transport::PushResult& result) noexcept {
+    auto answer = [&](const PushResult& result) noexcept {
       peers_[h.worker].last_staleness = result.staleness;
       peers_[h.worker].last_applied = result.applied;
       try {
@@ -912,7 +752,7 @@ class Server {
       } catch (...) {  // a lost reply: the worker resends and gets it from peers_
       }
     };
-    const transport::PushResult result =
+    const PushResult result =
         sparse ? handle.push(std::span<const std::size_t>(index_), values, answer)
                : handle.push(values, answer);
     if (!result.applied) {
@@ -939,7 +779,7 @@ class Server {
     }
     const std::span<const Scalar> values = gradient_of(m);
     auto& handle = handles_[h.worker];
-    const transport::PushResult result = handle.push(values);
+    const PushResult result = handle.push(values);
     if (!result.applied) {
       rejected_.fetch_add(1, std::memory_order_relaxed);
     }
@@ -1172,7 +1012,7 @@ class Server {
   ServerConfig config_;
   std::vector<Scalar> params_;
   Store store_;
-  std::vector<typename Store::Worker> handles_;
+  std::vector<typename Store::Proxy> handles_;
   std::vector<Peer> peers_;
   std::deque<Deferred> deferred_;
   std::deque<detail::Frames> released_;  // joins whose worker id became free
@@ -1196,4 +1036,4 @@ class Server {
   bool resumed_ = false;
 };
 
-}  // namespace asyncopt::zmq
+}  // namespace asyncopt::zeromq

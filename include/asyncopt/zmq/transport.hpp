@@ -1,6 +1,7 @@
-// The ZeroMQ transport: the store is one or more parameter servers (asyncopt::zmq::Server)
+// The ZeroMQ transport: the store is one or more parameter servers (asyncopt::zeromq::Server)
 // in other processes or on other machines; workers are threads of this process that reach
-// them through DEALER sockets.
+// them through DEALER sockets. One cohesive thing, hence its length: the store and its worker
+// handle, which share the connections, the shards and the exchange of every request.
 #pragma once
 
 #include <algorithm>
@@ -25,11 +26,24 @@
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
+#include <asyncopt/core/store.hpp>
+#include <asyncopt/core/threads.hpp>
+#include <asyncopt/core/versions.hpp>
 #include <asyncopt/kernels/dense.hpp>
-#include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/zmq/channel.hpp>
 #include <asyncopt/zmq/server.hpp>
 #include <asyncopt/zmq/wire.hpp>
+
+namespace asyncopt::zeromq {
+
+/// One server as a worker process sees it: where it is and which keys it holds.
+struct Shard {
+  std::string endpoint;   ///< where the server listens
+  std::size_t begin = 0;  ///< the first key it holds
+  std::size_t end = 0;    ///< one past the last
+};
+
+}  // namespace asyncopt::zeromq
 
 namespace asyncopt::transport {
 
@@ -40,7 +54,7 @@ namespace asyncopt::transport {
 /// ...; a dense push is split across the servers, a sparse one routed by key.
 ///
 /// Every request waits for its reply at most `timeout`; a server that does not answer in
-/// time raises asyncopt::zmq::ServerUnavailable instead of hanging. A thread sends a
+/// time raises asyncopt::zeromq::ServerUnavailable instead of hanging. A thread sends a
 /// heartbeat for this process's workers that have a handle every `heartbeat_interval`, so
 /// that a server drops them from the staleness bound when the process is gone or cut off; a
 /// stuck worker thread of a live process is not detected. A worker id belongs to one process
@@ -52,7 +66,7 @@ namespace asyncopt::transport {
 ///
 /// The parameters are the servers': creating a store (and so optimize()) copies the
 /// servers' values over the caller's array; to start from values of your own, give them to
-/// the servers (the `initial` argument of asyncopt::zmq::Server).
+/// the servers (the `initial` argument of asyncopt::zeromq::Server).
 struct Zmq {
   /// The servers' endpoints, such as "tcp://10.0.0.2:5570", in any order.
   std::vector<std::string> servers;
@@ -60,7 +74,7 @@ struct Zmq {
   /// workers - 1, and the servers' ServerConfig::workers counts the workers of every process.
   std::uint32_t first_worker = 0;
   /// How long a request waits for its reply before it fails with
-  /// asyncopt::zmq::ServerUnavailable. Under bounded staleness a pull may wait this long for
+  /// asyncopt::zeromq::ServerUnavailable. Under bounded staleness a pull may wait this long for
   /// slow workers: keep it above the longest legitimate wait.
   std::chrono::milliseconds timeout{30000};
   /// A request unanswered for this long is sent again (the server recognises it: a push is
@@ -74,7 +88,7 @@ struct Zmq {
   std::string curve_server_key{};
   /// CURVE: this process's key pair (Z85); the servers must list its public key in
   /// ServerConfig::allowed_workers, or they refuse the connection.
-  zmq::CurveKeyPair curve_keys{};
+  zeromq::CurveKeyPair curve_keys{};
 
   /// The servers keep a copy of the parameters each worker pulled (delay compensation).
   static constexpr bool provides_w_seen = true;
@@ -85,7 +99,7 @@ struct Zmq {
   /// Runs body(worker) repeatedly on one thread per worker, as SharedMemory does.
   template <class Body>
   void run(std::size_t workers, Body&& body) const {
-    SharedMemory{}.run(workers, static_cast<Body&&>(body));
+    store::run_threads(workers, body);
   }
 
   /// Throws std::invalid_argument when the settings cannot work.
@@ -94,9 +108,11 @@ struct Zmq {
       throw std::invalid_argument("asyncopt: transport::Zmq needs at least one server endpoint");
     }
     if (!curve_server_key.empty()) {
-      zmq::detail::check_curve_key(curve_server_key, "transport::Zmq::curve_server_key");
-      zmq::detail::check_curve_key(curve_keys.public_key, "transport::Zmq::curve_keys.public_key");
-      zmq::detail::check_curve_key(curve_keys.secret_key, "transport::Zmq::curve_keys.secret_key");
+      zeromq::detail::check_curve_key(curve_server_key, "transport::Zmq::curve_server_key");
+      zeromq::detail::check_curve_key(curve_keys.public_key,
+                                      "transport::Zmq::curve_keys.public_key");
+      zeromq::detail::check_curve_key(curve_keys.secret_key,
+                                      "transport::Zmq::curve_keys.secret_key");
     }
     if (timeout.count() <= 0 || heartbeat_interval.count() < 0 || resend_interval.count() < 0) {
       throw std::invalid_argument(
@@ -107,13 +123,6 @@ struct Zmq {
 };
 
 namespace detail {
-
-/// One server as a worker process sees it: where it is and which keys it holds.
-struct Shard {
-  std::string endpoint;
-  std::size_t begin = 0;
-  std::size_t end = 0;
-};
 
 /// A DEALER connection to one server with request/reply matching by sequence number.
 class Link {
@@ -131,7 +140,7 @@ class Link {
   /// Sets up a DEALER socket as every connection to a server is (linger 0, CURVE when
   /// configured) and connects it.
   static void connect(::zmq::socket_t& socket, const std::string& endpoint, const Zmq& settings) {
-    zmq::detail::configure(socket, 16);  // a request and a few resends at the most
+    zeromq::detail::configure(socket, 16);  // a request and a few resends at the most
     if (!settings.curve_server_key.empty()) {
       socket.set(::zmq::sockopt::curve_serverkey, settings.curve_server_key);
       socket.set(::zmq::sockopt::curve_publickey, settings.curve_keys.public_key);
@@ -148,19 +157,19 @@ class Link {
   /// Sends a request (header plus frames); returns its sequence number. A request that
   /// expects a reply is kept, to be sent again by receive().
   template <class... Body>
-  std::uint64_t send(zmq::wire::Header header, Body&&... body) {
+  std::uint64_t send(zeromq::wire::Header header, Body&&... body) {
     header.sequence = ++sequence_;
     kept_.clear();
-    kept_.push_back(zmq::detail::header_frame(header));
+    kept_.push_back(zeromq::detail::header_frame(header));
     (kept_.push_back(static_cast<Body&&>(body)), ...);
     transmit();
     return header.sequence;
   }
 
   /// Sends a message that has no reply.
-  void notify(zmq::wire::Header header) {
+  void notify(zeromq::wire::Header header) {
     header.sequence = ++sequence_;
-    std::array<::zmq::message_t, 1> parts{zmq::detail::header_frame(header)};
+    std::array<::zmq::message_t, 1> parts{zeromq::detail::header_frame(header)};
     static_cast<void>(::zmq::send_multipart(socket_, parts, ::zmq::send_flags::dontwait));
   }
 
@@ -168,14 +177,15 @@ class Link {
   /// Replies to earlier requests (that timed out) are dropped. Throws ServerUnavailable when
   /// none comes within the timeout, and the server's error as an exception: bad sizes or
   /// keys as std::invalid_argument, a rule's refusal as std::logic_error, others as
-  /// asyncopt::zmq::RemoteError.
-  zmq::wire::Message receive(std::uint64_t sequence, zmq::wire::Type expected, const char* what) {
+  /// asyncopt::zeromq::RemoteError.
+  zeromq::wire::Message receive(std::uint64_t sequence, zeromq::wire::Type expected,
+                                const char* what) {
     const auto deadline = std::chrono::steady_clock::now() + timeout_;
     for (;;) {
       const auto now = std::chrono::steady_clock::now();
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
       if (left.count() <= 0) {
-        throw zmq::ServerUnavailable(
+        throw zeromq::ServerUnavailable(
             "asyncopt: server " + endpoint_ + " did not answer a " + what + " within " +
             std::to_string(timeout_.count()) + " ms" +
             (curve_ ? " (with CURVE, also check that the server's key is right and this "
@@ -185,24 +195,24 @@ class Link {
       if (resend_.count() > 0) {
         left = std::min(left, resend_);
       }
-      if (!zmq::detail::receive(socket_, frames_, left)) {
+      if (!zeromq::detail::receive(socket_, frames_, left)) {
         if (resend_.count() > 0) {
           transmit();  // the server may have restarted, or the request been lost
         }
         continue;
       }
-      const zmq::wire::Message reply = zmq::detail::decode(frames_, 0);
+      const zeromq::wire::Message reply = zeromq::detail::decode(frames_, 0);
       if (reply.header.sequence != sequence) {
         continue;  // the late reply to a request that timed out
       }
-      if (reply.header.type == zmq::wire::Type::error) {
+      if (reply.header.type == zeromq::wire::Type::error) {
         raise(reply);
       }
       if (reply.header.type != expected) {
-        throw zmq::RemoteError(zmq::wire::ErrorCode::malformed,
-                               "asyncopt: server " + endpoint_ + " answered a " + what +
-                                   " with a " +
-                                   std::string(zmq::wire::type_name(reply.header.type)));
+        throw zeromq::RemoteError(zeromq::wire::ErrorCode::malformed,
+                                  "asyncopt: server " + endpoint_ + " answered a " + what +
+                                      " with a " +
+                                      std::string(zeromq::wire::type_name(reply.header.type)));
       }
       return reply;
     }
@@ -211,17 +221,17 @@ class Link {
   [[nodiscard]] const std::string& endpoint() const noexcept { return endpoint_; }
 
  private:
-  [[noreturn]] void raise(const zmq::wire::Message& reply) const {
-    const auto code = static_cast<zmq::wire::ErrorCode>(reply.header.offset);
+  [[noreturn]] void raise(const zeromq::wire::Message& reply) const {
+    const auto code = static_cast<zeromq::wire::ErrorCode>(reply.header.offset);
     std::string text(reply.text);
     text += " (server " + endpoint_ + ")";
     switch (code) {
-      case zmq::wire::ErrorCode::bad_request:
+      case zeromq::wire::ErrorCode::bad_request:
         throw std::invalid_argument(text);
-      case zmq::wire::ErrorCode::rule:
+      case zeromq::wire::ErrorCode::rule:
         throw std::logic_error(text);
       default:
-        throw zmq::RemoteError(code, text);
+        throw zeromq::RemoteError(code, text);
     }
   }
 
@@ -252,7 +262,7 @@ class Link {
   bool curve_;
   std::uint64_t sequence_;
   std::vector<::zmq::message_t> kept_;
-  zmq::detail::Frames frames_;
+  zeromq::detail::Frames frames_;
 };
 
 }  // namespace detail
@@ -262,32 +272,27 @@ class Link {
 /// worker handles. sync() copies the servers' parameters into the caller's array again
 /// (optimize() does so after every epoch).
 template <class Scalar, class Rule, class Consistency>
-class Zmq::Store {
+class Zmq::Store : store::Immovable {
  public:
   using scalar_type = Scalar;   ///< element type of the parameters
-  using Shard = detail::Shard;  ///< a server and its key range
+  using Shard = zeromq::Shard;  ///< a server and its key range
   class Worker;
 
   /// Connects to `transport.servers` for `workers` worker threads and fills `params` (the
   /// whole model, params.size() = the servers' dimension) with the servers' parameters.
   /// Throws std::invalid_argument on bad settings or when the servers' ranges do not tile
-  /// [0, params.size()), and asyncopt::zmq::ServerUnavailable when a server does not answer.
+  /// [0, params.size()), and asyncopt::zeromq::ServerUnavailable when a server does not answer.
   Store(const Zmq& transport, const Rule& /*rule*/, const Consistency& /*consistency*/,
         std::span<Scalar> params, std::size_t workers)
       : transport_((transport.validate(), transport)),
         params_(params),
         counters_(workers),
         live_(std::make_unique<std::atomic<bool>[]>(workers)) {
-    if (workers == 0) {
-      throw std::invalid_argument("asyncopt: a store needs at least one worker");
-    }
-    if (workers >= zmq::observer || transport_.first_worker >= zmq::observer - workers) {
+    store::check_workers(workers);
+    if (workers >= zeromq::observer || transport_.first_worker >= zeromq::observer - workers) {
       throw std::invalid_argument(
           "asyncopt: transport::Zmq::first_worker + workers must stay below " +
-          std::to_string(zmq::observer));
-    }
-    for (auto& c : counters_) {
-      c.stats.staleness.assign(StoreStats::staleness_buckets, 0);
+          std::to_string(zeromq::observer));
     }
     discover();
     sync();
@@ -296,31 +301,25 @@ class Zmq::Store {
     }
   }
 
-  Store(const Store&) = delete;
-  Store& operator=(const Store&) = delete;
-  Store(Store&&) = delete;
-  Store& operator=(Store&&) = delete;
-  ~Store() = default;
-
   /// The handle of this process's worker `id` (global id first_worker + id).
   [[nodiscard]] Worker worker(std::size_t id) {
-    detail::check_worker_id(id, counters_.size());
+    store::check_worker_id(id, counters_.size());
     return Worker(*this, id);
   }
 
   /// Copies the servers' parameters into the caller's array, without changing any worker's
-  /// state. Throws asyncopt::zmq::ServerUnavailable when a server does not answer.
+  /// state. Throws asyncopt::zeromq::ServerUnavailable when a server does not answer.
   void sync() {
     const std::lock_guard lock(observer_mutex_);
     std::vector<std::uint64_t> sent(observers_.size());
     for (std::size_t k = 0; k < observers_.size(); ++k) {
-      sent[k] = observers_[k].send({.type = zmq::wire::Type::pull,
-                                    .element = zmq::wire::element_of<Scalar>(),
-                                    .worker = zmq::observer});
+      sent[k] = observers_[k].send({.type = zeromq::wire::Type::pull,
+                                    .element = zeromq::wire::element_of<Scalar>(),
+                                    .worker = zeromq::observer});
     }
     for (std::size_t k = 0; k < observers_.size(); ++k) {
-      const zmq::wire::Message reply =
-          observers_[k].receive(sent[k], zmq::wire::Type::pull_reply, "pull");
+      const zeromq::wire::Message reply =
+          observers_[k].receive(sent[k], zeromq::wire::Type::pull_reply, "pull");
       const Shard& shard = shards_[k];
       check_reply_size(reply, shard.end - shard.begin, k);
       reply.copy_values(params_.subspan(shard.begin, shard.end - shard.begin));
@@ -338,13 +337,9 @@ class Zmq::Store {
   [[nodiscard]] std::span<const Shard> shards() const noexcept { return shards_; }
 
   /// The counters of this process's workers, merged. Call it while no worker is pushing.
-  [[nodiscard]] StoreStats stats() const { return detail::merged_stats(counters_); }
+  [[nodiscard]] StoreStats stats() const { return store::merged_stats(counters_); }
 
  private:
-  struct alignas(cache_line) Counters {
-    StoreStats stats;
-  };
-
   // Asks every server for its key range and element type, and checks that the ranges tile
   // [0, n) exactly.
   void discover() {
@@ -354,12 +349,12 @@ class Zmq::Store {
       // The hello names the workers this process will be, so that a server of a job with
       // fewer refuses before anything is copied into the caller's parameters.
       const std::uint64_t seq =
-          link.send({.type = zmq::wire::Type::hello,
-                     .element = zmq::wire::element_of<Scalar>(),
-                     .worker = zmq::observer,
+          link.send({.type = zeromq::wire::Type::hello,
+                     .element = zeromq::wire::element_of<Scalar>(),
+                     .worker = zeromq::observer,
                      .value = std::uint64_t{transport_.first_worker} + counters_.size()});
-      const zmq::wire::Message welcome = link.receive(seq, zmq::wire::Type::welcome, "hello");
-      const zmq::wire::Header& h = welcome.header;
+      const zeromq::wire::Message welcome = link.receive(seq, zeromq::wire::Type::welcome, "hello");
+      const zeromq::wire::Header& h = welcome.header;
       if (h.value != params_.size()) {
         throw std::invalid_argument("asyncopt: server " + endpoint + " holds a model of " +
                                     std::to_string(h.value) + " parameters, this store has " +
@@ -394,13 +389,14 @@ class Zmq::Store {
     }
   }
 
-  void check_reply_size(const zmq::wire::Message& reply, std::size_t expected,
+  void check_reply_size(const zeromq::wire::Message& reply, std::size_t expected,
                         std::size_t shard) const {
-    if (reply.header.count != expected || reply.header.element != zmq::wire::element_of<Scalar>()) {
-      throw zmq::RemoteError(zmq::wire::ErrorCode::malformed,
-                             "asyncopt: server " + shards_[shard].endpoint + " answered with " +
-                                 std::to_string(reply.header.count) + " values, expected " +
-                                 std::to_string(expected));
+    if (reply.header.count != expected ||
+        reply.header.element != zeromq::wire::element_of<Scalar>()) {
+      throw zeromq::RemoteError(zeromq::wire::ErrorCode::malformed,
+                                "asyncopt: server " + shards_[shard].endpoint + " answered with " +
+                                    std::to_string(reply.header.count) + " values, expected " +
+                                    std::to_string(expected));
     }
   }
 
@@ -423,8 +419,8 @@ class Zmq::Store {
             continue;
           }
           for (auto& socket : sockets) {
-            std::array<::zmq::message_t, 1> parts{zmq::detail::header_frame(
-                {.type = zmq::wire::Type::heartbeat,
+            std::array<::zmq::message_t, 1> parts{zeromq::detail::header_frame(
+                {.type = zeromq::wire::Type::heartbeat,
                  .worker = transport_.first_worker + static_cast<std::uint32_t>(id),
                  .count = 1,
                  .offset = token_})};
@@ -450,7 +446,7 @@ class Zmq::Store {
   Zmq transport_;
   std::uint64_t token_ = claim_token();
   std::span<Scalar> params_;
-  std::vector<Counters> counters_;
+  std::vector<store::Counters> counters_;
   std::unique_ptr<std::atomic<bool>[]> live_;  // whether worker k has a handle (it beats)
   ::zmq::context_t context_{1};
   std::vector<Shard> shards_;
@@ -467,14 +463,14 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// Copies every parameter from the servers into `out` (all n elements); the servers
   /// remember, for this worker, the version (and, for delay compensation, the values) it saw.
   void pull(std::span<Scalar> out) {
-    asyncopt::transport::detail::check_dense_size(out.size(), store_->params_.size(), "pull");
+    store::check_dense_size(out.size(), store_->params_.size(), "pull");
     const auto& shards = store_->shards_;
     for (std::size_t k = 0; k < shards.size(); ++k) {
-      sent_[k] = links_[k].send(request(zmq::wire::Type::pull));
+      sent_[k] = links_[k].send(request(zeromq::wire::Type::pull));
     }
     for (std::size_t k = 0; k < shards.size(); ++k) {
-      const zmq::wire::Message reply =
-          links_[k].receive(sent_[k], zmq::wire::Type::pull_reply, "pull");
+      const zeromq::wire::Message reply =
+          links_[k].receive(sent_[k], zeromq::wire::Type::pull_reply, "pull");
       store_->check_reply_size(reply, shards[k].end - shards[k].begin, k);
       reply.copy_values(out.subspan(shards[k].begin, shards[k].end - shards[k].begin));
     }
@@ -484,29 +480,29 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// (all n elements; the others are left as they are), asking only the servers that hold
   /// them.
   void pull(std::span<const std::size_t> index, std::span<Scalar> out) {
-    asyncopt::transport::detail::check_dense_size(out.size(), store_->params_.size(), "pull");
-    asyncopt::transport::detail::check_sparse_pull(index, store_->params_.size());
+    store::check_dense_size(out.size(), store_->params_.size(), "pull");
+    store::check_sparse_pull(index, store_->params_.size());
     sparse_pull(index, [&](std::size_t k, Scalar v) { out[index[k]] = v; });
   }
 
   /// Copies the parameters at `index` (strictly increasing) into `values`, packed:
   /// values[k] = w[index[k]].
   void pull_values(std::span<const std::size_t> index, std::span<Scalar> values) {
-    asyncopt::transport::detail::check_packed_size(index.size(), values.size());
-    asyncopt::transport::detail::check_sparse_pull(index, store_->params_.size());
+    store::check_packed_size(index.size(), values.size());
+    store::check_sparse_pull(index, store_->params_.size());
     sparse_pull(index, [&](std::size_t k, Scalar v) { values[k] = v; });
   }
 
   /// Applies a dense gradient, split across the servers by key range. Returns whether every
   /// server applied it and the largest staleness any of them saw.
   PushResult push(std::span<const Scalar> gradient) {
-    asyncopt::transport::detail::check_dense_size(gradient.size(), store_->params_.size(), "push");
+    store::check_dense_size(gradient.size(), store_->params_.size(), "push");
     if (!dense_frames(gradient)) {
       return reject();
     }
     const auto& shards = store_->shards_;
     for (std::size_t k = 0; k < shards.size(); ++k) {
-      zmq::wire::Header h = request(zmq::wire::Type::push);
+      zeromq::wire::Header h = request(zeromq::wire::Type::push);
       h.count = shards[k].end - shards[k].begin;
       sent_[k] = links_[k].send(h, std::move(frames_[k]));
     }
@@ -520,8 +516,8 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// at the gate as a pull does. A gradient with a NaN or Inf is rejected whole, and the
   /// clock and the pull still happen.
   PushResult push_clock_pull(std::span<const Scalar> gradient, std::span<Scalar> out) {
-    asyncopt::transport::detail::check_dense_size(gradient.size(), store_->params_.size(), "push");
-    asyncopt::transport::detail::check_dense_size(out.size(), store_->params_.size(), "pull");
+    store::check_dense_size(gradient.size(), store_->params_.size(), "push");
+    store::check_dense_size(out.size(), store_->params_.size(), "pull");
     if (!dense_frames(gradient)) {
       const PushResult rejected = reject();
       clock();
@@ -531,19 +527,19 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     const auto& shards = store_->shards_;
     ++clock_;
     for (std::size_t k = 0; k < shards.size(); ++k) {
-      zmq::wire::Header h = request(zmq::wire::Type::push);
-      h.flags = zmq::wire::Flag::then_pull;
+      zeromq::wire::Header h = request(zeromq::wire::Type::push);
+      h.flags = zeromq::wire::Flag::then_pull;
       h.value = clock_;
       h.count = shards[k].end - shards[k].begin;
       sent_[k] = links_[k].send(h, std::move(frames_[k]));
     }
     PushResult result{.applied = true, .staleness = 0};
     for (std::size_t k = 0; k < shards.size(); ++k) {
-      const zmq::wire::Message reply =
-          links_[k].receive(sent_[k], zmq::wire::Type::pull_reply, "push and pull");
+      const zeromq::wire::Message reply =
+          links_[k].receive(sent_[k], zeromq::wire::Type::pull_reply, "push and pull");
       store_->check_reply_size(reply, shards[k].end - shards[k].begin, k);
       reply.copy_values(out.subspan(shards[k].begin, shards[k].end - shards[k].begin));
-      result.applied = result.applied && (reply.header.flags & zmq::wire::Flag::applied) != 0;
+      result.applied = result.applied && (reply.header.flags & zeromq::wire::Flag::applied) != 0;
       result.staleness = std::max(result.staleness, reply.header.offset);
     }
     record(result);
@@ -553,14 +549,14 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// Applies a sparse gradient (strictly increasing indices with their values), each entry
   /// sent to the server holding its key.
   PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
-    asyncopt::transport::detail::check_sparse_push(index, value, store_->params_.size());
+    store::check_sparse_push(index, value, store_->params_.size());
     if (!kernels::all_finite(value)) {
       return reject();
     }
     std::size_t asked = 0;
     for_each_shard(index, [&](std::size_t k, std::size_t first, std::size_t last) {
-      zmq::wire::Header h = request(zmq::wire::Type::push);
-      h.flags = zmq::wire::Flag::sparse;
+      zeromq::wire::Header h = request(zeromq::wire::Type::push);
+      h.flags = zeromq::wire::Flag::sparse;
       h.count = last - first;
       sent_[k] =
           links_[k].send(h, keys_frame(index.subspan(first, last - first)),
@@ -578,14 +574,14 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   /// Marks the end of this worker's step (the servers learn the new clock).
   void clock() {
     ++clock_;
-    notify(zmq::wire::Type::clock, clock_);
+    notify(zeromq::wire::Type::clock, clock_);
   }
 
   /// Stops holding other workers back (bounded staleness) until join(). The worker id stays
   /// this process's: the heartbeats go on, and another process's join of it is refused.
   void leave() {
     if (store_ != nullptr) {
-      notify(zmq::wire::Type::leave, clock_);
+      notify(zeromq::wire::Type::leave, clock_);
     }
   }
 
@@ -596,14 +592,14 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
       return;
     }
     for (std::size_t k = 0; k < links_.size(); ++k) {
-      sent_[k] = links_[k].send({.type = zmq::wire::Type::join,
+      sent_[k] = links_[k].send({.type = zeromq::wire::Type::join,
                                  .worker = global_,
                                  .value = clock_,
                                  .offset = store_->token_});
     }
     for (std::size_t k = 0; k < links_.size(); ++k) {
-      clock_ = std::max(clock_,
-                        links_[k].receive(sent_[k], zmq::wire::Type::joined, "join").header.value);
+      clock_ = std::max(
+          clock_, links_[k].receive(sent_[k], zeromq::wire::Type::joined, "join").header.value);
     }
     store_->live_[id_].store(true, std::memory_order_release);
   }
@@ -634,7 +630,7 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     if (store_ != nullptr) {
       store_->live_[id_].store(false, std::memory_order_release);
       try {
-        notify(zmq::wire::Type::leave, clock_, 1);
+        notify(zeromq::wire::Type::leave, clock_, 1);
       } catch (...) {  // a failed send cannot be reported from a destructor
       }
     }
@@ -680,11 +676,11 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     return {.applied = false, .staleness = 0};
   }
 
-  [[nodiscard]] zmq::wire::Header request(zmq::wire::Type type) const noexcept {
-    return {.type = type, .element = zmq::wire::element_of<Scalar>(), .worker = global_};
+  [[nodiscard]] zeromq::wire::Header request(zeromq::wire::Type type) const noexcept {
+    return {.type = type, .element = zeromq::wire::element_of<Scalar>(), .worker = global_};
   }
 
-  void notify(zmq::wire::Type type, std::uint64_t value, std::uint64_t count = 0) {
+  void notify(zeromq::wire::Type type, std::uint64_t value, std::uint64_t count = 0) {
     for (auto& link : links_) {
       link.notify({.type = type, .worker = global_, .value = value, .count = count});
     }
@@ -720,8 +716,8 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   void sparse_pull(std::span<const std::size_t> index, Put&& put) {
     std::size_t asked = 0;
     for_each_shard(index, [&](std::size_t k, std::size_t first, std::size_t last) {
-      zmq::wire::Header h = request(zmq::wire::Type::pull);
-      h.flags = zmq::wire::Flag::sparse;
+      zeromq::wire::Header h = request(zeromq::wire::Type::pull);
+      h.flags = zeromq::wire::Flag::sparse;
       h.count = last - first;
       sent_[k] = links_[k].send(h, keys_frame(index.subspan(first, last - first)));
       targets_[asked] = k;
@@ -729,8 +725,8 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     });
     for (std::size_t j = 0; j < asked; ++j) {
       const std::size_t k = targets_[j];
-      const zmq::wire::Message reply =
-          links_[k].receive(sent_[k], zmq::wire::Type::pull_reply, "pull");
+      const zeromq::wire::Message reply =
+          links_[k].receive(sent_[k], zeromq::wire::Type::pull_reply, "pull");
       const std::size_t first = starts_[j];
       // The servers' ranges tile the keys, so an asked server's entries end where the next
       // asked server's begin, and the last one's at the end of the list.
@@ -749,9 +745,9 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     PushResult result{.applied = true, .staleness = 0};
     for (std::size_t j = 0; j < asked; ++j) {
       const std::size_t k = target(j);
-      const zmq::wire::Message reply =
-          links_[k].receive(sent_[k], zmq::wire::Type::push_reply, "push");
-      result.applied = result.applied && (reply.header.flags & zmq::wire::Flag::applied) != 0;
+      const zeromq::wire::Message reply =
+          links_[k].receive(sent_[k], zeromq::wire::Type::push_reply, "push");
+      result.applied = result.applied && (reply.header.flags & zeromq::wire::Flag::applied) != 0;
       result.staleness = std::max(result.staleness, reply.header.value);
     }
     record(result);

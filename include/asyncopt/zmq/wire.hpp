@@ -15,7 +15,7 @@
 #include <string_view>
 #include <type_traits>
 
-namespace asyncopt::zmq::wire {
+namespace asyncopt::zeromq::wire {
 
 static_assert(std::endian::native == std::endian::little,
               "asyncopt: the ZeroMQ wire format is little-endian and is implemented for "
@@ -391,4 +391,4 @@ struct Message {
   return m;
 }
 
-}  // namespace asyncopt::zmq::wire
+}  // namespace asyncopt::zeromq::wire

@@ -1,4 +1,4 @@
-// The ZeroMQ plug-in: parameter servers (asyncopt::zmq::Server) and the transport that
+// The ZeroMQ plug-in: parameter servers (asyncopt::zeromq::Server) and the transport that
 // reaches them (asyncopt::transport::Zmq). Needs the CMake component asyncopt::zmq.
 #pragma once
 

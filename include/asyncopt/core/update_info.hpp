@@ -8,7 +8,7 @@ namespace asyncopt {
 
 /// Facts about the update being applied, handed to the rule so that it can fold them into
 /// its coefficients once per push (schedules, staleness scaling, clipping).
-struct StepInfo {
+struct UpdateInfo {
   /// Updates applied to the store between the worker's pull and this push (tau).
   std::uint64_t staleness = 0;
   /// This update's position in the store's sequence of updates (0 for the first).
@@ -35,7 +35,7 @@ inline constexpr bool needs_w_seen_v = [] {
   }
 }();
 
-/// Whether a rule needs StepInfo::gradient_norm (`static constexpr bool needs_gradient_norm`).
+/// Whether a rule needs UpdateInfo::gradient_norm (`static constexpr bool needs_gradient_norm`).
 template <class T>
 inline constexpr bool needs_gradient_norm_v = [] {
   if constexpr (requires { T::needs_gradient_norm; }) {

@@ -1,0 +1,161 @@
+// The hooks a store calls on a consistency policy's guard, with their defaults in one place:
+// a store never asks what kind of guard it holds, and a guard offers only the hooks it needs.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <utility>
+
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/store.hpp>
+#include <asyncopt/kernels/access.hpp>
+
+/// The uniform hook set of consistency guards. Each hook calls the guard's member of that
+/// name when it has one and otherwise does what a guard without it means: no gate, no clock,
+/// nothing to do on leave or join, pushes applied at once to the shared parameters. Stores
+/// call these, never the guard's members directly.
+namespace asyncopt::hooks {
+
+/// Whether the guard turns a round's pushes into one update (a CombiningGuard: Synchronous).
+template <class G, class Scalar>
+inline constexpr bool combines_rounds = CombiningGuard<G, Scalar>;
+
+/// Whether the guard gives every worker a private replica (a ReplicatingGuard: LocalSgd).
+template <class G, class Scalar>
+inline constexpr bool replicates = ReplicatingGuard<G, Scalar>;
+
+/// Whether the guard has a gate before pulls (`wait_to_read`: bounded staleness).
+template <class G>
+inline constexpr bool has_gate = requires(G& g) {
+  g.wait_to_read(std::size_t{0}, std::uint64_t{0});
+};
+
+/// Whether a pull of some parameters can read just those (`read_sparse`, or a replica).
+template <class G, class Scalar>
+inline constexpr bool reads_sparse = replicates<G, Scalar> ||
+                                     requires(G& g, std::span<const std::size_t> index,
+                                              asyncopt::detail::RangeArchetype apply) {
+  g.read_sparse(index, apply);
+};
+
+/// How many copies of the rule's state a store keeps: one per worker for a replicating guard,
+/// else one.
+template <class G, class Scalar>
+[[nodiscard]] constexpr std::size_t state_blocks(std::size_t workers) noexcept {
+  return replicates<G, Scalar> ? workers : 1;
+}
+
+/// Which copy of the rule's state worker `id`'s pushes update.
+template <class G, class Scalar>
+[[nodiscard]] constexpr std::size_t state_block(std::size_t id) noexcept {
+  return replicates<G, Scalar> ? id : 0;
+}
+
+/// Before a pull by worker `id` at `clock`: waits at the guard's gate if it has one. Returns
+/// the seconds waited.
+template <class G>
+double wait_to_read(G& guard, std::size_t id, std::uint64_t clock) {
+  if constexpr (has_gate<G>) {
+    return guard.wait_to_read(id, clock);
+  } else {
+    return 0.0;
+  }
+}
+
+/// Whether a pull by worker `id` at `clock` would pass the gate without waiting: for stores
+/// that serve remote workers and must never block.
+template <class G>
+[[nodiscard]] bool may_read(const G& guard, std::size_t id, std::uint64_t clock) noexcept {
+  if constexpr (requires { guard.lead(id, clock) <= guard.staleness_bound(); }) {
+    return guard.lead(id, clock) <= guard.staleness_bound();
+  } else {
+    return true;
+  }
+}
+
+/// A dense pull by worker `id`: dst <- its replica, or the n `shared` parameters through the
+/// guard's read().
+template <class G, class Scalar>
+void read(G& guard, std::size_t id, std::span<const Scalar> shared, Scalar* dst) {
+  if constexpr (replicates<G, Scalar>) {
+    const std::span<const Scalar> mine = std::as_const(guard).replica(id);
+    std::copy(mine.begin(), mine.end(), dst);
+  } else {
+    guard.read(shared.data(), dst);
+  }
+}
+
+/// A pull of the entries of `index` by worker `id`: calls apply(access, src, k_begin, k_end)
+/// over runs of entries, `src` being the parameters to read them from (the replica or
+/// `shared`). Only where reads_sparse.
+template <class G, class Scalar, class F>
+void read_sparse(G& guard, std::size_t id, std::span<const std::size_t> index,
+                 std::span<const Scalar> shared, F&& apply) requires reads_sparse<G, Scalar> {
+  if constexpr (replicates<G, Scalar>) {
+    apply(kernels::PlainAccess{}, std::as_const(guard).replica(id).data(), std::size_t{0},
+          index.size());
+  } else {
+    guard.read_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
+      apply(access, shared.data(), begin, end);
+    });
+  }
+}
+
+/// Where and when worker `id`'s push is applied. `contribute(slot)` writes the worker's dense
+/// gradient into a round's slot (for a combining guard); `apply(range_guard, w, state_block,
+/// combined, local)` applies an update: the worker's own gradient when `combined` is null,
+/// else the combined dense gradient of a round, to the parameters `w` under `range_guard`
+/// (write_dense / write_sparse), with the state copy `state_block`; `local` says `w` is the
+/// worker's replica. Returns the seconds spent waiting for a round.
+template <class G, class Scalar, class Contribute, class Apply>
+double push(G& guard, std::size_t id, std::span<Scalar> shared, Contribute&& contribute,
+            Apply&& apply) {
+  if constexpr (replicates<G, Scalar>) {
+    apply(store::Exclusive{.n = shared.size()}, guard.replica(id).data(), id,
+          static_cast<const Scalar*>(nullptr), true);
+    return 0.0;
+  } else if constexpr (combines_rounds<G, Scalar>) {
+    return guard.combine(id, contribute, [&](std::span<const Scalar> combined) {
+      apply(guard, shared.data(), std::size_t{0}, combined.data(), false);
+    });
+  } else {
+    apply(guard, shared.data(), std::size_t{0}, static_cast<const Scalar*>(nullptr), false);
+    return 0.0;
+  }
+}
+
+/// Worker `id` finished a step and is now at `clock`. Returns the seconds spent waiting (for
+/// an averaging round).
+template <class G, class Scalar>
+double clock(G& guard, std::size_t id, std::uint64_t clock, std::span<Scalar> shared) {
+  if constexpr (replicates<G, Scalar>) {
+    return guard.clock(id, clock, shared);
+  } else if constexpr (requires { guard.clock(id, clock); }) {
+    guard.clock(id, clock);
+  }
+  return 0.0;
+}
+
+/// Worker `id` holds nobody back until it joins again.
+template <class G, class Scalar>
+void leave(G& guard, std::size_t id, std::span<Scalar> shared) {
+  if constexpr (replicates<G, Scalar>) {
+    guard.leave(id, shared);
+  } else if constexpr (requires { guard.leave(id); }) {
+    guard.leave(id);
+  }
+}
+
+/// Worker `id` takes part again, at `clock`.
+template <class G, class Scalar>
+void join(G& guard, std::size_t id, std::uint64_t clock, std::span<const Scalar> shared) {
+  if constexpr (replicates<G, Scalar>) {
+    guard.join(id, clock, shared);
+  } else if constexpr (requires { guard.join(id, clock); }) {
+    guard.join(id, clock);
+  }
+}
+
+}  // namespace asyncopt::hooks
