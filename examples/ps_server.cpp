@@ -14,17 +14,16 @@
 #include <asyncopt/zmq/zmq.hpp>
 
 #include "cli.hpp"
+#include "dispatch.hpp"
 
 namespace {
 
 struct Settings {
   asyncopt::zeromq::ServerConfig server;
   std::string rule = "sgd";
+  examples::dispatch::RuleSettings rules;  // learning rate 0.01, momentum 0.9, lambda 0.04
   std::string consistency = "locked";
-  double learning_rate = 0.01;
-  double momentum = 0.9;
-  double lambda = 0.04;
-  std::uint64_t staleness = 2;
+  examples::dispatch::PolicySettings policies;  // staleness 2
   long heartbeat_ms = 5000;
   long checkpoint_ms = 10000;
   std::string checkpoint;
@@ -71,24 +70,17 @@ int serve(const Settings& s, const Rule& rule, const Consistency& consistency) {
   return 0;
 }
 
-template <class Consistency>
-int with_rule(const Settings& s, const Consistency& consistency) {
-  using asyncopt::update::Adam;
-  using asyncopt::update::DelayCompensated;
-  using asyncopt::update::MomentumCorrection;
-  using asyncopt::update::Sgd;
-  const double lr = s.learning_rate;
-  if (s.rule == "momentum") {
-    return serve(s, MomentumCorrection{.learning_rate = lr, .beta = s.momentum}, consistency);
-  }
-  if (s.rule == "dc") {
-    return serve(s, DelayCompensated{.learning_rate = lr, .lambda = s.lambda}, consistency);
-  }
-  if (s.rule == "adam") {
-    return serve(s, Adam{.learning_rate = lr}, consistency);
-  }
-  return serve(s, Sgd{.learning_rate = lr}, consistency);
-}
+namespace dispatch = examples::dispatch;
+
+// A server applies sgd, momentum, dc or adam, under one lock, lock-free, or bounded staleness
+// over one lock.
+constexpr dispatch::Table<dispatch::RuleSettings, dispatch::rule::Sgd, dispatch::rule::Momentum,
+                          dispatch::rule::DelayCompensated, dispatch::rule::Adam>
+    rules{"rule"};
+constexpr dispatch::Table<dispatch::PolicySettings, dispatch::policy::OneLock,
+                          dispatch::policy::LockFree,
+                          dispatch::policy::Ssp<dispatch::policy::OneLock>>
+    policies{"consistency policy"};
 
 }  // namespace
 
@@ -119,23 +111,18 @@ int run(int argc, char** argv) {
   app.add_option("--workers", s.server.workers, "workers of the whole job")
       ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
-  app.add_option("--rule", s.rule, "update rule: sgd, momentum, dc (delay-compensated), adam")
-      ->check(CLI::IsMember({"sgd", "momentum", "dc", "adam"}))
-      ->capture_default_str();
-  app.add_option("--lr", s.learning_rate, "learning rate")
+  dispatch::add_choice(app, "--rule", s.rule, "update rule: ", rules);
+  app.add_option("--lr", s.rules.learning_rate, "learning rate")
       ->check(examples::cli::positive_number())
       ->capture_default_str();
-  app.add_option("--momentum", s.momentum, "beta of the momentum rule, in [0, 1)")
+  app.add_option("--momentum", s.rules.momentum, "beta of the momentum rule, in [0, 1)")
       ->check(examples::cli::number_in(0.0, 1.0, false, true))
       ->capture_default_str();
-  app.add_option("--lambda", s.lambda, "lambda of the delay-compensated rule")
+  app.add_option("--lambda", s.rules.lambda, "lambda of the delay-compensated rule")
       ->check(examples::cli::non_negative_number())
       ->capture_default_str();
-  app.add_option("--consistency", s.consistency,
-                 "locked, lockfree, or ssp (bounded staleness over locked)")
-      ->check(CLI::IsMember({"locked", "lockfree", "ssp"}))
-      ->capture_default_str();
-  app.add_option("--staleness", s.staleness, "clocks a worker may run ahead, for ssp")
+  dispatch::add_choice(app, "--consistency", s.consistency, "", policies);
+  app.add_option("--staleness", s.policies.staleness, "clocks a worker may run ahead, for ssp")
       ->check(examples::cli::non_negative_integer<std::uint64_t>())
       ->capture_default_str();
   app.add_option("--heartbeat-ms", s.heartbeat_ms,
@@ -158,15 +145,10 @@ int run(int argc, char** argv) {
   s.server.checkpoint_interval = std::chrono::milliseconds(s.checkpoint_ms);
 
   try {
-    namespace consistency = asyncopt::consistency;
-    if (s.consistency == "lockfree") {
-      return with_rule(s, consistency::LockFree{});
-    }
-    if (s.consistency == "ssp") {
-      return with_rule(s, consistency::BoundedStaleness<consistency::Locked>{
-                              .staleness = s.staleness, .inner = {.stripes = 1}});
-    }
-    return with_rule(s, consistency::Locked{.stripes = 1});
+    return policies.with(s.consistency, s.policies, [&](const auto& consistency) {
+      return rules.with(s.rule, s.rules,
+                        [&](const auto& rule) { return serve(s, rule, consistency); });
+    });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ps_server: error: %s\n", e.what());
     return 1;

@@ -15,6 +15,7 @@
 #include <asyncopt/objective/softmax.hpp>
 
 #include "cli.hpp"
+#include "dispatch.hpp"
 
 namespace {
 
@@ -23,17 +24,13 @@ using Softmax = asyncopt::objective::SoftmaxRegression<Matrix>;
 
 struct Settings {
   std::string rule = "sgd";
+  examples::dispatch::RuleSettings rules;  // learning rate 0.01, momentum 0.9, lambda 0.04
   std::string consistency = "locked";
-  std::size_t stripes = 64;
-  std::uint64_t staleness = 2;
-  std::uint64_t period = 8;
+  examples::dispatch::PolicySettings policies;  // 64 stripes, staleness 2, period 8
   std::size_t workers = 2;
   std::size_t epochs = 10;
   std::size_t batch_size = 8;
-  double learning_rate = 0.01;
   double l2 = 1e-4;
-  double momentum = 0.9;
-  double lambda = 0.04;
   std::uint64_t seed = 1;
   std::size_t limit = 0;
   std::string data_dir = asyncopt::io::default_fashion_mnist_dir().string();
@@ -85,75 +82,32 @@ int train(const Settings& s, const Rule& rule, const Consistency& consistency,
   return examples::cli::finish(report);
 }
 
-template <class Consistency>
-int with_rule(const Settings& s, const Consistency& consistency, const Softmax& train_set,
-              const Softmax& test_set) {
-  // One entry per rule; every rule composes with every consistency policy.
-  namespace update = asyncopt::update;
-  const double lr = s.learning_rate;
-  if (s.rule == "sgd") {
-    return train(s, update::Sgd{.learning_rate = lr}, consistency, train_set, test_set);
-  }
-  if (s.rule == "momentum") {
-    return train(s, update::MomentumCorrection{.learning_rate = lr, .beta = s.momentum},
-                 consistency, train_set, test_set);
-  }
-  if (s.rule == "heavy-ball" || s.rule == "nesterov") {
-    return train(s,
-                 update::HeavyBall{
-                     .learning_rate = lr, .momentum = s.momentum, .nesterov = s.rule == "nesterov"},
-                 consistency, train_set, test_set);
-  }
-  if (s.rule == "dc") {
-    return train(s, update::DelayCompensated{.learning_rate = lr, .lambda = s.lambda}, consistency,
-                 train_set, test_set);
-  }
-  if (s.rule == "dc-adaptive") {
-    return train(s, update::AdaptiveDelayCompensated{.learning_rate = lr}, consistency, train_set,
-                 test_set);
-  }
-  if (s.rule == "staleness-aware") {
-    return train(s, update::StalenessAware<update::Sgd>{.inner = {.learning_rate = lr}},
-                 consistency, train_set, test_set);
-  }
-  if (s.rule == "adam") {
-    return train(s, update::Adam{.learning_rate = lr}, consistency, train_set, test_set);
-  }
-  std::fprintf(stderr, "error: unknown rule '%s'\n", s.rule.c_str());
-  return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Settings s;
   CLI::App app{"Softmax regression on Fashion-MNIST, trained asynchronously with asyncopt"};
   app.failure_message(examples::cli::failure_message);
-  app.add_option("--rule", s.rule,
-                 "update rule: sgd, momentum (EMA), heavy-ball, nesterov, dc (delay-compensated), "
-                 "dc-adaptive, staleness-aware (sgd with lr / staleness), adam")
-      ->check(CLI::IsMember({"sgd", "momentum", "heavy-ball", "nesterov", "dc", "dc-adaptive",
-                             "staleness-aware", "adam"}))
-      ->capture_default_str();
-  app.add_option("--momentum", s.momentum, "beta (momentum) or mu (heavy-ball, nesterov)")
+  namespace dispatch = examples::dispatch;
+  dispatch::add_choice(app, "--rule", s.rule, "update rule: ", dispatch::rules);
+  app.add_option("--momentum", s.rules.momentum, "beta (momentum) or mu (heavy-ball, nesterov)")
       ->check(examples::cli::number_in(0.0, 1.0, false, true))
       ->capture_default_str();
-  app.add_option("--lambda", s.lambda, "lambda of the delay-compensated rule")
+  app.add_option("--lambda", s.rules.lambda, "lambda of the delay-compensated rule")
       ->check(examples::cli::non_negative_number())
       ->capture_default_str();
-  app.add_option("--consistency", s.consistency,
-                 "consistency policy: locked (striped mutexes), lockfree (Hogwild!), ssp "
-                 "(bounded staleness over lockfree), synchronous (mean gradient per round), "
-                 "local (local SGD: replicas averaged every --period steps)")
-      ->check(CLI::IsMember({"locked", "lockfree", "ssp", "synchronous", "local"}))
-      ->capture_default_str();
-  app.add_option("--staleness", s.staleness, "clocks a worker may run ahead, for --consistency ssp")
+  dispatch::add_choice(app, "--consistency", s.consistency,
+                       "consistency policy: ", dispatch::policies);
+  app.add_option("--staleness", s.policies.staleness,
+                 "clocks a worker may run ahead, for --consistency ssp")
       ->check(examples::cli::non_negative_integer<std::uint64_t>())
       ->capture_default_str();
-  app.add_option("--period", s.period, "local steps between averages, for --consistency local")
+  app.add_option("--period", s.policies.period,
+                 "local steps between averages, for --consistency local")
       ->check(examples::cli::positive_integer<std::uint64_t>())
       ->capture_default_str();
-  app.add_option("--stripes", s.stripes, "lock stripes for --consistency locked (1 = one lock)")
+  app.add_option("--stripes", s.policies.stripes,
+                 "lock stripes for --consistency locked (1 = one lock)")
       ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
   app.add_option("--workers", s.workers, "worker threads")
@@ -165,7 +119,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", s.batch_size, "examples per gradient")
       ->check(examples::cli::positive_integer<std::size_t>())
       ->capture_default_str();
-  app.add_option("--lr", s.learning_rate, "learning rate")
+  app.add_option("--lr", s.rules.learning_rate, "learning rate")
       ->check(examples::cli::positive_number())
       ->capture_default_str();
   app.add_option("--l2", s.l2, "L2 penalty on the weights")
@@ -201,21 +155,11 @@ int main(int argc, char** argv) {
         train_set.num_examples(), test_set.num_examples(), train_set.dimension(), s.workers,
         s.rule.c_str(), s.consistency.c_str(),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    namespace consistency = asyncopt::consistency;
-    if (s.consistency == "lockfree") {
-      return with_rule(s, consistency::LockFree{}, train_set, test_set);
-    }
-    if (s.consistency == "ssp") {
-      return with_rule(s, consistency::BoundedStaleness<>{.staleness = s.staleness}, train_set,
-                       test_set);
-    }
-    if (s.consistency == "synchronous") {
-      return with_rule(s, consistency::Synchronous{}, train_set, test_set);
-    }
-    if (s.consistency == "local") {
-      return with_rule(s, consistency::LocalSgd{.period = s.period}, train_set, test_set);
-    }
-    return with_rule(s, asyncopt::consistency::Locked{.stripes = s.stripes}, train_set, test_set);
+    return dispatch::with_policy(s.consistency, s.policies, [&](const auto& consistency) {
+      return dispatch::with_rule(s.rule, s.rules, [&](const auto& rule) {
+        return train(s, rule, consistency, train_set, test_set);
+      });
+    });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -83,14 +83,14 @@ concept BatchFormula = BatchFormulaOf<R, float> && BatchFormulaOf<R, double>;
 ///
 /// A rule is a value type holding its hyper-parameters. It provides
 /// - `state_slots`: how many extra scalars it keeps per parameter (0 for SGD, 1 for momentum);
-/// - `step<Scalar>(UpdateInfo)`: the coefficients of this update folded into a callable
+/// - `formula<Scalar>(UpdateInfo)`: the coefficients of this update folded into a callable
 ///   `s(w, g, state)` that updates one element in place, where `w` and `g` are `V` and `state`
 ///   is `std::array<V, state_slots>&`, for `V` = `Scalar` and `V` = `kernels::Batch<Scalar>`
 ///   (an `xsimd::batch<Scalar>`), and on the device for `V` = `Scalar` under `ASYNCOPT_HD`:
 ///   write the formula once, generic over `V`, with the functions of asyncopt/update/math.hpp
 ///   (math::sqrt, math::min, math::max, math::abs, math::select) and no branch on a value.
-///   `step` is called concurrently by several workers, so it must not modify the rule;
-/// - optionally `needs_w_seen = true` (on the rule and its step): the step then takes a
+///   `formula` is called concurrently by several workers, so it must not modify the rule;
+/// - optionally `needs_w_seen = true` (on the rule and its formula): the formula then takes a
 ///   fourth argument, the parameter's value when the worker pulled (delay compensation);
 /// - optionally `needs_gradient_norm = true`: UpdateInfo::gradient_norm is filled in;
 /// - `validate()`: throws std::invalid_argument on bad hyper-parameters; optionally also
@@ -116,8 +116,8 @@ concept UpdateRule = detail::UpdateRuleMembers<R> && detail::BatchFormula<R>;
 /// Optional hooks, with their defaults in asyncopt/core/guard.hpp (namespace asyncopt::hooks),
 /// through which every store calls a guard: `read_sparse(index, apply)`, calling
 /// `apply(access, k_begin, k_end)` over runs of entries of a strictly increasing index list
-/// for a pull of just those parameters (without it a sparse pull reads them all and a store
-/// offers no pull of packed values); `wait_to_read(id, clock)` before a pull, returning the
+/// for a pull of just those parameters (without it, pulls use write_sparse's ranges and
+/// access); `wait_to_read(id, clock)` before a pull, returning the
 /// seconds waited, and `clock(id, clock)` after a step (bounded staleness); `lead(id,
 /// clock)` with `staleness_bound()` (a server's non-blocking check of the gate); `leave(id)`
 /// and `join(id, clock)`; and the round hooks of CombiningGuard and ReplicatingGuard below.

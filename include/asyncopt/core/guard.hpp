@@ -32,14 +32,6 @@ inline constexpr bool has_gate = requires(G& g) {
   g.wait_to_read(std::size_t{0}, std::uint64_t{0});
 };
 
-/// Whether a pull of some parameters can read just those (`read_sparse`, or a replica).
-template <class G, class Scalar>
-inline constexpr bool reads_sparse = replicates<G, Scalar> ||
-                                     requires(G& g, std::span<const std::size_t> index,
-                                              asyncopt::detail::RangeArchetype apply) {
-  g.read_sparse(index, apply);
-};
-
 /// How many copies of the rule's state a store keeps: one per worker for a replicating guard,
 /// else one.
 template <class G, class Scalar>
@@ -89,17 +81,21 @@ void read(G& guard, std::size_t id, std::span<const Scalar> shared, Scalar* dst)
 
 /// A pull of the entries of `index` by worker `id`: calls apply(access, src, k_begin, k_end)
 /// over runs of entries, `src` being the parameters to read them from (the replica or
-/// `shared`). Only where reads_sparse.
+/// `shared`), through the guard's read_sparse() or, for a guard without one, its
+/// write_sparse(), whose ranges and access are as safe for reading.
 template <class G, class Scalar, class F>
 void read_sparse(G& guard, std::size_t id, std::span<const std::size_t> index,
-                 std::span<const Scalar> shared, F&& apply) requires reads_sparse<G, Scalar> {
+                 std::span<const Scalar> shared, F&& apply) {
+  auto from_shared = [&](auto access, std::size_t begin, std::size_t end) {
+    apply(access, shared.data(), begin, end);
+  };
   if constexpr (replicates<G, Scalar>) {
     apply(kernels::PlainAccess{}, std::as_const(guard).replica(id).data(), std::size_t{0},
           index.size());
+  } else if constexpr (requires { guard.read_sparse(index, from_shared); }) {
+    guard.read_sparse(index, from_shared);
   } else {
-    guard.read_sparse(index, [&](auto access, std::size_t begin, std::size_t end) {
-      apply(access, shared.data(), begin, end);
-    });
+    guard.write_sparse(index, from_shared);
   }
 }
 

@@ -24,7 +24,7 @@ struct UpdateInfo {
   double gradient_norm = 0.0;
 };
 
-/// Whether a rule (or its step) reads w_seen, the parameters the gradient was computed at
+/// Whether a rule (or its formula) reads w_seen, the parameters the gradient was computed at
 /// (`static constexpr bool needs_w_seen = true`).
 template <class T>
 inline constexpr bool needs_w_seen_v = [] {

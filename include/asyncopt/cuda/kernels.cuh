@@ -154,7 +154,7 @@ __device__ __forceinline__ void store_chunk(Scalar* p, const Chunk<Scalar>& c) {
 
 }  // namespace detail
 
-/// w[i], state[.][i] <- step(w[i], g[i], state[.][i] [, w_seen[i]]) for i in [begin, end), in a
+/// w[i], state[.][i] <- formula(w[i], g[i], state[.][i] [, w_seen[i]]) for i in [begin, end), in a
 /// grid-stride loop. `Chunked` (plain access only; every pointer + begin 16-byte aligned) moves
 /// 16 bytes per access and runs the formula on each of the chunk's elements.
 template <class Access, bool Chunked, class Formula, class Scalar, std::size_t Slots>

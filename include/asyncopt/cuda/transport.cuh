@@ -324,6 +324,7 @@ class CudaDevice::Store : store::Immovable {
       ranges.push_back({begin, end});
     });
     relaxed_ = relaxed;
+    pulls_follow_pushes_ = relaxed && gated;
     if (!relaxed_) {
       order_ = gpu::detail::RangeOrder(std::move(ranges));
     }
@@ -365,6 +366,8 @@ class CudaDevice::Store : store::Immovable {
   std::array<Scalar*, slots> state_pointers_{};
   guard_type guard_;
   bool relaxed_ = true;
+  // Relaxed access behind a gate: a pull's stream waits for the other workers' last pushes.
+  bool pulls_follow_pushes_ = false;
   gpu::detail::RangeOrder order_;
   // Versions taken by pushes, and pushes whose device work is queued: a pull reads the
   // second, so a push that has a version but is not queued yet counts as stale.
@@ -589,17 +592,16 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker : public store::Handl
   // other worker's last push, so the device sees what the gate let through (under Locked the
   // stripes' events order it already).
   void begin_pull() {
-    if constexpr (gated) {
-      lane().wait_seconds += hooks::wait_to_read(this->store().guard_, id(), clock_count());
-      if (this->store().relaxed_) {
-        for (std::size_t other = 0; other < this->store().workers_; ++other) {
-          if (other != id()) {
-            this->store().lanes_[other].pushed.wait_in(stream());
-          }
+    Store& s = this->store();
+    lane().wait_seconds += hooks::wait_to_read(s.guard_, id(), clock_count());
+    if (s.pulls_follow_pushes_) {
+      for (std::size_t other = 0; other < s.workers_; ++other) {
+        if (other != id()) {
+          s.lanes_[other].pushed.wait_in(stream());
         }
       }
     }
-    seen_version_ = this->store().versions_.completed();
+    seen_version_ = s.versions_.completed();
   }
 
   [[nodiscard]] unsigned* status() const noexcept { return this->store().status_.data() + id(); }
@@ -617,10 +619,8 @@ class CudaDevice::Store<Scalar, Rule, Consistency>::Worker : public store::Handl
                         this->store().counters_.data() + id(),
                         this->store().histograms_.data() + id() * buckets, buckets,
                         static_cast<unsigned long long>(staleness));
-    if constexpr (gated) {
-      if (this->store().relaxed_) {
-        lane().pushed.record(stream());
-      }
+    if (this->store().pulls_follow_pushes_) {
+      lane().pushed.record(stream());
     }
   }
 

@@ -61,7 +61,7 @@ inline std::array<V, Slots> load_state(Load&& load) {
   return s;
 }
 
-// Calls the formula with w_seen only when the step asks for it, so rules that do not need
+// Calls the formula with w_seen only when it asks for it, so rules that do not need
 // it never read the array.
 template <class Formula, class V, std::size_t Slots, class LoadSeen>
 inline void invoke(const Formula& formula, V& w, const V& g, std::array<V, Slots>& s,
@@ -75,7 +75,7 @@ inline void invoke(const Formula& formula, V& w, const V& g, std::array<V, Slots
 
 }  // namespace detail
 
-/// w[i], state[.][i] <- step(w[i], g[i], state[.][i] [, w_seen[i]]) for i in [begin, end).
+/// w[i], state[.][i] <- formula(w[i], g[i], state[.][i] [, w_seen[i]]) for i in [begin, end).
 ///
 /// `step` is the rule's per-element formula, called with `Scalar` and with
 /// `kernels::Batch<Scalar>` (an `xsimd::batch<Scalar>`). With RelaxedAccess every shared element (w

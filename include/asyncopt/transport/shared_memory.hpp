@@ -65,8 +65,6 @@ class SharedMemory::Store : store::Immovable {
   /// Scalars of rule state kept per parameter (`Rule::state_slots`: 0 for SGD, 1 for
   /// momentum).
   static constexpr std::size_t slots = Rule::state_slots;
-  /// Whether a pull of some parameters reads only those (and pull_values() exists).
-  static constexpr bool reads_sparse = hooks::reads_sparse<guard_type, Scalar>;
 
   class Worker;
   class Proxy;
@@ -193,21 +191,15 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
   void pull(std::span<const std::size_t> index, std::span<Scalar> out) {
     check_size(out.size(), "pull");
     store::check_sparse_pull(index, this->store().params_.size());
-    if constexpr (reads_sparse) {
-      pull_sparse<false>(index, out.data());
-      seen_ = {.params = out.data(), .partial = true};
-    } else {
-      pull(out);
-      seen_.partial = true;
-    }
+    pull_sparse<false>(index, out.data());
+    seen_ = {.params = out.data(), .partial = true};
   }
 
   /// Copies the parameters at `index` (strictly increasing) into `values`, packed:
   /// values[k] = w[index[k]]. The pull of a sparse step that needs only those values, with
   /// no buffer of the full dimension. A push after it that reads the parameters the gradient
   /// was computed at (delay compensation) must use the same index list, kept unchanged.
-  void pull_values(std::span<const std::size_t> index,
-                   std::span<Scalar> values) requires reads_sparse {
+  void pull_values(std::span<const std::size_t> index, std::span<Scalar> values) {
     store::check_packed_size(index.size(), values.size());
     store::check_sparse_pull(index, this->store().params_.size());
     pull_sparse<true>(index, values.data());

@@ -18,11 +18,11 @@ namespace asyncopt::update::detail {
 template <class Inner>
 using InnerRule = std::conditional_t<UpdateRule<Inner>, Inner, Sgd>;
 
-/// The wrapped rule's step with the gradient replaced by map(g, w).
-template <class InnerStep, class Map>
-struct MappedStep {
-  static constexpr bool needs_w_seen = needs_w_seen_v<InnerStep>;
-  InnerStep inner;
+/// The wrapped rule's formula with the gradient replaced by map(g, w).
+template <class InnerFormula, class Map>
+struct MappedFormula {
+  static constexpr bool needs_w_seen = needs_w_seen_v<InnerFormula>;
+  InnerFormula inner;
   Map map;
 
   template <class V, std::size_t Slots>
@@ -36,8 +36,8 @@ struct MappedStep {
   }
 };
 
-template <class InnerStep, class Map>
-MappedStep<InnerStep, Map> mapped(InnerStep inner, Map map) {
+template <class InnerFormula, class Map>
+MappedFormula<InnerFormula, Map> mapped(InnerFormula inner, Map map) {
   return {inner, map};
 }
 

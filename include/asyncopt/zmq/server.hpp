@@ -696,15 +696,7 @@ class Server {
           out = std::span<Scalar>(seen);
         }
       } else if (sparse) {
-        if constexpr (requires { handle.pull_values(index, out); }) {
-          handle.pull_values(index, out);
-        } else {
-          std::vector<Scalar>& all = full_scratch();
-          handle.pull(index, std::span<Scalar>(all));
-          for (std::size_t k = 0; k < count; ++k) {
-            out[k] = all[index[k]];
-          }
-        }
+        handle.pull_values(index, out);
       } else {
         handle.pull(out);
       }
@@ -842,11 +834,6 @@ class Server {
 
   [[nodiscard]] static bool aligned(const void* p) noexcept {
     return reinterpret_cast<std::uintptr_t>(p) % alignof(Scalar) == 0;
-  }
-
-  std::vector<Scalar>& full_scratch() {
-    full_.resize(params_.size());
-    return full_;
   }
 
   // Workers [first, first + count) are alive; a dropped one takes part again. `token`: the
@@ -1020,7 +1007,6 @@ class Server {
   std::vector<std::size_t> index_;
   std::vector<Scalar> values_;
   std::vector<Scalar> scratch_;
-  std::vector<Scalar> full_;
   ::zmq::context_t context_{1};
   ::zmq::socket_t socket_;
   std::optional<::zmq::socket_t> zap_;
