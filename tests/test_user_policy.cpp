@@ -69,7 +69,7 @@ static_assert(asyncopt::ConsistencyPolicy<OneMutex>);
 struct Bowl {
   std::vector<float> c{1.5f, -2.0f, 0.25f};
   [[nodiscard]] std::size_t dimension() const { return c.size(); }
-  [[nodiscard]] std::size_t num_examples() const { return 64; }
+  [[nodiscard]] static std::size_t num_examples() { return 64; }
   [[nodiscard]] double loss(std::span<const float> w) const {
     double sum = 0.0;
     for (std::size_t i = 0; i < c.size(); ++i) {

@@ -47,7 +47,7 @@ class Versions {
 
   /// Takes the next place in the sequence.
   [[nodiscard]] Ticket take() noexcept {
-    return Ticket(completed_, started_.fetch_add(1, std::memory_order_acq_rel));
+    return {completed_, started_.fetch_add(1, std::memory_order_acq_rel)};
   }
   /// Updates completed so far: what a pull sees.
   [[nodiscard]] std::uint64_t completed() const noexcept {

@@ -248,6 +248,8 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
     return this->store().counters_[id()].clock.load(std::memory_order_acquire);
   }
 
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
   /// Takes over `other`'s worker id and last pull. `other` is left empty: it may only be
   /// destroyed or assigned to.
   Worker(Worker&& other) noexcept = default;
