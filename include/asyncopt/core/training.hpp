@@ -207,6 +207,9 @@ class Training {
   }
   Training(const Training&) = delete;
   Training& operator=(const Training&) = delete;
+  Training(Training&&) = delete;
+  Training& operator=(Training&&) = delete;
+  ~Training() = default;
 
   /// Runs epochs on `transport` until a stopping criterion holds, calling every callback
   /// after each epoch, and reports.
