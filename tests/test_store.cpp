@@ -153,7 +153,8 @@ concept MayPull = requires(H& h) {
   h.may_pull();
 };
 
-TEST_CASE("a worker's handle shows only what users call and the server's entry points are on Proxy") {
+TEST_CASE(
+    "a worker's handle shows only what users call and the server's entry points are on Proxy") {
   using Store = asyncopt::transport::SharedMemory::Store<float, Sgd, Locked>;
   using Worker = Store::Worker;
   using Proxy = Store::Proxy;
