@@ -36,13 +36,15 @@
 
 #include "../support/temp_dir.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
-// AddressSanitizer keeps freed memory in a quarantine (256 MiB by default) to catch uses
-// after free, so resident memory would count replies the server freed long ago. The memory
-// bounds below measure the server, so this program keeps a quarantine of 16 MiB.
-extern "C" const char* __asan_default_options() {  // NOLINT(bugprone-reserved-identifier)
-  return "quarantine_size_mb=16";
-}
+// Under a sanitizer the resident set also holds the sanitizer's own memory: ASan's
+// quarantine of freed blocks (256 MiB by default) and TSan's shadow of memory already freed.
+// A bound on many freed replies then measures the sanitizer, not the server, so the test of
+// unread replies checks it only in builds without one (the dev stage); under the sanitizers
+// it still runs every request for races and undefined behaviour.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool resident_memory_is_the_programs = false;
+#else
+constexpr bool resident_memory_is_the_programs = true;
 #endif
 
 namespace {
@@ -1002,7 +1004,9 @@ TEST_CASE("a client that never reads its replies holds at most queue_limit of th
     peak = std::max(peak, resident_bytes());
     std::this_thread::sleep_for(20ms);
   }
-  CHECK(peak < before + 12 * reply);
+  if (resident_memory_is_the_programs) {
+    CHECK(peak < before + 12 * reply);
+  }
   // A worker that reads its replies is served as usual meanwhile.
   asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(
       rule, LockFree{}, Zmq{.servers = {server.endpoint()}, .timeout = 5000ms});
