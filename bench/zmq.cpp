@@ -179,7 +179,7 @@ std::unique_ptr<ServerFixture> server_fixture;
 void run_op(ServerFixture& f, std::size_t t, Op op) {
   Handle& h = f.handles[t];
   if (op == Op::push_pull) {
-    const asyncopt::transport::PushResult result =
+    const asyncopt::PushResult result =
         h.push_clock_pull(std::span<const float>(f.gradients[t]), std::span<float>(f.pulled[t]));
     if (!result.applied) {
       throw std::runtime_error("a push was not applied");
@@ -190,7 +190,7 @@ void run_op(ServerFixture& f, std::size_t t, Op op) {
     h.pull(std::span<float>(f.pulled[t]));
   }
   if (op == Op::push || op == Op::pull_push) {
-    const asyncopt::transport::PushResult result = h.push(std::span<const float>(f.gradients[t]));
+    const asyncopt::PushResult result = h.push(std::span<const float>(f.gradients[t]));
     if (!result.applied) {
       throw std::runtime_error("a push was not applied");
     }

@@ -85,7 +85,7 @@ TEST_CASE("a synchronous round applies the mean of the workers' gradients once")
   auto store = opt.attach(std::span<double>(w), workers);
   // Worker k pushes g_k = (k, 2k, -k) densely, except worker 3, which pushes the same
   // gradient as a sparse one.
-  std::vector<asyncopt::transport::PushResult> results(workers);
+  std::vector<asyncopt::PushResult> results(workers);
   on_threads(workers, [&](std::size_t id) {
     auto handle = store->worker(id);
     std::vector<double> seen(3);

@@ -411,7 +411,7 @@ class Session {
 
   void pull(std::size_t k) { handles_[k].pull(pulled_[k]); }
 
-  asyncopt::transport::PushResult push(std::size_t k, const Gradient<T>& g) {
+  asyncopt::PushResult push(std::size_t k, const Gradient<T>& g) {
     if (g.sparse) {
       return handles_[k].push(std::span<const std::size_t>(g.index), std::span<const T>(g.value));
     }

@@ -109,8 +109,8 @@ TEMPLATE_TEST_CASE(
   other.push(std::span<const float>(std::vector<float>(n, 1.0f)));  // w = 0; h is 1 behind
   int calls = 0;
   float seen_at_call = -1.0f;
-  asyncopt::transport::PushResult told{};
-  auto accepted = [&](const asyncopt::transport::PushResult& r) noexcept {
+  asyncopt::PushResult told{};
+  auto accepted = [&](const asyncopt::PushResult& r) noexcept {
     ++calls;
     told = r;
     seen_at_call = w[0];

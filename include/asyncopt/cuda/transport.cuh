@@ -189,9 +189,6 @@ class CudaDevice::Store : store::Immovable {
   [[nodiscard]] std::size_t workers() const noexcept { return workers_; }
   /// Pushes queued so far (each takes a version, also one the device then rejects).
   [[nodiscard]] std::uint64_t version() const noexcept { return versions_.completed(); }
-  /// Whether kernels use relaxed device atomics and no order (the guard writes with relaxed
-  /// access, as LockFree does) instead of ordering each range's work.
-  [[nodiscard]] bool relaxed() const noexcept { return relaxed_; }
   /// The CUDA device that holds the store.
   [[nodiscard]] int device() const noexcept { return device_; }
 

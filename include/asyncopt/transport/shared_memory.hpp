@@ -22,9 +22,6 @@
 
 namespace asyncopt::transport {
 
-/// What a push did (asyncopt::PushResult).
-using PushResult = asyncopt::PushResult;
-
 /// Shared memory: the store holds the caller's parameter array in place (no copy) and
 /// workers are threads of this process.
 struct SharedMemory {

@@ -94,9 +94,6 @@ struct Delay {
 
 namespace asyncopt::transport {
 
-/// What a push did (asyncopt::PushResult).
-using PushResult = asyncopt::PushResult;
-
 /// The staleness simulator: workers run in turn in the calling thread; a pull hands out the
 /// parameters as they were tau updates ago, tau drawn from `delay`, and pushes are applied in
 /// the order they are made. The same seed gives the same run, bit for bit. tau is capped by
