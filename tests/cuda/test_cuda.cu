@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -436,6 +438,41 @@ __global__ void batch_gradient(const float* a, const float* r, float* g, std::si
   }
 }
 
+// A policy written outside the library: three ranges, each under a mutex of its own, with
+// plain access. The device store takes its ranges from write_dense() and orders each
+// range's kernels, as for Locked, without knowing the type.
+struct ThreeRanges {
+  void validate() const {}
+  template <class Scalar>
+  class Guard {
+   public:
+    Guard(const ThreeRanges& /*policy*/, std::size_t n, std::size_t /*workers*/)
+        : n_(n), mutexes_(std::make_unique<std::mutex[]>(3)) {}
+    void read(const Scalar* src, Scalar* dst) {
+      write_dense([&](auto /*access*/, std::size_t begin, std::size_t end) {
+        std::copy(src + begin, src + end, dst + begin);
+      });
+    }
+    template <class F>
+    void write_dense(F&& apply) {
+      for (std::size_t r = 0; r < 3; ++r) {
+        const std::lock_guard lock(mutexes_[r]);
+        apply(asyncopt::kernels::PlainAccess{}, r * n_ / 3, (r + 1) * n_ / 3);
+      }
+    }
+    template <class F>
+    void write_sparse(std::span<const std::size_t> index, F&& apply) {
+      const std::scoped_lock lock(mutexes_[0], mutexes_[1], mutexes_[2]);
+      apply(asyncopt::kernels::PlainAccess{}, std::size_t{0}, index.size());
+    }
+
+   private:
+    std::size_t n_;
+    std::unique_ptr<std::mutex[]> mutexes_;
+  };
+};
+static_assert(asyncopt::ConsistencyPolicy<ThreeRanges>);
+
 template <class Policy>
 void converge_with_four_workers(const Policy& policy) {
   constexpr std::size_t rows = 4096;
@@ -525,6 +562,9 @@ TEST_CASE("concurrent pushes from 4 host threads converge on least squares", "[c
   }
   SECTION("BoundedStaleness<LockFree>, staleness 2") {
     converge_with_four_workers(BoundedStaleness<LockFree>{.staleness = 2});
+  }
+  SECTION("a policy defined outside the library, three ranges") {
+    converge_with_four_workers(ThreeRanges{});
   }
 }
 
