@@ -20,6 +20,8 @@ packages=(
   libcli11-dev
   libzmq3-dev
   cppzmq-dev
+  libopenmpi-dev
+  openmpi-bin
   zlib1g-dev
   dataset-fashion-mnist
   liblinear-tools

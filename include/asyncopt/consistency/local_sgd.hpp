@@ -12,6 +12,7 @@
 
 #include <asyncopt/consistency/rounds.hpp>
 #include <asyncopt/consistency/shared_parameters.hpp>
+#include <asyncopt/core/collective.hpp>
 #include <asyncopt/kernels/access.hpp>
 #include <asyncopt/kernels/dense.hpp>
 
@@ -35,8 +36,8 @@ struct LocalSgd {
   /// Local steps between two averaging rounds (H in the papers).
   std::uint64_t period = 8;
 
-  /// Workers move in rounds and keep replicas: a transport must support it (the
-  /// shared-memory one does).
+  /// Workers move in rounds and keep replicas: a transport must support it (shared memory
+  /// and MPI do).
   static constexpr bool coordinates_rounds = true;
 
   /// Throws std::invalid_argument when `period` is 0.
@@ -59,14 +60,17 @@ struct LocalSgd {
 
    public:
     /// Allocates a replica of n parameters per worker, which join() fills from the shared
-    /// parameters; every worker starts live. Throws std::invalid_argument when `period` is 0.
-    Guard(const LocalSgd& policy, std::size_t n, std::size_t workers)
+    /// parameters; every worker starts live. The rounds span the processes of `across` (by
+    /// default, this process alone). Throws std::invalid_argument when `period` is 0.
+    Guard(const LocalSgd& policy, std::size_t n, std::size_t workers, collective::Ref across = {})
         : SharedParameters<Scalar>(n),
           period_(policy.period),
           replicas_(n * workers),
+          mean_(n + 1),
           clocks_(workers, 0),
           changed_(workers, 0),
-          rounds_(workers) {
+          rounds_(workers),
+          across_(across) {
       policy.validate();
     }
 
@@ -111,10 +115,22 @@ struct LocalSgd {
       restart(id, shared);
     }
 
+    /// A round of the job in which no worker of this process takes part (they have all
+    /// left): contributes nothing, and makes `shared` the mean of the other processes'
+    /// replicas when any contributed. Returns whether any did; the job's rounds are over when
+    /// none did. Call it only while no worker of this process steps.
+    bool idle_round(std::span<Scalar> shared) { return average_into(shared, {}); }
+
    private:
-    void average_into(std::span<Scalar> shared, std::span<const unsigned char> contributed) {
+    // shared <- the mean over the job of the contributed replicas, when there is one.
+    bool average_into(std::span<Scalar> shared, std::span<const unsigned char> contributed) {
+      if (detail::average_rows(replicas_.data(), n_, contributed, std::span<Scalar>(mean_),
+                               across_) == 0) {
+        return false;
+      }
       const std::unique_lock lock(params_mutex_);
-      detail::average_rows(replicas_.data(), n_, contributed, shared.data());
+      std::copy(mean_.begin(), mean_.begin() + static_cast<std::ptrdiff_t>(n_), shared.begin());
+      return true;
     }
 
     void restart(std::size_t id, std::span<const Scalar> shared) {
@@ -126,10 +142,12 @@ struct LocalSgd {
 
     std::uint64_t period_;
     std::vector<Scalar> replicas_;  // row k: worker k's parameters
+    std::vector<Scalar> mean_;      // a round's mean, and the job's count of replicas
     // Per worker, touched only by the thread that uses the worker id.
     std::vector<std::uint64_t> clocks_;
     std::vector<unsigned char> changed_;  // pushed to since the last average
     detail::Rounds rounds_;
+    collective::Ref across_;
   };
 };
 

@@ -1,5 +1,6 @@
 // Rounds: the barrier shared by the policies that move all workers forward together, and
-// the mean of the workers' rows they close a round with. Internal to those policies.
+// the mean over the job of the workers' rows they close a round with. Internal to those
+// policies.
 #pragma once
 
 #include <algorithm>
@@ -10,6 +11,8 @@
 #include <mutex>
 #include <span>
 #include <vector>
+
+#include <asyncopt/core/collective.hpp>
 
 namespace asyncopt::consistency::detail {
 
@@ -116,11 +119,18 @@ class Rounds {
   std::uint64_t round_ = 0;
 };
 
-/// dst[i] = the mean over the contributing workers k of rows[k * n + i], summed in worker
-/// order, so the result does not depend on the order in which workers arrived.
+/// The mean over the job of the contributing workers' rows: mean[i] = the mean over the
+/// contributing workers k of rows[k * n + i], where the workers of this process are summed
+/// in worker order and then, across processes, by `across.all_reduce_sum` (each process
+/// adding its count of contributions in mean[n]), so the result depends neither on the order
+/// in which workers arrived nor on which process computes it. `mean` has n + 1 elements; a
+/// process with no contribution (an empty `contributed`) adds zeros and a count of 0.
+/// Returns the number of contributions in the job; when it is 0, mean[0, n) is all zero.
 template <class Scalar>
-void average_rows(const Scalar* rows, std::size_t n, std::span<const unsigned char> contributed,
-                  Scalar* dst) noexcept {
+std::size_t average_rows(const Scalar* rows, std::size_t n,
+                         std::span<const unsigned char> contributed, std::span<Scalar> mean,
+                         const collective::Ref& across) {
+  Scalar* const dst = mean.data();
   std::size_t count = 0;
   for (std::size_t k = 0; k < contributed.size(); ++k) {
     if (contributed[k] == 0) {
@@ -136,12 +146,21 @@ void average_rows(const Scalar* rows, std::size_t n, std::span<const unsigned ch
     }
     ++count;
   }
+  if (count == 0) {
+    std::fill(dst, dst + n, Scalar{0});
+  }
+  if (across.size() > 1) {
+    mean[n] = static_cast<Scalar>(count);
+    across.all_reduce_sum(mean);
+    count = static_cast<std::size_t>(mean[n]);
+  }
   if (count > 1) {
     const auto divisor = static_cast<Scalar>(count);
     for (std::size_t i = 0; i < n; ++i) {
       dst[i] /= divisor;
     }
   }
+  return count;
 }
 
 }  // namespace asyncopt::consistency::detail

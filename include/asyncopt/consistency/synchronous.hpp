@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <shared_mutex>
 #include <span>
@@ -9,6 +10,7 @@
 
 #include <asyncopt/consistency/rounds.hpp>
 #include <asyncopt/consistency/shared_parameters.hpp>
+#include <asyncopt/core/collective.hpp>
 #include <asyncopt/kernels/access.hpp>
 #include <asyncopt/kernels/dense.hpp>
 
@@ -26,7 +28,7 @@ namespace asyncopt::consistency {
 /// reported as wait_seconds. Every worker id starts live: a worker that takes no part must
 /// leave() (destroying its handle does).
 struct Synchronous {
-  /// Workers move in rounds: a transport must support it (the shared-memory one does).
+  /// Workers move in rounds: a transport must support it (shared memory and MPI do).
   static constexpr bool coordinates_rounds = true;
 
   /// Does nothing: the policy has no options.
@@ -35,28 +37,50 @@ struct Synchronous {
   /// The runtime side for n parameters and `workers` workers: a gradient slot per worker and
   /// the rounds. A push goes through combine(), which waits for the round and applies the
   /// mean gradient once, under an exclusive lock; pulls read the shared parameters under a
-  /// shared lock, so never while a round is being applied.
+  /// shared lock, so never while a round is being applied. Across processes (the MPI
+  /// transport), the worker that closes this process's round sums its workers' gradients and
+  /// then takes part in the job's round through the collective `across`; every process then
+  /// applies the same mean.
   template <class Scalar>
   class Guard : public SharedParameters<Scalar> {
     using SharedParameters<Scalar>::n_;
 
    public:
     // Pulls read the shared parameters while no round is being applied.
-    /// Allocates one gradient slot of n elements per worker; every worker starts live.
-    Guard(const Synchronous& /*policy*/, std::size_t n, std::size_t workers)
-        : SharedParameters<Scalar>(n), gradients_(n * workers), mean_(n), rounds_(workers) {}
+    /// Allocates one gradient slot of n elements per worker; every worker starts live. The
+    /// rounds span the processes of `across` (by default, this process alone).
+    Guard(const Synchronous& /*policy*/, std::size_t n, std::size_t workers,
+          collective::Ref across = {})
+        : SharedParameters<Scalar>(n),
+          gradients_(n * workers),
+          mean_(n + 1),
+          rounds_(workers),
+          across_(across) {}
 
     /// Worker `id`'s contribution to the current round: `fill(slot)` writes its dense
     /// gradient into `slot` (n elements). Blocks until the round is applied; the worker that
-    /// completes the round calls `commit(mean)` once, which applies the mean through
-    /// write_dense. Returns the seconds spent waiting.
+    /// completes the round calls `commit(mean)` once, which applies the mean of the job's
+    /// gradients through write_dense. Returns the seconds spent waiting.
     template <class Fill, class Commit>
     double combine(std::size_t id, Fill&& fill, Commit&& commit) {
       fill(std::span<Scalar>(gradients_.data() + id * n_, n_));
       return rounds_.arrive(id, [&](std::span<const unsigned char> contributed) {
-        detail::average_rows(gradients_.data(), n_, contributed, mean_.data());
-        commit(std::span<const Scalar>(mean_));
+        detail::average_rows(gradients_.data(), n_, contributed, std::span<Scalar>(mean_), across_);
+        commit(std::span<const Scalar>(mean_.data(), n_));
       });
+    }
+
+    /// A round of the job in which no worker of this process takes part (they have all
+    /// left): contributes nothing, and calls `commit(mean)` with the mean of the other
+    /// processes' gradients when any contributed. Returns whether any did; the job's rounds
+    /// are over when none did. Call it only while no worker of this process pushes.
+    template <class Commit>
+    bool idle_round(Commit&& commit) {
+      if (detail::average_rows(gradients_.data(), n_, {}, std::span<Scalar>(mean_), across_) == 0) {
+        return false;
+      }
+      commit(std::span<const Scalar>(mean_.data(), n_));
+      return true;
     }
 
     /// Worker `id` is no longer waited for; a round that only it held back closes, by one of
@@ -67,8 +91,9 @@ struct Synchronous {
 
    private:
     std::vector<Scalar> gradients_;  // row k: worker k's gradient of this round
-    std::vector<Scalar> mean_;
+    std::vector<Scalar> mean_;       // the round's mean, and the job's count of gradients
     detail::Rounds rounds_;
+    collective::Ref across_;
   };
 };
 

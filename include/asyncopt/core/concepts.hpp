@@ -160,6 +160,18 @@ inline constexpr bool supports_rounds_v = [] {
   }
 }();
 
+/// Whether a transport runs only policies that move workers in rounds
+/// (`static constexpr bool rounds_only = true`): the MPI transport, whose processes meet in
+/// collectives.
+template <class T>
+inline constexpr bool rounds_only_v = [] {
+  if constexpr (requires { T::rounds_only; }) {
+    return static_cast<bool>(T::rounds_only);
+  } else {
+    return false;
+  }
+}();
+
 /// A guard that turns the pushes of a round into one update (Synchronous):
 /// `combine(id, fill, commit)` lets worker `id` write its dense gradient with `fill(slot)`,
 /// blocks until the round is complete, and has one worker of the round apply the combined

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <utility>
 
+#include <asyncopt/core/collective.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/store.hpp>
 #include <asyncopt/kernels/access.hpp>
@@ -31,6 +33,21 @@ template <class G>
 inline constexpr bool has_gate = requires(G& g) {
   g.wait_to_read(std::size_t{0}, std::uint64_t{0});
 };
+
+/// Whether policy P's guard G takes part in rounds across processes: it is constructed as
+/// `G(policy, n, workers, across)` with a collective::Ref `across`, and has
+/// `idle_round(...)` for the rounds in which no worker of its process takes part (see
+/// idle_round below).
+template <class G, class P, class Scalar>
+inline constexpr bool crosses_processes =
+    std::constructible_from<G, const P&, std::size_t, std::size_t, collective::Ref> &&
+    ((ReplicatingGuard<G, Scalar> &&
+      requires(G & g, std::span<Scalar> shared) {
+        { g.idle_round(shared) } -> std::convertible_to<bool>;
+      }) ||
+     (CombiningGuard<G, Scalar> && requires(G & g, void (*commit)(std::span<const Scalar>)) {
+       { g.idle_round(commit) } -> std::convertible_to<bool>;
+     }));
 
 /// How many copies of the rule's state a store keeps: one per worker for a replicating guard,
 /// else one.
@@ -151,6 +168,23 @@ void join(G& guard, std::size_t id, std::uint64_t clock, std::span<const Scalar>
     guard.join(id, clock, shared);
   } else if constexpr (requires { guard.join(id, clock); }) {
     guard.join(id, clock);
+  }
+}
+
+/// One round of the job that no worker of this process takes part in, because they have all
+/// left: a process whose shard is done keeps taking part in the other processes' rounds, with
+/// nothing to contribute, until none contributes. `commit(mean)` applies a combining guard's
+/// mean gradient as apply() does in push(); a replicating guard writes the mean model into
+/// `shared` itself. Returns whether any process contributed (false also for a guard that
+/// does not move in rounds). Call it only while no worker of this process pulls or pushes.
+template <class G, class Scalar, class Commit>
+bool idle_round(G& guard, std::span<Scalar> shared, Commit&& commit) {
+  if constexpr (replicates<G, Scalar>) {
+    return guard.idle_round(shared);
+  } else if constexpr (combines_rounds<G, Scalar>) {
+    return guard.idle_round(commit);
+  } else {
+    return false;
   }
 }
 

@@ -122,6 +122,10 @@ class AsyncOptimizer {
   static_assert(!coordinates_rounds_v<Consistency> || supports_rounds_v<Transport>,
                 "asyncopt: the Consistency slot moves workers in rounds (Synchronous, LocalSgd) "
                 "but the Transport slot cannot run them; use asyncopt::transport::SharedMemory");
+  static_assert(!rounds_only_v<Transport> || coordinates_rounds_v<Consistency>,
+                "asyncopt: the Transport slot runs round policies only (Synchronous, LocalSgd) "
+                "and the Consistency slot is asynchronous; asynchronous training across "
+                "processes runs on the ZeroMQ plug-in (asyncopt/zmq/transport.hpp)");
 
   // Whether every check above holds. After a failed one, the slot's archetype
   // (core/archetypes.hpp) in its place below, and overloads that take what was meant for the
@@ -132,7 +136,8 @@ class AsyncOptimizer {
       UpdateRule<Rule> && (!needs_w_seen_v<Rule> || provides_w_seen_v<Transport>);
   static constexpr bool consistency_checked =
       ConsistencyPolicy<Consistency> &&
-      (!coordinates_rounds_v<Consistency> || supports_rounds_v<Transport>);
+      (!coordinates_rounds_v<Consistency> || supports_rounds_v<Transport>)&&(
+          !rounds_only_v<Transport> || coordinates_rounds_v<Consistency>);
   static constexpr bool transport_checked = asyncopt::Transport<Transport>;
   static constexpr bool slots_checked =
       scalar_checked && rule_checked && consistency_checked && transport_checked;

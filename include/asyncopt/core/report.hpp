@@ -69,6 +69,13 @@ struct StoreStats {
   /// bounded-staleness gate, or waiting for a round to complete under Synchronous or
   /// LocalSgd), summed over workers. Always 0 under transport::Simulated.
   double wait_seconds = 0.0;
+  /// Bytes that the rounds handed to the collective across processes (the MPI transport),
+  /// summed over the processes: each all-reduce counts its buffer once per process. What a
+  /// ring all-reduce puts on the wire is about twice that. 0 within one process.
+  std::uint64_t collective_bytes = 0;
+  /// Wall time in seconds that the rounds spent in the collective across processes, summed
+  /// over the processes (waiting for the slowest one included). 0 within one process.
+  double collective_seconds = 0.0;
 
   /// Counts one applied gradient; `staleness` must have staleness_buckets entries.
   void record(std::uint64_t tau) noexcept {
@@ -79,13 +86,16 @@ struct StoreStats {
   }
 
   /// Adds `other`'s counters to these: sums `updates`, `rejected`, `staleness_sum`,
-  /// `wait_seconds` and the histogram bucket by bucket (growing it if `other`'s is longer),
-  /// keeps the larger `staleness_max`, then trims trailing empty buckets. May allocate.
+  /// `wait_seconds`, `collective_bytes`, `collective_seconds` and the histogram bucket by bucket
+  /// (growing it if `other`'s is longer), keeps the larger `staleness_max`, then trims trailing
+  /// empty buckets. May allocate.
   void merge(const StoreStats& other) {
     updates += other.updates;
     rejected += other.rejected;
     staleness_sum += other.staleness_sum;
     wait_seconds += other.wait_seconds;
+    collective_bytes += other.collective_bytes;
+    collective_seconds += other.collective_seconds;
     staleness_max = other.staleness_max > staleness_max ? other.staleness_max : staleness_max;
     if (staleness.size() < other.staleness.size()) {
       staleness.resize(other.staleness.size(), 0);

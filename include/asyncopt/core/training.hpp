@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -88,6 +89,18 @@ concept FusedStep = requires(W& h, std::span<const S> g, std::span<S> out) {
 template <class Store>
 concept SyncedStore = requires(Store& store) {
   store.sync();
+};
+
+/// A store whose job spans several processes (the MPI transport): its workers are numbered
+/// across the job, this process's being `first_worker()` to `first_worker() + workers() - 1`
+/// of `job_workers()`, and `job_sum(values)` sums a few doubles over the processes in place
+/// (every process calls it at the same points), so that every process shards the examples
+/// alike and stops after the same epoch.
+template <class Store>
+concept JobStore = requires(Store& store, std::span<double> values) {
+  { store.first_worker() } -> std::convertible_to<std::size_t>;
+  { store.job_workers() } -> std::convertible_to<std::size_t>;
+  store.job_sum(values);
 };
 
 /// How a worker steps on objective F through a handle of type Worker: which of the four
@@ -240,7 +253,8 @@ class Training {
           .params = std::span<const Scalar>(params_)};
       ((end.callbacks_agree = invoke_callback(callbacks, info) && end.callbacks_agree), ...);
       end.interrupted = stop_.load(std::memory_order_relaxed);
-      if (const auto reason = stop_reason(options_, end, [this] { return out_of_time(); })) {
+      if (const auto reason =
+              agreed(stop_reason(options_, end, [this] { return out_of_time(); }))) {
         report.stop = *reason;
         break;
       }
@@ -250,12 +264,44 @@ class Training {
     for (const State& ws : states_) {
       report.examples += ws.examples;
     }
+    if constexpr (JobStore<Store>) {
+      std::array<double, 1> examples{static_cast<double>(report.examples)};
+      store_.job_sum(std::span<double>(examples));
+      report.examples = static_cast<std::uint64_t>(examples[0]);
+    }
     report.training_seconds = std::chrono::duration<double>(training_).count();
     report.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
     return report;
   }
 
  private:
+  // Within one process, `reason`. Across processes, every process stops after the same
+  // epoch: for the first reason, in stop_reason's order, that holds on any of them.
+  std::optional<StopReason> agreed(std::optional<StopReason> reason) {
+    if constexpr (JobStore<Store>) {
+      constexpr std::size_t reasons = static_cast<std::size_t>(StopReason::all_rejected) + 1;
+      constexpr std::array<StopReason, reasons> order = {
+          StopReason::time,     StopReason::callback,    StopReason::all_rejected,
+          StopReason::diverged, StopReason::target_loss, StopReason::tolerance,
+          StopReason::epochs};
+      std::array<double, reasons> votes{};
+      if (reason) {
+        for (std::size_t k = 0; k < reasons; ++k) {
+          votes[k] = order[k] == *reason ? 1.0 : 0.0;
+        }
+      }
+      store_.job_sum(std::span<double>(votes));
+      for (std::size_t k = 0; k < reasons; ++k) {
+        if (votes[k] > 0.0) {
+          return order[k];
+        }
+      }
+      return std::nullopt;
+    } else {
+      return reason;
+    }
+  }
+
   [[nodiscard]] double loss() const {
     return static_cast<double>(objective_.loss(std::span<const Scalar>(params_)));
   }
@@ -283,9 +329,16 @@ class Training {
     random_permutation(order_, epoch_seed(options_.seed, epoch));
     const std::size_t workers = states_.size();
     const std::size_t examples = order_.size();
+    // Across processes, worker k of this process is worker first + k of the job.
+    std::size_t first = 0;
+    std::size_t total = workers;
+    if constexpr (JobStore<Store>) {
+      first = store_.first_worker();
+      total = store_.job_workers();
+    }
     for (std::size_t id = 0; id < workers; ++id) {
-      states_[id].next = id * examples / workers;
-      states_[id].end = (id + 1) * examples / workers;
+      states_[id].next = (first + id) * examples / total;
+      states_[id].end = (first + id + 1) * examples / total;
       states_[id].handle.join();
       states_[id].pulled = false;
     }

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include <asyncopt/core/collective.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/guard.hpp>
 #include <asyncopt/core/handle.hpp>
@@ -106,6 +107,43 @@ class SharedMemory::Store : store::Immovable {
 
   /// The counters of all workers, merged. Call it while no worker is pushing.
   [[nodiscard]] StoreStats stats() const { return store::merged_stats(counters_); }
+
+ protected:
+  /// The same store, for `workers` threads of one process of a job whose rounds span the
+  /// processes of `across` (the MPI transport): the guard is built with `across`, which must
+  /// outlive the store.
+  Store(const Rule& rule, const Consistency& consistency, std::span<Scalar> params,
+        std::size_t workers,
+        collective::Ref across) requires hooks::crosses_processes<guard_type, Consistency, Scalar>
+      : params_(params),
+        guard_((store::check_workers(workers), consistency), params.size(), workers, across),
+        rule_(rule, params.size(), hooks::state_blocks<guard_type, Scalar>(workers)),
+        counters_(workers),
+        claims_(workers) {}
+
+  /// Once every worker of this process has left: takes part in the job's rounds that the
+  /// other processes still run, applying their updates as a worker's round would, until a
+  /// round to which no process contributes. Returns the number of rounds applied. Call it
+  /// only while no worker of this process pulls or pushes.
+  std::uint64_t finish_rounds() {
+    std::vector<Scalar> seen;  // the parameters a round's gradients were computed at
+    std::uint64_t rounds = 0;
+    while (hooks::idle_round(guard_, params_, [&](std::span<const Scalar> mean) {
+      if constexpr (needs_w_seen_v<Rule>) {
+        seen.assign(params_.begin(), params_.end());
+      }
+      const auto state = rule_.block(0);
+      apply(
+          0, versions_.completed(), false, mean,
+          [&](const auto& formula) {
+            store::write_dense(guard_, formula, params_.data(), mean, state, seen.data());
+          },
+          store::IgnoreAccepted{});
+    })) {
+      ++rounds;
+    }
+    return rounds;
+  }
 
  private:
   friend class store::Handle<Store>;

@@ -1,0 +1,116 @@
+// The collective seam under the round policies: what a round needs from the processes of a
+// job (sum a buffer over all of them, broadcast, barrier, rank and size), as a concept, the
+// model for a job of one process, and a type-erased reference the policies' guards hold.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+
+namespace asyncopt {
+
+/// The operations across the processes of a job that a round policy (Synchronous, LocalSgd)
+/// uses for the cross-process part of a round, after combining the workers of its own
+/// process:
+/// - `rank()` and `size()`: this process's number in the job and how many there are;
+/// - `all_reduce_sum(values)` for spans of float and of double: every process's `values`,
+///   of the same length everywhere, becomes the element-wise sum over the processes, the
+///   same bits on every process;
+/// - `broadcast(values, root)` for spans of float and of double: every process's `values`
+///   becomes those of process `root`;
+/// - `barrier()`: returns once every process has called it.
+/// Every process calls the same operations in the same order. collective::InProcess is the
+/// model for a job of one process; the MPI plug-in's mpi::Communicator is the one over MPI.
+template <class C>
+concept Collective = requires(C& c, std::span<float> f, std::span<double> d, std::size_t root) {
+  { c.rank() } -> std::convertible_to<std::size_t>;
+  { c.size() } -> std::convertible_to<std::size_t>;
+  c.all_reduce_sum(f);
+  c.all_reduce_sum(d);
+  c.broadcast(f, root);
+  c.broadcast(d, root);
+  c.barrier();
+};
+
+namespace collective {
+
+/// A job of one process: every operation leaves its arguments as they are.
+struct InProcess {
+  /// 0.
+  [[nodiscard]] static constexpr std::size_t rank() noexcept { return 0; }
+  /// 1.
+  [[nodiscard]] static constexpr std::size_t size() noexcept { return 1; }
+  /// The sum over one process: nothing changes.
+  template <class Scalar>
+  static constexpr void all_reduce_sum(std::span<Scalar> /*values*/) noexcept {}
+  /// The root's values are these already.
+  template <class Scalar>
+  static constexpr void broadcast(std::span<Scalar> /*values*/, std::size_t /*root*/) noexcept {}
+  /// Nobody to wait for.
+  static constexpr void barrier() noexcept {}
+};
+
+/// A reference to a Collective, whatever its type, which a round policy's guard holds: one
+/// indirect call per operation, which a round (one per many gradient computations) does not
+/// feel. A default-constructed Ref refers to InProcess. The referenced collective must
+/// outlive every Ref to it.
+class Ref {
+ public:
+  /// Refers to a job of one process (collective::InProcess).
+  Ref() noexcept = default;
+
+  /// Refers to `collective`, which must outlive this Ref. (A Ref is copied, not referred to.)
+  template <Collective C>
+  requires(!std::same_as<std::remove_cv_t<C>, Ref>) explicit Ref(C& collective) noexcept
+      : self_(&collective),
+        rank_(collective.rank()),
+        size_(collective.size()),
+        sum_float_([](void* s, std::span<float> v) { static_cast<C*>(s)->all_reduce_sum(v); }),
+        sum_double_([](void* s, std::span<double> v) { static_cast<C*>(s)->all_reduce_sum(v); }),
+        broadcast_float_([](void* s, std::span<float> v, std::size_t root) {
+          static_cast<C*>(s)->broadcast(v, root);
+        }),
+        broadcast_double_([](void* s, std::span<double> v, std::size_t root) {
+          static_cast<C*>(s)->broadcast(v, root);
+        }),
+        barrier_([](void* s) { static_cast<C*>(s)->barrier(); }) {}
+
+  /// This process's number in the job.
+  [[nodiscard]] std::size_t rank() const noexcept { return rank_; }
+  /// The number of processes in the job.
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// Sums `values` over the processes, in place.
+  void all_reduce_sum(std::span<float> values) const { sum_float_(self_, values); }
+  /// Sums `values` over the processes, in place.
+  void all_reduce_sum(std::span<double> values) const { sum_double_(self_, values); }
+  /// Every process's `values` becomes process `root`'s.
+  void broadcast(std::span<float> values, std::size_t root) const {
+    broadcast_float_(self_, values, root);
+  }
+  /// Every process's `values` becomes process `root`'s.
+  void broadcast(std::span<double> values, std::size_t root) const {
+    broadcast_double_(self_, values, root);
+  }
+  /// Returns once every process has called it.
+  void barrier() const { barrier_(self_); }
+
+ private:
+  void* self_ = nullptr;
+  std::size_t rank_ = 0;
+  std::size_t size_ = 1;
+  void (*sum_float_)(void*, std::span<float>) = [](void*, std::span<float>) {};
+  void (*sum_double_)(void*, std::span<double>) = [](void*, std::span<double>) {};
+  void (*broadcast_float_)(void*, std::span<float>, std::size_t) = [](void*, std::span<float>,
+                                                                      std::size_t) {};
+  void (*broadcast_double_)(void*, std::span<double>, std::size_t) = [](void*, std::span<double>,
+                                                                        std::size_t) {};
+  void (*barrier_)(void*) = [](void*) {};
+};
+
+static_assert(Collective<InProcess>);
+static_assert(Collective<Ref>);
+
+}  // namespace collective
+}  // namespace asyncopt

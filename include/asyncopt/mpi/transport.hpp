@@ -1,0 +1,227 @@
+// The MPI transport: round algorithms (Synchronous, LocalSgd) across the processes of an MPI
+// job. Each process runs its workers as threads over the shared-memory store, which combines
+// them first; the round policies then take part in the job's round through the
+// communicator, once per round.
+#pragma once
+
+// MPI's C API only: without these, mpi.h declares the deprecated C++ bindings as well, which
+// need a library that asyncopt::mpi (MPI::MPI_C) does not link.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <mpi.h>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <asyncopt/core/collective.hpp>
+#include <asyncopt/core/concepts.hpp>
+#include <asyncopt/core/guard.hpp>
+#include <asyncopt/core/report.hpp>
+#include <asyncopt/core/threads.hpp>
+#include <asyncopt/mpi/communicator.hpp>
+#include <asyncopt/transport/shared_memory.hpp>
+
+namespace asyncopt::transport {
+
+/// Round algorithms across the processes of an MPI job (`mpirun`, Slurm's `srun`): every
+/// process runs `workers` threads, over its shard of the examples (sharded by the worker's
+/// number in the job, rank by rank), and every round the policy combines this process's
+/// workers and then all-reduces once across the processes. Every process applies the same
+/// update, so the parameters stay the same, bit for bit, on every process.
+///
+/// Only policies that move workers in rounds run here (Synchronous, LocalSgd): an
+/// asynchronous store across processes is the ZeroMQ plug-in's. MPI must be running (see
+/// mpi::Environment) before a store is created.
+struct Mpi {
+  /// The processes of the job; the store works on a duplicate of it, so its collectives
+  /// never meet the program's own.
+  MPI_Comm communicator = MPI_COMM_WORLD;
+  /// Pin worker k to CPU k modulo the CPUs this process may use, as SharedMemory does.
+  bool pin_threads = false;
+
+  /// A worker's pulled copy holds the parameters its gradient was computed at.
+  static constexpr bool provides_w_seen = true;
+  /// Synchronous and LocalSgd run here ...
+  static constexpr bool supports_rounds = true;
+  /// ... and nothing else.
+  static constexpr bool rounds_only = true;
+
+  template <class Scalar, class Rule, class Consistency>
+  class Store;
+
+  /// Runs body(worker) repeatedly on one thread per worker of this process until it returns
+  /// false, as SharedMemory does.
+  template <class Body>
+  void run(std::size_t workers, Body&& body) const {
+    store::run_threads(workers, body, pin_threads);
+  }
+};
+
+}  // namespace asyncopt::transport
+
+namespace asyncopt::mpi::detail {
+
+/// The MPI store's communicator: a duplicate of the transport's, and the counting collective
+/// the rounds use, made before the shared-memory store that refers to them.
+class Endpoint {
+ public:
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+  Endpoint(Endpoint&&) = delete;
+  Endpoint& operator=(Endpoint&&) = delete;
+
+ protected:
+  /// Duplicates `comm` (collective over it).
+  explicit Endpoint(MPI_Comm comm) : own_(duplicate(comm)), comm_(own_), rounds_(comm_) {}
+  /// Frees the duplicate, unless MPI has been finalized already.
+  ~Endpoint() {
+    int finalized = 0;
+    if (MPI_Finalized(&finalized) == MPI_SUCCESS && finalized == 0) {
+      MPI_Comm_free(&own_);
+    }
+  }
+
+  /// The store's own communicator.
+  [[nodiscard]] Communicator& comm() noexcept { return comm_; }
+  /// The collective of the rounds, which counts their traffic.
+  [[nodiscard]] Counted<Communicator>& rounds() noexcept { return rounds_; }
+
+ private:
+  static MPI_Comm duplicate(MPI_Comm comm) {
+    int initialized = 0;
+    check(MPI_Initialized(&initialized), "MPI_Initialized");
+    if (initialized == 0) {
+      throw std::logic_error(
+          "asyncopt: MPI is not running; create an asyncopt::mpi::Environment (or call "
+          "MPI_Init_thread) at the start of main before the MPI transport's store");
+    }
+    MPI_Comm own = MPI_COMM_NULL;
+    check(MPI_Comm_dup(comm, &own), "MPI_Comm_dup");
+    return own;
+  }
+
+  MPI_Comm own_;
+  Communicator comm_;
+  Counted<Communicator> rounds_;
+};
+
+}  // namespace asyncopt::mpi::detail
+
+namespace asyncopt::transport {
+
+/// One process's part of the job: the shared-memory store of its workers, whose round
+/// policy meets the other processes' through the communicator. Creating it is collective:
+/// every process of the communicator creates its store, with the same number of parameters
+/// (the numbers of workers may differ), and every process starts from process 0's
+/// parameters. The store's worker(id) handles are the shared-memory ones.
+///
+/// Besides the shared-memory store's members, it offers what optimize() uses to run one job
+/// over several processes (each collective: every process calls them at the same points):
+/// sync() after each epoch, stats() for the whole job, first_worker() and job_workers() for
+/// sharding, and job_sum() for agreeing on when to stop.
+template <class Scalar, class Rule, class Consistency>
+class Mpi::Store : private mpi::detail::Endpoint,
+                   public SharedMemory::Store<Scalar, Rule, Consistency> {
+  using Base = SharedMemory::Store<Scalar, Rule, Consistency>;
+
+ public:
+  using typename Base::guard_type;
+  static_assert(!coordinates_rounds_v<Consistency> ||
+                    hooks::crosses_processes<guard_type, Consistency, Scalar>,
+                "asyncopt: transport::Mpi needs a round policy whose guard takes a "
+                "collective::Ref and offers idle_round() (as Synchronous and LocalSgd do)");
+
+  /// Attaches to `params` in place for `workers` worker threads of this process, and makes
+  /// them process 0's on every process. Collective. Throws std::invalid_argument when
+  /// `workers` is 0 or the processes' parameter counts differ, std::logic_error when MPI is
+  /// not running, and what the shared-memory store's constructor throws.
+  Store(const Mpi& transport, const Rule& rule, const Consistency& consistency,
+        std::span<Scalar> params, std::size_t workers)
+      : Endpoint(transport.communicator),
+        Base(rule, consistency, params, workers, collective::Ref(this->rounds())) {
+    lay_out(params, workers);
+  }
+
+  /// This process's rank in the job.
+  [[nodiscard]] std::size_t rank() noexcept { return this->comm().rank(); }
+  /// The number of processes in the job.
+  [[nodiscard]] std::size_t processes() noexcept { return this->comm().size(); }
+  /// The job's number of this process's worker 0: the workers of the processes of lower
+  /// rank come first.
+  [[nodiscard]] std::size_t first_worker() const noexcept { return first_worker_; }
+  /// The number of workers in the job, over all processes.
+  [[nodiscard]] std::size_t job_workers() const noexcept { return job_workers_; }
+
+  /// Sums `values` over the processes, in place. Collective.
+  void job_sum(std::span<double> values) { this->comm().all_reduce_sum(values); }
+
+  /// After this process's workers have all left (an epoch's shard is done): takes part in
+  /// the rounds the other processes still run, applying their updates, until a round in
+  /// which no process contributes; every process's parameters are then the same. Collective.
+  void sync() { this->finish_rounds(); }
+
+  /// The counters of the whole job. `updates` counts a Synchronous round once (every
+  /// process applies it) and LocalSgd's local steps over all processes; `rejected`,
+  /// `wait_seconds`, `collective_bytes` and `collective_seconds` are sums over the processes.
+  /// Round policies never apply a stale gradient: staleness is 0 throughout. Collective;
+  /// call it while no worker is pushing.
+  [[nodiscard]] StoreStats stats() {
+    const StoreStats mine = Base::stats();
+    constexpr bool per_round = hooks::combines_rounds<guard_type, Scalar>;
+    std::array<double, 5> sums = {
+        per_round && rank() != 0 ? 0.0 : static_cast<double>(mine.updates),
+        static_cast<double>(mine.rejected), mine.wait_seconds,
+        static_cast<double>(this->rounds().bytes()), this->rounds().seconds()};
+    this->comm().all_reduce_sum(std::span<double>(sums));
+    StoreStats job;
+    job.updates = static_cast<std::uint64_t>(sums[0]);
+    job.rejected = static_cast<std::uint64_t>(sums[1]);
+    job.wait_seconds = sums[2];
+    job.collective_bytes = static_cast<std::uint64_t>(sums[3]);
+    job.collective_seconds = sums[4];
+    if (job.updates > 0) {
+      job.staleness = {job.updates};
+    }
+    return job;
+  }
+
+ private:
+  // Numbers the job's workers rank by rank, checks the parameter counts and starts every
+  // process from process 0's parameters.
+  void lay_out(std::span<Scalar> params, std::size_t workers) {
+    const std::size_t size = processes();
+    const std::size_t me = rank();
+    std::vector<double> counts(2 * size, 0.0);  // workers, then parameters, per process
+    counts[me] = static_cast<double>(workers);
+    counts[size + me] = static_cast<double>(params.size());
+    this->comm().all_reduce_sum(std::span<double>(counts));
+    for (std::size_t r = 0; r < size; ++r) {
+      if (counts[size + r] != counts[size]) {
+        throw std::invalid_argument("asyncopt: transport::Mpi: process " + std::to_string(r) +
+                                    " has " +
+                                    std::to_string(static_cast<std::uint64_t>(counts[size + r])) +
+                                    " parameters but process 0 has " +
+                                    std::to_string(static_cast<std::uint64_t>(counts[size])) +
+                                    "; every process must attach the same model");
+      }
+      if (r < me) {
+        first_worker_ += static_cast<std::size_t>(counts[r]);
+      }
+      job_workers_ += static_cast<std::size_t>(counts[r]);
+    }
+    this->comm().broadcast(params, 0);
+  }
+
+  std::size_t first_worker_ = 0;
+  std::size_t job_workers_ = 0;
+};
+
+}  // namespace asyncopt::transport

@@ -1,0 +1,302 @@
+// The MPI transport, run under mpirun with 2 and 4 processes: Synchronous and LocalSgd across
+// processes against the shared-memory store with as many workers (bit for bit where the sums
+// are the same, to 1e-6 relative where only their grouping differs), parameters equal on
+// every process after every epoch, uneven shards, the Report of the whole job, agreement on
+// when to stop, and the errors of bad input.
+#define CATCH_CONFIG_RUNNER
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <Eigen/Dense>
+#include <catch2/catch.hpp>
+
+#include <asyncopt/mpi/mpi.hpp>
+#include <asyncopt/objective/objective.hpp>
+
+using asyncopt::Options;
+using asyncopt::consistency::LocalSgd;
+using asyncopt::consistency::Synchronous;
+using asyncopt::transport::Mpi;
+using asyncopt::transport::SharedMemory;
+
+namespace {
+
+using Dense = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using LeastSquares = asyncopt::objective::LeastSquares<Dense>;
+
+// y = X w* + noise with X standard normal, the same on every process.
+LeastSquares planted(Eigen::Index n, Eigen::Index d, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  Dense x(n, d);
+  Eigen::VectorXf y(n);
+  Eigen::VectorXf w_star(d);
+  for (Eigen::Index j = 0; j < d; ++j) {
+    w_star[j] = normal(rng);
+  }
+  for (Eigen::Index i = 0; i < n; ++i) {
+    for (Eigen::Index j = 0; j < d; ++j) {
+      x(i, j) = normal(rng);
+    }
+    y[i] = x.row(i).dot(w_star) + 0.01F * normal(rng);
+  }
+  return LeastSquares(std::move(x), std::move(y), {.l2 = 0.0, .intercept = false});
+}
+
+std::size_t rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return static_cast<std::size_t>(r);
+}
+
+std::size_t processes() {
+  int s = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &s);
+  return static_cast<std::size_t>(s);
+}
+
+// FNV-1a over the bytes of `values`.
+std::uint64_t checksum(std::span<const float> values) {
+  std::uint64_t h = 1469598103934665603ULL;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
+  for (std::size_t i = 0; i < values.size_bytes(); ++i) {
+    h = (h ^ bytes[i]) * 1099511628211ULL;
+  }
+  return h;
+}
+
+// Whether `value` is the same on every process.
+bool same_everywhere(std::uint64_t value) {
+  std::uint64_t low = value;
+  std::uint64_t high = value;
+  MPI_Allreduce(MPI_IN_PLACE, &low, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, &high, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+  return low == high;
+}
+
+// Whether `holds` holds on every process.
+bool everywhere(bool holds) {
+  int all = holds ? 1 : 0;
+  MPI_Allreduce(MPI_IN_PLACE, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
+double relative_difference(std::span<const float> a, std::span<const float> b) {
+  double diff = 0.0;
+  double norm = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    diff += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    norm += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
+}
+
+struct Run {
+  std::vector<float> params;
+  asyncopt::Report report;
+  std::vector<std::uint64_t> epoch_checksums;
+};
+
+// optimize() from zero with `workers` workers on `Transport`, recording the parameters'
+// checksum after every epoch.
+template <class Rule, class Consistency, class Transport>
+Run train(const LeastSquares& f, const Rule& rule, const Consistency& consistency,
+          const Options& options) {
+  Run run;
+  run.params.assign(f.dimension(), 0.0F);
+  const asyncopt::AsyncOptimizer<float, Rule, Consistency, Transport> opt(rule, consistency);
+  run.report = opt.optimize(f, std::span<float>(run.params), options,
+                            [&](const asyncopt::EpochInfo<float>& info) {
+                              run.epoch_checksums.push_back(checksum(info.params));
+                            });
+  return run;
+}
+
+// The MPI run of `local` workers per process against the shared-memory run with as many
+// workers as the job, for one rule and policy.
+template <class Rule, class Consistency>
+void check_against_shared_memory(const Rule& rule, const Consistency& consistency,
+                                 std::size_t local, std::size_t examples, bool bitwise) {
+  const std::size_t p = processes();
+  const LeastSquares f = planted(static_cast<Eigen::Index>(examples), 12, 7);
+  Options options{.workers = local, .batch_size = 4, .epochs = 3, .seed = 11};
+  const Run job = train<Rule, Consistency, Mpi>(f, rule, consistency, options);
+  options.workers = local * p;
+  const Run single = train<Rule, Consistency, SharedMemory>(f, rule, consistency, options);
+
+  // The parameters are the same on every process after every epoch.
+  REQUIRE(job.epoch_checksums.size() == 3);
+  for (const std::uint64_t sum : job.epoch_checksums) {
+    CHECK(same_everywhere(sum));
+  }
+  if (bitwise) {
+    CHECK(std::memcmp(job.params.data(), single.params.data(), job.params.size() * sizeof(float)) ==
+          0);
+  } else {
+    CHECK(relative_difference(job.params, single.params) <= 1e-6);
+  }
+  // The Report covers the whole job: the same counts as the single process's.
+  CHECK(job.report.updates == single.report.updates);
+  CHECK(job.report.examples == single.report.examples);
+  CHECK(job.report.epochs == 3);
+  CHECK(job.report.rejected == 0);
+  CHECK((job.report.collective_bytes > 0) == (p > 1));  // one process needs no collective
+  CHECK(job.report.collective_seconds >= 0.0);
+  CHECK(single.report.collective_bytes == 0);
+}
+
+}  // namespace
+
+TEST_CASE("synchronous SGD across processes equals the shared-memory store with as many workers") {
+  const std::size_t p = processes();
+  const asyncopt::update::Sgd sgd{.learning_rate = 0.02};
+  SECTION("one worker per process") {
+    // Two processes sum g0 + g1 as two threads do: the same bits.
+    check_against_shared_memory(sgd, Synchronous{}, 1, 400, p <= 2);
+  }
+  SECTION("two workers per process") {
+    check_against_shared_memory(sgd, Synchronous{}, 2, 400, p == 1);
+  }
+}
+
+TEST_CASE("every rule runs across processes with the parameters equal everywhere") {
+  const std::size_t p = processes();
+  SECTION("heavy ball") {
+    check_against_shared_memory(asyncopt::update::HeavyBall{.learning_rate = 0.01}, Synchronous{},
+                                1, 240, p <= 2);
+  }
+  SECTION("Adam") {
+    check_against_shared_memory(asyncopt::update::Adam{.learning_rate = 0.01}, Synchronous{}, 1,
+                                240, p <= 2);
+  }
+  SECTION("delay compensation") {
+    check_against_shared_memory(asyncopt::update::DelayCompensated{.learning_rate = 0.01},
+                                Synchronous{}, 1, 240, p <= 2);
+  }
+  SECTION("momentum correction under local SGD") {
+    check_against_shared_memory(asyncopt::update::MomentumCorrection{.learning_rate = 0.01},
+                                LocalSgd{.period = 3}, 1, 240, p <= 2);
+  }
+}
+
+TEST_CASE("local SGD across processes equals the shared-memory store with as many workers") {
+  const std::size_t p = processes();
+  const asyncopt::update::Sgd sgd{.learning_rate = 0.02};
+  SECTION("period 8, one worker per process") {
+    check_against_shared_memory(sgd, LocalSgd{.period = 8}, 1, 400, p <= 2);
+  }
+  SECTION("period 4, two workers per process") {
+    check_against_shared_memory(sgd, LocalSgd{.period = 4}, 2, 400, p == 1);
+  }
+}
+
+TEST_CASE("local SGD with period 1 across processes equals synchronous SGD") {
+  const LeastSquares f = planted(300, 10, 3);
+  const Options options{.workers = 1, .batch_size = 5, .epochs = 2, .seed = 4};
+  const asyncopt::update::Sgd sgd{.learning_rate = 0.02};
+  const Run sync = train<asyncopt::update::Sgd, Synchronous, Mpi>(f, sgd, Synchronous{}, options);
+  const Run local =
+      train<asyncopt::update::Sgd, LocalSgd, Mpi>(f, sgd, LocalSgd{.period = 1}, options);
+  // The mean of (w - lr g_k) and w - lr mean(g_k) round differently: equal to a few ulps.
+  CHECK(relative_difference(local.params, sync.params) <= 1e-6);
+  CHECK(same_everywhere(checksum(local.params)));
+}
+
+TEST_CASE("uneven shards across processes neither hang nor bias the mean") {
+  // 4 workers per process's count of examples: the shards differ in length, so the last
+  // rounds have fewer processes contributing; a process with nothing left takes part with a
+  // count of 0, and the mean is over the contributions alone, as within one process.
+  const std::size_t p = processes();
+  const asyncopt::update::Sgd sgd{.learning_rate = 0.03};
+  for (const std::size_t examples : {4 * p + 1, 4 * p + p - 1, 9 * p + 1}) {
+    INFO("examples = " << examples);
+    const LeastSquares f = planted(static_cast<Eigen::Index>(examples), 6, 5);
+    Options options{.workers = 1, .batch_size = 3, .epochs = 2, .seed = 2};
+    const Run job = train<asyncopt::update::Sgd, Synchronous, Mpi>(f, sgd, Synchronous{}, options);
+    const Run local =
+        train<asyncopt::update::Sgd, LocalSgd, Mpi>(f, sgd, LocalSgd{.period = 2}, options);
+    options.workers = p;
+    const Run single =
+        train<asyncopt::update::Sgd, Synchronous, SharedMemory>(f, sgd, Synchronous{}, options);
+    const Run single_local = train<asyncopt::update::Sgd, LocalSgd, SharedMemory>(
+        f, sgd, LocalSgd{.period = 2}, options);
+    CHECK(same_everywhere(checksum(job.params)));
+    CHECK(same_everywhere(checksum(local.params)));
+    CHECK(job.report.updates == single.report.updates);
+    if (p <= 2) {
+      CHECK(job.params == single.params);
+      CHECK(local.params == single_local.params);
+    } else {
+      CHECK(relative_difference(job.params, single.params) <= 1e-6);
+      CHECK(relative_difference(local.params, single_local.params) <= 1e-6);
+    }
+  }
+}
+
+TEST_CASE("the bytes of the rounds are counted for the whole job") {
+  // Every round all-reduces n + 1 floats (the sum and the count) on every process, and each
+  // epoch ends with one round to which nobody contributes; a job of one process has nobody
+  // to reduce with.
+  const std::size_t p = processes();
+  const LeastSquares f = planted(200, 9, 1);
+  const Options options{.workers = 1, .batch_size = 10, .epochs = 2, .seed = 3};
+  const Run job = train<asyncopt::update::Sgd, Synchronous, Mpi>(
+      f, asyncopt::update::Sgd{.learning_rate = 0.01}, Synchronous{}, options);
+  const std::uint64_t rounds = job.report.updates + job.report.epochs;
+  CHECK(job.report.updates == 2 * ((200 / p + 9) / 10));
+  CHECK(job.report.collective_bytes == (p > 1 ? p * rounds * (9 + 1) * sizeof(float) : 0));
+}
+
+TEST_CASE("the processes stop after the same epoch") {
+  const LeastSquares f = planted(120, 5, 8);
+  const Options options{.workers = 1, .batch_size = 6, .epochs = 10, .seed = 1};
+  std::vector<float> w(5, 0.0F);
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Synchronous, Mpi> opt(
+      asyncopt::update::Sgd{.learning_rate = 0.01});
+  std::size_t calls = 0;
+  // Only the last process's callback asks to stop, after epoch 2.
+  const auto report =
+      opt.optimize(f, std::span<float>(w), options, [&](const asyncopt::EpochInfo<float>& info) {
+        ++calls;
+        return !(rank() + 1 == processes() && info.epoch == 2);
+      });
+  CHECK(calls == 2);
+  CHECK(report.epochs == 2);
+  CHECK(report.stop == asyncopt::StopReason::callback);
+}
+
+TEST_CASE("every process starts from process 0's parameters") {
+  std::vector<float> w(4, static_cast<float>(rank()) + 1.0F);
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Synchronous, Mpi> opt(
+      asyncopt::update::Sgd{.learning_rate = 0.01});
+  auto store = opt.attach(std::span<float>(w), 1);
+  CHECK(w == std::vector<float>(4, 1.0F));
+  CHECK(store->first_worker() == rank());
+  CHECK(store->job_workers() == processes());
+}
+
+TEST_CASE("processes that attach different models are refused with a clear error") {
+  if (processes() < 2) {
+    return;
+  }
+  std::vector<float> w(rank() == 1 ? 5 : 4, 0.0F);
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Synchronous, Mpi> opt(
+      asyncopt::update::Sgd{.learning_rate = 0.01});
+  CHECK_THROWS_WITH(opt.attach(std::span<float>(w), 1),
+                    "asyncopt: transport::Mpi: process 1 has 5 parameters but process 0 has 4; "
+                    "every process must attach the same model");
+  CHECK(everywhere(true));
+}
+
+int main(int argc, char** argv) {
+  const asyncopt::mpi::Environment mpi(argc, argv);
+  return Catch::Session().run(argc, argv);
+}
