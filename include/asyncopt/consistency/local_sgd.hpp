@@ -128,8 +128,11 @@ struct LocalSgd {
                                across_) == 0) {
         return false;
       }
-      const std::unique_lock lock(params_mutex_);
-      std::copy(mean_.begin(), mean_.begin() + static_cast<std::ptrdiff_t>(n_), shared.begin());
+      {
+        const std::unique_lock lock(params_mutex_);
+        std::copy(mean_.begin(), mean_.begin() + static_cast<std::ptrdiff_t>(n_), shared.begin());
+      }
+      across_.round_closed();
       return true;
     }
 

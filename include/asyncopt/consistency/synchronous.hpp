@@ -67,6 +67,7 @@ struct Synchronous {
       return rounds_.arrive(id, [&](std::span<const unsigned char> contributed) {
         detail::average_rows(gradients_.data(), n_, contributed, std::span<Scalar>(mean_), across_);
         commit(std::span<const Scalar>(mean_.data(), n_));
+        across_.round_closed();
       });
     }
 
@@ -80,6 +81,7 @@ struct Synchronous {
         return false;
       }
       commit(std::span<const Scalar>(mean_.data(), n_));
+      across_.round_closed();
       return true;
     }
 

@@ -23,6 +23,10 @@ namespace asyncopt {
 /// - `barrier()`: returns once every process has called it.
 /// Every process calls the same operations in the same order. collective::InProcess is the
 /// model for a job of one process; the MPI plug-in's mpi::Communicator is the one over MPI.
+///
+/// A collective may also offer `round_closed()`, which the round policies call on every
+/// process after each round of the job has been applied (while this process's workers wait
+/// in it or have left): a round boundary, where the MPI transport writes its checkpoints.
 template <class C>
 concept Collective = requires(C& c, std::span<float> f, std::span<double> d, std::size_t root) {
   { c.rank() } -> std::convertible_to<std::size_t>;
@@ -75,7 +79,12 @@ class Ref {
         broadcast_double_([](void* s, std::span<double> v, std::size_t root) {
           static_cast<C*>(s)->broadcast(v, root);
         }),
-        barrier_([](void* s) { static_cast<C*>(s)->barrier(); }) {}
+        barrier_([](void* s) { static_cast<C*>(s)->barrier(); }),
+        round_closed_([](void* s) {
+          if constexpr (requires(C & c) { c.round_closed(); }) {
+            static_cast<C*>(s)->round_closed();
+          }
+        }) {}
 
   /// This process's number in the job.
   [[nodiscard]] std::size_t rank() const noexcept { return rank_; }
@@ -95,6 +104,9 @@ class Ref {
   }
   /// Returns once every process has called it.
   void barrier() const { barrier_(self_); }
+  /// A round of the job has been applied: calls the collective's round_closed() when it has
+  /// one.
+  void round_closed() const { round_closed_(self_); }
 
  private:
   void* self_ = nullptr;
@@ -107,6 +119,7 @@ class Ref {
   void (*broadcast_double_)(void*, std::span<double>, std::size_t) = [](void*, std::span<double>,
                                                                         std::size_t) {};
   void (*barrier_)(void*) = [](void*) {};
+  void (*round_closed_)(void*) = [](void*) {};
 };
 
 static_assert(Collective<InProcess>);

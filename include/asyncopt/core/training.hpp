@@ -11,6 +11,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <span>
@@ -22,6 +23,7 @@
 #include <asyncopt/core/config.hpp>
 #include <asyncopt/core/objective.hpp>
 #include <asyncopt/core/options.hpp>
+#include <asyncopt/core/progress.hpp>
 #include <asyncopt/core/random.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
@@ -103,6 +105,16 @@ concept JobStore = requires(Store& store, std::span<double> values) {
   store.job_sum(values);
 };
 
+/// A store that checkpoints training (the MPI transport): optimize() lets it read where the
+/// run stands with `track(report)` (the store calls report(progress) at its checkpoints, on
+/// a worker thread while this process's workers wait in a round, or after they have left),
+/// and starts from `resume_point()` when the store resumed from a checkpoint.
+template <class Store>
+concept CheckpointingStore = requires(Store& store, std::function<void(Progress&)> report) {
+  store.track(report);
+  { store.resume_point() } -> std::same_as<std::optional<Progress>>;
+};
+
 /// How a worker steps on objective F through a handle of type Worker: which of the four
 /// kinds of step (touched gradient, fused, sparse, dense) it takes, and what it pulls.
 template <class F, class Scalar, class Rule, class Consistency, class Worker>
@@ -136,6 +148,7 @@ struct alignas(cache_line) WorkerState {
   std::vector<Scalar> grad;
   SparseGradient<Scalar> sparse_grad;
   std::vector<std::size_t> touched;  // the parameters a sparse step pulls
+  std::size_t start = 0;             // the shard of this epoch: order_[start, end)
   std::size_t next = 0;
   std::size_t end = 0;
   std::uint64_t examples = 0;
@@ -217,12 +230,25 @@ class Training {
         states_.back().grad.resize(n);
       }
     }
+    if constexpr (CheckpointingStore<Store>) {
+      store_.track([this](Progress& progress) {
+        progress.epoch = epoch_;
+        progress.taken.resize(states_.size());
+        for (std::size_t k = 0; k < states_.size(); ++k) {
+          progress.taken[k] = states_[k].next - states_[k].start;
+        }
+      });
+    }
   }
   Training(const Training&) = delete;
   Training& operator=(const Training&) = delete;
   Training(Training&&) = delete;
   Training& operator=(Training&&) = delete;
-  ~Training() = default;
+  ~Training() {
+    if constexpr (CheckpointingStore<Store>) {
+      store_.track({});  // the store outlives this training
+    }
+  }
 
   /// Runs epochs on `transport` until a stopping criterion holds, calling every callback
   /// after each epoch, and reports.
@@ -233,8 +259,14 @@ class Training {
       report.loss.push_back(loss());
     }
     double previous = report.loss.empty() ? 0.0 : report.loss.back();
-    for (std::size_t epoch = 1;; ++epoch) {
-      run_epoch(transport, epoch);
+    // A store that resumed from a checkpoint continues its epoch where it stood.
+    std::optional<Progress> resume;
+    if constexpr (CheckpointingStore<Store>) {
+      resume = store_.resume_point();
+    }
+    const std::size_t first_epoch = resume ? static_cast<std::size_t>(resume->epoch) : 1;
+    for (std::size_t epoch = first_epoch;; ++epoch) {
+      run_epoch(transport, epoch, epoch == first_epoch && resume ? &*resume : nullptr);
       report.epochs = epoch;
       EpochEnd end{.epoch = epoch, .previous_loss = previous};
       if (options_.evaluate_loss) {
@@ -324,8 +356,10 @@ class Training {
   }
 
   // One pass over a fresh shuffle: worker k takes the k-th contiguous slice.
+  // `from`, when given, says how far into its shard each worker is already.
   template <class Transport>
-  void run_epoch(const Transport& transport, std::size_t epoch) {
+  void run_epoch(const Transport& transport, std::size_t epoch, const Progress* from) {
+    epoch_ = epoch;
     random_permutation(order_, epoch_seed(options_.seed, epoch));
     const std::size_t workers = states_.size();
     const std::size_t examples = order_.size();
@@ -337,8 +371,13 @@ class Training {
       total = store_.job_workers();
     }
     for (std::size_t id = 0; id < workers; ++id) {
-      states_[id].next = (first + id) * examples / total;
+      states_[id].start = (first + id) * examples / total;
       states_[id].end = (first + id + 1) * examples / total;
+      states_[id].next = states_[id].start;
+      if (from != nullptr && id < from->taken.size()) {
+        states_[id].next += std::min<std::size_t>(static_cast<std::size_t>(from->taken[id]),
+                                                  states_[id].end - states_[id].start);
+      }
       states_[id].handle.join();
       states_[id].pulled = false;
     }
@@ -458,6 +497,7 @@ class Training {
   std::atomic<bool> stop_{false};
   Clock::duration training_{};
   StoreStats before_epoch_;
+  std::size_t epoch_ = 0;  // the epoch in progress
 };
 
 }  // namespace detail

@@ -15,11 +15,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mpi.h>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include <climits>
 
@@ -184,8 +186,10 @@ class Communicator {
 static_assert(Collective<Communicator>);
 
 /// A collective that counts what passes through it: the bytes of the buffers handed to its
-/// all-reduces and broadcasts, and the wall time spent in them. The MPI transport's rounds
-/// use it, so that the Report tells what the rounds cost.
+/// all-reduces and broadcasts, and the wall time spent in them; and that passes the round
+/// policies' round boundaries (round_closed()) on to an observer. The MPI transport's rounds
+/// use it, so that the Report tells what the rounds cost and checkpoints fall on round
+/// boundaries.
 template <Collective C>
 class Counted {
  public:
@@ -211,6 +215,15 @@ class Counted {
     timed(0, [&] { inner_->barrier(); });
   }
 
+  /// Calls `observer()` at every round_closed() from now on (nothing when empty).
+  void on_round_closed(std::function<void()> observer) { observer_ = std::move(observer); }
+  /// A round policy applied a round of the job: tells the observer.
+  void round_closed() {
+    if (observer_) {
+      observer_();
+    }
+  }
+
   /// Bytes handed to all-reduces and broadcasts so far.
   [[nodiscard]] std::uint64_t bytes() const noexcept { return bytes_; }
   /// Seconds spent in operations so far.
@@ -226,6 +239,7 @@ class Counted {
   }
 
   C* inner_;
+  std::function<void()> observer_;
   std::uint64_t bytes_ = 0;
   double seconds_ = 0.0;
 };

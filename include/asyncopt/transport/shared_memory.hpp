@@ -121,6 +121,17 @@ class SharedMemory::Store : store::Immovable {
         counters_(workers),
         claims_(workers) {}
 
+  /// Sets worker `id`'s count of finished steps, as when resuming from a checkpoint. Call it
+  /// only while no worker pulls or pushes.
+  void restore_clock(std::size_t id, std::uint64_t clock) noexcept {
+    counters_[id].clock.store(clock, std::memory_order_release);
+  }
+
+  /// Worker `id`'s count of finished steps. Call it while worker `id` does not step.
+  [[nodiscard]] std::uint64_t clock_of(std::size_t id) const noexcept {
+    return counters_[id].clock.load(std::memory_order_acquire);
+  }
+
   /// Once every worker of this process has left: takes part in the job's rounds that the
   /// other processes still run, applying their updates as a worker's round would, until a
   /// round to which no process contributes. Returns the number of rounds applied. Call it

@@ -310,13 +310,14 @@ class Server {
   // last request and (delay compensation) the parameters it last pulled.
   void restore() {
     CheckpointReader in = read_checkpoint(config_.checkpoint);
+    constexpr const char* here = "this server";
     in.expect("element type", in.get<std::uint64_t>(),
-              static_cast<std::uint64_t>(wire::element_of<Scalar>()));
-    in.expect("dimension", in.get<std::uint64_t>(), config_.dimension);
-    in.expect("first key", in.get<std::uint64_t>(), config_.begin);
-    in.expect("end key", in.get<std::uint64_t>(), config_.last());
-    in.expect("workers", in.get<std::uint64_t>(), config_.workers);
-    in.expect("rule state slots", in.get<std::uint64_t>(), Rule::state_slots);
+              static_cast<std::uint64_t>(wire::element_of<Scalar>()), here);
+    in.expect("dimension", in.get<std::uint64_t>(), config_.dimension, here);
+    in.expect("first key", in.get<std::uint64_t>(), config_.begin, here);
+    in.expect("end key", in.get<std::uint64_t>(), config_.last(), here);
+    in.expect("workers", in.get<std::uint64_t>(), config_.workers, here);
+    in.expect("rule state slots", in.get<std::uint64_t>(), Rule::state_slots, here);
     const auto version = in.get<std::uint64_t>();
     std::vector<Scalar> params(params_.size());
     std::vector<Scalar> state(store_.rule_state().size());
