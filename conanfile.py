@@ -2,16 +2,18 @@
 
 The package holds the headers and asyncopt's own CMake package config (installed by
 CMake), which consumers load with find_package(asyncopt CONFIG REQUIRED [COMPONENTS
-objectives io zmq cuda]); the recipe's components mirror its targets: asyncopt::asyncopt
+objectives io zmq cuda mpi]); the recipe's components mirror its targets: asyncopt::asyncopt
 (xsimd only), asyncopt::objectives (Eigen), asyncopt::io (Eigen and zlib), asyncopt::zmq
-(option with_zmq, requires cppzmq; zlib) and asyncopt::cuda (option with_cuda, the CUDA
-toolkit from the system).
+(option with_zmq, requires cppzmq; zlib), asyncopt::cuda (option with_cuda, the CUDA
+toolkit from the system) and asyncopt::mpi (option with_mpi, requires openmpi; its C
+library only).
 """
 
 import os
 import re
 
 from conan import ConanFile
+from conan.errors import ConanException
 from conan.tools.build import check_min_cppstd
 from conan.tools.cmake import CMake, CMakeDeps, CMakeToolchain, cmake_layout
 from conan.tools.files import copy, load
@@ -25,8 +27,8 @@ class AsyncoptConan(ConanFile):
     topics = ("sgd", "hogwild", "parameter-server", "optimization", "header-only")
     package_type = "header-library"
     settings = "os", "arch", "compiler", "build_type"
-    options = {"with_zmq": [True, False], "with_cuda": [True, False]}
-    default_options = {"with_zmq": False, "with_cuda": False}
+    options = {"with_zmq": [True, False], "with_cuda": [True, False], "with_mpi": [True, False]}
+    default_options = {"with_zmq": False, "with_cuda": False, "with_mpi": False}
     exports_sources = ("CMakeLists.txt", "cmake/*", "include/*", "LICENSE")
     no_copy_source = True
 
@@ -43,6 +45,8 @@ class AsyncoptConan(ConanFile):
         self.requires("zlib/[>=1.2.11 <2]")
         if self.options.with_zmq:
             self.requires("cppzmq/[>=4.9 <5]")
+        if self.options.with_mpi:
+            self.requires("openmpi/[>=4.1 <6]")
 
     def validate(self):
         check_min_cppstd(self, 20)
@@ -64,6 +68,11 @@ class AsyncoptConan(ConanFile):
     def package(self):
         copy(self, "LICENSE", self.source_folder, os.path.join(self.package_folder, "licenses"))
         CMake(self).install()
+        # The mpi component's targets exist only where the build found MPI's C library.
+        if self.options.with_mpi and not os.path.isfile(os.path.join(
+                self.package_folder, "share", "cmake", "asyncopt", "asyncopt_mpiTargets.cmake")):
+            raise ConanException("asyncopt: with_mpi=True, but the build did not find MPI's C "
+                                 "library (CMake's FindMPI, COMPONENTS C)")
 
     def package_id(self):
         self.info.clear()
@@ -103,3 +112,12 @@ class AsyncoptConan(ConanFile):
             cuda.requires = ["asyncopt"]
             cuda.bindirs = []
             cuda.libdirs = []
+        if self.options.with_mpi:
+            # MPI's C API from C++: openmpi's ompi-c (MPI::MPI_C), without the deprecated C++
+            # bindings that mpi.h would otherwise declare.
+            mpi = self.cpp_info.components["mpi"]
+            mpi.set_property("cmake_target_name", "asyncopt::mpi")
+            mpi.requires = ["asyncopt", "openmpi::ompi-c"]
+            mpi.defines = ["OMPI_SKIP_MPICXX=1", "MPICH_SKIP_MPICXX=1"]
+            mpi.bindirs = []
+            mpi.libdirs = []

@@ -3,10 +3,11 @@
 #   1. finds Conan 2 (on PATH, or installs it with pip into build/conan-venv),
 #   2. uses its own Conan home, build/conan-home (set CONAN_HOME to use another),
 #   3. creates a wrapper package per system library (conan/system/conanfile.py:
-#      eigen, xsimd, zlib and cppzmq from Debian, as name/version@system),
+#      eigen, xsimd, zlib, cppzmq and openmpi from Debian, as name/version@system),
 #   4. runs `conan create` with the profile conan/profiles/system, which replaces
-#      the recipe's ConanCenter requirements by those wrappers, twice: with the
-#      default options and with with_zmq=True (test_package then uses asyncopt::zmq).
+#      the recipe's ConanCenter requirements by those wrappers, three times: with the
+#      default options, with with_zmq=True (test_package then uses asyncopt::zmq) and
+#      with with_mpi=True (test_package then uses asyncopt::mpi, as one process).
 # Exits non-zero when any step fails.
 set -euo pipefail
 
@@ -36,7 +37,7 @@ if ! "${conan}" profile path default >/dev/null 2>&1; then
   "${conan}" profile detect 2>&1 | grep -v '^WARN: The output of this command'
 fi
 
-for package in eigen/3.4.0 xsimd/8.1.0 zlib/1.2.13 cppzmq/4.9.0; do
+for package in eigen/3.4.0 xsimd/8.1.0 zlib/1.2.13 cppzmq/4.9.0 openmpi/4.1.4; do
   if ! output=$("${conan}" create conan/system --name "${package%/*}" \
     --version "${package#*/}" --user system --no-remote 2>&1); then
     echo "${output}" >&2
@@ -53,3 +54,6 @@ create() {
 }
 create
 create --options "asyncopt/*:with_zmq=True"
+# For Open MPI, where this runs as root (as CI does); harmless elsewhere.
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  create --options "asyncopt/*:with_mpi=True"

@@ -19,11 +19,14 @@ class AsyncoptTestPackage(ConanFile):
 
     def build(self):
         cmake = CMake(self)
+        options = self.dependencies["asyncopt"].options
         cmake.configure(variables={
-            "WITH_ZMQ": bool(self.dependencies["asyncopt"].options.with_zmq),
+            "WITH_ZMQ": bool(options.with_zmq),
+            "WITH_MPI": bool(options.with_mpi),
         })
         cmake.build()
 
     def test(self):
+        # With with_mpi, the program runs as one MPI process, without mpiexec.
         if can_run(self):
             self.run(os.path.join(self.cpp.build.bindir, "test_package"), env="conanrun")

@@ -3,12 +3,16 @@
 Created as name/version@system (conan create conan/system --name eigen --version 3.4.0
 --user system), it carries no files and generates no CMake config: a consumer's
 find_package() falls through to the system's own config. With the profile in
-conan/profiles/system, which replaces every eigen/*, xsimd/*, zlib/* and cppzmq/* by these,
-asyncopt's recipe builds offline against the Debian packages while declaring its
+conan/profiles/system, which replaces every eigen/*, xsimd/*, zlib/*, cppzmq/* and openmpi/*
+by these, asyncopt's recipe builds offline against the Debian packages while declaring its
 requirements as a user of ConanCenter would.
 """
 
 from conan import ConanFile
+
+# The components of ConanCenter's recipes that asyncopt's recipe requires by name: the
+# wrapper declares them, empty, so that those requirements resolve.
+COMPONENTS = {"openmpi": ("ompi-c",)}
 
 
 class SystemPackage(ConanFile):
@@ -20,6 +24,8 @@ class SystemPackage(ConanFile):
 
     def package_info(self):
         self.cpp_info.set_property("cmake_find_mode", "none")
-        self.cpp_info.includedirs = []
-        self.cpp_info.libdirs = []
-        self.cpp_info.bindirs = []
+        infos = [self.cpp_info.components[name] for name in COMPONENTS.get(self.name, ())]
+        for info in infos or [self.cpp_info]:
+            info.includedirs = []
+            info.libdirs = []
+            info.bindirs = []

@@ -1,7 +1,8 @@
 // Trains least squares (asyncopt::objectives) on synthetic data through the installed
 // package and checks that the known solution is recovered; with the zmq or cuda component,
-// also calls into the component's dependency through its target. Exit status 0 means the
-// package works.
+// also calls into the component's dependency through its target, and with mpi takes one
+// synchronous step through the MPI transport as a single process (no mpiexec). Exit status 0
+// means the package works.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -23,8 +24,39 @@
 #if defined(ASYNCOPT_CONSUMER_CUDA)
 #include <cuda_runtime_api.h>
 #endif
+#if defined(ASYNCOPT_CONSUMER_MPI)
+#include <asyncopt/mpi/mpi.hpp>
+#endif
 
 namespace {
+
+#if defined(ASYNCOPT_CONSUMER_MPI)
+// One round of synchronous SGD across the job's processes (one here): the worker's gradient
+// is applied once, when its round closes, to the parameters of every process.
+int run_mpi() {
+  const asyncopt::mpi::Environment environment;
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, asyncopt::consistency::Synchronous,
+                                 asyncopt::transport::Mpi>
+      opt{asyncopt::update::Sgd{.learning_rate = 0.5f}};
+  std::vector<float> w{1.0f, 2.0f, -3.0f};
+  auto store = opt.attach(std::span<float>(w), 1);
+  auto worker = store->worker(0);
+  std::vector<float> seen(w.size());
+  worker.pull(std::span<float>(seen));
+  const std::vector<float> g{2.0f, -2.0f, 4.0f};
+  const asyncopt::PushResult pushed = worker.push(std::span<const float>(g));
+  worker.clock();
+  std::printf("asyncopt::mpi: %zu process, w = %g %g %g\n", store->processes(),
+              static_cast<double>(w[0]), static_cast<double>(w[1]), static_cast<double>(w[2]));
+  const std::vector<float> expected{0.0f, 3.0f, -5.0f};
+  if (store->processes() != 1 || seen != std::vector<float>{1.0f, 2.0f, -3.0f} || !pushed.applied ||
+      w != expected) {
+    std::printf("FAILED: one synchronous step through transport::Mpi\n");
+    return 1;
+  }
+  return 0;
+}
+#endif
 
 int run() {
   using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -80,6 +112,11 @@ int run() {
     return 1;
   }
   std::printf("asyncopt::cuda: CUDA runtime %d\n", runtime);
+#endif
+#if defined(ASYNCOPT_CONSUMER_MPI)
+  if (run_mpi() != 0) {
+    return 1;
+  }
 #endif
   std::printf("OK\n");
   return 0;
