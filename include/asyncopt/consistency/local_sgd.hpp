@@ -65,8 +65,8 @@ struct LocalSgd {
     Guard(const LocalSgd& policy, std::size_t n, std::size_t workers, collective::Ref across = {})
         : SharedParameters<Scalar>(n),
           period_(policy.period),
-          replicas_(n * workers),
-          mean_(n + 1),
+          replicas_((n + 1) * workers),
+          spare_(n + 1),
           clocks_(workers, 0),
           changed_(workers, 0),
           rounds_(workers),
@@ -78,12 +78,12 @@ struct LocalSgd {
     /// uses a worker id at a time); they then hold steps not yet averaged.
     [[nodiscard]] std::span<Scalar> replica(std::size_t id) noexcept {
       changed_[id] = 1;
-      return {replicas_.data() + id * n_, n_};
+      return {replicas_.data() + id * (n_ + 1), n_};
     }
 
     /// The same, for its pulls to read.
     [[nodiscard]] std::span<const Scalar> replica(std::size_t id) const noexcept {
-      return {replicas_.data() + id * n_, n_};
+      return {replicas_.data() + id * (n_ + 1), n_};
     }
 
     /// Worker `id` finished step `clock`: every period-th one, averages with the other live
@@ -124,13 +124,21 @@ struct LocalSgd {
    private:
     // shared <- the mean over the job of the contributed replicas, when there is one.
     bool average_into(std::span<Scalar> shared, std::span<const unsigned char> contributed) {
-      if (detail::average_rows(replicas_.data(), n_, contributed, std::span<Scalar>(mean_),
-                               across_) == 0) {
+      const auto [sum, count] =
+          detail::sum_rows(replicas_.data(), n_ + 1, n_, contributed, spare_.data(), across_);
+      if (count == 0) {
         return false;
       }
       {
         const std::unique_lock lock(params_mutex_);
-        std::copy(mean_.begin(), mean_.begin() + static_cast<std::ptrdiff_t>(n_), shared.begin());
+        if (count == 1) {
+          std::copy(sum, sum + n_, shared.begin());
+        } else {
+          const auto divisor = static_cast<Scalar>(count);
+          for (std::size_t i = 0; i < n_; ++i) {
+            shared[i] = sum[i] / divisor;
+          }
+        }
       }
       across_.round_closed();
       return true;
@@ -139,13 +147,15 @@ struct LocalSgd {
     void restart(std::size_t id, std::span<const Scalar> shared) {
       const std::shared_lock lock(params_mutex_);
       std::copy(shared.begin(), shared.end(),
-                replicas_.begin() + static_cast<std::ptrdiff_t>(id * n_));
+                replicas_.begin() + static_cast<std::ptrdiff_t>(id * (n_ + 1)));
       changed_[id] = 0;
     }
 
     std::uint64_t period_;
-    std::vector<Scalar> replicas_;  // row k: worker k's parameters
-    std::vector<Scalar> mean_;      // a round's mean, and the job's count of replicas
+    // Row k, n + 1 apart: worker k's parameters; a round's sum goes into the first
+    // contributor's row, with the count after it, and every replica restarts from the mean.
+    std::vector<Scalar> replicas_;
+    std::vector<Scalar> spare_;  // the round's sum where this process contributes nothing
     // Per worker, touched only by the thread that uses the worker id.
     std::vector<std::uint64_t> clocks_;
     std::vector<unsigned char> changed_;  // pushed to since the last average

@@ -1,5 +1,5 @@
 // Rounds: the barrier shared by the policies that move all workers forward together, and
-// the mean over the job of the workers' rows they close a round with. Internal to those
+// the sum over the job of the workers' rows they close a round with. Internal to those
 // policies.
 #pragma once
 
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <mutex>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include <asyncopt/core/collective.hpp>
@@ -119,48 +120,46 @@ class Rounds {
   std::uint64_t round_ = 0;
 };
 
-/// The mean over the job of the contributing workers' rows: mean[i] = the mean over the
-/// contributing workers k of rows[k * n + i], where the workers of this process are summed
-/// in worker order and then, across processes, by `across.all_reduce_sum` (each process
-/// adding its count of contributions in mean[n]), so the result depends neither on the order
-/// in which workers arrived nor on which process computes it. `mean` has n + 1 elements; a
-/// process with no contribution (an empty `contributed`) adds zeros and a count of 0.
-/// Returns the number of contributions in the job; when it is 0, mean[0, n) is all zero.
+/// The sum over the job of the contributing workers' rows, which a round divides by the count
+/// it returns (in the update's pass, or while copying the mean out). Row k starts at
+/// rows + k * stride and holds n values; stride >= n + 1, so a row has room for a count. The
+/// rows of this process's contributing workers are summed in worker order into the first
+/// contributor's row, which then goes across the processes in one `across.all_reduce_sum`
+/// of n + 1 values, the last being this process's count of contributions; so the sum
+/// depends neither on the order in which workers arrived nor on which process computes it.
+/// A process with no contribution (an empty `contributed`) adds zeros and a count of 0
+/// from `spare` (n + 1 values). Returns where the sum is, and the job's count of
+/// contributions (0: nobody contributed, and the sum is all zero).
 template <class Scalar>
-std::size_t average_rows(const Scalar* rows, std::size_t n,
-                         std::span<const unsigned char> contributed, std::span<Scalar> mean,
-                         const collective::Ref& across) {
-  Scalar* const dst = mean.data();
+std::pair<Scalar*, std::size_t> sum_rows(Scalar* rows, std::size_t stride, std::size_t n,
+                                         std::span<const unsigned char> contributed, Scalar* spare,
+                                         const collective::Ref& across) {
+  Scalar* sum = nullptr;
   std::size_t count = 0;
   for (std::size_t k = 0; k < contributed.size(); ++k) {
     if (contributed[k] == 0) {
       continue;
     }
-    const Scalar* row = rows + k * n;
-    if (count == 0) {
-      std::copy(row, row + n, dst);
+    const Scalar* row = rows + k * stride;
+    if (sum == nullptr) {
+      sum = rows + k * stride;
     } else {
       for (std::size_t i = 0; i < n; ++i) {
-        dst[i] += row[i];
+        sum[i] += row[i];
       }
     }
     ++count;
   }
-  if (count == 0) {
-    std::fill(dst, dst + n, Scalar{0});
+  if (sum == nullptr) {
+    sum = spare;
+    std::fill(sum, sum + n, Scalar{0});
   }
   if (across.size() > 1) {
-    mean[n] = static_cast<Scalar>(count);
-    across.all_reduce_sum(mean);
-    count = static_cast<std::size_t>(mean[n]);
+    sum[n] = static_cast<Scalar>(count);
+    across.all_reduce_sum(std::span<Scalar>(sum, n + 1));
+    count = static_cast<std::size_t>(sum[n]);
   }
-  if (count > 1) {
-    const auto divisor = static_cast<Scalar>(count);
-    for (std::size_t i = 0; i < n; ++i) {
-      dst[i] /= divisor;
-    }
-  }
-  return count;
+  return {sum, count};
 }
 
 }  // namespace asyncopt::consistency::detail

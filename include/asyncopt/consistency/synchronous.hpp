@@ -52,35 +52,39 @@ struct Synchronous {
     Guard(const Synchronous& /*policy*/, std::size_t n, std::size_t workers,
           collective::Ref across = {})
         : SharedParameters<Scalar>(n),
-          gradients_(n * workers),
-          mean_(n + 1),
+          gradients_((n + 1) * workers),
+          spare_(n + 1),
           rounds_(workers),
           across_(across) {}
 
     /// Worker `id`'s contribution to the current round: `fill(slot)` writes its dense
     /// gradient into `slot` (n elements). Blocks until the round is applied; the worker that
-    /// completes the round calls `commit(mean)` once, which applies the mean of the job's
-    /// gradients through write_dense. Returns the seconds spent waiting.
+    /// completes the round calls `commit(sum, count)` once with the sum of the job's `count`
+    /// gradients, which applies their mean (sum / count, divided in the update's pass)
+    /// through write_dense. Returns the seconds spent waiting.
     template <class Fill, class Commit>
     double combine(std::size_t id, Fill&& fill, Commit&& commit) {
-      fill(std::span<Scalar>(gradients_.data() + id * n_, n_));
+      fill(std::span<Scalar>(gradients_.data() + id * (n_ + 1), n_));
       return rounds_.arrive(id, [&](std::span<const unsigned char> contributed) {
-        detail::average_rows(gradients_.data(), n_, contributed, std::span<Scalar>(mean_), across_);
-        commit(std::span<const Scalar>(mean_.data(), n_));
+        const auto [sum, count] =
+            detail::sum_rows(gradients_.data(), n_ + 1, n_, contributed, spare_.data(), across_);
+        commit(std::span<const Scalar>(sum, n_), count);
         across_.round_closed();
       });
     }
 
     /// A round of the job in which no worker of this process takes part (they have all
-    /// left): contributes nothing, and calls `commit(mean)` with the mean of the other
-    /// processes' gradients when any contributed. Returns whether any did; the job's rounds
-    /// are over when none did. Call it only while no worker of this process pushes.
+    /// left): contributes nothing, and calls `commit(sum, count)` with the other processes'
+    /// gradients when any contributed. Returns whether any did; the job's rounds are over
+    /// when none did. Call it only while no worker of this process pushes.
     template <class Commit>
     bool idle_round(Commit&& commit) {
-      if (detail::average_rows(gradients_.data(), n_, {}, std::span<Scalar>(mean_), across_) == 0) {
+      const auto [sum, count] =
+          detail::sum_rows(gradients_.data(), n_ + 1, n_, {}, spare_.data(), across_);
+      if (count == 0) {
         return false;
       }
-      commit(std::span<const Scalar>(mean_.data(), n_));
+      commit(std::span<const Scalar>(sum, n_), count);
       across_.round_closed();
       return true;
     }
@@ -92,8 +96,10 @@ struct Synchronous {
     void join(std::size_t id, std::uint64_t /*clock*/) { rounds_.join(id); }
 
    private:
-    std::vector<Scalar> gradients_;  // row k: worker k's gradient of this round
-    std::vector<Scalar> mean_;       // the round's mean, and the job's count of gradients
+    // Row k, n + 1 apart: worker k's gradient of this round; a round's sum goes into the
+    // first contributor's row, with the count after it.
+    std::vector<Scalar> gradients_;
+    std::vector<Scalar> spare_;  // the round's sum where this process contributes nothing
     detail::Rounds rounds_;
     collective::Ref across_;
   };

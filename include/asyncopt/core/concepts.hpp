@@ -174,11 +174,12 @@ inline constexpr bool rounds_only_v = [] {
 
 /// A guard that turns the pushes of a round into one update (Synchronous):
 /// `combine(id, fill, commit)` lets worker `id` write its dense gradient with `fill(slot)`,
-/// blocks until the round is complete, and has one worker of the round apply the combined
-/// gradient with `commit(values)`. Returns the seconds spent waiting.
+/// blocks until the round is complete, and has one worker of the round apply the mean of the
+/// round's `count` gradients with `commit(sum, count)` (their sum, which the update divides
+/// by `count` as it reads it). Returns the seconds spent waiting.
 template <class G, class Scalar>
 concept CombiningGuard = requires(G& guard, std::size_t id, void (*fill)(std::span<Scalar>),
-                                  void (*commit)(std::span<const Scalar>)) {
+                                  void (*commit)(std::span<const Scalar>, std::size_t)) {
   { guard.combine(id, fill, commit) } -> std::convertible_to<double>;
 };
 

@@ -45,9 +45,10 @@ inline constexpr bool crosses_processes =
       requires(G & g, std::span<Scalar> shared) {
         { g.idle_round(shared) } -> std::convertible_to<bool>;
       }) ||
-     (CombiningGuard<G, Scalar> && requires(G & g, void (*commit)(std::span<const Scalar>)) {
-       { g.idle_round(commit) } -> std::convertible_to<bool>;
-     }));
+     (CombiningGuard<G, Scalar> &&
+      requires(G & g, void (*commit)(std::span<const Scalar>, std::size_t)) {
+        { g.idle_round(commit) } -> std::convertible_to<bool>;
+      }));
 
 /// How many copies of the rule's state a store keeps: one per worker for a replicating guard,
 /// else one.
@@ -118,23 +119,25 @@ void read_sparse(G& guard, std::size_t id, std::span<const std::size_t> index,
 
 /// Where and when worker `id`'s push is applied. `contribute(slot)` writes the worker's dense
 /// gradient into a round's slot (for a combining guard); `apply(range_guard, w, state_block,
-/// combined, local)` applies an update: the worker's own gradient when `combined` is null,
-/// else the combined dense gradient of a round, to the parameters `w` under `range_guard`
-/// (write_dense / write_sparse), with the state copy `state_block`; `local` says `w` is the
-/// worker's replica. Returns the seconds spent waiting for a round.
+/// combined, count, local)` applies an update: the worker's own gradient when `combined` is
+/// null, else the mean of a round's `count` dense gradients, whose sum `combined` holds, to
+/// the parameters `w` under `range_guard` (write_dense / write_sparse), with the state copy
+/// `state_block`; `local` says `w` is the worker's replica. Returns the seconds spent
+/// waiting for a round.
 template <class G, class Scalar, class Contribute, class Apply>
 double push(G& guard, std::size_t id, std::span<Scalar> shared, Contribute&& contribute,
             Apply&& apply) {
   if constexpr (replicates<G, Scalar>) {
     apply(store::Exclusive{.n = shared.size()}, guard.replica(id).data(), id,
-          static_cast<const Scalar*>(nullptr), true);
+          static_cast<const Scalar*>(nullptr), std::size_t{1}, true);
     return 0.0;
   } else if constexpr (combines_rounds<G, Scalar>) {
-    return guard.combine(id, contribute, [&](std::span<const Scalar> combined) {
-      apply(guard, shared.data(), std::size_t{0}, combined.data(), false);
+    return guard.combine(id, contribute, [&](std::span<const Scalar> sum, std::size_t count) {
+      apply(guard, shared.data(), std::size_t{0}, sum.data(), count, false);
     });
   } else {
-    apply(guard, shared.data(), std::size_t{0}, static_cast<const Scalar*>(nullptr), false);
+    apply(guard, shared.data(), std::size_t{0}, static_cast<const Scalar*>(nullptr), std::size_t{1},
+          false);
     return 0.0;
   }
 }
@@ -173,10 +176,11 @@ void join(G& guard, std::size_t id, std::uint64_t clock, std::span<const Scalar>
 
 /// One round of the job that no worker of this process takes part in, because they have all
 /// left: a process whose shard is done keeps taking part in the other processes' rounds, with
-/// nothing to contribute, until none contributes. `commit(mean)` applies a combining guard's
-/// mean gradient as apply() does in push(); a replicating guard writes the mean model into
-/// `shared` itself. Returns whether any process contributed (false also for a guard that
-/// does not move in rounds). Call it only while no worker of this process pulls or pushes.
+/// nothing to contribute, until none contributes. `commit(sum, count)` applies the mean of a
+/// combining guard's `count` gradients as apply() does in push(); a replicating guard writes
+/// the mean model into `shared` itself. Returns whether any process contributed (false also for a
+/// guard that does not move in rounds). Call it only while no worker of this process pulls or
+/// pushes.
 template <class G, class Scalar, class Commit>
 bool idle_round(G& guard, std::span<Scalar> shared, Commit&& commit) {
   if constexpr (replicates<G, Scalar>) {

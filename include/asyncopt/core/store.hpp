@@ -3,6 +3,7 @@
 // and the guarded write path. Transports build their stores from these pieces.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -233,15 +234,17 @@ class RuleState {
     return pointers;
   }
 
-  /// The rule's formula for one update of `values` (the gradient, whose norm the rules that
-  /// clip by norm receive).
+  /// The rule's formula for one update of `values` / `average_of` (the gradient, or the sum
+  /// of a round's `average_of` gradients, whose mean's norm the rules that clip by norm
+  /// receive).
   [[nodiscard]] auto formula(std::uint64_t staleness, std::uint64_t version, std::size_t worker,
-                             std::span<const Scalar> values) const {
-    auto formula = rule_.template formula<Scalar>(
-        UpdateInfo{.staleness = staleness,
-                   .version = version,
-                   .worker = worker,
-                   .gradient_norm = needs_gradient_norm_v<Rule> ? norm(values) : 0.0});
+                             std::span<const Scalar> values, std::size_t average_of = 1) const {
+    auto formula = rule_.template formula<Scalar>(UpdateInfo{
+        .staleness = staleness,
+        .version = version,
+        .worker = worker,
+        .gradient_norm =
+            needs_gradient_norm_v<Rule> ? norm(values) / static_cast<double>(average_of) : 0.0});
     static_assert(needs_w_seen_v<Rule> == needs_w_seen_v<decltype(formula)>,
                   "asyncopt: a rule and its formula must agree on needs_w_seen");
     return formula;
@@ -265,6 +268,44 @@ void write_dense(Guard&& guard, const Formula& formula, Scalar* w, std::span<con
             .w = w, .g = gradient.data(), .state = state, .w_seen = w_seen},
         begin, end);
   });
+}
+
+/// A formula applied to the mean of a round's gradients, given their sum: the formula sees
+/// g / count, divided in the update's own pass over the parameters (the same division, so the
+/// same bits, as a separate pass would give).
+template <class Formula, class Scalar>
+struct Averaged {
+  /// As the formula's.
+  static constexpr bool needs_w_seen = needs_w_seen_v<Formula>;
+  /// The formula of one update.
+  Formula formula;
+  /// How many gradients the sum holds.
+  Scalar count;
+
+  /// formula(w, g / count, state).
+  template <class V, std::size_t Slots>
+  void operator()(V& w, const V& g, std::array<V, Slots>& state) const {
+    formula(w, g / V(count), state);
+  }
+  /// formula(w, g / count, state, w_seen).
+  template <class V, std::size_t Slots>
+  void operator()(V& w, const V& g, std::array<V, Slots>& state, const V& w_seen) const {
+    formula(w, g / V(count), state, w_seen);
+  }
+};
+
+/// Runs a rule's formula over the mean of `count` dense gradients whose sum is `sum`, under
+/// a consistency guard's write_dense(): a round's combined update.
+template <class Guard, class Formula, class Scalar, std::size_t Slots>
+void write_mean(Guard&& guard, const Formula& formula, Scalar* w, std::span<const Scalar> sum,
+                std::size_t count, const kernels::StatePointers<Scalar, Slots>& state,
+                const Scalar* w_seen) {
+  if (count <= 1) {
+    write_dense(guard, formula, w, sum, state, w_seen);
+  } else {
+    write_dense(guard, Averaged<Formula, Scalar>{formula, static_cast<Scalar>(count)}, w, sum,
+                state, w_seen);
+  }
 }
 
 /// The same for a sparse gradient; w_seen holds one value per entry when `w_seen_by_entry`.

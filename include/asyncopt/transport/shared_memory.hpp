@@ -139,15 +139,15 @@ class SharedMemory::Store : store::Immovable {
   std::uint64_t finish_rounds() {
     std::vector<Scalar> seen;  // the parameters a round's gradients were computed at
     std::uint64_t rounds = 0;
-    while (hooks::idle_round(guard_, params_, [&](std::span<const Scalar> mean) {
+    while (hooks::idle_round(guard_, params_, [&](std::span<const Scalar> sum, std::size_t count) {
       if constexpr (needs_w_seen_v<Rule>) {
         seen.assign(params_.begin(), params_.end());
       }
       const auto state = rule_.block(0);
       apply(
-          0, versions_.completed(), false, mean,
+          0, versions_.completed(), false, sum, count,
           [&](const auto& formula) {
-            store::write_dense(guard_, formula, params_.data(), mean, state, seen.data());
+            store::write_mean(guard_, formula, params_.data(), sum, count, state, seen.data());
           },
           store::IgnoreAccepted{});
     })) {
@@ -185,16 +185,18 @@ class SharedMemory::Store : store::Immovable {
   // schedules and Adam's bias correction see) is the worker's own step count, as for a
   // sequential run on the replica: the same in every run, whatever the threads' timing,
   // and the round count of Synchronous when the period is 1.
+  // `values` is the gradient, or the sum of a round's `average_of` gradients.
   template <class Write, class Accepted>
   PushResult apply(std::size_t worker, std::uint64_t seen, bool local,
-                   std::span<const Scalar> values, Write&& write, Accepted&& accepted) {
+                   std::span<const Scalar> values, std::size_t average_of, Write&& write,
+                   Accepted&& accepted) {
     static_assert(std::is_nothrow_invocable_v<Accepted&, const PushResult&>,
                   "asyncopt: a push's accepted callback must be noexcept");
     const auto ticket = versions_.take();
     const std::uint64_t staleness = local ? 0 : ticket.staleness(seen);
     const std::uint64_t version =
         local ? counters_[worker].clock.load(std::memory_order_relaxed) : ticket.slot();
-    const auto formula = rule_.formula(staleness, version, worker, values);
+    const auto formula = rule_.formula(staleness, version, worker, values, average_of);
     const PushResult result{.applied = true, .staleness = staleness};
     accepted(result);
     write(formula);
@@ -355,8 +357,8 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
   friend class Store;
 
   // The push path every policy shares: the guard's push hook decides where and when the
-  // update runs; `write` applies the worker's own gradient, a round's combined gradient is
-  // applied densely from the parameters this worker pulled.
+  // update runs; `write` applies the worker's own gradient, a round's mean gradient is
+  // applied densely, from its sum, at the parameters this worker pulled.
   template <class Contribute, class Write, class Accepted>
   PushResult push_through(Contribute&& contribute, Write&& write, std::span<const Scalar> values,
                           Accepted&& accepted) {
@@ -364,18 +366,19 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
     PushResult result{.applied = true, .staleness = 0};
     s.counters_[id()].stats.wait_seconds += hooks::push(
         s.guard_, id(), s.params_, contribute,
-        [&](auto&& range, Scalar* w, std::size_t block, const Scalar* combined, bool local) {
+        [&](auto&& range, Scalar* w, std::size_t block, const Scalar* combined, std::size_t count,
+            bool local) {
           const auto state = s.rule_.block(block);
           if (combined == nullptr) {
             result = s.apply(
-                id(), seen_version_, local, values,
+                id(), seen_version_, local, values, 1,
                 [&](const auto& formula) { write(range, w, state, formula); }, accepted);
           } else {
-            const std::span<const Scalar> mean(combined, s.params_.size());
+            const std::span<const Scalar> sum(combined, s.params_.size());
             result = s.apply(
-                id(), seen_version_, local, mean,
+                id(), seen_version_, local, sum, count,
                 [&](const auto& formula) {
-                  store::write_dense(range, formula, w, mean, state, seen_.params);
+                  store::write_mean(range, formula, w, sum, count, state, seen_.params);
                 },
                 store::IgnoreAccepted{});
           }
