@@ -176,6 +176,9 @@ struct Table {
   /// The names, for CLI::IsMember.
   [[nodiscard]] static std::vector<std::string> names() { return {std::string(Kinds::name)...}; }
 
+  /// Whether the table has a kind called `name`.
+  [[nodiscard]] static bool offers(std::string_view name) { return ((Kinds::name == name) || ...); }
+
   /// "a, b (note), c": the names with their notes, for --help.
   [[nodiscard]] static std::string describe() {
     std::string out;
@@ -231,6 +234,11 @@ inline constexpr Table<RuleSettings, rule::Sgd, rule::Momentum, rule::HeavyBall<
 inline constexpr Table<PolicySettings, policy::Locked, policy::LockFree,
                        policy::Ssp<policy::LockFree>, policy::Synchronous, policy::LocalSgd>
     policies{"consistency policy"};
+
+/// The policies that move workers in rounds, the only ones that run across the processes of
+/// an MPI job (transport::Mpi).
+inline constexpr Table<PolicySettings, policy::Synchronous, policy::LocalSgd> round_policies{
+    "consistency policy"};
 
 /// f(rule) for the rule called `name`, with `settings`.
 template <class F>

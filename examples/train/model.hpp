@@ -123,11 +123,13 @@ struct Run {
   const EpochCallback& callback;
 };
 
-/// Trains `run.model` with an optimizer of `rule` and `consistency`: through SparseView where
-/// the model is sparse, else through DenseView.
-template <class Rule, class Consistency>
-asyncopt::Report optimize(const Rule& rule, const Consistency& consistency, const Run& run) {
-  const asyncopt::AsyncOptimizer<Scalar, Rule, Consistency> optimizer(rule, consistency);
+/// Trains `run.model` with an optimizer of `rule`, `consistency` and `transport` (shared
+/// memory unless given): through SparseView where the model is sparse, else through DenseView.
+template <class Rule, class Consistency, class Transport = asyncopt::transport::SharedMemory>
+asyncopt::Report optimize(const Rule& rule, const Consistency& consistency, const Run& run,
+                          const Transport& transport = {}) {
+  const asyncopt::AsyncOptimizer<Scalar, Rule, Consistency, Transport> optimizer(rule, consistency,
+                                                                                 transport);
   if (run.model.sparse()) {
     return optimizer.optimize(SparseView{{&run.model}}, run.w, run.options, run.callback);
   }

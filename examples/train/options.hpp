@@ -13,8 +13,11 @@
 
 namespace examples::train {
 
-/// Adds the trainer's options to `app`, bound to the fields of `s`.
-inline void add_options(CLI::App& app, Settings& s) {
+/// Adds the trainer's options to `app`, bound to the fields of `s`, with --consistency
+/// choosing among `policies` (and only the settings of those policies offered).
+template <class... Policies>
+void add_options(CLI::App& app, Settings& s,
+                 const dispatch::Table<dispatch::PolicySettings, Policies...>& policies) {
   app.add_option("--data", s.data,
                  "fashion-mnist (IDX files, dense), libsvm (sparse), csv (dense) or rcv1-like "
                  "(generated, sparse)")
@@ -112,20 +115,25 @@ inline void add_options(CLI::App& app, Settings& s) {
       ->capture_default_str()
       ->group("Update rule");
 
-  dispatch::add_choice(app, "--consistency", s.consistency, "", dispatch::policies)
-      ->group("Consistency");
-  app.add_option("--stripes", s.policies.stripes, "locked: lock stripes (1 = one lock)")
-      ->check(cli::positive_integer<std::size_t>())
-      ->capture_default_str()
-      ->group("Consistency");
-  app.add_option("--staleness", s.policies.staleness, "ssp: clocks a worker may run ahead")
-      ->check(cli::non_negative_integer<std::uint64_t>())
-      ->capture_default_str()
-      ->group("Consistency");
-  app.add_option("--period", s.policies.period, "local: steps between averages")
-      ->check(cli::positive_integer<std::uint64_t>())
-      ->capture_default_str()
-      ->group("Consistency");
+  dispatch::add_choice(app, "--consistency", s.consistency, "", policies)->group("Consistency");
+  if (policies.offers("locked")) {
+    app.add_option("--stripes", s.policies.stripes, "locked: lock stripes (1 = one lock)")
+        ->check(cli::positive_integer<std::size_t>())
+        ->capture_default_str()
+        ->group("Consistency");
+  }
+  if (policies.offers("ssp")) {
+    app.add_option("--staleness", s.policies.staleness, "ssp: clocks a worker may run ahead")
+        ->check(cli::non_negative_integer<std::uint64_t>())
+        ->capture_default_str()
+        ->group("Consistency");
+  }
+  if (policies.offers("local")) {
+    app.add_option("--period", s.policies.period, "local: steps between averages")
+        ->check(cli::positive_integer<std::uint64_t>())
+        ->capture_default_str()
+        ->group("Consistency");
+  }
 
   app.add_option("--workers", s.workers, "worker threads")
       ->check(cli::positive_integer<std::size_t>())
@@ -160,6 +168,11 @@ inline void add_options(CLI::App& app, Settings& s) {
   app.add_option("--plot-script", s.plot_script, "the plotting script")
       ->capture_default_str()
       ->group("Output");
+}
+
+/// The trainer's options, with every consistency policy.
+inline void add_options(CLI::App& app, Settings& s) {
+  add_options(app, s, dispatch::policies);
 }
 
 }  // namespace examples::train
