@@ -13,8 +13,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <functional>
-#include <memory>
 #include <optional>
 #include <ostream>
 #include <span>
@@ -90,36 +88,6 @@ void on_every_process(const Place& place, Step&& step) {
   throw SetupFailed{};
 }
 
-/// transport::Mpi, whose store also tells the epoch callback how many bytes the job's rounds
-/// have all-reduced so far: EpochInfo does not carry it (the Report does, at the end). The
-/// store's stats() is collective, and the callback runs on every process after each epoch,
-/// so every process asks at the same point.
-struct CountingMpi : asyncopt::transport::Mpi {
-  using Bytes = std::function<std::uint64_t()>;
-  /// Set while the optimizer's store exists; shared with the optimizer's copy.
-  std::shared_ptr<Bytes> collective_bytes = std::make_shared<Bytes>();
-
-  template <class Scalar, class Rule, class Consistency>
-  class Store : public asyncopt::transport::Mpi::Store<Scalar, Rule, Consistency> {
-    using Base = asyncopt::transport::Mpi::Store<Scalar, Rule, Consistency>;
-
-   public:
-    Store(const CountingMpi& transport, const Rule& rule, const Consistency& consistency,
-          std::span<Scalar> params, std::size_t workers)
-        : Base(transport, rule, consistency, params, workers), bytes_(transport.collective_bytes) {
-      *bytes_ = [this] { return this->stats().collective_bytes; };
-    }
-    Store(const Store&) = delete;
-    Store& operator=(const Store&) = delete;
-    Store(Store&&) = delete;
-    Store& operator=(Store&&) = delete;
-    ~Store() { *bytes_ = nullptr; }
-
-   private:
-    std::shared_ptr<Bytes> bytes_;
-  };
-};
-
 int train(Settings& s, const Place& place) {
   const bool printer = place.rank == 0;
   const auto start = std::chrono::steady_clock::now();
@@ -166,14 +134,13 @@ int train(Settings& s, const Place& place) {
   if (curve) {
     curve->start(models.train->loss(w), w);
   }
-  const CountingMpi transport;
+  const asyncopt::transport::Mpi transport;
   std::uint64_t bytes_before = 0;
   const EpochCallback callback = [&](const asyncopt::EpochInfo<Scalar>& e) {
-    const std::uint64_t bytes = (*transport.collective_bytes)();  // collective
     if (curve) {
-      (*curve)(e, bytes - bytes_before);
+      (*curve)(e, e.collective_bytes - bytes_before);
     }
-    bytes_before = bytes;
+    bytes_before = e.collective_bytes;
   };
   const Run job{.model = *models.train, .w = w, .options = options, .callback = callback};
   const asyncopt::Report report =

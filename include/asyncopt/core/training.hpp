@@ -47,6 +47,9 @@ struct EpochInfo {
   /// Mean staleness, in updates, of the updates applied during this epoch only; 0 when
   /// none was applied.
   double mean_staleness = 0.0;
+  /// Bytes the rounds have handed to the collective across processes so far, over the whole
+  /// job (StoreStats::collective_bytes); 0 within one process.
+  std::uint64_t collective_bytes = 0;
   /// The parameters after the epoch (no worker is running while callbacks run).
   std::span<const Scalar> params;
 };
@@ -282,6 +285,7 @@ class Training {
           .updates = store_.version(),
           .seconds = std::chrono::duration<double>(training_).count(),
           .mean_staleness = epoch_staleness(stats),
+          .collective_bytes = stats.collective_bytes,
           .params = std::span<const Scalar>(params_)};
       ((end.callbacks_agree = invoke_callback(callbacks, info) && end.callbacks_agree), ...);
       end.interrupted = stop_.load(std::memory_order_relaxed);
