@@ -2,13 +2,13 @@
 # Builds and tests asyncopt the way CI does:
 #   1. deps        install missing Debian packages (scripts/deps.sh)
 #   2. dev         configure, build and test everything with the `dev` preset
-#                  (warnings are errors; includes the install-and-consume checks)
+#                  (warnings are errors; install-and-consume; MPI under mpiexec)
 #   2b. docs       build the API reference with Doxygen (any warning, an
 #                  undocumented public entity included, fails it)
-#   2c. conan      create the Conan 2 package offline and test it with test_package
-#                  (scripts/conan.sh; installs Conan with pip when it is missing)
-#   3. tsan        build the tests with ThreadSanitizer and run them
-#   4. asan-ubsan  build the tests with AddressSanitizer + UBSan and run them
+#   2c. conan      create the Conan 2 package offline (with_zmq, with_mpi too) and
+#                  test it with test_package (scripts/conan.sh)
+#   3. tsan        the tests with ThreadSanitizer (not MPI's: Open MPI's threads)
+#   4. asan-ubsan  the tests with AddressSanitizer + UBSan, MPI's included
 #
 # Usage: scripts/test.sh [--quick]
 #   --quick   skip the sanitizer stages (local iteration)
