@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -25,24 +24,11 @@
 #include <asyncopt/mpi/mpi.hpp>
 #include <asyncopt/objective/objective.hpp>
 
+#include "planted.hpp"
+
 namespace {
 
-using Dense = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using LeastSquares = asyncopt::objective::LeastSquares<Dense>;
-
-LeastSquares planted(Eigen::Index n, Eigen::Index d, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  Dense x(n, d);
-  Eigen::VectorXf y(n);
-  for (Eigen::Index i = 0; i < n; ++i) {
-    for (Eigen::Index j = 0; j < d; ++j) {
-      x(i, j) = normal(rng);
-    }
-    y[i] = x.row(i).sum() + 0.1F * normal(rng);
-  }
-  return LeastSquares(std::move(x), std::move(y), {.l2 = 0.001, .intercept = true});
-}
+using mpi_tests::LeastSquares;
 
 // The objective, killing this process at its `die_at`-th gradient (0: never).
 struct Dying {
@@ -106,7 +92,7 @@ std::atomic<long> gradients{0};
 
 template <class Consistency>
 std::vector<float> train(const Arguments& a, const Consistency& consistency, int rank, int size) {
-  const LeastSquares f = planted(600, 16, 3);
+  const LeastSquares f = mpi_tests::planted(600, 16, 3, true);
   const Dying objective{.f = &f, .die_at = rank == size - 1 ? a.die_after : 0, .calls = &gradients};
   asyncopt::transport::Mpi mpi;
   mpi.checkpoints = {.path = a.checkpoint, .every_rounds = a.every, .resume = true};

@@ -9,7 +9,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -21,6 +20,8 @@
 #include <asyncopt/mpi/mpi.hpp>
 #include <asyncopt/objective/objective.hpp>
 
+#include "planted.hpp"
+
 using asyncopt::Options;
 using asyncopt::consistency::LocalSgd;
 using asyncopt::consistency::Synchronous;
@@ -29,27 +30,8 @@ using asyncopt::transport::SharedMemory;
 
 namespace {
 
-using Dense = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using LeastSquares = asyncopt::objective::LeastSquares<Dense>;
-
-// y = X w* + noise with X standard normal, the same on every process.
-LeastSquares planted(Eigen::Index n, Eigen::Index d, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  Dense x(n, d);
-  Eigen::VectorXf y(n);
-  Eigen::VectorXf w_star(d);
-  for (Eigen::Index j = 0; j < d; ++j) {
-    w_star[j] = normal(rng);
-  }
-  for (Eigen::Index i = 0; i < n; ++i) {
-    for (Eigen::Index j = 0; j < d; ++j) {
-      x(i, j) = normal(rng);
-    }
-    y[i] = x.row(i).dot(w_star) + 0.01F * normal(rng);
-  }
-  return LeastSquares(std::move(x), std::move(y), {.l2 = 0.0, .intercept = false});
-}
+using mpi_tests::LeastSquares;
+using mpi_tests::planted;
 
 std::size_t rank() {
   int r = 0;

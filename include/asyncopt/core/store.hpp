@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <asyncopt/core/formula.hpp>
 #include <asyncopt/core/precision.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
@@ -270,27 +271,17 @@ void write_dense(Guard&& guard, const Formula& formula, Scalar* w, std::span<con
   });
 }
 
-/// A formula applied to the mean of a round's gradients, given their sum: the formula sees
-/// g / count, divided in the update's own pass over the parameters (the same division, so the
-/// same bits, as a separate pass would give).
-template <class Formula, class Scalar>
-struct Averaged {
-  /// As the formula's.
-  static constexpr bool needs_w_seen = needs_w_seen_v<Formula>;
-  /// The formula of one update.
-  Formula formula;
+/// What a round's update sees instead of the sum of its gradients: their mean, divided in
+/// the update's own pass over the parameters (the same division, so the same bits, as a
+/// separate pass would give).
+template <class Scalar>
+struct DivideBy {
   /// How many gradients the sum holds.
   Scalar count;
-
-  /// formula(w, g / count, state).
-  template <class V, std::size_t Slots>
-  void operator()(V& w, const V& g, std::array<V, Slots>& state) const {
-    formula(w, g / V(count), state);
-  }
-  /// formula(w, g / count, state, w_seen).
-  template <class V, std::size_t Slots>
-  void operator()(V& w, const V& g, std::array<V, Slots>& state, const V& w_seen) const {
-    formula(w, g / V(count), state, w_seen);
+  /// g / count.
+  template <class V>
+  V operator()(const V& g, const V& /*w*/) const {
+    return g / V(count);
   }
 };
 
@@ -303,8 +294,8 @@ void write_mean(Guard&& guard, const Formula& formula, Scalar* w, std::span<cons
   if (count <= 1) {
     write_dense(guard, formula, w, sum, state, w_seen);
   } else {
-    write_dense(guard, Averaged<Formula, Scalar>{formula, static_cast<Scalar>(count)}, w, sum,
-                state, w_seen);
+    write_dense(guard, detail::mapped(formula, DivideBy<Scalar>{static_cast<Scalar>(count)}), w,
+                sum, state, w_seen);
   }
 }
 

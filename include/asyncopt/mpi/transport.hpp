@@ -4,21 +4,12 @@
 // communicator, once per round.
 #pragma once
 
-// MPI's C API only: without these, mpi.h declares the deprecated C++ bindings as well, which
-// need a library that asyncopt::mpi (MPI::MPI_C) does not link.
-#ifndef OMPI_SKIP_MPICXX
-#define OMPI_SKIP_MPICXX 1
-#endif
-#ifndef MPICH_SKIP_MPICXX
-#define MPICH_SKIP_MPICXX 1
-#endif
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <limits>
-#include <mpi.h>
 #include <optional>
 #include <span>
 #include <stdexcept>

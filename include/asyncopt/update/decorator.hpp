@@ -8,6 +8,7 @@
 
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>
+#include <asyncopt/core/formula.hpp>
 #include <asyncopt/core/update_info.hpp>
 #include <asyncopt/update/sgd.hpp>
 
@@ -18,27 +19,7 @@ namespace asyncopt::update::detail {
 template <class Inner>
 using InnerRule = std::conditional_t<UpdateRule<Inner>, Inner, Sgd>;
 
-/// The wrapped rule's formula with the gradient replaced by map(g, w).
-template <class InnerFormula, class Map>
-struct MappedFormula {
-  static constexpr bool needs_w_seen = needs_w_seen_v<InnerFormula>;
-  InnerFormula inner;
-  Map map;
-
-  template <class V, std::size_t Slots>
-  ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, Slots>& state) const {
-    inner(w, map(g, w), state);
-  }
-  template <class V, std::size_t Slots>
-  ASYNCOPT_HD void operator()(V& w, const V& g, std::array<V, Slots>& state,
-                              const V& w_seen) const {
-    inner(w, map(g, w), state, w_seen);
-  }
-};
-
-template <class InnerFormula, class Map>
-MappedFormula<InnerFormula, Map> mapped(InnerFormula inner, Map map) {
-  return {inner, map};
-}
+using asyncopt::detail::mapped;
+using asyncopt::detail::MappedFormula;
 
 }  // namespace asyncopt::update::detail
