@@ -84,17 +84,19 @@ TEST_CASE("a synchronous round applies the mean of the workers' gradients once")
   const std::vector<double> start = w;
   auto store = opt.attach(std::span<double>(w), workers);
   // Worker k pushes g_k = (k, 2k, -k) densely, except worker 3, which pushes the same
-  // gradient as a sparse one.
+  // gradient as a sparse one, and worker 2, which lets the round sum in its buffer.
   std::vector<asyncopt::PushResult> results(workers);
   on_threads(workers, [&](std::size_t id) {
     auto handle = store->worker(id);
     std::vector<double> seen(3);
     handle.pull(seen);
     const auto k = static_cast<double>(id);
-    const std::vector<double> g = {k, 2.0 * k, -k};
+    std::vector<double> g = {k, 2.0 * k, -k};
     if (id == 3) {
       const std::vector<std::size_t> index = {0, 1, 2};
       results[id] = handle.push(index, g);
+    } else if (id == 2) {
+      results[id] = handle.push_in_place(g);
     } else {
       results[id] = handle.push(g);
     }

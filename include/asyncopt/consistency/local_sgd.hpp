@@ -124,8 +124,12 @@ struct LocalSgd {
    private:
     // shared <- the mean over the job of the contributed replicas, when there is one.
     bool average_into(std::span<Scalar> shared, std::span<const unsigned char> contributed) {
-      const auto [sum, count] =
-          detail::sum_rows(replicas_.data(), n_ + 1, n_, contributed, spare_.data(), across_);
+      const auto [sum, count] = detail::sum_round(
+          [&](std::size_t k) {
+            Scalar* const replica = replicas_.data() + k * (n_ + 1);
+            return detail::Contribution<Scalar>{.values = replica, .scratch = replica};
+          },
+          contributed, replicas_.data(), n_ + 1, n_, spare_.data(), across_);
       if (count == 0) {
         return false;
       }

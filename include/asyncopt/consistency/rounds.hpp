@@ -120,32 +120,54 @@ class Rounds {
   std::uint64_t round_ = 0;
 };
 
-/// The sum over the job of the contributing workers' rows, which a round divides by the count
-/// it returns (in the update's pass, or while copying the mean out). Row k starts at
-/// rows + k * stride and holds n values; stride >= n + 1, so a row has room for a count. The
-/// rows of this process's contributing workers are summed in worker order into the first
-/// contributor's row, which then goes across the processes in one `across.all_reduce_sum`
-/// of n + 1 values, the last being this process's count of contributions; so the sum
-/// depends neither on the order in which workers arrived nor on which process computes it.
-/// A process with no contribution (an empty `contributed`) adds zeros and a count of 0
-/// from `spare` (n + 1 values). Returns where the sum is, and the job's count of
-/// contributions (0: nobody contributed, and the sum is all zero).
+/// A worker's contribution to a round: where its n values are, and a buffer holding them
+/// that the round may sum into (the guard's own row for the worker, or the worker's gradient
+/// buffer when its push allows it), or null when the round must not write them.
 template <class Scalar>
-std::pair<Scalar*, std::size_t> sum_rows(Scalar* rows, std::size_t stride, std::size_t n,
-                                         std::span<const unsigned char> contributed, Scalar* spare,
-                                         const collective::Ref& across) {
+struct Contribution {
+  /// The worker's n values.
+  const Scalar* values = nullptr;
+  /// The same values where the round may overwrite them; null: nowhere.
+  Scalar* scratch = nullptr;
+};
+
+/// The sum over the job of a round's contributions, which the round divides by the count it
+/// returns (in the update's pass, or while copying the mean out). `source(k)` is worker k's
+/// Contribution; `rows` are the guard's rows, row k at rows + k * stride with stride >= n + 1,
+/// and `spare` has n + 1 values. This process's contributions are summed in worker order into
+/// the first contributor's scratch (or a copy in its row), which then goes across the
+/// processes once: with `across.all_reduce_sum_counted` where `across.counts_apart(n)`, else
+/// as an all-reduce of n + 1 values, the last being this process's count (the sum moving to
+/// `spare` when it is in a buffer without that room). So the sum depends neither on the order
+/// in which workers arrived nor on which process computes it, and every process reduces the
+/// same way. A process with no contribution (an empty `contributed`) adds zeros and a count
+/// of 0. Returns where the sum is, and the job's count of contributions (0: nobody
+/// contributed, and the sum is all zero).
+template <class Scalar, class Source>
+std::pair<Scalar*, std::size_t> sum_round(Source&& source,
+                                          std::span<const unsigned char> contributed, Scalar* rows,
+                                          std::size_t stride, std::size_t n, Scalar* spare,
+                                          const collective::Ref& across) {
   Scalar* sum = nullptr;
+  bool room = true;  // whether sum[n] may hold the count
   std::size_t count = 0;
   for (std::size_t k = 0; k < contributed.size(); ++k) {
     if (contributed[k] == 0) {
       continue;
     }
-    const Scalar* row = rows + k * stride;
+    const Contribution<Scalar> c = source(k);
     if (sum == nullptr) {
-      sum = rows + k * stride;
+      Scalar* const row = rows + k * stride;
+      if (c.scratch != nullptr) {
+        sum = c.scratch;
+        room = sum == row;
+      } else {
+        sum = row;
+        std::copy(c.values, c.values + n, sum);
+      }
     } else {
       for (std::size_t i = 0; i < n; ++i) {
-        sum[i] += row[i];
+        sum[i] += c.values[i];
       }
     }
     ++count;
@@ -154,12 +176,19 @@ std::pair<Scalar*, std::size_t> sum_rows(Scalar* rows, std::size_t stride, std::
     sum = spare;
     std::fill(sum, sum + n, Scalar{0});
   }
-  if (across.size() > 1) {
-    sum[n] = static_cast<Scalar>(count);
-    across.all_reduce_sum(std::span<Scalar>(sum, n + 1));
-    count = static_cast<std::size_t>(sum[n]);
+  if (across.size() <= 1) {
+    return {sum, count};
   }
-  return {sum, count};
+  if (across.counts_apart(n)) {
+    return {sum, across.all_reduce_sum_counted(std::span<Scalar>(sum, n), count)};
+  }
+  if (!room) {
+    std::copy(sum, sum + n, spare);
+    sum = spare;
+  }
+  sum[n] = static_cast<Scalar>(count);
+  across.all_reduce_sum(std::span<Scalar>(sum, n + 1));
+  return {sum, static_cast<std::size_t>(sum[n])};
 }
 
 }  // namespace asyncopt::consistency::detail

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include <asyncopt/consistency/rounds.hpp>
@@ -53,21 +54,33 @@ struct Synchronous {
           collective::Ref across = {})
         : SharedParameters<Scalar>(n),
           gradients_((n + 1) * workers),
+          contributions_(workers),
           spare_(n + 1),
           rounds_(workers),
           across_(across) {}
 
     /// Worker `id`'s contribution to the current round: `fill(slot)` writes its dense
-    /// gradient into `slot` (n elements). Blocks until the round is applied; the worker that
-    /// completes the round calls `commit(sum, count)` once with the sum of the job's `count`
-    /// gradients, which applies their mean (sum / count, divided in the update's pass)
-    /// through write_dense. Returns the seconds spent waiting.
+    /// gradient into `slot` (n elements), unless `fill.values()` gives them where they are
+    /// (and `fill.scratch()` the same buffer, when the round may sum into it, or null), which
+    /// then must stay unchanged until the round is applied. Blocks until the round is
+    /// applied; the worker that completes the round calls `commit(sum, count)` once with the
+    /// sum of the job's `count` gradients, which applies their mean (sum / count, divided in
+    /// the update's pass) through write_dense. Returns the seconds spent waiting.
     template <class Fill, class Commit>
     double combine(std::size_t id, Fill&& fill, Commit&& commit) {
-      fill(std::span<Scalar>(gradients_.data() + id * (n_ + 1), n_));
+      if constexpr (requires {
+                      { fill.values() } -> std::convertible_to<std::span<const Scalar>>;
+                      { fill.scratch() } -> std::convertible_to<Scalar*>;
+                    }) {
+        contributions_[id] = {.values = std::span<const Scalar>(fill.values()).data(),
+                              .scratch = fill.scratch()};
+      } else {
+        Scalar* const row = gradients_.data() + id * (n_ + 1);
+        fill(std::span<Scalar>(row, n_));
+        contributions_[id] = {.values = row, .scratch = row};
+      }
       return rounds_.arrive(id, [&](std::span<const unsigned char> contributed) {
-        const auto [sum, count] =
-            detail::sum_rows(gradients_.data(), n_ + 1, n_, contributed, spare_.data(), across_);
+        const auto [sum, count] = reduce(contributed);
         commit(std::span<const Scalar>(sum, n_), count);
         across_.round_closed();
       });
@@ -79,8 +92,7 @@ struct Synchronous {
     /// when none did. Call it only while no worker of this process pushes.
     template <class Commit>
     bool idle_round(Commit&& commit) {
-      const auto [sum, count] =
-          detail::sum_rows(gradients_.data(), n_ + 1, n_, {}, spare_.data(), across_);
+      const auto [sum, count] = reduce({});
       if (count == 0) {
         return false;
       }
@@ -96,9 +108,17 @@ struct Synchronous {
     void join(std::size_t id, std::uint64_t /*clock*/) { rounds_.join(id); }
 
    private:
-    // Row k, n + 1 apart: worker k's gradient of this round; a round's sum goes into the
-    // first contributor's row, with the count after it.
+    // The round's sum over the job, and its count.
+    std::pair<Scalar*, std::size_t> reduce(std::span<const unsigned char> contributed) {
+      return detail::sum_round([&](std::size_t k) { return contributions_[k]; }, contributed,
+                               gradients_.data(), n_ + 1, n_, spare_.data(), across_);
+    }
+
+    // Row k, n + 1 apart: worker k's gradient of this round when its push was filled in; a
+    // round's sum goes into the first contributor's row (or buffer), with the count after it.
     std::vector<Scalar> gradients_;
+    // Per worker: where its contribution to the round in progress is.
+    std::vector<detail::Contribution<Scalar>> contributions_;
     std::vector<Scalar> spare_;  // the round's sum where this process contributes nothing
     detail::Rounds rounds_;
     collective::Ref across_;

@@ -3,6 +3,7 @@
 // and the guarded write path. Transports build their stores from these pieces.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -270,6 +271,26 @@ void write_dense(Guard&& guard, const Formula& formula, Scalar* w, std::span<con
         begin, end);
   });
 }
+
+/// A dense push's contribution to a round (see Synchronous::Guard::combine): its values where
+/// they are, and the same buffer when the push lets the round sum into it (push_in_place),
+/// else null; called with a slot, it copies the values there.
+template <class Scalar>
+struct DenseContribution {
+  /// The gradient.
+  std::span<const Scalar> gradient;
+  /// The gradient's buffer, when the round may overwrite it; null otherwise.
+  Scalar* scratch_buffer = nullptr;
+
+  /// The gradient, where it is.
+  [[nodiscard]] std::span<const Scalar> values() const noexcept { return gradient; }
+  /// Where the round may sum into, or null.
+  [[nodiscard]] Scalar* scratch() const noexcept { return scratch_buffer; }
+  /// Copies the gradient into `slot`.
+  void operator()(std::span<Scalar> slot) const {
+    std::copy(gradient.begin(), gradient.end(), slot.begin());
+  }
+};
 
 /// What a round's update sees instead of the sum of its gradients: their mean, divided in
 /// the update's own pass over the parameters (the same division, so the same bits, as a

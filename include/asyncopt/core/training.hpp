@@ -87,6 +87,10 @@ concept PackedPull = requires(W& h, std::span<const std::size_t> index, std::spa
   h.pull_values(index, values);
 };
 template <class W, class S>
+concept InPlacePush = requires(W& h, std::span<S> g) {
+  h.push_in_place(g);
+};
+template <class W, class S>
 concept FusedStep = requires(W& h, std::span<const S> g, std::span<S> out) {
   h.push_clock_pull(g, out);
 };
@@ -484,7 +488,11 @@ class Training {
       ws.handle.push(ws.sparse_grad);
     } else {
       objective_.gradient(std::span<const Scalar>(ws.w), batch, std::span<Scalar>(ws.grad));
-      ws.handle.push(std::span<const Scalar>(ws.grad));
+      if constexpr (InPlacePush<Worker, Scalar>) {
+        ws.handle.push_in_place(std::span<Scalar>(ws.grad));  // the next step overwrites it
+      } else {
+        ws.handle.push(std::span<const Scalar>(ws.grad));
+      }
     }
     ws.handle.clock();
   }

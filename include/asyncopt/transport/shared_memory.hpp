@@ -259,6 +259,14 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
     return push_dense(gradient, store::IgnoreAccepted{});
   }
 
+  /// Applies a dense gradient as push(gradient) does, and may use its buffer as scratch: it
+  /// holds unspecified values afterwards. Under a policy that combines rounds, the round
+  /// then sums the gradients in that buffer, with no copy (as MPI_IN_PLACE does); under the
+  /// others it is push(gradient).
+  PushResult push_in_place(std::span<Scalar> gradient) {
+    return push_dense(std::span<const Scalar>(gradient), store::IgnoreAccepted{}, gradient.data());
+  }
+
   /// Applies a sparse gradient: strictly increasing indices with their values.
   PushResult push(std::span<const std::size_t> index, std::span<const Scalar> value) {
     return push_sparse(index, value, store::IgnoreAccepted{});
@@ -312,16 +320,18 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
   Worker(Store& store, std::size_t id) : Base(store, id) {}
 
   /// A dense push; `accepted(result)` (noexcept) runs once the gradient is accepted, before
-  /// the update (Proxy's push with a callback).
+  /// the update (Proxy's push with a callback). A round may sum into `scratch` (the
+  /// gradient's own buffer, from push_in_place) when it is not null.
   template <class Accepted>
-  PushResult push_dense(std::span<const Scalar> gradient, Accepted&& accepted) {
+  PushResult push_dense(std::span<const Scalar> gradient, Accepted&& accepted,
+                        Scalar* scratch = nullptr) {
     check_size(gradient.size(), "push");
     const Scalar* const w_seen = seen_.template dense<Rule>();
     if (!kernels::all_finite(gradient)) {
       return reject();
     }
     return push_through(
-        [&](std::span<Scalar> slot) { std::copy(gradient.begin(), gradient.end(), slot.begin()); },
+        store::DenseContribution<Scalar>{.gradient = gradient, .scratch_buffer = scratch},
         [&](auto&& range, Scalar* w, const auto& state, const auto& formula) {
           store::write_dense(range, formula, w, gradient, state, w_seen);
         },
