@@ -40,8 +40,9 @@ MPI_ENVIRONMENT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 
 # Each size runs REPETITIONS blocks of each kind, each block at least MIN_BLOCK_TIME s of the
 # slowest kind, the kinds alternating; the report takes medians over the repetitions.
-FULL = {"min_block_time": 0.2, "repetitions": 9, "timeout": 900,
-        "expect": "about a minute per number of processes on two cores"}
+FULL = {"min_block_time": 0.2, "repetitions": 15, "timeout": 900,
+        "expect": "about a minute per number of processes on two cores; the output comes at "
+                  "the end"}
 QUICK = {"min_block_time": 0.01, "repetitions": 1, "timeout": 300,
          "expect": "a few seconds per number of processes"}
 
