@@ -63,7 +63,6 @@
 #include <ctime>
 #include <exception>
 #include <fstream>
-#include <limits>
 #include <memory>
 #include <random>
 #include <span>
@@ -148,6 +147,34 @@ bool take(std::string_view arg, std::string_view flag, std::string& value) {
   return true;
 }
 
+// `text` as a number through `convert` (std::stod, std::stoi, ...), all of it; throws
+// std::invalid_argument naming `flag` otherwise.
+template <class Convert>
+auto number_of(std::string_view flag, const std::string& text, Convert convert) {
+  std::size_t used = 0;
+  try {
+    const auto value = convert(text, &used);
+    if (used == text.size()) {
+      return value;
+    }
+  } catch (const std::logic_error&) {  // invalid_argument, out_of_range
+  }
+  throw std::invalid_argument(std::string(flag) + ": '" + text + "' is not a number");
+}
+
+double to_double(const std::string& text, std::size_t* used) {
+  return std::stod(text, used);
+}
+int to_int(const std::string& text, std::size_t* used) {
+  return std::stoi(text, used);
+}
+unsigned long long to_unsigned(const std::string& text, std::size_t* used) {
+  if (text.find('-') != std::string::npos) {  // std::stoull would wrap it around
+    throw std::invalid_argument("negative");
+  }
+  return std::stoull(text, used);
+}
+
 // Throws std::invalid_argument for a malformed or unknown argument.
 Settings parse(int argc, char** argv) {
   Settings settings;
@@ -159,7 +186,7 @@ Settings parse(int argc, char** argv) {
       std::stringstream list(value);
       std::string item;
       while (std::getline(list, item, ',')) {
-        const double n = std::stod(item);  // accepts 1e6
+        const double n = number_of("--sizes", item, to_double);  // accepts 1e6
         if (!(n >= 1.0) || n > 1e9 || n != std::floor(n)) {
           throw std::invalid_argument("--sizes: " + item + " is not a size from 1 to 1e9");
         }
@@ -169,17 +196,17 @@ Settings parse(int argc, char** argv) {
         throw std::invalid_argument("--sizes: no size given");
       }
     } else if (take(arg, "--repetitions", value)) {
-      settings.repetitions = std::stoi(value);
+      settings.repetitions = number_of("--repetitions", value, to_int);
       if (settings.repetitions < 1) {
         throw std::invalid_argument("--repetitions must be at least 1");
       }
     } else if (take(arg, "--min_block_time", value)) {
-      settings.min_block_time = std::stod(value);
+      settings.min_block_time = number_of("--min_block_time", value, to_double);
       if (!(settings.min_block_time >= 0.0) || !std::isfinite(settings.min_block_time)) {
         throw std::invalid_argument("--min_block_time must be finite and non-negative");
       }
     } else if (take(arg, "--local_sgd_period", value)) {
-      settings.local_sgd_period = std::stoull(value);
+      settings.local_sgd_period = number_of("--local_sgd_period", value, to_unsigned);
       if (settings.local_sgd_period == 0) {
         throw std::invalid_argument("--local_sgd_period must be at least 1");
       }
@@ -683,10 +710,10 @@ std::string to_json(const Settings& settings, int size, double clock_ns,
     const std::string name =
         std::string(kind_name(b.kind)) + "/" + std::to_string(size) + "/" + std::to_string(n);
     out << separator << "    {\"name\": " << json_string(name)
-        << ", \"run_name\": " << json_string(name) << ", \"run_type\": \"iteration\""
+        << ", \"run_name\": " << json_string(name) << R"(, "run_type": "iteration")"
         << ", \"repetitions\": " << settings.repetitions
         << ", \"repetition_index\": " << b.repetition << ", \"iterations\": " << b.rounds
-        << ", \"real_time\": " << number(b.round * 1e6) << ", \"time_unit\": \"us\""
+        << ", \"real_time\": " << number(b.round * 1e6) << R"(, "time_unit": "us")"
         << ", \"kind\": " << json_string(kind_name(b.kind)) << ", \"ranks\": " << size
         << ", \"n\": " << n << ", \"round_us\": " << number(b.round * 1e6)
         << ", \"round_max_us\": " << number(b.round_max * 1e6);
