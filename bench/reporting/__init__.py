@@ -6,6 +6,7 @@ Suites:
   kernels      the dense update kernels against a STREAM triad, Eigen and two-pass momentum
   scaling      the sparse Hogwild! path with 1 and 2 workers against hand-written loops
   zmq          the ZeroMQ parameter server on loopback against a raw DEALER/ROUTER echo
+  mpi          one synchronous round over MPI against a raw MPI_Allreduce loop (2 and 4 processes)
   cuda         every rule's device kernel against a device-to-device copy kernel (needs a GPU)
   experiments  the programs under bench/experiments/, each reproducing a published claim
 
@@ -17,7 +18,7 @@ needed), runs it with JSON output, prints one line per criterion,
 and writes its results under docs/results/. The exit status is 0 when every CHECK passes,
 1 when one fails, 2 when the suite could not run.
 
-The package holds one module per suite (kernels, scaling, zmq, cuda, experiments), each
+The package holds one module per suite (kernels, scaling, zmq, mpi, cuda, experiments), each
 with its DESCRIPTION and report(args) -> exit status; common has what they share and cli
 the command line. bench/report is the script that runs it.
 """
