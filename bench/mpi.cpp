@@ -7,24 +7,26 @@
 // buffers of the baselines beside it. For each n (floats of the model), three kinds of round
 // are timed, each in blocks of the same number of rounds on every process:
 //
-//   library/<p>/<n>     the library's round: h.push(gradient) and h.clock() on the worker's
-//                       handle. The push copies the gradient into the round's slot, closes
-//                       the round (this process has one worker), all-reduces the sum and the
-//                       count (n + 1 floats, in place), divides by the count and applies
-//                       w -= lr * mean. The pull before it (the next step's read of the
-//                       parameters) is timed apart: step_us is pull + push + clock.
+//   library/<p>/<n>     the library's round: h.push_in_place(gradient) and h.clock() on the
+//                       worker's handle, as optimize() steps. The push checks that the
+//                       gradient is finite, closes the round (this process has one worker),
+//                       all-reduces the gradient in its own buffer (from 16384 floats on, the
+//                       count in a one-value MPI_Iallreduce beside it; below, the gradient
+//                       is copied into a buffer of n + 1 floats with the count) and applies
+//                       w -= lr * (sum / count), dividing in the update's pass. The pull
+//                       before it (the next step's read of the parameters) is timed apart:
+//                       step_us is pull + push + clock.
 //   raw/<p>/<n>         what an expert writes by hand: MPI_Allreduce(MPI_IN_PLACE) of the
 //                       gradient buffer the step has just computed, then one fused loop
 //                       w[i] -= (lr / p) * g[i]. In place on the step's own gradient buffer
 //                       is the fastest honest form: the non-in-place call (into a sum buffer)
 //                       lets Open MPI copy the send buffer into the receive buffer first,
 //                       which cost a third more at 1e6 floats on two processes here.
-//   raw_copies/<p>/<n>  diagnostic: the raw loop with the passes the library's round adds,
-//                       each timed: the finiteness check of the gradient, its copy into a
-//                       slot, the slot's copy into an n + 1 buffer with the count, the
-//                       all-reduce of n + 1 floats in place, the division by the count, and
-//                       w -= lr * mean.
-//
+//   raw_copies/<p>/<n>  diagnostic: the raw loop doing the library's passes by hand, each
+//                       timed: the finiteness check of the gradient, the copy into an n + 1
+//                       buffer with the count (below 16384 floats; above, the count's
+//                       MPI_Iallreduce), the all-reduce, and w -= lr * (sum / count).
+
 // Before each round of every kind the step's "gradient computation" writes the gradient
 // buffer (a copy from a source that differs between processes), untimed, so every kind starts
 // its round from a freshly written gradient, as a training step does. Each round is timed
@@ -244,7 +246,7 @@ constexpr std::size_t max_parts = 6;
 const std::vector<std::vector<const char*>> part_names{
     {"pull_us", "push_clock_us"},
     {"allreduce_us", "update_us"},
-    {"check_us", "slot_copy_us", "mean_copy_us", "allreduce_us", "divide_us", "update_us"}};
+    {"check_us", "count_copy_us", "allreduce_us", "update_us"}};
 
 const std::vector<const char*>& parts_of(Kind kind) {
   return part_names[static_cast<std::size_t>(kind)];
@@ -269,16 +271,11 @@ const std::vector<const char*>& parts_of(Kind kind) {
   return bad == 0;
 }
 
-[[gnu::noinline]] void divide(float* __restrict v, std::size_t n, float divisor) {
+// The library's update of a round: the mean's division in the update's pass.
+[[gnu::noinline]] void mean_update(float* __restrict w, const float* __restrict sum, std::size_t n,
+                                   float lr, float count) {
   for (std::size_t i = 0; i < n; ++i) {
-    v[i] /= divisor;
-  }
-}
-
-[[gnu::noinline]] void sgd_update(float* __restrict w, const float* __restrict g, std::size_t n,
-                                  float lr) {
-  for (std::size_t i = 0; i < n; ++i) {
-    w[i] -= lr * g[i];
+    w[i] -= lr * (sum[i] / count);
   }
 }
 
@@ -330,7 +327,6 @@ class Case {
         pulled_(n),
         w_raw_(n, 0.0F),
         w_copies_(n, 0.0F),
-        slot_(n),
         mean_(n + 1),
         optimizer_(Rule{.learning_rate = learning_rate}) {
     for (std::size_t i = 0; i < n; ++i) {
@@ -439,7 +435,7 @@ class Case {
     const auto t1 = Clock::now();
     compute_gradient();
     const auto t2 = Clock::now();
-    const asyncopt::PushResult result = handle_->push(std::span<const float>(gradient_));
+    const asyncopt::PushResult result = handle_->push_in_place(std::span<float>(gradient_));
     handle_->clock();
     const auto t3 = Clock::now();
     if (!result.applied) {
@@ -464,25 +460,38 @@ class Case {
 
   void raw_copies_round(std::array<double, max_parts>& parts) {
     compute_gradient();
-    std::array<Clock::time_point, 7> t;
+    std::array<Clock::time_point, 5> t;
     t[0] = Clock::now();
     if (!all_finite(gradient_.data(), n_)) {
       throw std::runtime_error("a gradient is not finite");
     }
     t[1] = Clock::now();
-    std::copy(gradient_.begin(), gradient_.end(), slot_.begin());
+    float* sum = gradient_.data();
+    float count = 1.0F;
+    std::uint64_t total = 1;
+    MPI_Request request = MPI_REQUEST_NULL;
+    const bool apart = n_ >= asyncopt::collective::Ref::counted_from;
+    if (apart) {
+      check_mpi(
+          MPI_Iallreduce(MPI_IN_PLACE, &total, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD, &request));
+    } else {
+      std::copy(gradient_.begin(), gradient_.end(), mean_.begin());
+      mean_[n_] = 1.0F;
+      sum = mean_.data();
+    }
     t[2] = Clock::now();
-    std::copy(slot_.begin(), slot_.end(), mean_.begin());
-    mean_[n_] = 1.0F;
-    t[3] = Clock::now();
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, mean_.data(), static_cast<int>(n_ + 1), MPI_FLOAT,
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, sum, static_cast<int>(apart ? n_ : n_ + 1), MPI_FLOAT,
                             MPI_SUM, MPI_COMM_WORLD));
+    if (apart) {
+      check_mpi(MPI_Wait(&request, MPI_STATUS_IGNORE));
+      count = static_cast<float>(total);
+    } else {
+      count = mean_[n_];
+    }
+    t[3] = Clock::now();
+    mean_update(w_copies_.data(), sum, n_, static_cast<float>(learning_rate), count);
     t[4] = Clock::now();
-    divide(mean_.data(), n_, mean_[n_]);
-    t[5] = Clock::now();
-    sgd_update(w_copies_.data(), mean_.data(), n_, static_cast<float>(learning_rate));
-    t[6] = Clock::now();
-    for (std::size_t k = 0; k < 6; ++k) {
+    for (std::size_t k = 0; k < 4; ++k) {
       parts[k] += seconds(t[k], t[k + 1]);
     }
   }
@@ -495,7 +504,6 @@ class Case {
   std::vector<float> pulled_;
   std::vector<float> w_raw_;
   std::vector<float> w_copies_;
-  std::vector<float> slot_;
   std::vector<float> mean_;
   SyncOptimizer optimizer_;
   std::unique_ptr<Store> store_;

@@ -163,7 +163,9 @@ std::pair<Scalar*, std::size_t> sum_round(Source&& source,
         room = sum == row;
       } else {
         sum = row;
-        std::copy(c.values, c.values + n, sum);
+        for (std::size_t i = 0; i < n; ++i) {
+          sum[i] = c.values[i];
+        }
       }
     } else {
       for (std::size_t i = 0; i < n; ++i) {

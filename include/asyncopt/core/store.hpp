@@ -306,6 +306,19 @@ struct DivideBy {
   }
 };
 
+/// The same for a count that is a power of two, whose reciprocal is exact: g * (1 / count)
+/// is then g / count, bit for bit, and a multiplication costs less than a division.
+template <class Scalar>
+struct ScaleBy {
+  /// 1 / count.
+  Scalar reciprocal;
+  /// g * reciprocal.
+  template <class V>
+  V operator()(const V& g, const V& /*w*/) const {
+    return g * V(reciprocal);
+  }
+};
+
 /// Runs a rule's formula over the mean of `count` dense gradients whose sum is `sum`, under
 /// a consistency guard's write_dense(): a round's combined update.
 template <class Guard, class Formula, class Scalar, std::size_t Slots>
@@ -314,6 +327,10 @@ void write_mean(Guard&& guard, const Formula& formula, Scalar* w, std::span<cons
                 const Scalar* w_seen) {
   if (count <= 1) {
     write_dense(guard, formula, w, sum, state, w_seen);
+  } else if ((count & (count - 1)) == 0) {
+    const Scalar reciprocal = Scalar{1} / static_cast<Scalar>(count);
+    write_dense(guard, detail::mapped(formula, ScaleBy<Scalar>{reciprocal}), w, sum, state,
+                w_seen);
   } else {
     write_dense(guard, detail::mapped(formula, DivideBy<Scalar>{static_cast<Scalar>(count)}), w,
                 sum, state, w_seen);
