@@ -329,8 +329,7 @@ void write_mean(Guard&& guard, const Formula& formula, Scalar* w, std::span<cons
     write_dense(guard, formula, w, sum, state, w_seen);
   } else if ((count & (count - 1)) == 0) {
     const Scalar reciprocal = Scalar{1} / static_cast<Scalar>(count);
-    write_dense(guard, detail::mapped(formula, ScaleBy<Scalar>{reciprocal}), w, sum, state,
-                w_seen);
+    write_dense(guard, detail::mapped(formula, ScaleBy<Scalar>{reciprocal}), w, sum, state, w_seen);
   } else {
     write_dense(guard, detail::mapped(formula, DivideBy<Scalar>{static_cast<Scalar>(count)}), w,
                 sum, state, w_seen);
