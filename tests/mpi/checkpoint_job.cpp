@@ -32,9 +32,9 @@ using mpi_tests::LeastSquares;
 
 // The objective, killing this process at its `die_at`-th gradient (0: never).
 struct Dying {
-  const LeastSquares* f;
+  const LeastSquares* f = nullptr;
   long die_at = 0;
-  std::atomic<long>* calls;
+  std::atomic<long>* calls = nullptr;
 
   [[nodiscard]] std::size_t dimension() const { return f->dimension(); }
   [[nodiscard]] std::size_t num_examples() const { return f->num_examples(); }
@@ -106,10 +106,8 @@ std::vector<float> train(const Arguments& a, const Consistency& consistency, int
   return w;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const asyncopt::mpi::Environment mpi(argc, argv);
+// The job on every process; an error ends the whole job (MPI_Abort) with status 1.
+void run(int argc, char** argv) {
   int rank = 0;
   int size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -131,6 +129,18 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     asyncopt::mpi::Environment::abort(1);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const asyncopt::mpi::Environment mpi(argc, argv);
+    run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
   }
   return 0;
 }

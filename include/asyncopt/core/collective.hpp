@@ -125,12 +125,14 @@ class Ref {
   }
   /// Sums `values` in place and returns the sum of `count` over the processes; only where
   /// counts_apart().
-  std::size_t all_reduce_sum_counted(std::span<float> values, std::size_t count) const {
+  [[nodiscard]] std::size_t all_reduce_sum_counted(std::span<float> values,
+                                                   std::size_t count) const {
     return counted_float_(self_, values, count);
   }
   /// Sums `values` in place and returns the sum of `count` over the processes; only where
   /// counts_apart().
-  std::size_t all_reduce_sum_counted(std::span<double> values, std::size_t count) const {
+  [[nodiscard]] std::size_t all_reduce_sum_counted(std::span<double> values,
+                                                   std::size_t count) const {
     return counted_double_(self_, values, count);
   }
 

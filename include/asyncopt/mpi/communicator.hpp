@@ -167,7 +167,8 @@ class Communicator {
   /// sum of `count`: a one-value MPI_Iallreduce started first, which progresses inside the
   /// large MPI_Allreduce, so the count needs no room after the values.
   template <class Scalar>
-  std::size_t all_reduce_sum_counted(std::span<Scalar> values, std::size_t count) const {
+  [[nodiscard]] std::size_t all_reduce_sum_counted(std::span<Scalar> values,
+                                                   std::size_t count) const {
     auto total = static_cast<std::uint64_t>(count);
     MPI_Request request = MPI_REQUEST_NULL;
     detail::check(MPI_Iallreduce(MPI_IN_PLACE, &total, 1, MPI_UINT64_T, MPI_SUM, comm_, &request),
@@ -221,8 +222,8 @@ class Counted {
   }
   /// The inner counted all-reduce, counted (the values and the count).
   template <class Scalar>
-  std::size_t all_reduce_sum_counted(std::span<Scalar> values, std::size_t count) requires
-      requires(C& c) {
+  [[nodiscard]] std::size_t all_reduce_sum_counted(std::span<Scalar> values,
+                                                   std::size_t count) requires requires(C& c) {
     c.all_reduce_sum_counted(values, count);
   }
   {
