@@ -3,11 +3,12 @@
 // are the same, to 1e-6 relative where only their grouping differs), parameters equal on
 // every process after every epoch, uneven shards, the Report of the whole job, agreement on
 // when to stop, and the errors of bad input.
-#define CATCH_CONFIG_RUNNER
+#define CATCH_CONFIG_RUNNER  // NOLINT(readability-identifier-naming): Catch2 names it
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <span>
 #include <stdexcept>
@@ -358,6 +359,11 @@ TEST_CASE("processes that attach different models are refused with a clear error
 }
 
 int main(int argc, char** argv) {
-  const asyncopt::mpi::Environment mpi(argc, argv);
-  return Catch::Session().run(argc, argv);
+  try {
+    const asyncopt::mpi::Environment mpi(argc, argv);
+    return Catch::Session().run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "test_mpi: %s\n", e.what());
+    return 1;
+  }
 }
