@@ -186,9 +186,6 @@ class Mpi::Store : private mpi::detail::Endpoint,
   /// Where the job resumed from a checkpoint stands (once: later calls return nothing).
   [[nodiscard]] std::optional<Progress> resume_point() { return std::exchange(resume_, {}); }
 
-  /// Rounds of the job applied so far (counting those before a resume).
-  [[nodiscard]] std::uint64_t rounds_applied() const noexcept { return rounds_applied_; }
-
   /// This process's rank in the job.
   [[nodiscard]] std::size_t rank() noexcept { return this->comm().rank(); }
   /// The number of processes in the job.
