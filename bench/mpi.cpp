@@ -8,14 +8,14 @@
 // are timed, each in blocks of the same number of rounds on every process:
 //
 //   library/<p>/<n>     the library's round: h.push_in_place(gradient) and h.clock() on the
-//                       worker's handle, as optimize() steps. The push checks that the
-//                       gradient is finite, closes the round (this process has one worker),
-//                       all-reduces the gradient in its own buffer (from 16384 floats on, the
-//                       count in a one-value MPI_Iallreduce beside it; below, the gradient
-//                       is copied into a buffer of n + 1 floats with the count) and applies
-//                       w -= lr * (sum / count), dividing in the update's pass. The pull
-//                       before it (the next step's read of the parameters) is timed apart:
-//                       step_us is pull + push + clock.
+//                       worker's handle, as optimize() steps, with the gradient computed in
+//                       h.gradient_buffer(), the buffer the store lends the worker. The push
+//                       checks that the gradient is finite, closes the round (this process
+//                       has one worker), all-reduces the gradient in that buffer with the
+//                       count in the slot after it (one MPI_Allreduce of n + 1 floats) and
+//                       applies w -= lr * (sum / count), dividing in the update's pass. The
+//                       pull before it (h.pull_view(): the parameters where they are, no
+//                       copy) is timed apart: step_us is pull + push + clock.
 //   raw/<p>/<n>         what an expert writes by hand: MPI_Allreduce(MPI_IN_PLACE) of the
 //                       gradient buffer the step has just computed, then one fused loop
 //                       w[i] -= (lr / p) * g[i]. In place on the step's own gradient buffer
@@ -23,9 +23,9 @@
 //                       lets Open MPI copy the send buffer into the receive buffer first,
 //                       which cost a third more at 1e6 floats on two processes here.
 //   raw_copies/<p>/<n>  diagnostic: the raw loop doing the library's passes by hand, each
-//                       timed: the finiteness check of the gradient, the copy into an n + 1
-//                       buffer with the count (below 16384 floats; above, the count's
-//                       MPI_Iallreduce), the all-reduce, and w -= lr * (sum / count).
+//                       timed: the finiteness check of the gradient (computed in a buffer of
+//                       n + 1 floats), the count into the slot after it, the all-reduce of
+//                       n + 1 floats, and w -= lr * (sum / count).
 
 // Before each round of every kind the step's "gradient computation" writes the gradient
 // buffer (a copy from a source that differs between processes), untimed, so every kind starts
@@ -246,7 +246,7 @@ constexpr std::size_t max_parts = 6;
 const std::vector<std::vector<const char*>> part_names{
     {"pull_us", "push_clock_us"},
     {"allreduce_us", "update_us"},
-    {"check_us", "count_copy_us", "allreduce_us", "update_us"}};
+    {"check_us", "count_us", "allreduce_us", "update_us"}};
 
 const std::vector<const char*>& parts_of(Kind kind) {
   return part_names[static_cast<std::size_t>(kind)];
@@ -324,7 +324,6 @@ class Case {
         source_(n),
         gradient_(n),
         w_library_(n, 0.0F),
-        pulled_(n),
         w_raw_(n, 0.0F),
         w_copies_(n, 0.0F),
         mean_(n + 1),
@@ -431,11 +430,13 @@ class Case {
 
   void library_round(std::array<double, max_parts>& parts) {
     const auto t0 = Clock::now();
-    handle_->pull(std::span<float>(pulled_));
+    const std::span<const float> w = handle_->pull_view();
     const auto t1 = Clock::now();
-    compute_gradient();
+    const std::span<float> gradient = handle_->gradient_buffer();
+    std::copy(source_.begin(), source_.end(), gradient.begin());
+    sink_ = w[0];  // the step reads the parameters it was given
     const auto t2 = Clock::now();
-    const asyncopt::PushResult result = handle_->push_in_place(std::span<float>(gradient_));
+    const asyncopt::PushResult result = handle_->push_in_place(gradient);
     handle_->clock();
     const auto t3 = Clock::now();
     if (!result.applied) {
@@ -459,37 +460,20 @@ class Case {
   }
 
   void raw_copies_round(std::array<double, max_parts>& parts) {
-    compute_gradient();
+    std::copy(source_.begin(), source_.end(), mean_.begin());  // into a buffer of n + 1
     std::array<Clock::time_point, 5> t;
     t[0] = Clock::now();
-    if (!all_finite(gradient_.data(), n_)) {
+    if (!all_finite(mean_.data(), n_)) {
       throw std::runtime_error("a gradient is not finite");
     }
     t[1] = Clock::now();
-    float* sum = gradient_.data();
-    float count = 1.0F;
-    std::uint64_t total = 1;
-    MPI_Request request = MPI_REQUEST_NULL;
-    const bool apart = n_ >= asyncopt::collective::Ref::counted_from;
-    if (apart) {
-      check_mpi(
-          MPI_Iallreduce(MPI_IN_PLACE, &total, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD, &request));
-    } else {
-      std::copy(gradient_.begin(), gradient_.end(), mean_.begin());
-      mean_[n_] = 1.0F;
-      sum = mean_.data();
-    }
+    mean_[n_] = 1.0F;  // this process's count, in the slot after the gradient
     t[2] = Clock::now();
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, sum, static_cast<int>(apart ? n_ : n_ + 1), MPI_FLOAT,
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, mean_.data(), static_cast<int>(n_ + 1), MPI_FLOAT,
                             MPI_SUM, MPI_COMM_WORLD));
-    if (apart) {
-      check_mpi(MPI_Wait(&request, MPI_STATUS_IGNORE));
-      count = static_cast<float>(total);
-    } else {
-      count = mean_[n_];
-    }
+    const float count = mean_[n_];
     t[3] = Clock::now();
-    mean_update(w_copies_.data(), sum, n_, static_cast<float>(learning_rate), count);
+    mean_update(w_copies_.data(), mean_.data(), n_, static_cast<float>(learning_rate), count);
     t[4] = Clock::now();
     for (std::size_t k = 0; k < 4; ++k) {
       parts[k] += seconds(t[k], t[k + 1]);
@@ -501,10 +485,10 @@ class Case {
   std::vector<float> source_;
   std::vector<float> gradient_;
   std::vector<float> w_library_;
-  std::vector<float> pulled_;
   std::vector<float> w_raw_;
   std::vector<float> w_copies_;
   std::vector<float> mean_;
+  volatile float sink_ = 0.0F;
   SyncOptimizer optimizer_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Handle> handle_;  // after the store: goes before it

@@ -2,6 +2,7 @@
 // synchronous SGD, independent references for longer periods, convergence, and no hang
 // when a worker leaves or throws.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -113,6 +114,55 @@ TEST_CASE("a synchronous round applies the mean of the workers' gradients once")
     CHECK(r.applied);
     CHECK(r.staleness == 0);
   }
+}
+
+TEST_CASE("a synchronous step may read the parameters in place and use the store's buffer") {
+  // Workers 0 and 2 read with pull_view() and compute in gradient_buffer(); 1 and 3 copy
+  // with pull() and push their own buffers. The rounds sum in worker order either way, so
+  // the result equals an all-copying run bit for bit. g_k = w - c_k with c_k = (k, -k, 2k).
+  constexpr std::size_t workers = 4;
+  constexpr std::size_t rounds = 20;
+  constexpr std::size_t n = 3;
+  using Opt = asyncopt::AsyncOptimizer<double, HeavyBall, Synchronous>;
+  const Opt opt(HeavyBall{.learning_rate = 0.1, .momentum = 0.5});
+  auto run = [&](bool in_place) {
+    std::vector<double> w = {1.0, -2.0, 3.0};
+    auto store = opt.attach(std::span<double>(w), workers);
+    on_threads(workers, [&](std::size_t id) {
+      auto handle = store->worker(id);
+      std::vector<double> pulled(n);
+      std::vector<double> own(n);
+      const auto k = static_cast<double>(id);
+      const std::array<double, n> c = {k, -k, 2.0 * k};
+      for (std::size_t r = 0; r < rounds; ++r) {
+        if (in_place && id % 2 == 0) {
+          const std::span<const double> view = handle.pull_view();
+          CHECK(view.data() == w.data());
+          const std::span<double> g = handle.gradient_buffer();
+          CHECK(g.size() == n);
+          for (std::size_t i = 0; i < n; ++i) {
+            g[i] = view[i] - c[i];
+          }
+          CHECK(handle.push_in_place(g).applied);
+        } else {
+          handle.pull(std::span<double>(pulled));
+          for (std::size_t i = 0; i < n; ++i) {
+            own[i] = pulled[i] - c[i];
+          }
+          CHECK(handle.push(std::span<const double>(own)).applied);
+        }
+        handle.clock();
+      }
+    });
+    CHECK(store->stats().updates == rounds);
+    return w;
+  };
+  const std::vector<double> copying = run(false);
+  const std::vector<double> viewing = run(true);
+  CHECK(viewing == copying);
+  // Every round moves w towards the mean of the c_k, (1.5, -1.5, 3).
+  const std::vector<double> mean = {1.5, -1.5, 3.0};
+  CHECK(max_abs_difference(viewing, mean) < 0.05);
 }
 
 TEST_CASE("synchronous SGD with one worker is sequential SGD, bit for bit") {

@@ -281,17 +281,16 @@ std::vector<float> train_centers(const Centers& f, const Consistency& consistenc
 
 }  // namespace
 
-TEST_CASE("rounds of many parameters count apart and still equal shared memory") {
-  // n >= collective::Ref::counted_from: the count travels in a reduction of its own beside
-  // the values, and the rounds sum in the workers' own gradient buffers.
+TEST_CASE("rounds of many parameters carry the count in the lent buffer and equal shared memory") {
+  // optimize() computes each gradient in the buffer the store lends the worker, so a round
+  // sums there and all-reduces n + 1 floats, the count in the last.
   const std::size_t p = processes();
   const Centers f{.d = asyncopt::collective::Ref::counted_from + 3, .examples = 4 * p + 1};
   Options options{.workers = 1, .batch_size = 2, .epochs = 2, .seed = 6, .evaluate_loss = false};
   std::uint64_t bytes = 0;
   const auto job = train_centers<Synchronous, Mpi>(f, Synchronous{}, options, &bytes);
-  // Each round hands over n floats and a 64-bit count, never an (n + 1)-th float.
   if (p > 1) {
-    CHECK(bytes % (f.d * sizeof(float) + sizeof(std::uint64_t)) == 0);
+    CHECK(bytes % ((f.d + 1) * sizeof(float)) == 0);
     CHECK(bytes > 0);
   }
   const auto local = train_centers<LocalSgd, Mpi>(f, LocalSgd{.period = 2}, options);
@@ -308,6 +307,60 @@ TEST_CASE("rounds of many parameters count apart and still equal shared memory")
     CHECK(relative_difference(job, single) <= 1e-6);
     CHECK(relative_difference(local, single_local) <= 1e-6);
   }
+}
+
+TEST_CASE("a gradient in the caller's own buffer has its count all-reduced beside it") {
+  // From collective::Ref::counted_from floats on, a push in place from a buffer without room
+  // for the count sends the count in a reduction of its own; from the lent buffer, the count
+  // rides in the slot after the gradient. Both give the same parameters, and the closed form:
+  // process r pushes (r + 1) / 4 everywhere, so the mean is (p + 1) / 8 and after R rounds
+  // of lr = 1/2, w = -R (p + 1) / 16, exact in float.
+  const std::size_t p = processes();
+  const std::size_t n = asyncopt::collective::Ref::counted_from + 5;
+  constexpr std::size_t rounds = 6;
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Synchronous, Mpi> opt(
+      asyncopt::update::Sgd{.learning_rate = 0.5});
+  std::vector<float> own_w(n, 0.0F);
+  std::vector<float> lent_w(n, 0.0F);
+  auto own = opt.attach(std::span<float>(own_w), 1);
+  auto lent = opt.attach(std::span<float>(lent_w), 1);
+  const float mine = static_cast<float>(rank() + 1) / 4.0F;
+  {
+    auto h = own->worker(0);
+    auto g = lent->worker(0);
+    std::vector<float> pulled(n);
+    std::vector<float> gradient(n);
+    for (std::size_t k = 0; k < rounds; ++k) {
+      h.pull(std::span<float>(pulled));
+      std::fill(gradient.begin(), gradient.end(), mine);
+      CHECK(h.push_in_place(std::span<float>(gradient)).applied);
+      h.clock();
+      const std::span<const float> view = g.pull_view();
+      CHECK(view.data() == lent_w.data());  // the parameters themselves, no copy
+      CHECK(std::equal(view.begin(), view.end(), pulled.begin()));
+      const std::span<float> buffer = g.gradient_buffer();
+      REQUIRE(buffer.size() == n);
+      std::fill(buffer.begin(), buffer.end(), mine);
+      CHECK(g.push_in_place(buffer).applied);
+      g.clock();
+    }
+  }
+  own->sync();
+  lent->sync();
+  const float expected = -static_cast<float>(rounds * (p + 1)) / 16.0F;
+  CHECK(own_w == std::vector<float>(n, expected));
+  CHECK(lent_w == own_w);
+  const asyncopt::StoreStats own_stats = own->stats();
+  const asyncopt::StoreStats lent_stats = lent->stats();
+  CHECK(own_stats.updates == rounds);
+  CHECK(lent_stats.updates == rounds);
+  // Each process counts every all-reduce's buffer once; sync() ends with one round to which
+  // nobody contributes, n + 1 zeros.
+  const std::uint64_t last = (n + 1) * sizeof(float);
+  const std::uint64_t own_bytes = p > 1 ? p * (rounds * (n * sizeof(float) + 8) + last) : 0;
+  const std::uint64_t lent_bytes = p > 1 ? p * (rounds + 1) * last : 0;
+  CHECK(own_stats.collective_bytes == own_bytes);
+  CHECK(lent_stats.collective_bytes == lent_bytes);
 }
 
 TEST_CASE("the bytes of the rounds are counted for the whole job") {

@@ -136,12 +136,13 @@ struct Contribution {
 /// Contribution; `rows` are the guard's rows, row k at rows + k * stride with stride >= n + 1,
 /// and `spare` has n + 1 values. This process's contributions are summed in worker order into
 /// the first contributor's scratch (or a copy in its row), which then goes across the
-/// processes once: with `across.all_reduce_sum_counted` where `across.counts_apart(n)`, else
-/// as an all-reduce of n + 1 values, the last being this process's count (the sum moving to
-/// `spare` when it is in a buffer without that room). So the sum depends neither on the order
-/// in which workers arrived nor on which process computes it, and every process reduces the
-/// same way. A process with no contribution (an empty `contributed`) adds zeros and a count
-/// of 0. Returns where the sum is, and the job's count of contributions (0: nobody
+/// processes once: as an all-reduce of n + 1 values, the last being this process's count,
+/// when the sum is in a row (which has that room: a copy, or a worker's gradient buffer lent
+/// by the guard); else with `across.all_reduce_sum_counted` where `across.counts_apart(n)`,
+/// else as that all-reduce of n + 1 values after moving the sum to `spare`. So the sum depends
+/// neither on the order in which workers arrived nor on which process computes it, and every
+/// process reduces the same way. A process with no contribution (an empty `contributed`) adds zeros
+/// and a count of 0. Returns where the sum is, and the job's count of contributions (0: nobody
 /// contributed, and the sum is all zero).
 template <class Scalar, class Source>
 std::pair<Scalar*, std::size_t> sum_round(Source&& source,
@@ -181,7 +182,7 @@ std::pair<Scalar*, std::size_t> sum_round(Source&& source,
   if (across.size() <= 1) {
     return {sum, count};
   }
-  if (across.counts_apart(n)) {
+  if (!room && across.counts_apart(n)) {
     return {sum, across.all_reduce_sum_counted(std::span<Scalar>(sum, n), count)};
   }
   if (!room) {

@@ -47,6 +47,11 @@ struct Synchronous {
     using SharedParameters<Scalar>::n_;
 
    public:
+    /// The parameters change only when a round closes, and a round waits for the push of
+    /// every live worker: between its pull and its push a live worker may read them where
+    /// they are.
+    static constexpr bool writes_between_pushes = false;
+
     // Pulls read the shared parameters while no round is being applied.
     /// Allocates one gradient slot of n elements per worker; every worker starts live. The
     /// rounds span the processes of `across` (by default, this process alone).
@@ -99,6 +104,13 @@ struct Synchronous {
       commit(std::span<const Scalar>(sum, n_), count);
       across_.round_closed();
       return true;
+    }
+
+    /// Worker `id`'s row, lent for it to compute its gradients in: a push of it in place
+    /// (fill.values() and fill.scratch() being its first element) needs no copy, and a round
+    /// that sums into it carries the count in the slot after it, in the same all-reduce.
+    [[nodiscard]] std::span<Scalar> lend(std::size_t id) noexcept {
+      return {gradients_.data() + id * (n_ + 1), n_};
     }
 
     /// Worker `id` is no longer waited for; a round that only it held back closes, by one of

@@ -28,6 +28,22 @@ inline constexpr bool combines_rounds = CombiningGuard<G, Scalar>;
 template <class G, class Scalar>
 inline constexpr bool replicates = ReplicatingGuard<G, Scalar>;
 
+/// Whether a live worker may read the shared parameters where they are between its pull and
+/// its push, because the guard writes them only when a round that waits for that push closes
+/// (Synchronous): a pull needs no copy.
+template <class G>
+inline constexpr bool stable_until_push = requires {
+  requires !G::writes_between_pushes;
+};
+
+/// Whether the guard lends each worker a buffer for its dense gradients (`lend(id)`, n
+/// values), which a push in place then hands over with no copy (Synchronous: the worker's
+/// row, with room for the round's count after it).
+template <class G, class Scalar>
+inline constexpr bool lends_rows = requires(G& g) {
+  { g.lend(std::size_t{0}) } -> std::same_as<std::span<Scalar>>;
+};
+
 /// Whether the guard has a gate before pulls (`wait_to_read`: bounded staleness).
 template <class G>
 inline constexpr bool has_gate = requires(G& g) {

@@ -91,6 +91,14 @@ concept InPlacePush = requires(W& h, std::span<S> g) {
   h.push_in_place(g);
 };
 template <class W, class S>
+concept ViewPull = requires(W& h) {
+  { h.pull_view() } -> std::convertible_to<std::span<const S>>;
+};
+template <class W, class S>
+concept LentGradient = requires(W& h) {
+  { h.gradient_buffer() } -> std::same_as<std::span<S>>;
+};
+template <class W, class S>
 concept FusedStep = requires(W& h, std::span<const S> g, std::span<S> out) {
   h.push_clock_pull(g, out);
 };
@@ -153,6 +161,7 @@ struct alignas(cache_line) WorkerState {
   Worker handle;
   std::vector<Scalar> w;  // pulled parameters: all n, or packed (touched gradient)
   std::vector<Scalar> grad;
+  std::span<Scalar> dense_grad;  // where dense gradients go: `grad`, or a buffer the store lends
   SparseGradient<Scalar> sparse_grad;
   std::vector<std::size_t> touched;  // the parameters a sparse step pulls
   std::size_t start = 0;             // the shard of this epoch: order_[start, end)
@@ -211,6 +220,8 @@ class Training {
   using Worker = typename Store::Worker;
   using Plan = StepPlan<F, Scalar, Rule, Consistency, Worker>;
   using State = WorkerState<Worker, Scalar>;
+  // A dense pull reads the parameters where they are when the store allows it (Synchronous).
+  static constexpr bool view_pull = ViewPull<Worker, Scalar> && !Plan::fused;
   using Clock = std::chrono::steady_clock;
 
  public:
@@ -230,11 +241,15 @@ class Training {
     states_.reserve(options.workers);
     for (std::size_t id = 0; id < options.workers; ++id) {
       states_.emplace_back(store.worker(id));
-      if constexpr (!Plan::touched_gradient) {
-        states_.back().w.resize(n);
+      State& ws = states_.back();
+      if constexpr (!Plan::touched_gradient && !(view_pull && !Plan::sparse_pull)) {
+        ws.w.resize(n);
       }
-      if constexpr (!Plan::sparse) {
-        states_.back().grad.resize(n);
+      if constexpr (!Plan::sparse && LentGradient<Worker, Scalar>) {
+        ws.dense_grad = ws.handle.gradient_buffer();
+      } else if constexpr (!Plan::sparse) {
+        ws.grad.resize(n);
+        ws.dense_grad = std::span<Scalar>(ws.grad);
       }
     }
     if constexpr (CheckpointingStore<Store>) {
@@ -464,12 +479,12 @@ class Training {
     if (!ws.pulled) {
       ws.handle.pull(ws.w);
     }
-    objective_.gradient(std::span<const Scalar>(ws.w), batch, std::span<Scalar>(ws.grad));
+    objective_.gradient(std::span<const Scalar>(ws.w), batch, ws.dense_grad);
     ws.pulled = ws.next < ws.end && !stop_.load(std::memory_order_relaxed);
     if (ws.pulled) {
-      ws.handle.push_clock_pull(std::span<const Scalar>(ws.grad), std::span<Scalar>(ws.w));
+      ws.handle.push_clock_pull(std::span<const Scalar>(ws.dense_grad), std::span<Scalar>(ws.w));
     } else {
-      ws.handle.push(std::span<const Scalar>(ws.grad));
+      ws.handle.push(std::span<const Scalar>(ws.dense_grad));
       ws.handle.clock();
     }
   }
@@ -477,21 +492,24 @@ class Training {
   // A pull (of the touched parameters, or of all), a sparse or dense gradient, a push and a
   // clock.
   void pull_push_step(State& ws, std::span<const std::size_t> batch) {
+    std::span<const Scalar> w(ws.w);
     if constexpr (Plan::sparse_pull) {
       objective_.touched(batch, ws.touched);
       ws.handle.pull(std::span<const std::size_t>(ws.touched), std::span<Scalar>(ws.w));
+    } else if constexpr (view_pull) {
+      w = ws.handle.pull_view();  // unchanged until this worker's push returns
     } else {
       ws.handle.pull(ws.w);
     }
     if constexpr (Plan::sparse) {
-      objective_.sparse_gradient(std::span<const Scalar>(ws.w), batch, ws.sparse_grad);
+      objective_.sparse_gradient(w, batch, ws.sparse_grad);
       ws.handle.push(ws.sparse_grad);
     } else {
-      objective_.gradient(std::span<const Scalar>(ws.w), batch, std::span<Scalar>(ws.grad));
+      objective_.gradient(w, batch, ws.dense_grad);
       if constexpr (InPlacePush<Worker, Scalar>) {
-        ws.handle.push_in_place(std::span<Scalar>(ws.grad));  // the next step overwrites it
+        ws.handle.push_in_place(ws.dense_grad);  // the next step overwrites it
       } else {
-        ws.handle.push(std::span<const Scalar>(ws.grad));
+        ws.handle.push(std::span<const Scalar>(ws.dense_grad));
       }
     }
     ws.handle.clock();

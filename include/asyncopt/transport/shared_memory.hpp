@@ -232,6 +232,25 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
     seen_ = {.params = out.data()};
   }
 
+  /// The parameters where they are, with no copy, under a policy that writes them only when a
+  /// round closes, which waits for this worker's push (Synchronous). Remembers the version
+  /// as pull() does. The values stay unchanged until this worker's next push returns: read
+  /// them only until then, and only as a live worker (after leave(), join() first).
+  [[nodiscard]] std::span<const Scalar> pull_view() requires hooks::stable_until_push<guard_type> {
+    begin_pull();
+    Store& s = this->store();
+    seen_ = {.params = s.params_.data()};
+    return std::span<const Scalar>(s.params_);
+  }
+
+  /// A buffer of n values for this worker's dense gradients, lent by a policy that combines
+  /// rounds (Synchronous): push_in_place() of it hands the gradient to the round with no copy,
+  /// and across processes the round's count travels in the same all-reduce as the sum. It
+  /// lives as long as the store; its values after a push are unspecified.
+  [[nodiscard]] std::span<Scalar> gradient_buffer() requires hooks::lends_rows<guard_type, Scalar> {
+    return this->store().guard_.lend(id());
+  }
+
   /// Copies only the parameters at `index` (strictly increasing) into the same positions of
   /// `out` (all n elements long; the others are left as they are): the pull of a sparse
   /// gradient, which reads just the parameters its examples touch. The version and w_seen
