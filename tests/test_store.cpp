@@ -1,5 +1,6 @@
 // The worker-handle API of the shared-memory store: pull, push, clock.
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -271,7 +272,8 @@ TEST_CASE("Locked stripes partition the vector on cache-line boundaries") {
 }
 
 TEST_CASE("a sparse write locks only the stripes it touches, one run per stripe") {
-  Locked::Guard<float> guard(Locked{.stripes = 4, .min_stripe_elements = 16}, 256, 1);
+  Locked::Guard<float> guard(Locked{.stripes = 4, .min_stripe_elements = 16, .max_sparse_span = 4},
+                             256, 1);
   REQUIRE(guard.stripes() == 4);
   const std::vector<std::size_t> index = {1, 2, 63, 64, 200, 255};
   std::vector<std::pair<std::size_t, std::size_t>> runs;
@@ -280,6 +282,79 @@ TEST_CASE("a sparse write locks only the stripes it touches, one run per stripe"
   });
   const std::vector<std::pair<std::size_t, std::size_t>> expected = {{0, 3}, {3, 4}, {4, 6}};
   REQUIRE(runs == expected);
+}
+
+TEST_CASE("a sparse write reaching over max_sparse_span stripes or more runs once, whole") {
+  // Stripes of 64: {1, 2, 63, 64, 200, 255} reaches 254 elements, over 3.97 stripes, and
+  // touches stripes 0, 1 and 3; its first four entries reach 63 elements, within stripes 0
+  // and 1.
+  const std::vector<std::size_t> index = {1, 2, 63, 64, 200, 255};
+  for (const std::size_t limit : {0, 1, 2, 3, 4}) {
+    INFO("max_sparse_span = " << limit);
+    Locked::Guard<float> guard(
+        Locked{.stripes = 4, .min_stripe_elements = 16, .max_sparse_span = limit}, 256, 1);
+    std::vector<std::pair<std::size_t, std::size_t>> runs;
+    guard.write_sparse(index, [&](auto /*access*/, std::size_t begin, std::size_t end) {
+      runs.emplace_back(begin, end);
+    });
+    const auto whole = std::vector<std::pair<std::size_t, std::size_t>>{{0, 6}};
+    const auto striped = std::vector<std::pair<std::size_t, std::size_t>>{{0, 3}, {3, 4}, {4, 6}};
+    REQUIRE(runs == (limit < 4 ? whole : striped));
+    // A reach of 63 elements: whole only for a span of 0 stripes.
+    runs.clear();
+    guard.read_sparse(std::span<const std::size_t>(index).first(4),
+                      [&](auto /*access*/, std::size_t begin, std::size_t end) {
+                        runs.emplace_back(begin, end);
+                      });
+    const auto two = limit < 1 ? std::vector<std::pair<std::size_t, std::size_t>>{{0, 4}}
+                               : std::vector<std::pair<std::size_t, std::size_t>>{{0, 3}, {3, 4}};
+    REQUIRE(runs == two);
+  }
+}
+
+TEST_CASE("striped Locked with scattered and narrow sparse pushes and dense pulls loses nothing") {
+  // Mostly a target for ThreadSanitizer: sparse pushes over many stripes (the whole vector's
+  // lock), within one stripe (that stripe's lock) and dense pulls (every stripe) at once.
+  constexpr std::size_t n = 2048;
+  constexpr int threads = 4;
+  constexpr int pushes = 200;
+  std::vector<float> w(n, 0.0f);
+  const Opt<float, Locked> opt(Sgd{.learning_rate = 1.0},
+                               Locked{.stripes = 16, .min_stripe_elements = 64});
+  auto store = opt.attach(w, threads);
+  std::atomic<int> refused{0};
+  {
+    std::vector<std::jthread> pool;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        auto h = store->worker(static_cast<std::size_t>(t));
+        std::vector<float> seen(n);
+        asyncopt::SparseGradient<float> scattered;
+        for (std::size_t i = 0; i < n; i += 7) {
+          scattered.push_back(i, 1.0f);
+        }
+        asyncopt::SparseGradient<float> narrow;
+        for (std::size_t i = 130; i < 140; ++i) {
+          narrow.push_back(i, 1.0f);
+        }
+        for (int k = 0; k < pushes; ++k) {
+          h.pull(seen);
+          if (!h.push((k + t) % 2 == 0 ? scattered : narrow).applied) {
+            ++refused;
+          }
+        }
+      });
+    }
+  }
+  REQUIRE(refused.load() == 0);
+  // Element i received every push that touched it: threads * pushes / 2 of each kind.
+  const float per_kind = static_cast<float>(threads * pushes / 2);
+  for (std::size_t i = 0; i < n; ++i) {
+    const float expected =
+        -(static_cast<float>(i % 7 == 0) + static_cast<float>(i >= 130 && i < 140)) * per_kind;
+    REQUIRE(w[i] == expected);
+  }
+  REQUIRE(store->stats().updates == static_cast<std::uint64_t>(threads * pushes));
 }
 
 TEST_CASE("Locked with concurrent pushes loses no update, and one stripe makes pulls atomic") {

@@ -2,9 +2,12 @@
 #pragma once
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstddef>
+#include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 
@@ -17,12 +20,22 @@ namespace asyncopt::consistency {
 /// Each stripe of the parameter vector has its own mutex: a push or pull of a stripe is
 /// atomic, pushes to different stripes run in parallel, and inside a stripe the SIMD kernel
 /// runs unhindered. `stripes = 1` is one global lock: every push and pull is atomic.
+///
+/// A sparse push or pull whose indices reach over `max_sparse_span` stripes' length or more
+/// (a scattered row of text-like data reaches over most of the vector) takes the lock of the
+/// whole vector once instead, and is atomic as a whole: one lock rather than one per touched
+/// stripe, so striping never costs a sparse step more locks than one global lock would.
+/// Sparse pushes within a shorter span, and dense ones, keep the stripes' parallelism.
 struct Locked {
   /// Upper bound on the number of stripes.
   std::size_t stripes = 64;
   /// A stripe never holds fewer parameters than this (small vectors get fewer stripes):
   /// taking a lock costs about as much as updating a few hundred floats.
   std::size_t min_stripe_elements = 1024;
+  /// In stripes: a sparse push or pull whose last index is this many stripes' length or more
+  /// past its first locks the whole vector once; a shorter one locks each stripe it touches
+  /// (at most max_sparse_span + 1) once. 0: every sparse push or pull locks the whole vector.
+  std::size_t max_sparse_span = 2;
 
   /// Throws std::invalid_argument when `stripes` or `min_stripe_elements` is 0.
   void validate() const {
@@ -46,6 +59,7 @@ struct Locked {
         : n_(n),
           stripe_size_(stripe_size_for(policy, n)),
           count_(std::max<std::size_t>(1, (n + stripe_size_ - 1) / stripe_size_)),
+          sparse_span_(span_elements(policy.max_sparse_span, stripe_size_)),
           mutexes_(std::make_unique<PaddedMutex[]>(count_)) {}
 
     /// The number of stripes (and mutexes), at least 1.
@@ -78,10 +92,24 @@ struct Locked {
     }
 
     /// Calls apply(PlainAccess{}, k_begin, k_end) for each run of entries of the strictly
-    /// increasing `index` that lie in one stripe, under that stripe's lock. Only the stripes
-    /// the gradient touches are locked.
+    /// increasing `index` that lie in one stripe, under that stripe's lock: only the stripes
+    /// the gradient touches are locked. When its indices reach over max_sparse_span stripes'
+    /// length or more, calls apply(PlainAccess{}, 0, index.size()) once under the whole
+    /// vector's lock.
     template <class F>
     void write_sparse(std::span<const std::size_t> index, F&& apply) {
+      if (count_ == 1) {
+        const std::lock_guard lock(mutexes_[0].mutex);
+        apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
+        return;
+      }
+      if (!index.empty() && index.back() - index.front() >= sparse_span_) {
+        std::unique_lock whole(whole_->mutex);
+        whole_->free.wait(whole, [&] { return whole_->striped == 0; });
+        apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
+        return;
+      }
+      const Striped striped(*whole_);
       std::size_t k = 0;
       while (k < index.size()) {
         const std::size_t stripe = stripe_of(index[k]);
@@ -108,12 +136,54 @@ struct Locked {
       return std::max<std::size_t>(size, 1);
     }
 
+    // `stripes` stripes' length in elements, saturating.
+    static std::size_t span_elements(std::size_t stripes, std::size_t stripe_size) noexcept {
+      return stripes > std::numeric_limits<std::size_t>::max() / stripe_size
+                 ? std::numeric_limits<std::size_t>::max()
+                 : stripes * stripe_size;
+    }
+
     struct alignas(cache_line) PaddedMutex {
       std::mutex mutex;
+    };
+    // Held shared by every access through the stripes, exclusively by a sparse access that
+    // touches many of them.
+    // The whole vector's lock: a sparse access that reaches over many stripes holds `mutex`
+    // from when no access through the stripes is under way (`striped`, counted under
+    // `mutex`) until it is done; an access through the stripes counts itself in and out, so
+    // the whole vector's lock costs what one global lock does.
+    struct alignas(cache_line) Whole {
+      std::mutex mutex;
+      std::condition_variable free;  // `striped` fell to 0
+      std::size_t striped = 0;
+    };
+
+    // An access through the stripes, counted for the whole vector's lock while it lasts.
+    class Striped {
+     public:
+      explicit Striped(Whole& whole) : whole_(whole) {
+        const std::lock_guard lock(whole_.mutex);
+        ++whole_.striped;
+      }
+      Striped(const Striped&) = delete;
+      Striped& operator=(const Striped&) = delete;
+      ~Striped() {
+        const std::lock_guard lock(whole_.mutex);
+        if (--whole_.striped == 0) {
+          whole_.free.notify_all();
+        }
+      }
+
+     private:
+      Whole& whole_;
     };
 
     template <class F>
     void for_each_stripe(F&& body) {
+      std::optional<Striped> striped;
+      if (count_ > 1) {
+        striped.emplace(*whole_);
+      }
       for (std::size_t s = 0; s < count_; ++s) {
         const std::size_t begin = s * stripe_size_;
         const std::size_t end = std::min(n_, begin + stripe_size_);
@@ -125,6 +195,10 @@ struct Locked {
     std::size_t n_;
     std::size_t stripe_size_;
     std::size_t count_;
+    // max_sparse_span stripes' length in elements: a sparse access reaching this far locks
+    // the whole vector.
+    std::size_t sparse_span_;
+    std::unique_ptr<Whole> whole_ = std::make_unique<Whole>();
     std::unique_ptr<PaddedMutex[]> mutexes_;
   };
 };
