@@ -165,6 +165,27 @@ TEST_CASE("a synchronous step may read the parameters in place and use the store
   CHECK(max_abs_difference(viewing, mean) < 0.05);
 }
 
+TEST_CASE("pull_view() by a worker that has left is refused until it joins") {
+  // Rounds no longer wait for a worker that left, so its view could change under it.
+  const asyncopt::AsyncOptimizer<double, Sgd, Synchronous> opt(Sgd{.learning_rate = 0.5});
+  std::vector<double> w = {1.0, 2.0};
+  auto store = opt.attach(std::span<double>(w), 2);
+  auto other = store->worker(1);
+  other.leave();
+  auto h = store->worker(0);
+  CHECK(h.pull_view().data() == w.data());
+  h.leave();
+  CHECK_THROWS_WITH(h.pull_view(), Catch::Contains("has left") && Catch::Contains("join()"));
+  h.join();
+  const std::span<const double> view = h.pull_view();
+  CHECK(std::vector<double>(view.begin(), view.end()) == w);
+  const std::span<double> g = h.gradient_buffer();
+  g[0] = 2.0;
+  g[1] = -2.0;
+  CHECK(h.push_in_place(g).applied);  // the round has worker 0 alone
+  CHECK(w == std::vector<double>{0.0, 3.0});
+}
+
 TEST_CASE("synchronous SGD with one worker is sequential SGD, bit for bit") {
   const Problem p = planted(300, 6, 3);
   const Options options{.workers = 1, .batch_size = 5, .epochs = 3, .seed = 9};

@@ -325,6 +325,7 @@ TEST_CASE("striped Locked with scattered and narrow sparse pushes and dense pull
   std::atomic<int> refused{0};
   {
     std::vector<std::jthread> pool;
+    pool.reserve(threads);
     for (int t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
         auto h = store->worker(static_cast<std::size_t>(t));
@@ -348,13 +349,65 @@ TEST_CASE("striped Locked with scattered and narrow sparse pushes and dense pull
   }
   REQUIRE(refused.load() == 0);
   // Element i received every push that touched it: threads * pushes / 2 of each kind.
-  const float per_kind = static_cast<float>(threads * pushes / 2);
+  const float per_kind = static_cast<float>(threads) * static_cast<float>(pushes) / 2.0F;
   for (std::size_t i = 0; i < n; ++i) {
     const float expected =
         -(static_cast<float>(i % 7 == 0) + static_cast<float>(i >= 130 && i < 140)) * per_kind;
     REQUIRE(w[i] == expected);
   }
   REQUIRE(store->stats().updates == static_cast<std::uint64_t>(threads * pushes));
+}
+
+TEST_CASE("a wide sparse push under striped Locked is not starved by dense pulls") {
+  // Two threads pull densely without pause while a third pushes a row that reaches over the
+  // whole vector: the push waits only for the pulls under way, never for ones that start
+  // after it began waiting. The pullers stop when the pusher is done, or after a bound that
+  // a starved pusher would let them reach.
+  constexpr std::size_t n = 1 << 20;
+  constexpr int wide_pushes = 20;
+  constexpr int pull_bound = 2000;
+  std::vector<float> w(n, 0.0f);
+  const Opt<float, Locked> opt(Sgd{.learning_rate = 1.0}, Locked{});
+  auto store = opt.attach(w, 3);
+  std::atomic<bool> done{false};
+  std::atomic<int> pulling{0};
+  std::atomic<int> most_pulls{0};
+  {
+    std::vector<std::jthread> pool;
+    pool.reserve(3);
+    for (std::size_t t = 0; t < 2; ++t) {
+      pool.emplace_back([&, t] {
+        auto h = store->worker(t);
+        std::vector<float> seen(n);
+        int pulls = 0;
+        while (!done.load() && pulls < pull_bound) {
+          h.pull(seen);
+          if (++pulls == 1) {
+            ++pulling;
+          }
+        }
+        int before = most_pulls.load();
+        while (before < pulls && !most_pulls.compare_exchange_weak(before, pulls)) {
+        }
+      });
+    }
+    pool.emplace_back([&] {
+      auto h = store->worker(2);
+      asyncopt::SparseGradient<float> wide;
+      wide.push_back(0, 1.0f);
+      wide.push_back(n - 1, 1.0f);
+      while (pulling.load() < 2) {  // both pullers are under way (each pulls at least once)
+        std::this_thread::yield();
+      }
+      for (int k = 0; k < wide_pushes; ++k) {
+        static_cast<void>(h.push(wide));
+      }
+      done.store(true);
+    });
+  }
+  REQUIRE(most_pulls.load() < pull_bound);
+  REQUIRE(w[0] == -static_cast<float>(wide_pushes));
+  REQUIRE(w[n - 1] == -static_cast<float>(wide_pushes));
 }
 
 TEST_CASE("Locked with concurrent pushes loses no update, and one stripe makes pulls atomic") {

@@ -285,7 +285,7 @@ TEST_CASE("rounds of many parameters carry the count in the lent buffer and equa
   // optimize() computes each gradient in the buffer the store lends the worker, so a round
   // sums there and all-reduces n + 1 floats, the count in the last.
   const std::size_t p = processes();
-  const Centers f{.d = asyncopt::collective::Ref::counted_from + 3, .examples = 4 * p + 1};
+  const Centers f{.d = 20003, .examples = 4 * p + 1};
   Options options{.workers = 1, .batch_size = 2, .epochs = 2, .seed = 6, .evaluate_loss = false};
   std::uint64_t bytes = 0;
   const auto job = train_centers<Synchronous, Mpi>(f, Synchronous{}, options, &bytes);
@@ -309,14 +309,13 @@ TEST_CASE("rounds of many parameters carry the count in the lent buffer and equa
   }
 }
 
-TEST_CASE("a gradient in the caller's own buffer has its count all-reduced beside it") {
-  // From collective::Ref::counted_from floats on, a push in place from a buffer without room
-  // for the count sends the count in a reduction of its own; from the lent buffer, the count
-  // rides in the slot after the gradient. Both give the same parameters, and the closed form:
-  // process r pushes (r + 1) / 4 everywhere, so the mean is (p + 1) / 8 and after R rounds
-  // of lr = 1/2, w = -R (p + 1) / 16, exact in float.
+TEST_CASE("a gradient in the caller's buffer or in the lent one makes the same round") {
+  // Every round all-reduces n + 1 floats, the count last: from the lent buffer in place, from
+  // the caller's own buffer after a copy next to the count. Both give the same parameters,
+  // and the closed form: process r pushes (r + 1) / 4 everywhere, so the mean is (p + 1) / 8
+  // and after R rounds of lr = 1/2, w = -R (p + 1) / 16, exact in float.
   const std::size_t p = processes();
-  const std::size_t n = asyncopt::collective::Ref::counted_from + 5;
+  const std::size_t n = 20005;
   constexpr std::size_t rounds = 6;
   const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Synchronous, Mpi> opt(
       asyncopt::update::Sgd{.learning_rate = 0.5});
@@ -355,12 +354,40 @@ TEST_CASE("a gradient in the caller's own buffer has its count all-reduced besid
   CHECK(own_stats.updates == rounds);
   CHECK(lent_stats.updates == rounds);
   // Each process counts every all-reduce's buffer once; sync() ends with one round to which
-  // nobody contributes, n + 1 zeros.
-  const std::uint64_t last = (n + 1) * sizeof(float);
-  const std::uint64_t own_bytes = p > 1 ? p * (rounds * (n * sizeof(float) + 8) + last) : 0;
-  const std::uint64_t lent_bytes = p > 1 ? p * (rounds + 1) * last : 0;
-  CHECK(own_stats.collective_bytes == own_bytes);
-  CHECK(lent_stats.collective_bytes == lent_bytes);
+  // nobody contributes.
+  const std::uint64_t bytes = p > 1 ? p * (rounds + 1) * (n + 1) * sizeof(float) : 0;
+  CHECK(own_stats.collective_bytes == bytes);
+  CHECK(lent_stats.collective_bytes == bytes);
+}
+
+TEST_CASE("a process that pushes from its own buffer and one that has left make the same call") {
+  // Process 0 pushes three rounds from its own buffer, the others two and then leave: the
+  // third round is process 0's gradient alone, which the others join with nothing (sync()),
+  // and every process must make the same collective call in it whatever it holds.
+  const std::size_t p = processes();
+  const std::size_t n = 20007;
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Synchronous, Mpi> opt(
+      asyncopt::update::Sgd{.learning_rate = 0.5});
+  std::vector<float> w(n, 0.0F);
+  auto store = opt.attach(std::span<float>(w), 1);
+  {
+    auto h = store->worker(0);
+    std::vector<float> pulled(n);
+    std::vector<float> gradient(n);
+    const std::size_t rounds = rank() == 0 ? 3 : 2;
+    for (std::size_t k = 0; k < rounds; ++k) {
+      h.pull(std::span<float>(pulled));
+      std::fill(gradient.begin(), gradient.end(), static_cast<float>(rank() + 1) / 4.0F);
+      CHECK(h.push_in_place(std::span<float>(gradient)).applied);
+      h.clock();
+    }
+  }
+  store->sync();
+  // Two rounds of mean (p + 1) / 8, then one of process 0's 1/4 alone.
+  const float expected = -0.5F * (2.0F * static_cast<float>(p + 1) / 8.0F + 0.25F);
+  CHECK(w == std::vector<float>(n, expected));
+  CHECK(same_everywhere(checksum(w)));
+  CHECK(store->stats().updates == 3);
 }
 
 TEST_CASE("the bytes of the rounds are counted for the whole job") {

@@ -104,8 +104,7 @@ struct Locked {
         return;
       }
       if (!index.empty() && index.back() - index.front() >= sparse_span_) {
-        std::unique_lock whole(whole_->mutex);
-        whole_->free.wait(whole, [&] { return whole_->striped == 0; });
+        const std::unique_lock whole = whole_->take();
         apply(kernels::PlainAccess{}, std::size_t{0}, index.size());
         return;
       }
@@ -146,23 +145,35 @@ struct Locked {
     struct alignas(cache_line) PaddedMutex {
       std::mutex mutex;
     };
-    // Held shared by every access through the stripes, exclusively by a sparse access that
-    // touches many of them.
     // The whole vector's lock: a sparse access that reaches over many stripes holds `mutex`
-    // from when no access through the stripes is under way (`striped`, counted under
-    // `mutex`) until it is done; an access through the stripes counts itself in and out, so
-    // the whole vector's lock costs what one global lock does.
+    // from when no access through the stripes is under way until it is done. Accesses
+    // through the stripes count themselves in and out (`striped`, under `mutex`), and do
+    // not start while a whole-vector access waits (`waiting`), so neither kind starves the
+    // other; the whole vector's lock costs what one global lock does.
     struct alignas(cache_line) Whole {
       std::mutex mutex;
-      std::condition_variable free;  // `striped` fell to 0
+      std::condition_variable changed;  // `striped` or `waiting` fell to 0
       std::size_t striped = 0;
+      std::size_t waiting = 0;
+
+      // Locks the whole vector: waits for the accesses through the stripes under way.
+      [[nodiscard]] std::unique_lock<std::mutex> take() {
+        std::unique_lock lock(mutex);
+        ++waiting;
+        changed.wait(lock, [&] { return striped == 0; });
+        if (--waiting == 0) {
+          changed.notify_all();  // the stripes' accesses may start once this one is done
+        }
+        return lock;
+      }
     };
 
     // An access through the stripes, counted for the whole vector's lock while it lasts.
     class Striped {
      public:
       explicit Striped(Whole& whole) : whole_(whole) {
-        const std::lock_guard lock(whole_.mutex);
+        std::unique_lock lock(whole_.mutex);
+        whole_.changed.wait(lock, [&] { return whole_.waiting == 0; });
         ++whole_.striped;
       }
       Striped(const Striped&) = delete;
@@ -170,7 +181,7 @@ struct Locked {
       ~Striped() {
         const std::lock_guard lock(whole_.mutex);
         if (--whole_.striped == 0) {
-          whole_.free.notify_all();
+          whole_.changed.notify_all();
         }
       }
 

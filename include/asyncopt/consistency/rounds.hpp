@@ -72,6 +72,12 @@ class Rounds {
     }
   }
 
+  /// Whether worker `id` takes part (has not left, or has joined again).
+  [[nodiscard]] bool live(std::size_t id) {
+    const std::lock_guard lock(mutex_);
+    return live_[id] != 0;
+  }
+
   /// Worker `id` takes part again. If a contribution it made when leaving is still in an
   /// open round, waits for that round to close (the live workers close it), so that one
   /// worker never contributes twice to a round.
@@ -136,10 +142,10 @@ struct Contribution {
 /// Contribution; `rows` are the guard's rows, row k at rows + k * stride with stride >= n + 1,
 /// and `spare` has n + 1 values. This process's contributions are summed in worker order into
 /// the first contributor's scratch (or a copy in its row), which then goes across the
-/// processes once: as an all-reduce of n + 1 values, the last being this process's count,
-/// when the sum is in a row (which has that room: a copy, or a worker's gradient buffer lent
-/// by the guard); else with `across.all_reduce_sum_counted` where `across.counts_apart(n)`,
-/// else as that all-reduce of n + 1 values after moving the sum to `spare`. So the sum depends
+/// processes once, as an all-reduce of n + 1 values, the last being this process's count: in
+/// place when the sum is in a row (which has that room: a copy, or a worker's gradient buffer
+/// lent by the guard), else after moving the sum to `spare`. Every process makes that same
+/// call whatever its workers pushed, as a collective requires. So the sum depends
 /// neither on the order in which workers arrived nor on which process computes it, and every
 /// process reduces the same way. A process with no contribution (an empty `contributed`) adds zeros
 /// and a count of 0. Returns where the sum is, and the job's count of contributions (0: nobody
@@ -181,9 +187,6 @@ std::pair<Scalar*, std::size_t> sum_round(Source&& source,
   }
   if (across.size() <= 1) {
     return {sum, count};
-  }
-  if (!room && across.counts_apart(n)) {
-    return {sum, across.all_reduce_sum_counted(std::span<Scalar>(sum, n), count)};
   }
   if (!room) {
     std::copy(sum, sum + n, spare);

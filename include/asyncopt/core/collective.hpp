@@ -24,12 +24,6 @@ namespace asyncopt {
 /// Every process calls the same operations in the same order. collective::InProcess is the
 /// model for a job of one process; the MPI plug-in's mpi::Communicator is the one over MPI.
 ///
-/// A collective may also offer `all_reduce_sum_counted(values, count)` for spans of float and
-/// of double: sums `values` in place as all_reduce_sum does and returns the sum of `count`
-/// over the processes, without the room for the count that an all-reduce of n + 1 values
-/// needs (the MPI model runs a one-value reduction beside the large one). A round then sums
-/// in a worker's own gradient buffer, with no copy into one of its own.
-///
 /// A collective may also offer `round_closed()`, which the round policies call on every
 /// process after each round of the job has been applied (while this process's workers wait
 /// in it or have left): a round boundary, where the MPI transport writes its checkpoints.
@@ -90,9 +84,7 @@ class Ref {
           if constexpr (requires(C & c) { c.round_closed(); }) {
             static_cast<C*>(s)->round_closed();
           }
-        }),
-        counted_float_(counted<C, float>()),
-        counted_double_(counted<C, double>()) {}
+        }) {}
 
   /// This process's number in the job.
   [[nodiscard]] std::size_t rank() const noexcept { return rank_; }
@@ -116,46 +108,7 @@ class Ref {
   /// one.
   void round_closed() const { round_closed_(self_); }
 
-  /// Whether a round of n values should sum its count with all_reduce_sum_counted() rather
-  /// than as an (n + 1)-th value: when the collective has it, and the values are many enough
-  /// (counted_from or more) that the copy into a buffer with room would cost more than a
-  /// second, one-value reduction beside the first.
-  [[nodiscard]] bool counts_apart(std::size_t n) const noexcept {
-    return size_ > 1 && counted_float_ != nullptr && n >= counted_from;
-  }
-  /// Sums `values` in place and returns the sum of `count` over the processes; only where
-  /// counts_apart().
-  [[nodiscard]] std::size_t all_reduce_sum_counted(std::span<float> values,
-                                                   std::size_t count) const {
-    return counted_float_(self_, values, count);
-  }
-  /// Sums `values` in place and returns the sum of `count` over the processes; only where
-  /// counts_apart().
-  [[nodiscard]] std::size_t all_reduce_sum_counted(std::span<double> values,
-                                                   std::size_t count) const {
-    return counted_double_(self_, values, count);
-  }
-
-  /// The number of values from which a round counts apart (64 KiB of floats).
-  static constexpr std::size_t counted_from = 16384;
-
  private:
-  template <class Scalar>
-  using CountedSum = std::size_t (*)(void*, std::span<Scalar>, std::size_t);
-
-  template <class C, class Scalar>
-  static constexpr CountedSum<Scalar> counted() noexcept {
-    if constexpr (requires(C & c, std::span<Scalar> v, std::size_t n) {
-                    { c.all_reduce_sum_counted(v, n) } -> std::convertible_to<std::size_t>;
-                  }) {
-      return [](void* s, std::span<Scalar> v, std::size_t n) -> std::size_t {
-        return static_cast<C*>(s)->all_reduce_sum_counted(v, n);
-      };
-    } else {
-      return nullptr;
-    }
-  }
-
   void* self_ = nullptr;
   std::size_t rank_ = 0;
   std::size_t size_ = 1;
@@ -167,8 +120,6 @@ class Ref {
                                                                         std::size_t) {};
   void (*barrier_)(void*) = [](void*) {};
   void (*round_closed_)(void*) = [](void*) {};
-  CountedSum<float> counted_float_ = nullptr;
-  CountedSum<double> counted_double_ = nullptr;
 };
 
 static_assert(Collective<InProcess>);

@@ -163,21 +163,6 @@ class Communicator {
     }
   }
 
-  /// Sums `values` over the processes in place, as all_reduce_sum() does, and returns the
-  /// sum of `count`: a one-value MPI_Iallreduce started first, which progresses inside the
-  /// large MPI_Allreduce, so the count needs no room after the values.
-  template <class Scalar>
-  [[nodiscard]] std::size_t all_reduce_sum_counted(std::span<Scalar> values,
-                                                   std::size_t count) const {
-    auto total = static_cast<std::uint64_t>(count);
-    MPI_Request request = MPI_REQUEST_NULL;
-    detail::check(MPI_Iallreduce(MPI_IN_PLACE, &total, 1, MPI_UINT64_T, MPI_SUM, comm_, &request),
-                  "MPI_Iallreduce");
-    all_reduce_sum(values);
-    detail::check(MPI_Wait(&request, MPI_STATUS_IGNORE), "MPI_Wait");
-    return static_cast<std::size_t>(total);
-  }
-
   /// Every process's `values` becomes those of process `root` (MPI_Bcast).
   template <class Scalar>
   void broadcast(std::span<Scalar> values, std::size_t root) const {
@@ -219,18 +204,6 @@ class Counted {
   template <class Scalar>
   void all_reduce_sum(std::span<Scalar> values) {
     timed(values.size_bytes(), [&] { inner_->all_reduce_sum(values); });
-  }
-  /// The inner counted all-reduce, counted (the values and the count).
-  template <class Scalar>
-  [[nodiscard]] std::size_t all_reduce_sum_counted(std::span<Scalar> values,
-                                                   std::size_t count) requires requires(C& c) {
-    c.all_reduce_sum_counted(values, count);
-  }
-  {
-    std::size_t total = 0;
-    timed(values.size_bytes() + sizeof(std::uint64_t),
-          [&] { total = inner_->all_reduce_sum_counted(values, count); });
-    return total;
   }
   /// The inner broadcast, counted.
   template <class Scalar>

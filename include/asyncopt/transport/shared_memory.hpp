@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -235,10 +237,17 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
   /// The parameters where they are, with no copy, under a policy that writes them only when a
   /// round closes, which waits for this worker's push (Synchronous). Remembers the version
   /// as pull() does. The values stay unchanged until this worker's next push returns: read
-  /// them only until then, and only as a live worker (after leave(), join() first).
+  /// them only until then. Throws std::logic_error after leave(), when rounds no longer wait
+  /// for this worker: join() first.
   [[nodiscard]] std::span<const Scalar> pull_view() requires hooks::stable_until_push<guard_type> {
-    begin_pull();
     Store& s = this->store();
+    if constexpr (requires { s.guard_.live(id()); }) {
+      if (!s.guard_.live(id())) {
+        throw std::logic_error("asyncopt: pull_view() by worker " + std::to_string(id()) +
+                               ", which has left: the rounds no longer wait for it; join() first");
+      }
+    }
+    begin_pull();
     seen_ = {.params = s.params_.data()};
     return std::span<const Scalar>(s.params_);
   }
