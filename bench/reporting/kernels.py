@@ -24,7 +24,7 @@ CHECK_TYPE = "float"
 CHECK_N = 1 << 26
 
 TRIAD_RATIO = (">=", 0.90, "0.90")
-TWO_PASS_SPEEDUP = (">=", 1.25, "1.25")
+TWO_PASS_SPEEDUP = (">=", 1.14, "1.14")  # 0.95 x 6/5: two passes move 6 arrays, one 5
 EIGEN_TIME_RATIO = ("<=", 1.05, "1.05")
 
 # Full runs: every repetition runs for at least MIN_TIME s, repetitions are interleaved in a

@@ -28,8 +28,9 @@ COUNTERS = ["p50_us", "p99_us", "mean_us", "GBps"]
 LARGE = (100_000, 1_000_000)  # the lengths the throughput criteria and context use
 
 VS_ECHO = ("<=", 1.3, "1.3")
-P50_US = ("<=", 60.0, "60")
-PUSH_GBPS = (">=", 3.3, "3.3")
+P50_VS_ECHO_SMALL = ("<=", 1.15, "1.15")  # one float: the exchange is all latency
+P50_VS_ECHO_LARGE = ("<=", 1.25, "1.25")
+PUSH_VS_RAW_PUSH = (">=", 0.85, "0.85")  # push throughput / raw one-way push throughput
 
 # Every benchmark runs 5 repetitions of at least MIN_TIME s, interleaved in random order; the
 # report takes medians of each counter over the repetitions.
@@ -96,11 +97,18 @@ def checks(points: dict[tuple[str, int, int], Point]) -> list[Check]:
     for n in LARGE:
         criteria.append(Check(f"push_pull_vs_echo/{size_label(n)}",
                               ratio(points, ("push_pull", 1, n), ("echo", 1, n)), *VS_ECHO))
-    criteria.append(Check("push_pull_p50_us/1", value(points, ("push_pull", 1, 1), "p50_us"),
-                          *P50_US))
+    criteria.append(Check("push_pull_p50_vs_echo_p50/1",
+                          ratio(points, ("push_pull", 1, 1), ("echo", 1, 1), "p50_us"),
+                          *P50_VS_ECHO_SMALL))
     for n in LARGE:
-        criteria.append(Check(f"push_throughput_GBps/{size_label(n)}",
-                              value(points, ("push", 1, n), "gbps"), *PUSH_GBPS))
+        criteria.append(Check(f"push_pull_p50_vs_echo_p50/{size_label(n)}",
+                              ratio(points, ("push_pull", 1, n), ("echo", 1, n), "p50_us"),
+                              *P50_VS_ECHO_LARGE))
+    for n in LARGE:
+        # Throughputs of the same bytes: the raw push's time over the push's.
+        criteria.append(Check(f"push_throughput_vs_raw_push/{size_label(n)}",
+                              ratio(points, ("raw_push", 1, n), ("push", 1, n)),
+                              *PUSH_VS_RAW_PUSH))
     return criteria
 
 

@@ -155,14 +155,17 @@ struct Locked {
       std::condition_variable changed;  // `striped` or `waiting` fell to 0
       std::size_t striped = 0;
       std::size_t waiting = 0;
+      std::size_t held_back = 0;  // accesses through the stripes waiting to start
 
       // Locks the whole vector: waits for the accesses through the stripes under way.
       [[nodiscard]] std::unique_lock<std::mutex> take() {
         std::unique_lock lock(mutex);
-        ++waiting;
-        changed.wait(lock, [&] { return striped == 0; });
-        if (--waiting == 0) {
-          changed.notify_all();  // the stripes' accesses may start once this one is done
+        if (striped != 0) {
+          ++waiting;
+          changed.wait(lock, [&] { return striped == 0; });
+          if (--waiting == 0 && held_back != 0) {
+            changed.notify_all();  // they may start once this access is done
+          }
         }
         return lock;
       }
@@ -173,14 +176,18 @@ struct Locked {
      public:
       explicit Striped(Whole& whole) : whole_(whole) {
         std::unique_lock lock(whole_.mutex);
-        whole_.changed.wait(lock, [&] { return whole_.waiting == 0; });
+        if (whole_.waiting != 0) {
+          ++whole_.held_back;
+          whole_.changed.wait(lock, [&] { return whole_.waiting == 0; });
+          --whole_.held_back;
+        }
         ++whole_.striped;
       }
       Striped(const Striped&) = delete;
       Striped& operator=(const Striped&) = delete;
       ~Striped() {
         const std::lock_guard lock(whole_.mutex);
-        if (--whole_.striped == 0) {
+        if (--whole_.striped == 0 && whole_.waiting != 0) {
           whole_.changed.notify_all();
         }
       }
