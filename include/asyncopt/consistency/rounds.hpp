@@ -145,11 +145,11 @@ struct Contribution {
 /// processes once, as an all-reduce of n + 1 values, the last being this process's count: in
 /// place when the sum is in a row (which has that room: a copy, or a worker's gradient buffer
 /// lent by the guard), else after moving the sum to `spare`. Every process makes that same
-/// call whatever its workers pushed, as a collective requires. So the sum depends
-/// neither on the order in which workers arrived nor on which process computes it, and every
-/// process reduces the same way. A process with no contribution (an empty `contributed`) adds zeros
-/// and a count of 0. Returns where the sum is, and the job's count of contributions (0: nobody
-/// contributed, and the sum is all zero).
+/// call whatever its workers pushed, as a collective requires. So the sum depends neither on
+/// the order in which workers arrived nor on which process computes it, and every process
+/// reduces the same way. A process with no contribution (an empty `contributed`) adds zeros
+/// and a count of 0. Returns where the sum is, and the job's count of contributions (0:
+/// nobody contributed, and the sum is all zero).
 template <class Scalar, class Source>
 std::pair<Scalar*, std::size_t> sum_round(Source&& source,
                                           std::span<const unsigned char> contributed, Scalar* rows,
