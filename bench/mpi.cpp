@@ -66,7 +66,6 @@
 #include <exception>
 #include <fstream>
 #include <memory>
-#include <random>
 #include <span>
 #include <sstream>
 #include <stdexcept>
@@ -80,6 +79,8 @@
 #include <asyncopt/mpi/mpi.hpp>
 #include <asyncopt/objective/objective.hpp>
 
+#include "job.hpp"  // tests/mpi: the planted problem and the checks the MPI tests use
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -87,6 +88,8 @@ using Rule = asyncopt::update::Sgd;
 using asyncopt::consistency::LocalSgd;
 using asyncopt::consistency::Synchronous;
 using asyncopt::transport::Mpi;
+using mpi_tests::checksum;
+using mpi_tests::same_everywhere;
 using SyncOptimizer = asyncopt::AsyncOptimizer<float, Rule, Synchronous, Mpi>;
 
 // 2^-10: with gradients of 1 or 2 units of 2^-10 every product and mean below is exact.
@@ -277,24 +280,6 @@ const std::vector<const char*>& parts_of(Kind kind) {
   for (std::size_t i = 0; i < n; ++i) {
     w[i] -= lr * (sum[i] / count);
   }
-}
-
-// FNV-1a over the bytes of `values`.
-std::uint64_t checksum(std::span<const float> values) {
-  std::uint64_t h = 1469598103934665603ULL;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
-  for (std::size_t i = 0; i < values.size_bytes(); ++i) {
-    h = (h ^ bytes[i]) * 1099511628211ULL;
-  }
-  return h;
-}
-
-bool same_everywhere(std::uint64_t value) {
-  std::uint64_t low = value;
-  std::uint64_t high = value;
-  MPI_Allreduce(MPI_IN_PLACE, &low, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
-  MPI_Allreduce(MPI_IN_PLACE, &high, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
-  return low == high;
 }
 
 // Process r's gradient element i, in units of 2^-10: 1 or 2, by bit r of i.
@@ -564,27 +549,8 @@ std::int64_t calibrate(Case& c, const Settings& settings, int rank) {
 // Bytes per example: Synchronous against LocalSgd through optimize()
 // ---------------------------------------------------------------------------------------------
 
-using Dense = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using LeastSquares = asyncopt::objective::LeastSquares<Dense>;
-
-// y = X w* + noise with X standard normal, the same on every process.
-LeastSquares planted(Eigen::Index examples, Eigen::Index dimension, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  Dense x(examples, dimension);
-  Eigen::VectorXf y(examples);
-  Eigen::VectorXf w_star(dimension);
-  for (Eigen::Index j = 0; j < dimension; ++j) {
-    w_star[j] = normal(rng);
-  }
-  for (Eigen::Index i = 0; i < examples; ++i) {
-    for (Eigen::Index j = 0; j < dimension; ++j) {
-      x(i, j) = normal(rng);
-    }
-    y[i] = x.row(i).dot(w_star) + 0.01F * normal(rng);
-  }
-  return LeastSquares(std::move(x), std::move(y), {.l2 = 0.0, .intercept = false});
-}
+using mpi_tests::LeastSquares;
+using mpi_tests::planted;
 
 struct Traffic {
   std::string consistency;

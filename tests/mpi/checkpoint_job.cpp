@@ -5,9 +5,9 @@
 //   checkpoint_job --policy sync|local --epochs E --out FILE
 //                  [--checkpoint PATH --every ROUNDS] [--die-after GRADIENTS]
 //
-// Writes the final parameters to FILE and prints "gradients: N", the gradients it computed
-// (process 0). With --die-after, the last process kills
-// itself with SIGKILL when its worker starts its GRADIENTS-th gradient.
+// Checks that every process ends with the same parameters (else exits 1), writes them to
+// FILE and prints "gradients: N", the gradients it computed (process 0). With --die-after, the last
+// process kills itself with SIGKILL when its worker starts its GRADIENTS-th gradient.
 #include <atomic>
 #include <csignal>
 #include <cstddef>
@@ -24,7 +24,7 @@
 #include <asyncopt/mpi/mpi.hpp>
 #include <asyncopt/objective/objective.hpp>
 
-#include "planted.hpp"
+#include "job.hpp"
 
 namespace {
 
@@ -117,6 +117,10 @@ void run(int argc, char** argv) {
     const std::vector<float> w =
         a.policy == "sync" ? train(a, asyncopt::consistency::Synchronous{}, rank, size)
                            : train(a, asyncopt::consistency::LocalSgd{.period = 4}, rank, size);
+    // A resumed job must have restored every process, not only the one that writes.
+    if (!mpi_tests::same_everywhere(mpi_tests::checksum(w))) {
+      throw std::runtime_error("checkpoint_job: the processes ended with different parameters");
+    }
     if (rank == 0) {
       std::printf("gradients: %ld\n", gradients.load());
       std::ofstream out(a.out, std::ios::binary);

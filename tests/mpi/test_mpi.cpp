@@ -21,7 +21,7 @@
 #include <asyncopt/mpi/mpi.hpp>
 #include <asyncopt/objective/objective.hpp>
 
-#include "planted.hpp"
+#include "job.hpp"
 
 using asyncopt::Options;
 using asyncopt::consistency::LocalSgd;
@@ -31,8 +31,10 @@ using asyncopt::transport::SharedMemory;
 
 namespace {
 
+using mpi_tests::checksum;
 using mpi_tests::LeastSquares;
 using mpi_tests::planted;
+using mpi_tests::same_everywhere;
 
 std::size_t rank() {
   int r = 0;
@@ -44,25 +46,6 @@ std::size_t processes() {
   int s = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &s);
   return static_cast<std::size_t>(s);
-}
-
-// FNV-1a over the bytes of `values`.
-std::uint64_t checksum(std::span<const float> values) {
-  std::uint64_t h = 1469598103934665603ULL;
-  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
-  for (std::size_t i = 0; i < values.size_bytes(); ++i) {
-    h = (h ^ bytes[i]) * 1099511628211ULL;
-  }
-  return h;
-}
-
-// Whether `value` is the same on every process.
-bool same_everywhere(std::uint64_t value) {
-  std::uint64_t low = value;
-  std::uint64_t high = value;
-  MPI_Allreduce(MPI_IN_PLACE, &low, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
-  MPI_Allreduce(MPI_IN_PLACE, &high, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
-  return low == high;
 }
 
 // Whether `holds` holds on every process.
