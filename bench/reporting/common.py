@@ -344,6 +344,26 @@ def size_label(n: int) -> str:
     return str(n)
 
 
+def decimal_size_label(n: int) -> str:
+    """n as 1e<k> when it is a power of ten from 10 on, else as it is."""
+    if n >= 10 and math.log10(n).is_integer():
+        return f"1e{int(math.log10(n))}"
+    return str(n)
+
+
+def log_size_axes(ax, sizes: list[int], xlabel: str, title: str) -> None:
+    """Log-log axes over message sizes, ticked at `sizes` (labelled as 1e<k>), with a grid
+    and the legend of what was plotted."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([decimal_size_label(n) for n in sizes])
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def number(value, form: str) -> str:
     return "?" if value is None else form.format(value)
 

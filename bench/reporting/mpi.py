@@ -6,17 +6,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import shutil
 import statistics
 from pathlib import Path
 
-from .common import (BUILD_DIR, REPRODUCIBLE_PNG, Check, ReportError, cpu_model, criteria_table,
-                     ensure_matplotlib, exit_status, fact_lines, iteration_runs, load_before_run,
-                     load_before_text, load_json, load_results, machine_text, markdown_table,
-                     pyplot, record_run, run_facts, run_measured, sample_load, save_figure,
-                     value_text, write_text)
+from .common import (BUILD_DIR, Check, REPRODUCIBLE_PNG, ReportError, cpu_model, criteria_table,
+                     decimal_size_label, ensure_matplotlib, exit_status, fact_lines, iteration_runs,
+                     load_before_run, load_before_text, load_json, load_results, log_size_axes,
+                     machine_text, markdown_table, pyplot, record_run, run_facts, run_measured,
+                     sample_load, save_figure, value_text, write_text)
 
 DESCRIPTION = ("one synchronous round of the MPI transport against a raw MPI_Allreduce loop "
                "with 2 and 4 processes (bench/mpi.cpp; needs MPI)")
@@ -24,7 +23,8 @@ DESCRIPTION = ("one synchronous round of the MPI transport against a raw MPI_All
 KINDS = ["library", "raw", "raw_copies"]
 KIND_LABELS = {"library": "library (push + clock)",
                "raw": "raw (MPI_Allreduce in place + fused update)",
-               "raw_copies": "raw_copies (raw + the library's passes: finiteness check, count in its slot)"}
+               "raw_copies": ("raw_copies (raw + the library's passes: finiteness check, count "
+                              "in its slot)")}
 RANKS = [2, 4]
 SIZES = [1_000, 100_000, 1_000_000, 10_000_000]
 # Per-round times in microseconds, each the median over the repetitions.
@@ -142,12 +142,6 @@ def load_points(data: dict) -> dict[tuple[str, int, int], Point]:
     return points
 
 
-def size_label(n: int) -> str:
-    if n >= 10 and math.log10(n).is_integer():
-        return f"1e{int(math.log10(n))}"
-    return str(n)
-
-
 def counter(points: dict, kind: str, ranks: int, n: int, name: str) -> float | None:
     p = points.get((kind, ranks, n))
     return None if p is None else p.get(name)
@@ -170,7 +164,7 @@ def checks(points: dict[tuple[str, int, int], Point]) -> list[Check]:
     criteria = []
     for ranks in RANKS:
         for n in SIZES:
-            criteria.append(Check(f"round_time_vs_raw_allreduce/{ranks}/{size_label(n)}",
+            criteria.append(Check(f"round_time_vs_raw_allreduce/{ranks}/{decimal_size_label(n)}",
                                   ratio(counter(points, "library", ranks, n, "round_us"),
                                         counter(points, "raw", ranks, n, "round_us")),
                                   *VS_RAW))
@@ -187,7 +181,7 @@ def findings(points: dict[tuple[str, int, int], Point]) -> list[str]:
                          counter(points, "raw_copies", ranks, n, "round_us"))
             check = ratio(counter(points, "raw_copies", ranks, n, "check_us"),
                           counter(points, "raw", ranks, n, "round_us"))
-            lines.append(f"round_time_vs_raw_same_work/{ranks}/{size_label(n)}: "
+            lines.append(f"round_time_vs_raw_same_work/{ranks}/{decimal_size_label(n)}: "
                          f"{value_text(same)} (the finiteness check alone: "
                          f"{value_text(check)} of the raw round)")
     lines.append("the raw loop does not check that the gradients are finite: the library's "
@@ -213,7 +207,7 @@ def context(points: dict[tuple[str, int, int], Point], data: dict) -> list[tuple
     lines = []
     for ranks in RANKS:
         for n in SIZES:
-            where = f"{ranks}/{size_label(n)}"
+            where = f"{ranks}/{decimal_size_label(n)}"
             lines.append((f"raw allreduce GBps/{where} (algorithm bandwidth, 4n bytes / time)",
                           value_text(gbps(n, counter(points, "raw", ranks, n, "allreduce_us")))))
             lines.append((f"step_vs_raw/{where} (pull + push + clock)",
@@ -286,7 +280,7 @@ def markdown(data: dict, points: dict[tuple[str, int, int], Point],
             library = counter(points, "library", ranks, n, "round_us")
             raw = counter(points, "raw", ranks, n, "round_us")
             spreads = [points.get((kind, ranks, n)) for kind in KINDS]
-            rows.append([size_label(n), f"{4 * n:,}", us(library), us(raw),
+            rows.append([decimal_size_label(n), f"{4 * n:,}", us(library), us(raw),
                          value_text(ratio(library, raw)),
                          us(counter(points, "raw_copies", ranks, n, "round_us")),
                          us(counter(points, "library", ranks, n, "step_us")),
@@ -309,7 +303,8 @@ def markdown(data: dict, points: dict[tuple[str, int, int], Point],
             collective = lib.get("collective_us")
             rest = (None if collective is None or lib.get("round_us") is None
                     else lib.get("round_us") - collective)
-            parts.append([size_label(n), us(collective), us(rest), us(raw.get("allreduce_us")),
+            parts.append([decimal_size_label(n), us(collective), us(rest),
+                          us(raw.get("allreduce_us")),
                           us(raw.get("update_us")),
                           *(us(copies.get(name)) for name in COUNTERS["raw_copies"][2:])])
         if parts:
@@ -363,14 +358,7 @@ def plot(points: dict[tuple[str, int, int], Point], path: Path) -> None:
             ax.plot(xs, ys, marker=markers[kind], color=colors[kind],
                     linestyle="--" if kind == "raw" else "-",
                     linewidth=2.0 if kind == "raw" else 1.5, label=KIND_LABELS[kind])
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([size_label(n) for n in sizes])
-        ax.set_xlabel("n (floats; 4n bytes per all-reduce)")
-        ax.set_title(f"{ranks} processes")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        log_size_axes(ax, sizes, "n (floats; 4n bytes per all-reduce)", f"{ranks} processes")
     axes[0][0].set_ylabel("time per round (us)")
     fig.suptitle("asyncopt synchronous round over MPI against a raw MPI_Allreduce loop "
                  "(dashed; median of repetitions)", fontsize=10)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import statistics
 from pathlib import Path
 
-from .common import (REPRODUCIBLE_PNG, Check, cpu_model, criteria_table, ensure_matplotlib,
-                     exit_status, fact_lines, iteration_runs, json_output_flags, load_before_run,
-                     load_before_text, load_results, machine_text, markdown_table, pyplot,
-                     record_run, run_facts, run_measured, sample_load, save_figure, value_text,
-                     write_text)
+from .common import (Check, REPRODUCIBLE_PNG, cpu_model, criteria_table, decimal_size_label,
+                     ensure_matplotlib, exit_status, fact_lines, iteration_runs, json_output_flags,
+                     load_before_run, load_before_text, load_results, log_size_axes, machine_text,
+                     markdown_table, pyplot, record_run, run_facts, run_measured, sample_load,
+                     save_figure, value_text, write_text)
 
 DESCRIPTION = ("latency and throughput of the ZeroMQ parameter server on loopback against a raw "
                "DEALER/ROUTER echo (bench/zmq.cpp)")
@@ -73,12 +72,6 @@ def load_points(data: dict) -> dict[tuple[str, int, int], Point]:
     return points
 
 
-def size_label(n: int) -> str:
-    if n >= 10 and math.log10(n).is_integer():
-        return f"1e{int(math.log10(n))}"
-    return str(n)
-
-
 def ratio(points: dict, numerator: tuple[str, int, int], denominator: tuple[str, int, int],
           field: str = "mean_us") -> float | None:
     a, b = points.get(numerator), points.get(denominator)
@@ -95,18 +88,18 @@ def value(points: dict, key: tuple[str, int, int], field: str) -> float | None:
 def checks(points: dict[tuple[str, int, int], Point]) -> list[Check]:
     criteria = []
     for n in LARGE:
-        criteria.append(Check(f"push_pull_vs_echo/{size_label(n)}",
+        criteria.append(Check(f"push_pull_vs_echo/{decimal_size_label(n)}",
                               ratio(points, ("push_pull", 1, n), ("echo", 1, n)), *VS_ECHO))
     criteria.append(Check("push_pull_p50_vs_echo_p50/1",
                           ratio(points, ("push_pull", 1, 1), ("echo", 1, 1), "p50_us"),
                           *P50_VS_ECHO_SMALL))
     for n in LARGE:
-        criteria.append(Check(f"push_pull_p50_vs_echo_p50/{size_label(n)}",
+        criteria.append(Check(f"push_pull_p50_vs_echo_p50/{decimal_size_label(n)}",
                               ratio(points, ("push_pull", 1, n), ("echo", 1, n), "p50_us"),
                               *P50_VS_ECHO_LARGE))
     for n in LARGE:
         # Throughputs of the same bytes: the raw push's time over the push's.
-        criteria.append(Check(f"push_throughput_vs_raw_push/{size_label(n)}",
+        criteria.append(Check(f"push_throughput_vs_raw_push/{decimal_size_label(n)}",
                               ratio(points, ("raw_push", 1, n), ("push", 1, n)),
                               *PUSH_VS_RAW_PUSH))
     return criteria
@@ -121,32 +114,32 @@ def context(points: dict[tuple[str, int, int], Point]) -> list[tuple[str, str]]:
         lines.append((f"echo {setup} p50_us/1",
                       value_text(value(points, ("echo", workers, 1), "p50_us"))))
         for n in LARGE:
-            lines.append((f"echo {setup} GBps/{size_label(n)} (round trip, both ways)",
+            lines.append((f"echo {setup} GBps/{decimal_size_label(n)} (round trip, both ways)",
                           value_text(value(points, ("echo", workers, n), "gbps"))))
     for n in LARGE:
-        lines.append((f"push_pull_vs_echo 1+1 p50/{size_label(n)}",
+        lines.append((f"push_pull_vs_echo 1+1 p50/{decimal_size_label(n)}",
                       value_text(ratio(points, ("push_pull", 1, n), ("echo", 1, n), "p50_us"))))
     lines.append(("pull_push 1+1 p50_us/1 (two exchanges)",
                   value_text(value(points, ("pull_push", 1, 1), "p50_us"))))
     for n in LARGE:
-        lines.append((f"pull_push_vs_echo 1+1/{size_label(n)} (two exchanges)",
+        lines.append((f"pull_push_vs_echo 1+1/{decimal_size_label(n)} (two exchanges)",
                       value_text(ratio(points, ("pull_push", 1, n), ("echo", 1, n)))))
     for n in LARGE:
-        lines.append((f"raw_push 1+1 GBps/{size_label(n)}",
+        lines.append((f"raw_push 1+1 GBps/{decimal_size_label(n)}",
                       value_text(value(points, ("raw_push", 1, n), "gbps"))))
-        lines.append((f"push_vs_raw_push 1+1/{size_label(n)}",
+        lines.append((f"push_vs_raw_push 1+1/{decimal_size_label(n)}",
                       value_text(ratio(points, ("push", 1, n), ("raw_push", 1, n)))))
     lines.append(("push_pull 1+2 p50_us/1",
                   value_text(value(points, ("push_pull", 2, 1), "p50_us"))))
     for n in LARGE:
-        lines.append((f"push_pull_vs_echo 1+2/{size_label(n)}",
+        lines.append((f"push_pull_vs_echo 1+2/{decimal_size_label(n)}",
                       value_text(ratio(points, ("push_pull", 2, n), ("echo", 2, n)))))
     for op in ("push", "pull", "push_pull"):
         for n in LARGE:
-            lines.append((f"{op} 1+2 GBps/{size_label(n)} (both workers)",
+            lines.append((f"{op} 1+2 GBps/{decimal_size_label(n)} (both workers)",
                           value_text(value(points, (op, 2, n), "gbps"))))
     for n in LARGE:
-        lines.append((f"pull 1+1 GBps/{size_label(n)}",
+        lines.append((f"pull 1+1 GBps/{decimal_size_label(n)}",
                       value_text(value(points, ("pull", 1, n), "gbps"))))
     return lines
 
@@ -219,7 +212,7 @@ def markdown(data: dict, points: dict[tuple[str, int, int], Point],
                     continue
                 versus = ("" if echo is None or op in ("echo", "raw_push") or
                           echo.mean_us == 0 else f"{p.mean_us / echo.mean_us:.2f}")
-                rows.append([size_label(n), f"{n * 4:,}", OP_LABELS[op],
+                rows.append([decimal_size_label(n), f"{n * 4:,}", OP_LABELS[op],
                              f"{p.p50_us:.1f}", f"{p.p99_us:.1f}", f"{p.mean_us:.1f}",
                              f"{p.gbps:.3f}", versus, f"{p.spread:.0%}"])
         if not rows:
@@ -256,14 +249,8 @@ def plot(points: dict[tuple[str, int, int], Point], path: Path) -> None:
             ax.plot(xs, ys, marker=markers[op], color=colors[op],
                     linestyle="--" if raw else "-", linewidth=2.0 if raw else 1.5,
                     label=OP_LABELS[op])
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([size_label(n) for n in sizes])
-        ax.set_xlabel("n (floats per message; 4n bytes)")
-        ax.set_title(f"1 server + {workers} worker{'s' if workers > 1 else ''}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        log_size_axes(ax, sizes, "n (floats per message; 4n bytes)",
+                      f"1 server + {workers} worker{'s' if workers > 1 else ''}")
     axes[0][0].set_ylabel("p50 latency per operation (us)")
     fig.suptitle("asyncopt ZeroMQ parameter server on loopback TCP against raw DEALER/ROUTER "
                  "messages (dashed; median of repetitions)", fontsize=10)
