@@ -72,11 +72,10 @@ class Rounds {
     }
   }
 
-  /// Whether worker `id` takes part (has not left, or has joined again).
-  [[nodiscard]] bool live(std::size_t id) {
-    const std::lock_guard lock(mutex_);
-    return live_[id] != 0;
-  }
+  /// Whether worker `id` takes part (has not left, or has joined again). Only the thread
+  /// acting for worker `id` may ask: its leave() and join() are the only writers of that
+  /// entry, so no lock is needed.
+  [[nodiscard]] bool live(std::size_t id) const noexcept { return live_[id] != 0; }
 
   /// Worker `id` takes part again. If a contribution it made when leaving is still in an
   /// open round, waits for that round to close (the live workers close it), so that one

@@ -113,8 +113,9 @@ struct Synchronous {
       return {gradients_.data() + id * (n_ + 1), n_};
     }
 
-    /// Whether worker `id` takes part in the rounds (it has not left, or has joined again).
-    [[nodiscard]] bool live(std::size_t id) { return rounds_.live(id); }
+    /// Whether worker `id` takes part in the rounds (it has not left, or has joined again);
+    /// asked by the thread acting for worker `id`.
+    [[nodiscard]] bool live(std::size_t id) const noexcept { return rounds_.live(id); }
 
     /// Worker `id` is no longer waited for; a round that only it held back closes, by one of
     /// the workers waiting in it.
