@@ -246,6 +246,89 @@ TEMPLATE_TEST_CASE("malformed pushes and pulls raise clear errors and change not
   REQUIRE(store->version() == 0);
 }
 
+TEMPLATE_TEST_CASE("step(index, values, gradient) pulls, pushes and clocks as the three calls do",
+                   "", Locked, LockFree) {
+  constexpr std::size_t n = 40;
+  std::vector<float> w(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    w[i] = 0.25f * static_cast<float>(i) - 3.0f;
+  }
+  const auto start = w;
+  std::vector<float> reference_w = w;
+  const Opt<float, TestType> opt(Sgd{.learning_rate = 0.5}, make_policy<TestType>());
+  auto store = opt.attach(w, 1);
+  auto reference = opt.attach(reference_w, 1);
+  auto h = store->worker(0);
+  auto r = reference->worker(0);
+  const std::vector<std::size_t> index = {0, 3, 17, 18, 39};
+  // A gradient that reads what was pulled: g_k = w_k^2 - k.
+  auto gradient_of = [](std::span<const float> pulled, std::vector<float>& g) {
+    g.resize(pulled.size());
+    for (std::size_t k = 0; k < pulled.size(); ++k) {
+      g[k] = pulled[k] * pulled[k] - static_cast<float>(k);
+    }
+  };
+  std::vector<float> values(index.size());
+  std::vector<float> g;
+  std::vector<float> reference_values(index.size());
+  std::vector<float> reference_g;
+  for (int step = 0; step < 3; ++step) {
+    const auto result = h.step(index, values, [&](std::span<const float> pulled) {
+      REQUIRE(pulled.data() == values.data());
+      gradient_of(pulled, g);
+      return std::span<const float>(g);
+    });
+    r.pull_values(index, reference_values);
+    gradient_of(reference_values, reference_g);
+    const auto expected = r.push(index, reference_g);
+    r.clock();
+    REQUIRE(result.applied == expected.applied);
+    REQUIRE(values == reference_values);
+    if (step == 0) {  // the closed form: w_i - 0.5 * (w_i^2 - k) at i = index[k]
+      for (std::size_t k = 0; k < index.size(); ++k) {
+        const double w0 = start[index[k]];
+        REQUIRE(w[index[k]] == Approx(w0 - 0.5 * (w0 * w0 - static_cast<double>(k))).epsilon(1e-6));
+      }
+    }
+  }
+  REQUIRE(w == reference_w);
+  REQUIRE(w[17] != start[17]);
+  REQUIRE(w[1] == start[1]);
+  REQUIRE(h.clock_count() == 3);
+  REQUIRE(store->version() == 3);
+
+  // A gradient with NaN is rejected whole; the step still ends with the clock.
+  const auto before = w;
+  const auto nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> bad(index.size(), 1.0f);
+  bad[2] = nan;
+  REQUIRE_FALSE(h.step(index, values, [&](std::span<const float>) {
+                   return std::span<const float>(bad);
+                 }).applied);
+  REQUIRE(w == before);
+  REQUIRE(h.clock_count() == 4);
+  REQUIRE(store->stats().rejected == 1);
+
+  // A bad index list or a gradient of the wrong length is refused, changing nothing.
+  bool called = false;
+  const std::vector<std::size_t> unsorted = {5, 2, 7, 8, 9};
+  REQUIRE_THROWS_WITH(h.step(unsorted, values,
+                             [&](std::span<const float>) {
+                               called = true;
+                               return std::span<const float>(bad);
+                             }),
+                      Catch::Contains("strictly increasing"));
+  REQUIRE_FALSE(called);
+  const std::vector<float> short_g(index.size() - 1, 1.0f);
+  REQUIRE_THROWS_WITH(
+      h.step(index, values,
+             [&](std::span<const float>) { return std::span<const float>(short_g); }),
+      Catch::Contains("5 indices but 4 values"));
+  REQUIRE(w == before);
+  REQUIRE(h.clock_count() == 4);
+  REQUIRE(store->version() == 3);
+}
+
 TEST_CASE("Locked stripes partition the vector on cache-line boundaries") {
   using Guard = Locked::Guard<float>;
   for (const std::size_t n : {1, 15, 16, 1000, 10000, 100003}) {

@@ -86,6 +86,13 @@ template <class W, class S>
 concept PackedPull = requires(W& h, std::span<const std::size_t> index, std::span<S> values) {
   h.pull_values(index, values);
 };
+/// A handle that pulls the values at an index list, has their gradient computed, pushes it and
+/// clocks in one call, checking the list once (the shared-memory Worker::step).
+template <class W, class S>
+concept SparseStep = requires(W& h, std::span<const std::size_t> index, std::span<S> values,
+                              std::span<const S> (*gradient)(std::span<const S>)) {
+  h.step(index, values, gradient);
+};
 template <class W, class S>
 concept InPlacePush = requires(W& h, std::span<S> g) {
   h.push_in_place(g);
@@ -467,10 +474,19 @@ class Training {
     SparseGradient<Scalar>& g = ws.sparse_grad;
     objective_.touched(batch, g.index);
     ws.w.resize(g.index.size());
-    ws.handle.pull_values(std::span<const std::size_t>(g.index), std::span<Scalar>(ws.w));
-    objective_.touched_gradient(std::span<const Scalar>(ws.w), batch, g);
-    ws.handle.push(g);
-    ws.handle.clock();
+    if constexpr (SparseStep<Worker, Scalar>) {
+      // The pull, the push and the clock in one call, the index list checked once.
+      ws.handle.step(std::span<const std::size_t>(g.index), std::span<Scalar>(ws.w),
+                     [&](std::span<const Scalar> w) {
+                       objective_.touched_gradient(w, batch, g);
+                       return g.values();
+                     });
+    } else {
+      ws.handle.pull_values(std::span<const std::size_t>(g.index), std::span<Scalar>(ws.w));
+      objective_.touched_gradient(std::span<const Scalar>(ws.w), batch, g);
+      ws.handle.push(g);
+      ws.handle.clock();
+    }
   }
 
   // The push, the clock and the next step's pull travel together while another step of this

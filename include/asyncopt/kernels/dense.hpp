@@ -179,37 +179,43 @@ void copy(const Scalar* src, Scalar* dst, std::size_t begin, std::size_t end) no
 
 namespace detail {
 
-// One pass over `values`: x * 0 is 0 for finite x and NaN for NaN and Inf, so the sum of
-// the products is 0 exactly when every value is finite. Copy also stores each value to dst.
+// One pass over `values`: x * 0 is 0 for finite x and NaN for NaN and Inf, so the lanes of
+// the accumulated products are all 0 exactly when every value is finite. A tail shorter than
+// a batch is taken as the last full batch, which overlaps the one before: a value seen twice
+// changes no answer (and is copied twice, alike). Copy also stores each value to dst.
 template <bool Copy, class Scalar>
 [[nodiscard]] bool finite_pass(std::span<const Scalar> values, Scalar* dst) noexcept {
   using Batch = xsimd::batch<Scalar>;
   constexpr std::size_t width = Batch::size;
   const std::size_t n = values.size();
   const Scalar* p = values.data();
-  Batch acc(Scalar{0});
+  if (n < width) {
+    Scalar total{0};
+    for (std::size_t i = 0; i < n; ++i) {
+      if constexpr (Copy) {
+        dst[i] = p[i];
+      }
+      total += p[i] * Scalar{0};
+    }
+    return total == Scalar{0};
+  }
   const Batch zero(Scalar{0});
-  std::size_t i = 0;
-  for (; i + width <= n; i += width) {
+  Batch acc(Scalar{0});
+  auto take = [&](std::size_t i) {
     const Batch v = Batch::load_unaligned(p + i);
     if constexpr (Copy) {
       v.store_unaligned(dst + i);
     }
     acc += v * zero;
+  };
+  std::size_t i = 0;
+  for (; i + width <= n; i += width) {
+    take(i);
   }
-  alignas(64) std::array<Scalar, width> lanes{};
-  acc.store_unaligned(lanes.data());
-  Scalar total{0};
-  for (const Scalar lane : lanes) {
-    total += lane;
+  if (i < n) {
+    take(n - width);
   }
-  for (; i < n; ++i) {
-    if constexpr (Copy) {
-      dst[i] = p[i];
-    }
-    total += p[i] * Scalar{0};
-  }
-  return total == Scalar{0};
+  return xsimd::all(acc == zero);
 }
 
 }  // namespace detail

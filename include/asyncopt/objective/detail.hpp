@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <span>
@@ -153,11 +154,55 @@ void add_outer_row(const Matrix& x, Eigen::Index i, const Coefficients& p, Grad&
   }
 }
 
+/// A sum of one row's terms in `lanes` interleaved partial sums (term k in sum k mod lanes),
+/// added in a fixed tree at the end: the same bits for the same terms, however they are
+/// visited, and no chain of one dependent addition per term, so a long row's sum runs at the
+/// pace of the loads rather than of the adder's latency. It may differ from the sum in
+/// order by rounding.
+template <class Scalar>
+struct LaneSum {
+  static constexpr std::size_t lanes = 8;
+  std::array<Scalar, lanes> part{};
+
+  /// Adds term k, `v`.
+  void add(std::size_t k, Scalar v) noexcept { part[k % lanes] += v; }
+  /// The sum of the terms added.
+  [[nodiscard]] Scalar total() const noexcept {
+    return ((part[0] + part[4]) + (part[2] + part[6])) +
+           ((part[1] + part[5]) + (part[3] + part[7]));
+  }
+};
+
+/// Row i of a compressed row-major sparse matrix as arrays: its `size` column ids (strictly
+/// increasing) and values.
+template <class Matrix>
+struct SparseRow {
+  const typename Matrix::StorageIndex* column;
+  const typename Matrix::Scalar* value;
+  std::size_t size;
+};
+
+/// Row i of `x`, which every objective keeps compressed.
+template <class Matrix>
+[[nodiscard]] SparseRow<Matrix> sparse_row(const Matrix& x, Eigen::Index i) noexcept {
+  const auto begin = x.outerIndexPtr()[i];
+  const auto end = x.outerIndexPtr()[i + 1];
+  return {x.innerIndexPtr() + begin, x.valuePtr() + begin, static_cast<std::size_t>(end - begin)};
+}
+
 /// Replaces `columns` by the sorted, unique columns the rows in `batch` have entries in.
 /// Reuses the vector's capacity, so a worker stops allocating once it has grown.
 template <class Matrix>
 void gather_columns(const Matrix& x, std::span<const std::size_t> batch,
                     std::vector<std::size_t>& columns) {
+  if (batch.size() == 1) {  // one row's columns: already strictly increasing
+    const auto row = sparse_row(x, static_cast<Eigen::Index>(batch[0]));
+    columns.resize(row.size);
+    for (std::size_t k = 0; k < row.size; ++k) {
+      columns[k] = static_cast<std::size_t>(row.column[k]);
+    }
+    return;
+  }
   columns.clear();
   for (const std::size_t id : batch) {
     for (typename Matrix::InnerIterator it(x, static_cast<Eigen::Index>(id)); it; ++it) {

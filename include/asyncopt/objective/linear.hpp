@@ -96,6 +96,16 @@ class SingleOutputModel
     this->check_batch("sparse_gradient", batch);
     g.clear();
     touched_unchecked(batch, g.index);
+    if (batch.size() == 1) {
+      // The touched weights, packed, in g.value, which row_values overwrites entry by entry.
+      const auto row = detail::sparse_row(this->data(), static_cast<Eigen::Index>(batch[0]));
+      g.value.resize(g.index.size());
+      for (std::size_t k = 0; k < g.index.size(); ++k) {
+        g.value[k] = w[g.index[k]];
+      }
+      row_values(batch[0], row, g, g.value.data());
+      return;
+    }
     fill_values(batch, g,
                 [&](std::size_t /*position*/, std::size_t parameter) { return w[parameter]; });
   }
@@ -115,6 +125,9 @@ class SingleOutputModel
                        std::to_string(g.index.size()) + " (one per entry of g.index)");
     }
     this->check_batch("touched_gradient", batch);
+    if (batch.size() == 1 && row_gradient(batch[0], w_touched, g)) {
+      return;
+    }
     if (!asyncopt::detail::strictly_increasing_below(g.index, dimension())) {
       detail::fail(this->type(), "touched_gradient",
                    "g.index: " + asyncopt::detail::index_list_error(g.index, dimension()) +
@@ -156,10 +169,77 @@ class SingleOutputModel
     }
   }
 
+  // The gradient of one example `id` whose touched() list g.index holds exactly (the row's
+  // columns, then the bias if any), from w_touched (one value per entry): row_values without
+  // searching for each entry's position. Returns false, writing nothing, when g.index is
+  // another list.
+  bool row_gradient(std::size_t id, std::span<const Scalar> w_touched,
+                    SparseGradient<Scalar>& g) const {
+    const auto row = detail::sparse_row(this->data(), static_cast<Eigen::Index>(id));
+    const std::size_t bias = this->intercept() ? 1 : 0;
+    if (g.index.size() != row.size + bias ||
+        (bias == 1 && g.index.back() != this->num_features())) {
+      return false;
+    }
+    std::size_t differ = 0;
+    for (std::size_t k = 0; k < row.size; ++k) {
+      differ |= g.index[k] ^ static_cast<std::size_t>(row.column[k]);
+    }
+    if (differ != 0) {
+      return false;
+    }
+    row_values(id, row, g, w_touched.data());
+    return true;
+  }
+
+  // g.value <- the gradient of the one example `id`, whose row is `row`, at g.index = the
+  // row's columns then the bias if any; w[k] is the value of parameter g.index[k] (w may be
+  // g.value itself: each w[k] is read before out[k] is written). The margin is a
+  // detail::LaneSum of the row's terms, then the bias added, as fill_values sums it.
+  void row_values(std::size_t id, const detail::SparseRow<Matrix>& row, SparseGradient<Scalar>& g,
+                  const Scalar* w) const {
+    // detail::LaneSum's sum, a block of lanes at a time.
+    using Sum = detail::LaneSum<Scalar>;
+    constexpr std::size_t lanes = Sum::lanes;
+    Sum sum;
+    std::size_t k = 0;
+    for (; k + lanes <= row.size; k += lanes) {
+      for (std::size_t l = 0; l < lanes; ++l) {
+        sum.part[l] += row.value[k + l] * w[k + l];
+      }
+    }
+    for (; k < row.size; ++k) {
+      sum.part[k % lanes] += row.value[k] * w[k];
+    }
+    Scalar z = sum.total();
+    if (this->intercept()) {
+      z += w[row.size];
+    }
+    const auto i = static_cast<Eigen::Index>(id);
+    const auto c = static_cast<Scalar>(
+        Loss::slope(static_cast<double>(z), static_cast<double>(this->labels()[i])));
+    g.value.resize(g.index.size());
+    Scalar* const out = g.value.data();
+    if (this->l2() != 0.0) {
+      const auto l2 = static_cast<Scalar>(this->l2());
+      for (std::size_t e = 0; e < row.size; ++e) {
+        const Scalar cx = c * row.value[e];
+        out[e] = cx + l2 * w[e];
+      }
+    } else {
+      for (std::size_t e = 0; e < row.size; ++e) {
+        out[e] = c * row.value[e];
+      }
+    }
+    if (this->intercept()) {
+      out[row.size] = c;
+    }
+  }
+
   // g.value <- the batch gradient at the indices in g.index (strictly increasing, in range,
   // the bias last when there is one): the rest of sparse_gradient and touched_gradient.
-  // weight(position, parameter) is the value of parameter g.index[position]. The margin is
-  // summed in the row's order, then the bias added, as margin() does.
+  // weight(position, parameter) is the value of parameter g.index[position]. The margin is a
+  // detail::LaneSum of the row's terms, then the bias added: the bits of row_values.
   template <class Weight>
   void fill_values(std::span<const std::size_t> batch, SparseGradient<Scalar>& g,
                    Weight&& weight) const {
@@ -171,15 +251,18 @@ class SingleOutputModel
     Scalar bias = 0;
     for (const std::size_t id : batch) {
       const auto i = static_cast<Eigen::Index>(id);
-      Scalar z(0);
-      if (!detail::for_each_entry_position(
-              this->data(), i, columns,
-              [&](std::size_t pos, Scalar x) { z += x * weight(pos, g.index[pos]); })) {
+      detail::LaneSum<Scalar> sum;
+      std::size_t entry = 0;
+      if (!detail::for_each_entry_position(this->data(), i, columns,
+                                           [&](std::size_t pos, Scalar x) {
+                                             sum.add(entry++, x * weight(pos, g.index[pos]));
+                                           })) {
         detail::fail(
             this->type(), "touched_gradient",
             "g.index lacks a feature of row " + std::to_string(id) +
                 ": it must hold every parameter the batch touches, as touched() writes it");
       }
+      Scalar z = sum.total();
       if (this->intercept()) {
         z += b;
       }

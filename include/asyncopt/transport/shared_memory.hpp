@@ -282,6 +282,23 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
     seen_ = {.params = values.data(), .packed_index = index, .packed = true, .partial = true};
   }
 
+  /// One sparse step in one call: pull_values(index, values), then `gradient(values)`, which
+  /// returns the gradient at the same indices (one value per entry of `index`, valid until
+  /// the call returns), then push(index, gradient) and clock(). The index list is checked
+  /// once, for the pull and the push together. Returns, throws and changes what those calls
+  /// would in that order; a `gradient` that throws ends the step after the pull.
+  template <class Gradient>
+  PushResult step(std::span<const std::size_t> index, std::span<Scalar> values,
+                  Gradient&& gradient) requires
+      std::is_invocable_r_v<std::span<const Scalar>, Gradient&, std::span<const Scalar>> {
+    pull_values(index, values);
+    const std::span<const Scalar> g = gradient(std::span<const Scalar>(values));
+    store::check_sparse_sizes(index.size(), g.size());
+    const PushResult result = push_sparse_checked(index, g, store::IgnoreAccepted{});
+    clock();
+    return result;
+  }
+
   /// Applies a dense gradient computed at the last pulled parameters.
   PushResult push(std::span<const Scalar> gradient) {
     return push_dense(gradient, store::IgnoreAccepted{});
@@ -308,7 +325,10 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
   /// Marks the end of this worker's step.
   void clock() {
     Store& s = this->store();
-    const std::uint64_t now = s.counters_[id()].clock.fetch_add(1, std::memory_order_acq_rel) + 1;
+    // Only the thread using this handle writes its clock: a load and a store, no RMW.
+    auto& counter = s.counters_[id()].clock;
+    const std::uint64_t now = counter.load(std::memory_order_relaxed) + 1;
+    counter.store(now, std::memory_order_release);
     s.counters_[id()].stats.wait_seconds += hooks::clock(s.guard_, id(), now, s.params_);
   }
 
@@ -371,6 +391,14 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
   PushResult push_sparse(std::span<const std::size_t> index, std::span<const Scalar> value,
                          Accepted&& accepted) {
     store::check_sparse_push(index, value, this->store().params_.size());
+    return push_sparse_checked(index, value, accepted);
+  }
+
+  /// The same for an index list already checked (strictly increasing, in range) and as many
+  /// values as indices.
+  template <class Accepted>
+  PushResult push_sparse_checked(std::span<const std::size_t> index, std::span<const Scalar> value,
+                                 Accepted&& accepted) {
     // A combined round applies one dense update, which needs every parameter seen.
     const Scalar* const w_seen = hooks::combines_rounds<guard_type, Scalar>
                                      ? seen_.template dense<Rule>()
