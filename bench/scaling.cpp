@@ -17,14 +17,15 @@
 //   sparse/lock_free/<k>      AsyncOptimizer<float, Sgd, LockFree>::optimize with k workers
 //   sparse/locked_striped/<k> the same with Locked{} (a mutex per stripe)
 //   sparse/locked_one/<k>     the same with Locked{.stripes = 1} (one global lock)
-//   sparse/handle/<k>         LockFree through the worker handles (touched, pull,
-//                             touched_gradient, push, clock) in a hand-written loop, without
-//                             prefetching
+//   sparse/handle/<k>         LockFree through the worker handles (touched, then step():
+//                             pull, touched_gradient, push, clock in one call) in a
+//                             hand-written loop, without prefetching
 //   sparse/handle_prefetch/<k> the same, calling the objective's prefetch() with the next
 //                             example first: optimize()'s step without its bookkeeping
 //   sparse/handle_lean/<k>    the store calls of sparse/handle with the objective's calls
 //                             replaced by a direct loop over the row: what the objective adds
-//   sparse/handle_timed/<k>   sparse/handle_prefetch with a time stamp between the calls
+//   sparse/handle_timed/<k>   sparse/handle_prefetch with step() taken apart into its calls and
+//                             a time stamp between them
 //
 // Dense control: softmax regression on the first 20,000 Fashion-MNIST training images
 // (7,850 parameters), batch 8, learning rate 0.1, L2 = 1e-4, one epoch:
@@ -371,8 +372,9 @@ void hogwild_epoch(const Rows& rows, std::span<const std::size_t> ids, float* w,
 }
 
 // The library's worker handles on a LockFree store, in a hand-written loop of the calls
-// optimize() makes per step (touched, pull, touched_gradient, push, clock) without its
-// bookkeeping (stop flag, time limit, leave and join, the step function). With `prefetch`,
+// optimize() makes per step (touched, then step(): pull, touched_gradient, push and clock in
+// one call) without its bookkeeping (stop flag, time limit, leave and join, the step
+// function). With `prefetch`,
 // each step first calls the objective's prefetch() with the next example, as optimize() does.
 template <class Store>
 void handle_pass(const Logistic& f, Store& store, std::size_t id, std::span<const std::size_t> ids,
@@ -393,10 +395,11 @@ void handle_pass(const Logistic& f, Store& store, std::size_t id, std::span<cons
     const std::span<const std::size_t> batch(ids.data() + k, 1);
     f.touched(batch, gradient.index);
     local.resize(gradient.index.size());
-    handle.pull_values(std::span<const std::size_t>(gradient.index), std::span<float>(local));
-    f.touched_gradient(std::span<const float>(local), batch, gradient);
-    handle.push(gradient);
-    handle.clock();
+    handle.step(std::span<const std::size_t>(gradient.index), std::span<float>(local),
+                [&](std::span<const float> pulled) {
+                  f.touched_gradient(pulled, batch, gradient);
+                  return gradient.values();
+                });
   }
 }
 
@@ -456,7 +459,8 @@ struct Breakdown {
   double total_ns = 0.0;
 };
 
-// handle_pass with a timestamp between the calls.
+// The calls handle_pass makes, with step() taken apart into the pull, the gradient, the push
+// and the clock that it runs in one call, and a timestamp between them.
 template <class Store>
 Breakdown timed_handle_pass(const Logistic& f, Store& store, std::size_t id,
                             std::span<const std::size_t> ids) {

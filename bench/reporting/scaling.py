@@ -309,7 +309,9 @@ def markdown(data: dict, points: dict[tuple[str, str, int], Point],
     if timed:
         lines += ["", "## Where a LockFree step's time goes", "",
                   "`sparse/handle_timed/<k>`: the worker-handle loop of `optimize()`'s calls, "
-                  "prefetching included, with a time-stamp between the calls; nanoseconds of "
+                  "prefetching included, with `step()` taken apart into the pull, the gradient, "
+                  "the push and the clock it runs in one call, and a time-stamp between the "
+                  "calls; nanoseconds of "
                   "one worker's time per example, medians. "
                   "`between_calls` is the loop itself plus the time stamps. The plain loops' "
                   "whole steps are given for comparison (their epoch time x workers / examples).",
