@@ -324,9 +324,36 @@ TEMPLATE_TEST_CASE("step(index, values, gradient) pulls, pushes and clocks as th
       h.step(index, values,
              [&](std::span<const float>) { return std::span<const float>(short_g); }),
       Catch::Contains("5 indices but 4 values"));
+  std::vector<float> short_values(index.size() - 1);
+  REQUIRE_THROWS_WITH(h.step(index, short_values,
+                             [&](std::span<const float>) {
+                               called = true;
+                               return std::span<const float>(bad);
+                             }),
+                      Catch::Contains("pull_values with 5 indices into 4 values"));
+  REQUIRE_FALSE(called);
   REQUIRE(w == before);
   REQUIRE(h.clock_count() == 4);
   REQUIRE(store->version() == 3);
+
+  // A gradient that throws ends the step after the pull: nothing pushed, no clock.
+  REQUIRE_THROWS_AS(h.step(index, values,
+                           [](std::span<const float>) -> std::span<const float> {
+                             throw std::runtime_error("no gradient");
+                           }),
+                    std::runtime_error);
+  REQUIRE(w == before);
+  REQUIRE(h.clock_count() == 4);
+  REQUIRE(store->version() == 3);
+
+  // A gradient returned by value lives to the end of the step.
+  REQUIRE(h.step(index, values, [](std::span<const float> pulled) {
+             return std::vector<float>(pulled.size(), 2.0f);
+           }).applied);
+  for (const std::size_t i : index) {
+    REQUIRE(w[i] == before[i] - 1.0f);
+  }
+  REQUIRE(h.clock_count() == 5);
 }
 
 TEST_CASE("Locked stripes partition the vector on cache-line boundaries") {

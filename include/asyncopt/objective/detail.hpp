@@ -164,8 +164,9 @@ struct LaneSum {
   static constexpr std::size_t lanes = 8;
   std::array<Scalar, lanes> part{};
 
-  /// Adds term k, `v`.
-  void add(std::size_t k, Scalar v) noexcept { part[k % lanes] += v; }
+  /// Adds term k, x * w, in one expression (so a compiler that fuses a multiply and an add
+  /// does so on every path alike).
+  void add(std::size_t k, Scalar x, Scalar w) noexcept { part[k % lanes] += x * w; }
   /// The sum of the terms added.
   [[nodiscard]] Scalar total() const noexcept {
     return ((part[0] + part[4]) + (part[2] + part[6])) +

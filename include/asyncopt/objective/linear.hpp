@@ -195,7 +195,8 @@ class SingleOutputModel
   // g.value <- the gradient of the one example `id`, whose row is `row`, at g.index = the
   // row's columns then the bias if any; w[k] is the value of parameter g.index[k] (w may be
   // g.value itself: each w[k] is read before out[k] is written). The margin is a
-  // detail::LaneSum of the row's terms, then the bias added, as fill_values sums it.
+  // detail::LaneSum of the row's terms, then the bias added, and each value is formed as
+  // fill_values forms it (from a zero: the same signed zeros), so the two agree bit for bit.
   void row_values(std::size_t id, const detail::SparseRow<Matrix>& row, SparseGradient<Scalar>& g,
                   const Scalar* w) const {
     // detail::LaneSum's sum, a block of lanes at a time.
@@ -205,11 +206,11 @@ class SingleOutputModel
     std::size_t k = 0;
     for (; k + lanes <= row.size; k += lanes) {
       for (std::size_t l = 0; l < lanes; ++l) {
-        sum.part[l] += row.value[k + l] * w[k + l];
+        sum.add(k + l, row.value[k + l], w[k + l]);
       }
     }
     for (; k < row.size; ++k) {
-      sum.part[k % lanes] += row.value[k] * w[k];
+      sum.add(k, row.value[k], w[k]);
     }
     Scalar z = sum.total();
     if (this->intercept()) {
@@ -223,16 +224,16 @@ class SingleOutputModel
     if (this->l2() != 0.0) {
       const auto l2 = static_cast<Scalar>(this->l2());
       for (std::size_t e = 0; e < row.size; ++e) {
-        const Scalar cx = c * row.value[e];
+        const Scalar cx = Scalar(0) + c * row.value[e];
         out[e] = cx + l2 * w[e];
       }
     } else {
       for (std::size_t e = 0; e < row.size; ++e) {
-        out[e] = c * row.value[e];
+        out[e] = Scalar(0) + c * row.value[e];
       }
     }
     if (this->intercept()) {
-      out[row.size] = c;
+      out[row.size] = Scalar(0) + c;
     }
   }
 
@@ -253,10 +254,9 @@ class SingleOutputModel
       const auto i = static_cast<Eigen::Index>(id);
       detail::LaneSum<Scalar> sum;
       std::size_t entry = 0;
-      if (!detail::for_each_entry_position(this->data(), i, columns,
-                                           [&](std::size_t pos, Scalar x) {
-                                             sum.add(entry++, x * weight(pos, g.index[pos]));
-                                           })) {
+      if (!detail::for_each_entry_position(
+              this->data(), i, columns,
+              [&](std::size_t pos, Scalar x) { sum.add(entry++, x, weight(pos, g.index[pos])); })) {
         detail::fail(
             this->type(), "touched_gradient",
             "g.index lacks a feature of row " + std::to_string(id) +

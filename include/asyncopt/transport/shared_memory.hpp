@@ -285,14 +285,17 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
   /// One sparse step in one call: pull_values(index, values), then `gradient(values)`, which
   /// returns the gradient at the same indices (one value per entry of `index`, valid until
   /// the call returns), then push(index, gradient) and clock(). The index list is checked
-  /// once, for the pull and the push together. Returns, throws and changes what those calls
+  /// once, for the pull and the push together, so `gradient` must change neither `index` nor
+  /// `values`, nor return a view of `values`. Returns, throws and changes what those calls
   /// would in that order; a `gradient` that throws ends the step after the pull.
   template <class Gradient>
   PushResult step(std::span<const std::size_t> index, std::span<Scalar> values,
                   Gradient&& gradient) requires
       std::is_invocable_r_v<std::span<const Scalar>, Gradient&, std::span<const Scalar>> {
     pull_values(index, values);
-    const std::span<const Scalar> g = gradient(std::span<const Scalar>(values));
+    // Kept alive to the end of the step, should `gradient` return a container by value.
+    auto&& returned = gradient(std::span<const Scalar>(values));
+    const std::span<const Scalar> g(returned);
     store::check_sparse_sizes(index.size(), g.size());
     const PushResult result = push_sparse_checked(index, g, store::IgnoreAccepted{});
     clock();
