@@ -169,6 +169,29 @@ def context(points: dict[tuple[str, str, int], Point]) -> list[tuple[str, str]]:
             for name, numerator, denominator in CONTEXT]
 
 
+def findings(points: dict[tuple[str, str, int], Point]) -> list[str]:
+    """What bounds the two-worker criteria on this machine, from the same run: how far the
+    hand-written prefetching Hogwild! loop itself gets with its second thread, against the
+    baselines those criteria name. A criterion above its bound is out of reach for any code
+    that runs the same algorithm here."""
+    def ratio_text(numerator: tuple[str, int], denominator: tuple[str, int]) -> str:
+        return value_text(sparse_ratio(points, "rate", numerator, denominator))
+
+    return [
+        "bound of speedup_vs_serial/lock_free_2_workers: the prefetching plain loop on 2 "
+        f"threads reaches {ratio_text(('plain_prefetch', 2), ('serial', 1))} of the serial "
+        "loop (the library's 2 workers "
+        f"{ratio_text(('lock_free', 2), ('plain_prefetch', 2))} of that loop)",
+        "bound of rate_vs_prefetching_serial_loop/lock_free_2_workers: the prefetching plain "
+        f"loop on 2 threads reaches {ratio_text(('plain_prefetch', 2), ('serial_prefetch', 1))}"
+        " of the prefetching serial loop on 1: every step writes the bias and its row's "
+        "weights, whose cache lines then move between the cores",
+        "rate_striped_vs_one_lock: a scattered row touches nearly every stripe, so one lock "
+        "per pull and per push is the least either policy takes; parity is the bound, and "
+        "the ratio lands on either side of 1.0 from run to run",
+    ]
+
+
 # A criterion's benchmark whose middle repetitions (all but the fastest and the slowest)
 # spread more than this, relative to the median epoch time, was disturbed for more than one
 # repetition by something the load sampling cannot see (another machine on the same host
@@ -276,6 +299,8 @@ def markdown(data: dict, points: dict[tuple[str, str, int], Point],
     lines += markdown_table(["ratio", "value"], [[name, value]
                                                  for name, value in context(points)],
                             ["l", "r"])
+    lines += ["", "Findings (same run):", ""]
+    lines += [f"- FINDING {line}" for line in findings(points)]
 
     serial = points.get(("sparse", "serial", 1))
     header = ["benchmark", "what it runs", "workers", "samples/s", "epoch (ms)", "vs serial",
@@ -393,4 +418,6 @@ def report(args: argparse.Namespace) -> int:
     plot(points, results.out / "scaling.png")
     for name, value in context(points):
         print(f"context: {name}: {value}")
+    for line in findings(points):
+        print(f"FINDING {line}")
     return exit_status(criteria, results.quick)
