@@ -374,8 +374,8 @@ void hogwild_epoch(const Rows& rows, std::span<const std::size_t> ids, float* w,
 // The library's worker handles on a LockFree store, in a hand-written loop of the calls
 // optimize() makes per step (touched, then step(): pull, touched_gradient, push and clock in
 // one call) without its bookkeeping (stop flag, time limit, leave and join, the step
-// function). With `prefetch`,
-// each step first calls the objective's prefetch() with the next example, as optimize() does.
+// function). With `prefetch`, each step first calls the objective's prefetch() with the next
+// example, as optimize() does.
 template <class Store>
 void handle_pass(const Logistic& f, Store& store, std::size_t id, std::span<const std::size_t> ids,
                  bool prefetch) {

@@ -311,12 +311,12 @@ TEMPLATE_TEST_CASE("step(index, values, gradient) pulls, pushes and clocks as th
 
   // A bad index list or a gradient of the wrong length is refused, changing nothing.
   bool called = false;
+  auto must_not_run = [&](std::span<const float>) {
+    called = true;
+    return std::span<const float>(bad);
+  };
   const std::vector<std::size_t> unsorted = {5, 2, 7, 8, 9};
-  REQUIRE_THROWS_WITH(h.step(unsorted, values,
-                             [&](std::span<const float>) {
-                               called = true;
-                               return std::span<const float>(bad);
-                             }),
+  REQUIRE_THROWS_WITH(h.step(unsorted, values, must_not_run),
                       Catch::Contains("strictly increasing"));
   REQUIRE_FALSE(called);
   const std::vector<float> short_g(index.size() - 1, 1.0f);
@@ -325,11 +325,7 @@ TEMPLATE_TEST_CASE("step(index, values, gradient) pulls, pushes and clocks as th
              [&](std::span<const float>) { return std::span<const float>(short_g); }),
       Catch::Contains("5 indices but 4 values"));
   std::vector<float> short_values(index.size() - 1);
-  REQUIRE_THROWS_WITH(h.step(index, short_values,
-                             [&](std::span<const float>) {
-                               called = true;
-                               return std::span<const float>(bad);
-                             }),
+  REQUIRE_THROWS_WITH(h.step(index, short_values, must_not_run),
                       Catch::Contains("pull_values with 5 indices into 4 values"));
   REQUIRE_FALSE(called);
   REQUIRE(w == before);
