@@ -467,3 +467,131 @@ TEST_CASE("a local SGD period of zero is refused and leaves the parameters untou
                       "asyncopt: LocalSgd::period must be at least 1");
   CHECK(w == std::vector<double>{1.0, 2.0, 3.0});
 }
+
+namespace {
+
+namespace compress = asyncopt::compress;
+
+// The messages of an epoch: every worker's steps over its slice of `examples`.
+std::uint64_t messages_per_epoch(std::size_t examples, std::size_t workers, std::size_t batch) {
+  std::uint64_t steps = 0;
+  for (std::size_t k = 0; k < workers; ++k) {
+    const std::size_t shard = (k + 1) * examples / workers - k * examples / workers;
+    steps += (shard + batch - 1) / batch;
+  }
+  return steps;
+}
+
+}  // namespace
+
+TEST_CASE("compressed synchronous rounds: identity and top-k with k = n train bit for bit") {
+  const Problem p = planted(600, 10, 11);
+  const Options options{.workers = 3, .batch_size = 8, .epochs = 2, .seed = 4};
+  std::vector<double> plain(10, 0.0);
+  std::vector<double> identity(10, 0.0);
+  std::vector<double> top_all(10, 0.0);
+  const auto r0 = asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(Sgd{.learning_rate = 0.05})
+                      .optimize(p.f, std::span<double>(plain), options);
+  const auto r1 = asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(
+                      Sgd{.learning_rate = 0.05},
+                      Synchronous{.compression = compress::Config{.codec = compress::Identity{}}})
+                      .optimize(p.f, std::span<double>(identity), options);
+  const auto r2 =
+      asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(
+          Sgd{.learning_rate = 0.05},
+          Synchronous{.compression = compress::Config{.codec = compress::TopK{.k = 10}}})
+          .optimize(p.f, std::span<double>(top_all), options);
+  CHECK(identity == plain);
+  CHECK(top_all == plain);
+  CHECK(r0.compressed_bytes == 0);
+  const std::uint64_t messages = 2 * messages_per_epoch(600, 3, 8);
+  CHECK(r1.uncompressed_bytes == messages * 10 * sizeof(double));
+  CHECK(r1.compressed_bytes == messages * (compress::header_bytes + 10 * sizeof(double)));
+  // top-k: its count, then 4-byte indices and the values.
+  CHECK(r2.compressed_bytes == messages * (compress::header_bytes + 8 + 10 * (4 + sizeof(double))));
+}
+
+TEST_CASE("compressed synchronous rounds: DIANA with the identity codec is synchronous SGD") {
+  const Problem p = planted(600, 10, 12);
+  const Options options{.workers = 4, .batch_size = 6, .epochs = 2, .seed = 5};
+  std::vector<double> plain(10, 0.0);
+  std::vector<double> diana(10, 0.0);
+  (void)asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(Sgd{.learning_rate = 0.05})
+      .optimize(p.f, std::span<double>(plain), options);
+  (void)asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(
+      Sgd{.learning_rate = 0.05},
+      Synchronous{.compression = compress::Config{.codec = compress::Identity{},
+                                                  .memory = {.feedback = compress::Feedback::diana,
+                                                             .alpha = 0.5}}})
+      .optimize(p.f, std::span<double>(diana), options);
+  INFO("max |plain - diana| = " << max_abs_difference(plain, diana));
+  CHECK(max_abs_difference(plain, diana) <= 1e-12);
+  CHECK(std::abs(plain[0]) > 0.1);
+}
+
+TEST_CASE("compressed rounds with error feedback converge to the optimum", "[convergence]") {
+  const Problem p = planted(800, 12, 7);
+  const Options options{.workers = 4, .batch_size = 4, .epochs = 80};
+  const compress::Config top_quarter{.codec = compress::TopK{.k = 3},
+                                     .memory = {.feedback = compress::Feedback::error_feedback}};
+  std::vector<double> sync(12, 0.0);
+  std::vector<double> local(12, 0.0);
+  const auto rs = asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(
+                      Sgd{.learning_rate = 0.05}, Synchronous{.compression = top_quarter})
+                      .optimize(p.f, std::span<double>(sync), options);
+  const auto rl = asyncopt::AsyncOptimizer<double, Sgd, LocalSgd>(
+                      Sgd{.learning_rate = 0.02}, LocalSgd{.period = 8, .compression = top_quarter})
+                      .optimize(p.f, std::span<double>(local), options);
+  std::vector<double> optimum(p.optimum.data(), p.optimum.data() + p.optimum.size());
+  INFO("synchronous: " << max_abs_difference(sync, optimum)
+                       << ", local: " << max_abs_difference(local, optimum));
+  CHECK(max_abs_difference(sync, optimum) < 2e-3);
+  CHECK(max_abs_difference(local, optimum) < 2e-3);
+  // 3 of 12 values and their indices, against 12 values.
+  const double ratio =
+      static_cast<double>(rs.compressed_bytes) / static_cast<double>(rs.uncompressed_bytes);
+  CHECK(ratio == Approx((compress::header_bytes + 8 + 3 * 12.0) / (12 * 8.0)));
+  CHECK(rl.uncompressed_bytes > 0);
+  CHECK(rl.compressed_bytes * (12 * 8) ==
+        rl.uncompressed_bytes * (compress::header_bytes + 8 + 3 * 12));
+}
+
+TEST_CASE("local SGD with the identity codec averages as without compression, to rounding") {
+  const Problem p = planted(700, 9, 13);
+  const Options options{.workers = 3, .batch_size = 5, .epochs = 3, .seed = 6};
+  std::vector<double> plain(9, 0.0);
+  std::vector<double> identity(9, 0.0);
+  (void)asyncopt::AsyncOptimizer<double, Sgd, LocalSgd>(Sgd{.learning_rate = 0.05},
+                                                        LocalSgd{.period = 4})
+      .optimize(p.f, std::span<double>(plain), options);
+  const auto r =
+      asyncopt::AsyncOptimizer<double, Sgd, LocalSgd>(
+          Sgd{.learning_rate = 0.05}, LocalSgd{.period = 4, .compression = compress::Config{}})
+          .optimize(p.f, std::span<double>(identity), options);
+  INFO("max |plain - identity| = " << max_abs_difference(plain, identity));
+  CHECK(max_abs_difference(plain, identity) <= 1e-12);
+  CHECK(std::abs(plain[0]) > 0.1);
+  CHECK(r.compressed_bytes == r.uncompressed_bytes / (9 * 8) * (compress::header_bytes + 9 * 8));
+  CHECK(r.uncompressed_bytes > 0);
+}
+
+TEST_CASE("a compression stage with bad options is refused in one sentence") {
+  using Catch::Matchers::Contains;
+  using Opt = asyncopt::AsyncOptimizer<double, Sgd, Synchronous>;
+  const Problem p = planted(50, 4, 14);
+  std::vector<double> w(4, 0.0);
+  auto run = [&](compress::Config config) {
+    (void)Opt(Sgd{.learning_rate = 0.1}, Synchronous{.compression = std::move(config)})
+        .optimize(p.f, std::span<double>(w), {.workers = 2, .epochs = 1});
+  };
+  CHECK_THROWS_WITH(run({.codec = compress::TopK{}}), Contains("set k > 0 or a fraction"));
+  CHECK_THROWS_WITH(run({.codec = compress::Qsgd{.levels = 0}}),
+                    Contains("levels must be in 1..127"));
+  CHECK_THROWS_WITH(run({.codec = compress::Sign{},
+                         .memory = {.feedback = compress::Feedback::diana, .alpha = 0.1}}),
+                    Contains("DIANA needs an unbiased codec") && Contains("sign"));
+  CHECK_THROWS_WITH(run({.codec = compress::RandomK{.k = 1},
+                         .memory = {.feedback = compress::Feedback::diana, .alpha = 0.5}}),
+                    Contains("DIANA's alpha must be in [0, 1 / (omega + 1)] = [0, 0.25"));
+  CHECK(w == std::vector<double>(4, 0.0));  // nothing ran
+}

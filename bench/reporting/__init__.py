@@ -8,6 +8,7 @@ Suites:
   zmq          the ZeroMQ parameter server on loopback against a raw DEALER/ROUTER echo
   mpi          one synchronous round over MPI against a raw MPI_Allreduce loop (2 and 4 processes)
   cuda         every rule's device kernel against a device-to-device copy kernel (needs a GPU)
+  compression  the compression codecs' encode + decode against a memory copy
   experiments  the programs under bench/experiments/, each reproducing a published claim
 
 Each suite builds its benchmark with the `release` preset (configuring it first when
@@ -18,7 +19,7 @@ needed), runs it with JSON output, prints one line per criterion,
 and writes its results under docs/results/. The exit status is 0 when every CHECK passes,
 1 when one fails, 2 when the suite could not run.
 
-The package holds one module per suite (kernels, scaling, zmq, mpi, cuda, experiments), each
-with its DESCRIPTION and report(args) -> exit status; common has what they share and cli
-the command line. bench/report is the script that runs it.
+The package holds one module per suite (kernels, scaling, zmq, mpi, cuda, compression,
+experiments), each with its DESCRIPTION and report(args) -> exit status; common has what they
+share and cli the command line. bench/report is the script that runs it.
 """

@@ -6,12 +6,12 @@ import argparse
 import sys
 
 from . import __doc__ as USAGE
-from . import cuda, experiments, kernels, mpi, scaling, zmq
+from . import compression, cuda, experiments, kernels, mpi, scaling, zmq
 from .common import ReportError
 
 # name -> module with DESCRIPTION and report(args) -> exit status; in --help's order
 SUITES = {"kernels": kernels, "scaling": scaling, "zmq": zmq, "mpi": mpi, "cuda": cuda,
-          "experiments": experiments}
+          "compression": compression, "experiments": experiments}
 
 
 def main() -> int:

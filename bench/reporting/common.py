@@ -150,6 +150,30 @@ def load_or_run(args: argparse.Namespace, target: str,
     return json_path, run_benchmark(binary, json_path, args.quick)
 
 
+def run_interleaved(binary: Path, json_path: Path, settings: dict, quick: bool) -> dict:
+    """Runs a Google Benchmark program: settings' `repetitions` of at least `min_time` s each,
+    interleaved in random order, JSON into json_path, the load sampled before and during; the
+    JSON with the run's facts recorded (see record_run)."""
+    before = load_before_run("absolute numbers will be low and spreads wide, ratios are still "
+                             "from one run")
+    command = [str(binary),
+               f"--benchmark_min_time={settings['min_time']}",
+               f"--benchmark_repetitions={settings['repetitions']}",
+               "--benchmark_enable_random_interleaving=true",
+               *json_output_flags(json_path)]
+    measured = run_measured(binary, command, settings["expect"], capture_stderr=False)
+    return record_run(json_path, {
+        "mode": "quick" if quick else "full",
+        "cpu_model": cpu_model(),
+        "min_time": settings["min_time"],
+        "repetitions": settings["repetitions"],
+        "wall_seconds": round(measured.wall, 1),
+        "idle_before": before.idle,
+        "load_before": before.describe(),
+        "other_cores_during": round(measured.other_cores, 2),
+    })
+
+
 def is_quick(data: dict) -> bool:
     return data.get("asyncopt_run", {}).get("mode") == "quick"
 

@@ -188,6 +188,31 @@ def e5_plot(csv_path: Path, png_path: Path) -> None:
     save_figure(fig, png_path, dpi=110)
 
 
+def e6_plot(csv_path: Path, png_path: Path) -> None:
+    plt = pyplot()
+    rows = read_rows(csv_path)
+    best: dict[str, dict[str, str]] = {}
+    for row in rows:
+        stage = row["stage"]
+        if stage not in best or float(row["final_loss"]) < float(best[stage]["final_loss"]):
+            best[stage] = row
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for stage, row in best.items():
+        fraction = float(row["bytes"]) / float(row["uncompressed_bytes"])
+        accuracy = float(row["test_accuracy"])
+        marker = "o" if "error feedback" in stage else ("D" if "DIANA" in stage else "x")
+        ax.scatter([fraction], [accuracy], marker=marker, s=50)
+        ax.annotate(stage, (fraction, accuracy), textcoords="offset points", xytext=(6, 4),
+                    fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes sent / bytes uncompressed (log)")
+    ax.set_ylabel("test accuracy (best learning rate by final training loss)")
+    ax.set_title("E6: Fashion-MNIST softmax, 4 workers in synchronous rounds")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, png_path, dpi=110)
+
+
 # name -> (title, plot function)
 EXPERIMENTS = {
     "e1_stability": ("E1 stability boundary under a fixed delay", e1_plot),
@@ -195,6 +220,7 @@ EXPERIMENTS = {
     "e3_ssp": ("E3 stale synchronous parallel with a straggler", e3_plot),
     "e4_implicit_momentum": ("E4 implicit momentum against the number of workers", e4_plot),
     "e5_local_sgd": ("E5 local SGD at an equal gradient budget", e5_plot),
+    "e6_compression": ("E6 compressed rounds: accuracy against bytes", e6_plot),
 }
 
 

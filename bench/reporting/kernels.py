@@ -7,11 +7,10 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from .common import (REPRODUCIBLE_PNG, TIME_SCALE, Check, cpu_model, criteria_table,
-                     ensure_matplotlib, exit_status, fact_lines, iteration_runs, json_output_flags,
-                     load_before_run, load_before_text, load_results, machine_text, markdown_table,
-                     pyplot, record_run, run_facts, run_measured, save_figure, size_label,
-                     write_text)
+from .common import (REPRODUCIBLE_PNG, TIME_SCALE, Check, criteria_table, ensure_matplotlib,
+                     exit_status, fact_lines, iteration_runs, load_before_text, load_results,
+                     machine_text, markdown_table, pyplot, run_facts, run_interleaved, save_figure,
+                     size_label, write_text)
 
 DESCRIPTION = ("the dense update kernels against a STREAM triad, Eigen and two-pass momentum "
                "(bench/kernels.cpp)")
@@ -115,25 +114,7 @@ def ratios(points: dict[tuple[str, int], Point], type_name: str, n: int) -> list
 
 
 def run_benchmark(binary: Path, json_path: Path, quick: bool) -> dict:
-    settings = QUICK if quick else FULL
-    before = load_before_run("absolute numbers will be low and spreads wide, ratios are still "
-                             "from one run")
-    command = [str(binary),
-               f"--benchmark_min_time={settings['min_time']}",
-               f"--benchmark_repetitions={settings['repetitions']}",
-               "--benchmark_enable_random_interleaving=true",
-               *json_output_flags(json_path)]
-    measured = run_measured(binary, command, settings["expect"], capture_stderr=False)
-    return record_run(json_path, {
-        "mode": "quick" if quick else "full",
-        "cpu_model": cpu_model(),
-        "min_time": settings["min_time"],
-        "repetitions": settings["repetitions"],
-        "wall_seconds": round(measured.wall, 1),
-        "idle_before": before.idle,
-        "load_before": before.describe(),
-        "other_cores_during": round(measured.other_cores, 2),
-    })
+    return run_interleaved(binary, json_path, QUICK if quick else FULL, quick)
 
 
 def markdown(data: dict, points: dict[tuple[str, int], Point], checks: list[Check]) -> str:

@@ -5,11 +5,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <span>
 #include <stdexcept>
 #include <vector>
 
+#include <asyncopt/compress/stage.hpp>
 #include <asyncopt/consistency/rounds.hpp>
 #include <asyncopt/consistency/shared_parameters.hpp>
 #include <asyncopt/core/collective.hpp>
@@ -32,18 +34,31 @@ namespace asyncopt::consistency {
 /// steps, and never stale ones; the time spent waiting at averaging rounds is reported as
 /// wait_seconds. Every worker id starts live: a worker that takes no part must leave()
 /// (destroying its handle does).
+///
+/// With `compression`, what a worker sends at an averaging round is its model delta (its
+/// replica minus the shared parameters), through the compression stage (compress::Config);
+/// the shared parameters move by the mean of the decoded deltas, and the store's statistics
+/// count the bytes (StoreStats::compressed_bytes). With the identity codec this agrees with
+/// no compression to rounding (x + mean(x_k - x) against mean(x_k)). Within one process for
+/// now: a round across processes (the MPI transport) refuses it.
 struct LocalSgd {
   /// Local steps between two averaging rounds (H in the papers).
   std::uint64_t period = 8;
+  /// The compression stage of every worker's model delta; none by default.
+  std::optional<compress::Config> compression{};
 
   /// Workers move in rounds and keep replicas: a transport must support it (shared memory
   /// and MPI do).
   static constexpr bool coordinates_rounds = true;
 
-  /// Throws std::invalid_argument when `period` is 0.
+  /// Throws std::invalid_argument when `period` is 0 or the compression stage has bad
+  /// options.
   void validate() const {
     if (period == 0) {
       throw std::invalid_argument("asyncopt: LocalSgd::period must be at least 1");
+    }
+    if (compression) {
+      compression->validate();
     }
   }
 
@@ -72,6 +87,21 @@ struct LocalSgd {
           rounds_(workers),
           across_(across) {
       policy.validate();
+      if (policy.compression) {
+        if (across_.size() > 1) {
+          throw std::invalid_argument(
+              "asyncopt: LocalSgd::compression runs within one process for now; the rounds of "
+              "the MPI transport cannot compress their model deltas yet");
+        }
+        stage_.emplace(*policy.compression, n, workers);
+      }
+    }
+
+    /// Bytes of the compressed messages so far and of the same messages uncompressed (both
+    /// 0 without compression). Call it while no round closes.
+    [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> compression_bytes() const noexcept {
+      return stage_ ? std::pair{stage_->sent_bytes(), stage_->raw_bytes()}
+                    : std::pair<std::uint64_t, std::uint64_t>{0, 0};
     }
 
     /// Worker `id`'s private parameters, for its pushes to update with no lock (one thread
@@ -122,8 +152,12 @@ struct LocalSgd {
     bool idle_round(std::span<Scalar> shared) { return average_into(shared, {}); }
 
    private:
-    // shared <- the mean over the job of the contributed replicas, when there is one.
+    // shared <- the mean over the job of the contributed replicas, when there is one. With
+    // compression, shared moves by the mean of the decoded deltas instead.
     bool average_into(std::span<Scalar> shared, std::span<const unsigned char> contributed) {
+      if (stage_) {
+        return average_deltas(shared, contributed);
+      }
       const auto [sum, count] = detail::sum_round(
           [&](std::size_t k) {
             Scalar* const replica = replicas_.data() + k * (n_ + 1);
@@ -148,6 +182,41 @@ struct LocalSgd {
       return true;
     }
 
+    // Each contributed replica becomes what the receiver decodes of its delta, in its row;
+    // their sum (plus DIANA's shift) divided by the count moves the shared parameters. Only
+    // the closer writes `shared`, so it reads them here with no lock.
+    bool average_deltas(std::span<Scalar> shared, std::span<const unsigned char> contributed) {
+      for (std::size_t k = 0; k < contributed.size(); ++k) {
+        if (contributed[k] != 0) {
+          Scalar* const row = replicas_.data() + k * (n_ + 1);
+          for (std::size_t i = 0; i < n_; ++i) {
+            row[i] -= shared[i];
+          }
+          stage_->message(k, std::span<const Scalar>(row, n_), rounds_.round(),
+                          std::span<Scalar>(row, n_));
+        }
+      }
+      const auto [sum, count] = detail::sum_round(
+          [&](std::size_t k) {
+            Scalar* const row = replicas_.data() + k * (n_ + 1);
+            return detail::Contribution<Scalar>{.values = row, .scratch = row};
+          },
+          contributed, replicas_.data(), n_ + 1, n_, spare_.data(), across_);
+      if (count == 0) {
+        return false;
+      }
+      stage_->finish(std::span<Scalar>(sum, n_), count);
+      {
+        const std::unique_lock lock(params_mutex_);
+        const auto divisor = static_cast<Scalar>(count);
+        for (std::size_t i = 0; i < n_; ++i) {
+          shared[i] += count == 1 ? sum[i] : sum[i] / divisor;
+        }
+      }
+      across_.round_closed();
+      return true;
+    }
+
     void restart(std::size_t id, std::span<const Scalar> shared) {
       const std::shared_lock lock(params_mutex_);
       std::copy(shared.begin(), shared.end(),
@@ -165,6 +234,7 @@ struct LocalSgd {
     std::vector<unsigned char> changed_;  // pushed to since the last average
     detail::Rounds rounds_;
     collective::Ref across_;
+    std::optional<compress::RoundStage<Scalar>> stage_;  // with compression only
   };
 };
 

@@ -4,11 +4,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <span>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
+#include <asyncopt/compress/stage.hpp>
 #include <asyncopt/consistency/rounds.hpp>
 #include <asyncopt/consistency/shared_parameters.hpp>
 #include <asyncopt/core/collective.hpp>
@@ -28,12 +31,27 @@ namespace asyncopt::consistency {
 /// The store's updates count rounds, and the time a push spends waiting for the others is
 /// reported as wait_seconds. Every worker id starts live: a worker that takes no part must
 /// leave() (destroying its handle does).
+///
+/// With `compression`, each worker's gradient of a round goes through the compression stage
+/// (compress::Config: a codec, and error feedback or DIANA) before the round sums it: the
+/// round sums what the receiver decodes, in worker order, and the store's statistics count
+/// the bytes of the messages (StoreStats::compressed_bytes) against the same messages
+/// uncompressed. The identity codec, or top-k with k = n, trains bit for bit as no
+/// compression does. Within one process for now: a round across processes (the MPI
+/// transport) refuses it.
 struct Synchronous {
   /// Workers move in rounds: a transport must support it (shared memory and MPI do).
   static constexpr bool coordinates_rounds = true;
 
-  /// Does nothing: the policy has no options.
-  void validate() const noexcept {}
+  /// The compression stage of every worker's gradient; none by default.
+  std::optional<compress::Config> compression{};
+
+  /// Throws std::invalid_argument for a compression stage with bad options.
+  void validate() const {
+    if (compression) {
+      compression->validate();
+    }
+  }
 
   /// The runtime side for n parameters and `workers` workers: a gradient slot per worker and
   /// the rounds. A push goes through combine(), which waits for the round and applies the
@@ -55,14 +73,33 @@ struct Synchronous {
     // Pulls read the shared parameters while no round is being applied.
     /// Allocates one gradient slot of n elements per worker; every worker starts live. The
     /// rounds span the processes of `across` (by default, this process alone).
-    Guard(const Synchronous& /*policy*/, std::size_t n, std::size_t workers,
+    /// Throws std::invalid_argument for a compression stage that cannot run (bad options,
+    /// DIANA's alpha above 1 / (omega + 1), or rounds across processes).
+    Guard(const Synchronous& policy, std::size_t n, std::size_t workers,
           collective::Ref across = {})
         : SharedParameters<Scalar>(n),
           gradients_((n + 1) * workers),
           contributions_(workers),
           spare_(n + 1),
           rounds_(workers),
-          across_(across) {}
+          across_(across) {
+      policy.validate();
+      if (policy.compression) {
+        if (across_.size() > 1) {
+          throw std::invalid_argument(
+              "asyncopt: Synchronous::compression runs within one process for now; the rounds "
+              "of the MPI transport cannot compress their gradients yet");
+        }
+        stage_.emplace(*policy.compression, n, workers);
+      }
+    }
+
+    /// Bytes of the compressed messages so far and of the same messages uncompressed (both
+    /// 0 without compression). Call it while no round closes.
+    [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> compression_bytes() const noexcept {
+      return stage_ ? std::pair{stage_->sent_bytes(), stage_->raw_bytes()}
+                    : std::pair<std::uint64_t, std::uint64_t>{0, 0};
+    }
 
     /// Worker `id`'s contribution to the current round: `fill(slot)` writes its dense
     /// gradient into `slot` (n elements), unless `fill.values()` gives them where they are
@@ -124,10 +161,26 @@ struct Synchronous {
     void join(std::size_t id, std::uint64_t /*clock*/) { rounds_.join(id); }
 
    private:
-    // The round's sum over the job, and its count.
+    // The round's sum over the job, and its count. With compression, each contribution is
+    // first replaced by what the receiver decodes of its message, in the worker's row.
     std::pair<Scalar*, std::size_t> reduce(std::span<const unsigned char> contributed) {
-      return detail::sum_round([&](std::size_t k) { return contributions_[k]; }, contributed,
-                               gradients_.data(), n_ + 1, n_, spare_.data(), across_);
+      if (stage_) {
+        for (std::size_t k = 0; k < contributed.size(); ++k) {
+          if (contributed[k] != 0) {
+            Scalar* const row = gradients_.data() + k * (n_ + 1);
+            stage_->message(k, std::span<const Scalar>(contributions_[k].values, n_),
+                            rounds_.round(), std::span<Scalar>(row, n_));
+            contributions_[k] = {.values = row, .scratch = row};
+          }
+        }
+      }
+      const auto result =
+          detail::sum_round([&](std::size_t k) { return contributions_[k]; }, contributed,
+                            gradients_.data(), n_ + 1, n_, spare_.data(), across_);
+      if (stage_) {
+        stage_->finish(std::span<Scalar>(result.first, n_), result.second);
+      }
+      return result;
     }
 
     // Row k, n + 1 apart: worker k's gradient of this round when its push was filled in; a
@@ -138,6 +191,7 @@ struct Synchronous {
     std::vector<Scalar> spare_;  // the round's sum where this process contributes nothing
     detail::Rounds rounds_;
     collective::Ref across_;
+    std::optional<compress::RoundStage<Scalar>> stage_;  // with compression only
   };
 };
 

@@ -197,6 +197,17 @@ void join(G& guard, std::size_t id, std::uint64_t clock, std::span<const Scalar>
 /// the mean model into `shared` itself. Returns whether any process contributed (false also for a
 /// guard that does not move in rounds). Call it only while no worker of this process pulls or
 /// pushes.
+/// Bytes of the messages a guard's compression stage encoded and of the same messages
+/// uncompressed; {0, 0} for a guard without one.
+template <class G>
+std::pair<std::uint64_t, std::uint64_t> compression_bytes(const G& guard) noexcept {
+  if constexpr (requires { guard.compression_bytes(); }) {
+    return guard.compression_bytes();
+  } else {
+    return {0, 0};
+  }
+}
+
 template <class G, class Scalar, class Commit>
 bool idle_round(G& guard, std::span<Scalar> shared, Commit&& commit) {
   if constexpr (replicates<G, Scalar>) {

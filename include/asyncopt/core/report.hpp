@@ -76,6 +76,12 @@ struct StoreStats {
   /// Wall time in seconds that the rounds spent in the collective across processes, summed
   /// over the processes (waiting for the slowest one included). 0 within one process.
   double collective_seconds = 0.0;
+  /// Bytes of the messages a round policy's compression stage encoded (Synchronous or
+  /// LocalSgd with `compression`), headers included; 0 without compression.
+  std::uint64_t compressed_bytes = 0;
+  /// Bytes the same messages take uncompressed (n values of Scalar each): the ratio
+  /// compressed_bytes / uncompressed_bytes is what compression saved.
+  std::uint64_t uncompressed_bytes = 0;
 
   /// Counts one applied gradient; `staleness` must have staleness_buckets entries.
   void record(std::uint64_t tau) noexcept {
@@ -86,7 +92,8 @@ struct StoreStats {
   }
 
   /// Adds `other`'s counters to these: sums `updates`, `rejected`, `staleness_sum`,
-  /// `wait_seconds`, `collective_bytes`, `collective_seconds` and the histogram bucket by bucket
+  /// `wait_seconds`, `collective_bytes`, `collective_seconds`, `compressed_bytes`,
+  /// `uncompressed_bytes` and the histogram bucket by bucket
   /// (growing it if `other`'s is longer), keeps the larger `staleness_max`, then trims trailing
   /// empty buckets. May allocate.
   void merge(const StoreStats& other) {
@@ -96,6 +103,8 @@ struct StoreStats {
     wait_seconds += other.wait_seconds;
     collective_bytes += other.collective_bytes;
     collective_seconds += other.collective_seconds;
+    compressed_bytes += other.compressed_bytes;
+    uncompressed_bytes += other.uncompressed_bytes;
     staleness_max = other.staleness_max > staleness_max ? other.staleness_max : staleness_max;
     if (staleness.size() < other.staleness.size()) {
       staleness.resize(other.staleness.size(), 0);

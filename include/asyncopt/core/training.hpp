@@ -50,6 +50,9 @@ struct EpochInfo {
   /// Bytes the rounds have handed to the collective across processes so far, over the whole
   /// job (StoreStats::collective_bytes); 0 within one process.
   std::uint64_t collective_bytes = 0;
+  /// Bytes of the compressed messages of a round policy's compression stage so far
+  /// (StoreStats::compressed_bytes); 0 without compression.
+  std::uint64_t compressed_bytes = 0;
   /// The parameters after the epoch (no worker is running while callbacks run).
   std::span<const Scalar> params;
 };
@@ -312,6 +315,7 @@ class Training {
           .seconds = std::chrono::duration<double>(training_).count(),
           .mean_staleness = epoch_staleness(stats),
           .collective_bytes = stats.collective_bytes,
+          .compressed_bytes = stats.compressed_bytes,
           .params = std::span<const Scalar>(params_)};
       ((end.callbacks_agree = invoke_callback(callbacks, info) && end.callbacks_agree), ...);
       end.interrupted = stop_.load(std::memory_order_relaxed);

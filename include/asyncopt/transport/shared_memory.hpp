@@ -107,8 +107,15 @@ class SharedMemory::Store : store::Immovable {
   /// only while no worker pulls or pushes.
   void restore_version(std::uint64_t version) noexcept { versions_.restore(version); }
 
-  /// The counters of all workers, merged. Call it while no worker is pushing.
-  [[nodiscard]] StoreStats stats() const { return store::merged_stats(counters_); }
+  /// The counters of all workers, merged, with the bytes of the policy's compression stage.
+  /// Call it while no worker is pushing.
+  [[nodiscard]] StoreStats stats() const {
+    StoreStats stats = store::merged_stats(counters_);
+    const auto [sent, raw] = hooks::compression_bytes(guard_);
+    stats.compressed_bytes += sent;
+    stats.uncompressed_bytes += raw;
+    return stats;
+  }
 
  protected:
   /// The same store, for `workers` threads of one process of a job whose rounds span the

@@ -1,0 +1,200 @@
+// The compression stage around a codec: what a worker keeps between its messages (nothing,
+// the compression error, or DIANA's shift) and what the round keeps (DIANA's mean shift).
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <asyncopt/compress/codecs.hpp>
+#include <asyncopt/compress/payload.hpp>
+
+namespace asyncopt::compress {
+
+/// What a worker adds to what it compresses.
+enum class Feedback {
+  /// Nothing: each message compresses the worker's values as they are.
+  none,
+  /// Error feedback (Seide et al. 2014; Stich et al. 2018; Karimireddy et al. 2019): the
+  /// worker sends C(x + e) and keeps e <- x + e - decode(C(x + e)), so no part of a gradient
+  /// is lost, only delayed.
+  error_feedback,
+  /// DIANA (Mishchenko, Gorbunov, Takac and Richtarik 2019): worker i sends C(x - h_i) and
+  /// moves h_i <- h_i + alpha * decode(...); the round adds the mean shift h = mean(h_i),
+  /// kept by the receiver, so the compression error vanishes where the x_i stop changing.
+  /// Needs an unbiased codec and 0 <= alpha <= 1 / (omega + 1).
+  diana,
+};
+
+/// The memory of the compression stage, with designated initializers:
+/// `compress::Memory{.feedback = compress::Feedback::diana, .alpha = 0.2}`.
+struct Memory {
+  Feedback feedback = Feedback::none;
+  /// DIANA's shift step, in [0, 1 / (omega + 1)]; 0 keeps the shifts at zero.
+  double alpha = 0.0;
+
+  /// Throws std::invalid_argument, with a sentence, for a memory that `codec` cannot run
+  /// with on n values: DIANA with a biased codec or an alpha above 1 / (omega + 1).
+  template <class C>
+  void validate(const C& codec, std::size_t n) const {
+    codec.validate();
+    if (feedback != Feedback::diana) {
+      return;
+    }
+    const double omega = codec.omega(n);
+    if (!std::isfinite(omega)) {
+      throw std::invalid_argument(
+          "asyncopt: DIANA needs an unbiased codec (identity, scaled "
+          "random-k, QSGD), not " +
+          codec.name());
+    }
+    const double most = 1.0 / (omega + 1.0);
+    if (!(alpha >= 0.0 && alpha <= most)) {
+      throw std::invalid_argument("asyncopt: DIANA's alpha must be in [0, 1 / (omega + 1)] = [0, " +
+                                  std::to_string(most) + "] for " + codec.name() + " on " +
+                                  std::to_string(n) + " values, got " + std::to_string(alpha));
+    }
+  }
+};
+
+/// A worker's side of the stage: encodes what it sends, keeping its memory.
+template <class Scalar, class C>
+requires Codec<C, Scalar>
+class Sender {
+ public:
+  /// For messages of n values; throws std::invalid_argument if `memory` cannot run with
+  /// `codec` (Memory::validate).
+  Sender(C codec, Memory memory, std::size_t n)
+      : codec_(std::move(codec)), memory_(memory), work_(n), decoded_(n) {
+    memory_.validate(codec_, n);
+    if (memory_.feedback != Feedback::none) {
+      state_.assign(n, Scalar{0});
+    }
+  }
+
+  /// Encodes this worker's message for x (n values) into `out`: C(x), C(x + e) with error
+  /// feedback, C(x - h_i) under DIANA, and updates the memory from what the receiver will
+  /// decode.
+  void send(std::span<const Scalar> x, Step step, Payload& out) {
+    check(x.size());
+    switch (memory_.feedback) {
+      case Feedback::none:
+        codec_.encode(x, step, out);
+        return;
+      case Feedback::error_feedback:
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          work_[i] = x[i] + state_[i];
+        }
+        codec_.encode(std::span<const Scalar>(work_), step, out);
+        codec_.decode(std::span<const std::byte>(out), step, std::span<Scalar>(decoded_));
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          state_[i] = work_[i] - decoded_[i];
+        }
+        return;
+      case Feedback::diana: {
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          work_[i] = x[i] - state_[i];
+        }
+        codec_.encode(std::span<const Scalar>(work_), step, out);
+        codec_.decode(std::span<const std::byte>(out), step, std::span<Scalar>(decoded_));
+        const auto alpha = static_cast<Scalar>(memory_.alpha);
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          state_[i] += alpha * decoded_[i];
+        }
+        return;
+      }
+    }
+  }
+
+  /// The compression error e (error feedback), the shift h_i (DIANA), or nothing.
+  [[nodiscard]] std::span<const Scalar> state() const noexcept { return state_; }
+  /// The codec, with any state it keeps.
+  [[nodiscard]] const C& codec() const noexcept { return codec_; }
+  /// The memory.
+  [[nodiscard]] const Memory& memory() const noexcept { return memory_; }
+
+ private:
+  void check(std::size_t n) const {
+    if (n != work_.size()) {
+      throw std::invalid_argument("asyncopt: compress::Sender::send of " + std::to_string(n) +
+                                  " values, made for " + std::to_string(work_.size()));
+    }
+  }
+
+  C codec_;
+  Memory memory_;
+  std::vector<Scalar> state_;
+  std::vector<Scalar> work_;
+  std::vector<Scalar> decoded_;
+};
+
+/// The round's side of the stage: decodes and sums the workers' messages; under DIANA it
+/// keeps the mean shift h and adds it back.
+template <class Scalar, class C>
+requires Codec<C, Scalar>
+class Receiver {
+ public:
+  /// For messages of n values; throws as Sender's constructor does.
+  Receiver(C codec, Memory memory, std::size_t n)
+      : codec_(std::move(codec)), memory_(memory), decoded_(n) {
+    memory_.validate(codec_, n);
+    if (memory_.feedback == Feedback::diana) {
+      shift_.assign(n, Scalar{0});
+    }
+  }
+
+  /// out <- decode(payload) (n values). Throws std::invalid_argument for a malformed payload.
+  void decode(std::span<const std::byte> payload, Step step, std::span<Scalar> out) const {
+    check(out.size(), "decode");
+    codec_.decode(payload, step, out);
+  }
+
+  /// sum += decode(payload). Throws std::invalid_argument for a malformed payload, leaving
+  /// `sum` unchanged.
+  void add(std::span<const std::byte> payload, Step step, std::span<Scalar> sum) {
+    check(sum.size(), "add");
+    codec_.decode(payload, step, std::span<Scalar>(decoded_));
+    for (std::size_t i = 0; i < sum.size(); ++i) {
+      sum[i] += decoded_[i];
+    }
+  }
+
+  /// Ends a round whose `count` messages add() summed into `sum`. Under DIANA, `sum` becomes
+  /// the sum of the workers' estimates, count * h + sum, and h moves by alpha times the
+  /// mean message; otherwise nothing changes.
+  void finish(std::span<Scalar> sum, std::size_t count) {
+    if (memory_.feedback != Feedback::diana || count == 0) {
+      return;
+    }
+    const auto alpha = static_cast<Scalar>(memory_.alpha);
+    const auto k = static_cast<Scalar>(count);
+    for (std::size_t i = 0; i < sum.size(); ++i) {
+      const Scalar deltas = sum[i];
+      sum[i] = k * shift_[i] + deltas;
+      shift_[i] += alpha * (deltas / k);
+    }
+  }
+
+  /// DIANA's mean shift h (empty otherwise).
+  [[nodiscard]] std::span<const Scalar> shift() const noexcept { return shift_; }
+
+ private:
+  void check(std::size_t n, const char* call) const {
+    if (n != decoded_.size()) {
+      throw std::invalid_argument("asyncopt: compress::Receiver::" + std::string(call) + " of " +
+                                  std::to_string(n) + " values, made for " +
+                                  std::to_string(decoded_.size()));
+    }
+  }
+
+  C codec_;
+  Memory memory_;
+  std::vector<Scalar> decoded_;
+  std::vector<Scalar> shift_;
+};
+
+}  // namespace asyncopt::compress

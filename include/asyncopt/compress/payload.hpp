@@ -1,0 +1,205 @@
+// The bytes a compressed message travels as: a small header (which codec, which scalar, how
+// many values) and the codec's body, written and read field by field with every read checked.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+namespace asyncopt::compress {
+
+/// A compressed message: what a worker sends.
+using Payload = std::vector<std::byte>;
+
+/// Where an encoding happens. Codecs draw their randomness from it: random-k's indices from
+/// the round alone when they are shared by every worker (so the values of one round can be
+/// summed in one all-reduce), QSGD's rounding from the round and the worker.
+struct Step {
+  /// The round (or push) number: the same on every worker for one round.
+  std::uint64_t round = 0;
+  /// The worker's id in the job.
+  std::uint64_t worker = 0;
+};
+
+/// Which codec wrote a payload: the first byte of every payload.
+enum class Kind : std::uint8_t {
+  identity = 1,
+  fp16 = 2,
+  bf16 = 3,
+  top_k = 4,
+  random_k = 5,
+  qsgd = 6,
+  sign = 7,
+  power_sgd = 8,
+};
+
+/// The bytes of the header that starts every payload: kind (1), scalar size (1), n (8).
+inline constexpr std::size_t header_bytes = 10;
+
+namespace detail {
+
+[[noreturn]] inline void malformed(std::string_view codec, const std::string& what) {
+  throw std::invalid_argument("asyncopt: malformed " + std::string(codec) + " payload: " + what);
+}
+
+/// Packed values of type T in a payload, set and read by memcpy (any alignment).
+template <class T>
+struct Slots {
+  std::byte* base;
+  void set(std::size_t e, const T& value) const noexcept {
+    std::memcpy(base + e * sizeof(T), &value, sizeof(T));
+  }
+};
+
+/// Value e of type T in packed bytes.
+template <class T>
+[[nodiscard]] T load(std::span<const std::byte> bytes, std::size_t e) noexcept {
+  T value;
+  std::memcpy(&value, bytes.data() + e * sizeof(T), sizeof(T));
+  return value;
+}
+
+/// Writes fields into a payload from its start, reusing its storage: bytes are zero-filled
+/// only where the payload grows beyond any earlier message, and the payload is cut to what
+/// was written when the writer ends.
+class Writer {
+ public:
+  explicit Writer(Payload& out) noexcept : out_(out) {}
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+  ~Writer() { out_.resize(at_); }  // shrinking: no allocation, nothing thrown
+
+  /// The header: kind, the size of Scalar, and n.
+  template <class Scalar>
+  void header(Kind kind, std::size_t n) {
+    put(static_cast<std::uint8_t>(kind));
+    put(static_cast<std::uint8_t>(sizeof(Scalar)));
+    put(static_cast<std::uint64_t>(n));
+  }
+
+  /// One trivially copyable value, in the machine's byte order.
+  template <class T>
+  void put(const T& value) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    std::memcpy(grow(sizeof(T)), &value, sizeof(T));
+  }
+
+  /// Room for `count` values at once, which the codec then sets one by one (a payload's
+  /// fields are packed, so its values may sit at any alignment). Valid until the next call.
+  template <class T>
+  Slots<T> reserve(std::size_t count) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return Slots<T>{grow(count * sizeof(T))};
+  }
+
+  /// Copies `values` in.
+  template <class T>
+  void put_all(std::span<const T> values) {
+    if (!values.empty()) {
+      std::memcpy(reserve<T>(values.size()).base, values.data(), values.size_bytes());
+    }
+  }
+
+ private:
+  std::byte* grow(std::size_t bytes) {
+    if (out_.size() < at_ + bytes) {
+      out_.resize(at_ + bytes);
+    }
+    std::byte* const p = out_.data() + at_;
+    at_ += bytes;
+    return p;
+  }
+
+  Payload& out_;
+  std::size_t at_ = 0;
+};
+
+/// Reads fields from a payload, refusing one that ends early, has bytes left over, or whose
+/// header names another codec, scalar or length.
+class Reader {
+ public:
+  Reader(std::span<const std::byte> in, std::string_view codec) : in_(in), codec_(codec) {}
+
+  /// Checks the header against what the decoder expects.
+  template <class Scalar>
+  void header(Kind kind, std::size_t n) {
+    const auto got_kind = get<std::uint8_t>();
+    if (got_kind != static_cast<std::uint8_t>(kind)) {
+      malformed(codec_, "it was written by codec kind " + std::to_string(got_kind) + ", expected " +
+                            std::to_string(static_cast<int>(kind)));
+    }
+    const auto scalar = get<std::uint8_t>();
+    if (scalar != sizeof(Scalar)) {
+      malformed(codec_, "it holds " + std::to_string(scalar) + "-byte scalars, expected " +
+                            std::to_string(sizeof(Scalar)));
+    }
+    const auto count = get<std::uint64_t>();
+    if (count != n) {
+      malformed(codec_,
+                "it encodes " + std::to_string(count) + " values, expected " + std::to_string(n));
+    }
+  }
+
+  /// The next value.
+  template <class T>
+  T get() {
+    T value;
+    std::memcpy(&value, take(sizeof(T), 1), sizeof(T));
+    return value;
+  }
+
+  /// The next `count` values, copied into `out`.
+  template <class T>
+  void get_all(std::span<T> out) {
+    if (!out.empty()) {
+      std::memcpy(out.data(), take(sizeof(T), out.size()), out.size_bytes());
+    }
+  }
+
+  /// The next `count` raw bytes, where they are.
+  std::span<const std::byte> bytes(std::size_t count) {
+    return {static_cast<const std::byte*>(take(1, count)), count};
+  }
+
+  /// The bytes of the next `count` values of type T, where they are (checked without
+  /// overflow, however large `count` is).
+  template <class T>
+  std::span<const std::byte> values(std::size_t count) {
+    return {static_cast<const std::byte*>(take(sizeof(T), count)), sizeof(T) * count};
+  }
+
+  /// Refuses bytes left over.
+  void finish() const {
+    if (at_ != in_.size()) {
+      malformed(codec_,
+                std::to_string(in_.size() - at_) + " bytes left over after " + std::to_string(at_));
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& what) const { malformed(codec_, what); }
+
+ private:
+  const void* take(std::size_t size, std::size_t count) {
+    const std::size_t left = in_.size() - at_;
+    if (count > left / size) {
+      malformed(codec_, "it ends after " + std::to_string(in_.size()) + " bytes, short of " +
+                            std::to_string(size * count) + " more at byte " + std::to_string(at_));
+    }
+    const void* p = in_.data() + at_;
+    at_ += size * count;
+    return p;
+  }
+
+  std::span<const std::byte> in_;
+  std::string_view codec_;
+  std::size_t at_ = 0;
+};
+
+}  // namespace detail
+}  // namespace asyncopt::compress
