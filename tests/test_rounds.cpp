@@ -595,3 +595,35 @@ TEST_CASE("a compression stage with bad options is refused in one sentence") {
                     Contains("DIANA's alpha must be in [0, 1 / (omega + 1)] = [0, 0.25"));
   CHECK(w == std::vector<double>(4, 0.0));  // nothing ran
 }
+
+namespace {
+
+// Two processes that cannot gather: every operation does nothing.
+struct NoGather {
+  [[nodiscard]] static std::size_t rank() { return 0; }
+  [[nodiscard]] static std::size_t size() { return 2; }
+  template <class Scalar>
+  static void all_reduce_sum(std::span<Scalar> /*values*/) {}
+  template <class Scalar>
+  static void broadcast(std::span<Scalar> /*values*/, std::size_t /*root*/) {}
+  static void barrier() {}
+};
+
+}  // namespace
+
+TEST_CASE("compressed rounds across processes need a collective that gathers") {
+  using Catch::Matchers::Contains;
+  NoGather two;
+  const asyncopt::collective::Ref across(two);
+  CHECK_FALSE(across.gathers());
+  const asyncopt::compress::Config top{.codec = asyncopt::compress::TopK{.k = 1}};
+  CHECK_THROWS_WITH(Synchronous::Guard<double>(Synchronous{.compression = top}, 4, 2, across),
+                    Contains("Synchronous::compression across processes needs a collective with "
+                             "all_gather()"));
+  CHECK_THROWS_WITH(
+      LocalSgd::Guard<double>(LocalSgd{.period = 2, .compression = top}, 4, 2, across),
+      Contains("LocalSgd::compression across processes needs a collective with all_gather()"));
+  // Without compression the same collective is fine, and one process always gathers.
+  CHECK_NOTHROW(Synchronous::Guard<double>(Synchronous{}, 4, 2, across));
+  CHECK(asyncopt::collective::Ref().gathers());
+}

@@ -16,8 +16,10 @@
 //
 // Criteria: top-k 1% with error feedback within 1 point of the uncompressed test accuracy
 // with at most 5% of its bytes; top-k 1% without error feedback measurably worse (at least 1
-// point below top-k with it). Reported: every other stage, DIANA against the same codec
-// without the shift.
+// point below top-k with it). Reported: every other stage, and DIANA against the same codec
+// without the shift (a FINDING line when the shift does not help: DIANA removes the
+// compression's variance where the gradients stop changing, which minibatch gradients do
+// not; tests/test_compress.cpp checks the claim with full gradients).
 //
 // Usage: e6_compression [CSV]. Prints one CHECK line per criterion; exits 1 if one fails.
 #include <cmath>
@@ -120,7 +122,7 @@ int run(int argc, char** argv) {
   };
   // One grid for every stage, a factor of 2 apart; the best of each must be interior.
   std::vector<double> rates;
-  for (int k = -6; k <= 1; ++k) {
+  for (int k = -6; k <= 3; ++k) {
     rates.push_back(0.5 * std::pow(2.0, k));
   }
   std::ofstream csv;
@@ -180,10 +182,15 @@ int run(int argc, char** argv) {
       "CHECK E6/top_k_1%%_error_feedback_gain: %.4f (goal >= 0.01) %s  [test accuracy "
       "%.4f without error feedback]\n",
       ef_gain, worse ? "PASS" : "FAIL", top.accuracy);
+  // DIANA's claim is about the compression's variance where the gradients stop changing; with
+  // minibatch gradients their own noise stays, so it is reported, not judged.
+  const Run& diana = best[6];
+  const Run& unshifted = best[7];
   std::printf(
-      "DIANA (random-k 10%%, alpha %.3g) against no shift: loss %.5f vs %.5f, test "
-      "accuracy %.4f vs %.4f\n",
-      diana_alpha, best[6].loss, best[7].loss, best[6].accuracy, best[7].accuracy);
+      "%s DIANA (random-k 10%%, alpha %.3g) against the same codec without the shift: "
+      "final loss %.5f vs %.5f, test accuracy %.4f vs %.4f\n",
+      diana.loss < unshifted.loss ? "DIANA" : "FINDING", diana_alpha, diana.loss, unshifted.loss,
+      diana.accuracy, unshifted.accuracy);
   return close && few_bytes && worse && !edge ? 0 : 1;
 }
 

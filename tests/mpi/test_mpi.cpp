@@ -124,6 +124,9 @@ void check_against_shared_memory(const Rule& rule, const Consistency& consistenc
   CHECK(job.epoch_bytes.back() == job.report.collective_bytes);
   CHECK((job.epoch_bytes.front() > 0) == (p > 1));
   CHECK(single.report.collective_bytes == 0);
+  // A compression stage encodes the same messages: the same bytes over the job.
+  CHECK(job.report.compressed_bytes == single.report.compressed_bytes);
+  CHECK(job.report.uncompressed_bytes == single.report.uncompressed_bytes);
 }
 
 }  // namespace
@@ -181,6 +184,39 @@ TEST_CASE("local SGD with period 1 across processes equals synchronous SGD") {
   // The mean of (w - lr g_k) and w - lr mean(g_k) round differently: equal to a few ulps.
   CHECK(relative_difference(local.params, sync.params) <= 1e-6);
   CHECK(same_everywhere(checksum(local.params)));
+}
+
+// Every process gathers every message and sums the decoded ones in the order of the job's
+// worker ids, as one process sums its workers: the same bits whatever the layout.
+TEST_CASE(
+    "compressed rounds across processes equal the shared-memory store with as many "
+    "workers") {
+  namespace compress = asyncopt::compress;
+  const asyncopt::update::Sgd sgd{.learning_rate = 0.02};
+  const compress::Config top_k{.codec = compress::TopK{.k = 3},
+                               .memory = {.feedback = compress::Feedback::error_feedback}};
+  SECTION("synchronous, top-k with error feedback, one worker per process") {
+    check_against_shared_memory(sgd, Synchronous{.compression = top_k}, 1, 400, true);
+  }
+  SECTION("synchronous, top-k with error feedback, two workers per process") {
+    check_against_shared_memory(sgd, Synchronous{.compression = top_k}, 2, 400, true);
+  }
+  SECTION("synchronous, QSGD with DIANA (each worker's own draws)") {
+    // omega = min(12 / 16, sqrt(12) / 4) = 0.75 for 12 values and 4 levels: alpha <= 0.57.
+    const compress::Config qsgd{.codec = compress::Qsgd{.levels = 4, .seed = 3},
+                                .memory = {.feedback = compress::Feedback::diana, .alpha = 0.5}};
+    check_against_shared_memory(sgd, Synchronous{.compression = qsgd}, 1, 240, true);
+  }
+  SECTION("local SGD, QSGD with error feedback, one worker per process") {
+    const compress::Config qsgd{.codec = compress::Qsgd{.levels = 2, .seed = 9},
+                                .memory = {.feedback = compress::Feedback::error_feedback}};
+    check_against_shared_memory(sgd, LocalSgd{.period = 3, .compression = qsgd}, 1, 240, true);
+  }
+  SECTION("local SGD, random-k with error feedback, two workers per process") {
+    const compress::Config random_k{.codec = compress::RandomK{.k = 4, .seed = 5, .scaled = false},
+                                    .memory = {.feedback = compress::Feedback::error_feedback}};
+    check_against_shared_memory(sgd, LocalSgd{.period = 4, .compression = random_k}, 2, 400, true);
+  }
 }
 
 TEST_CASE("uneven shards across processes neither hang nor bias the mean") {

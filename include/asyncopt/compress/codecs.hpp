@@ -183,16 +183,22 @@ float as_float(Scalar x) noexcept {
 
 /// No compression: the values as they are. Unbiased with omega = 0.
 struct Identity {
+  /// Unbiased and exact: 0.
   [[nodiscard]] static double omega(std::size_t /*n*/) noexcept { return 0.0; }
+  /// The codec's name, as messages give it.
   [[nodiscard]] static std::string name() { return "identity"; }
+  /// Nothing to check: no options.
   static void validate() noexcept {}
 
+  /// Encodes x into `out` (replacing what it held).
   template <class Scalar>
   void encode(std::span<const Scalar> x, Step /*step*/, Payload& out) const {
     compress::detail::Writer w(out);
     w.header<Scalar>(Kind::identity, x.size());
     w.put_all(x);
   }
+  /// Decodes `in` into out (its n values); throws std::invalid_argument, leaving out
+  /// unspecified, for a malformed payload.
   template <class Scalar>
   void decode(std::span<const std::byte> in, Step /*step*/, std::span<Scalar> out) const {
     compress::detail::Reader r(in, "identity");
@@ -210,12 +216,16 @@ struct Identity {
 template <Kind K>
 struct HalfPrecision {
   static_assert(K == Kind::fp16 || K == Kind::bf16);
+  /// Biased: infinity.
   [[nodiscard]] static double omega(std::size_t /*n*/) noexcept {
     return std::numeric_limits<double>::infinity();
   }
+  /// The codec's name, as messages give it.
   [[nodiscard]] static std::string name() { return K == Kind::fp16 ? "fp16" : "bf16"; }
+  /// Nothing to check: no options.
   static void validate() noexcept {}
 
+  /// Encodes x into `out` (replacing what it held).
   template <class Scalar>
   void encode(std::span<const Scalar> x, Step /*step*/, Payload& out) const {
     compress::detail::Writer w(out);
@@ -229,6 +239,8 @@ struct HalfPrecision {
       std::memcpy(base + begin * sizeof(std::uint16_t), buffer.data(), m * sizeof(std::uint16_t));
     }
   }
+  /// Decodes `in` into out (its n values); throws std::invalid_argument, leaving out
+  /// unspecified, for a malformed payload.
   template <class Scalar>
   void decode(std::span<const std::byte> in, Step /*step*/, std::span<Scalar> out) const {
     compress::detail::Reader r(in, name());
@@ -314,12 +326,16 @@ using Bf16 = HalfPrecision<Kind::bf16>;
 /// values; the rest decode to zero. Biased (a contraction): use it with error feedback.
 /// k = `k` if set, else ceil(fraction * n).
 struct TopK {
+  /// How many values to keep; 0: use `fraction`.
   std::size_t k = 0;
+  /// The fraction of the values to keep, in (0, 1], when k = 0.
   double fraction = 0.0;
 
+  /// Biased: infinity.
   [[nodiscard]] static double omega(std::size_t /*n*/) noexcept {
     return std::numeric_limits<double>::infinity();
   }
+  /// The codec's name, as messages give it.
   [[nodiscard]] static std::string name() { return "top-k"; }
   /// Throws std::invalid_argument unless k > 0 or fraction is in (0, 1].
   void validate() const { (void)count(1); }
@@ -329,6 +345,7 @@ struct TopK {
     return detail::keep_count("TopK", k, fraction, n);
   }
 
+  /// Encodes x into `out` (replacing what it held).
   template <class Scalar>
   void encode(std::span<const Scalar> x, Step /*step*/, Payload& out) {
     detail::check_index_width("TopK", x.size());
@@ -355,6 +372,8 @@ struct TopK {
     }
   }
 
+  /// Decodes `in` into out (its n values); throws std::invalid_argument, leaving out
+  /// unspecified, for a malformed payload.
   template <class Scalar>
   void decode(std::span<const std::byte> in, Step /*step*/, std::span<Scalar> out) const {
     compress::detail::Reader r(in, "top-k");
@@ -390,12 +409,18 @@ struct TopK {
 /// the values are multiplied by n / k, which makes the codec unbiased with omega = n / k - 1;
 /// without, it is a contraction for error feedback.
 struct RandomK {
+  /// How many values to keep; 0: use `fraction`.
   std::size_t k = 0;
+  /// The fraction of the values to keep, in (0, 1], when k = 0.
   double fraction = 0.0;
+  /// The seed the indices are drawn from, with the round (and the worker unless `shared`).
   std::uint64_t seed = 0;
+  /// Whether every worker of a round draws the same indices.
   bool shared = true;
+  /// Whether the kept values are multiplied by n / k (unbiased) or sent as they are.
   bool scaled = true;
 
+  /// n / k - 1 when scaled, infinity (biased) otherwise.
   [[nodiscard]] double omega(std::size_t n) const {
     const std::size_t keep = count(n);
     if (!scaled) {
@@ -403,6 +428,7 @@ struct RandomK {
     }
     return keep == 0 ? 0.0 : static_cast<double>(n) / static_cast<double>(keep) - 1.0;
   }
+  /// The codec's name, as messages give it.
   [[nodiscard]] static std::string name() { return "random-k"; }
   /// Throws std::invalid_argument unless k > 0 or fraction is in (0, 1].
   void validate() const { (void)count(1); }
@@ -435,6 +461,7 @@ struct RandomK {
     }
   }
 
+  /// Encodes x into `out` (replacing what it held).
   template <class Scalar>
   void encode(std::span<const Scalar> x, Step step, Payload& out) const {
     indices(x.size(), step, index_list);
@@ -448,6 +475,8 @@ struct RandomK {
     }
   }
 
+  /// Decodes `in` into out (its n values); throws std::invalid_argument, leaving out
+  /// unspecified, for a malformed payload.
   template <class Scalar>
   void decode(std::span<const std::byte> in, Step step, std::span<Scalar> out) const {
     compress::detail::Reader r(in, "random-k");
@@ -486,22 +515,28 @@ struct RandomK {
 /// (s <= 127). Unbiased with omega = min(n / s^2, sqrt(n) / s). The rounding draws from the
 /// seed, the round and the worker.
 struct Qsgd {
+  /// s, the number of levels of a value's magnitude relative to the norm: 1..127.
   unsigned levels = 8;
+  /// The seed the rounding draws from, with the round and the worker.
   std::uint64_t seed = 0;
 
+  /// min(n / s^2, sqrt(n) / s) (Alistarh et al. 2017, Lemma 3.1).
   [[nodiscard]] double omega(std::size_t n) const {
     const double s = levels;
     const auto d = static_cast<double>(n);
     return std::min(d / (s * s), std::sqrt(d) / s);
   }
+  /// The codec's name, as messages give it.
   [[nodiscard]] static std::string name() { return "qsgd"; }
 
+  /// Throws std::invalid_argument unless levels is in 1..127.
   void validate() const {
     if (levels < 1 || levels > 127) {
       detail::bad_option("Qsgd: levels must be in 1..127, got " + std::to_string(levels));
     }
   }
 
+  /// Encodes x into `out` (replacing what it held).
   template <class Scalar>
   void encode(std::span<const Scalar> x, Step step, Payload& out) const {
     validate();
@@ -623,6 +658,8 @@ struct Qsgd {
   }
 #endif
 
+  /// Decodes `in` into out (its n values); throws std::invalid_argument, leaving out
+  /// unspecified, for a malformed payload.
   template <class Scalar>
   void decode(std::span<const std::byte> in, Step /*step*/, std::span<Scalar> out) const {
     validate();
@@ -662,12 +699,16 @@ struct Qsgd {
 /// decodes to +-||x||_1 / n with the sign bit of x_i (+0 positive, -0 negative). Biased: use
 /// it with error feedback.
 struct Sign {
+  /// Biased: infinity.
   [[nodiscard]] static double omega(std::size_t /*n*/) noexcept {
     return std::numeric_limits<double>::infinity();
   }
+  /// The codec's name, as messages give it.
   [[nodiscard]] static std::string name() { return "sign"; }
+  /// Nothing to check: no options.
   static void validate() noexcept {}
 
+  /// Encodes x into `out` (replacing what it held).
   template <class Scalar>
   void encode(std::span<const Scalar> x, Step /*step*/, Payload& out) const {
     const std::size_t n = x.size();
@@ -711,6 +752,8 @@ struct Sign {
     std::memcpy(at, &scale, sizeof(Scalar));
   }
 
+  /// Decodes `in` into out (its n values); throws std::invalid_argument, leaving out
+  /// unspecified, for a malformed payload.
   template <class Scalar>
   void decode(std::span<const std::byte> in, Step /*step*/, std::span<Scalar> out) const {
     compress::detail::Reader r(in, "sign");
@@ -752,13 +795,18 @@ struct Sign {
 /// previous encode (the codec keeps it). Exact, to rounding, on a matrix of rank <= r.
 /// Biased: use it with error feedback.
 struct PowerSgd {
+  /// r, the rank of the approximation: at least 1.
   std::size_t rank = 1;
+  /// The rows of the matrix the values are laid out as; 0: about sqrt(n).
   std::size_t rows = 0;
+  /// The seed of the first Q.
   std::uint64_t seed = 0;
 
+  /// Biased: infinity.
   [[nodiscard]] static double omega(std::size_t /*n*/) noexcept {
     return std::numeric_limits<double>::infinity();
   }
+  /// The codec's name, as messages give it.
   [[nodiscard]] static std::string name() { return "powersgd"; }
   /// Throws std::invalid_argument when rank is 0.
   void validate() const { (void)shape(1); }
@@ -774,6 +822,7 @@ struct PowerSgd {
     return {m, (n + m - 1) / m};
   }
 
+  /// Encodes x into `out` (replacing what it held).
   template <class Scalar>
   void encode(std::span<const Scalar> x, Step /*step*/, Payload& out) {
     const auto [m, c] = shape(x.size());
@@ -847,6 +896,8 @@ struct PowerSgd {
     }
   }
 
+  /// Decodes `in` into out (its n values); throws std::invalid_argument, leaving out
+  /// unspecified, for a malformed payload.
   template <class Scalar>
   void decode(std::span<const std::byte> in, Step /*step*/, std::span<Scalar> out) const {
     compress::detail::Reader r(in, "powersgd");

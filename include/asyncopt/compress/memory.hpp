@@ -33,6 +33,7 @@ enum class Feedback {
 /// The memory of the compression stage, with designated initializers:
 /// `compress::Memory{.feedback = compress::Feedback::diana, .alpha = 0.2}`.
 struct Memory {
+  /// What each worker keeps: nothing, its compression error, or its DIANA shift.
   Feedback feedback = Feedback::none;
   /// DIANA's shift step, in [0, 1 / (omega + 1)]; 0 keeps the shifts at zero.
   double alpha = 0.0;

@@ -29,14 +29,14 @@ struct Step {
 
 /// Which codec wrote a payload: the first byte of every payload.
 enum class Kind : std::uint8_t {
-  identity = 1,
-  fp16 = 2,
-  bf16 = 3,
-  top_k = 4,
-  random_k = 5,
-  qsgd = 6,
-  sign = 7,
-  power_sgd = 8,
+  identity = 1,   ///< Identity
+  fp16 = 2,       ///< Fp16
+  bf16 = 3,       ///< Bf16
+  top_k = 4,      ///< TopK
+  random_k = 5,   ///< RandomK
+  qsgd = 6,       ///< Qsgd
+  sign = 7,       ///< Sign
+  power_sgd = 8,  ///< PowerSgd
 };
 
 /// The bytes of the header that starts every payload: kind (1), scalar size (1), n (8).

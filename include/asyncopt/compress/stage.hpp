@@ -3,8 +3,10 @@
 // message of a round encoded with its memory, decoded as the receiver sees it, and counted.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -15,6 +17,7 @@
 #include <asyncopt/compress/codecs.hpp>
 #include <asyncopt/compress/memory.hpp>
 #include <asyncopt/compress/payload.hpp>
+#include <asyncopt/core/collective.hpp>
 
 namespace asyncopt::compress {
 
@@ -25,26 +28,32 @@ class AnyCodec {
   /// The codecs it can hold.
   using Variant = std::variant<Identity, Fp16, Bf16, TopK, RandomK, Qsgd, Sign, PowerSgd>;
 
+  /// The identity codec.
   AnyCodec() = default;
   /// Holds `codec`.
   template <class C>
   requires std::is_constructible_v<Variant, C> AnyCodec(C codec)
       : codec_(std::move(codec)) {}  // NOLINT: implicit, as for a variant
 
+  /// The held codec's encode().
   template <class Scalar>
   void encode(std::span<const Scalar> x, Step step, Payload& out) {
     std::visit([&](auto& c) { c.encode(x, step, out); }, codec_);
   }
+  /// The held codec's decode().
   template <class Scalar>
   void decode(std::span<const std::byte> in, Step step, std::span<Scalar> out) const {
     std::visit([&](const auto& c) { c.decode(in, step, out); }, codec_);
   }
+  /// The held codec's validate().
   void validate() const {
     std::visit([](const auto& c) { c.validate(); }, codec_);
   }
+  /// The held codec's omega(n).
   [[nodiscard]] double omega(std::size_t n) const {
     return std::visit([n](const auto& c) { return c.omega(n); }, codec_);
   }
+  /// The held codec's name().
   [[nodiscard]] std::string name() const {
     return std::visit([](const auto& c) { return std::string(c.name()); }, codec_);
   }
@@ -72,12 +81,13 @@ struct Config {
 /// A round's side of the stage for `workers` workers of n values each: worker k's message of
 /// a round goes through its own Sender (its memory, its codec's state), then is decoded as
 /// the receiver sees it, and counted; finish() adds DIANA's mean shift to the round's sum.
+/// Messages draw their randomness from the job's worker id, first_worker + k.
 template <class Scalar>
 class RoundStage {
  public:
   /// Throws std::invalid_argument when `config` cannot run on n values (Memory::validate).
-  RoundStage(const Config& config, std::size_t n, std::size_t workers)
-      : receiver_(config.codec, config.memory, n) {
+  RoundStage(const Config& config, std::size_t n, std::size_t workers, std::size_t first_worker = 0)
+      : receiver_(config.codec, config.memory, n), first_worker_(first_worker) {
     senders_.reserve(workers);
     for (std::size_t k = 0; k < workers; ++k) {
       senders_.emplace_back(config.codec, config.memory, n);
@@ -88,25 +98,81 @@ class RoundStage {
   /// decoded into `decoded` (n values; it may be x itself).
   void message(std::size_t k, std::span<const Scalar> x, std::uint64_t round,
                std::span<Scalar> decoded) {
-    const Step step{.round = round, .worker = k};
-    senders_[k].send(x, step, payload_);
+    const Step step = this->step(k, round);
+    encode(k, x, step, payload_);
     receiver_.decode(std::span<const std::byte>(payload_), step, decoded);
-    sent_bytes_ += payload_.size();
-    raw_bytes_ += x.size_bytes();
+  }
+
+  /// A round across the processes of `across`: each contributed worker k of this process
+  /// (contributed[k] != 0, its n values at values(k)) encodes its message, every process's
+  /// messages are gathered (Collective's all_gather), and every process decodes them all and
+  /// sums them into `sum` (n values) in the order of the job's worker ids, as a round within
+  /// one process sums its workers. Returns the job's number of messages.
+  template <class Values>
+  std::size_t gathered(std::span<const unsigned char> contributed, Values&& values,
+                       std::uint64_t round, const collective::Ref& across, std::span<Scalar> sum) {
+    // Framed: the worker's id, the round, the payload's length, the payload.
+    mine_.clear();
+    for (std::size_t k = 0; k < contributed.size(); ++k) {
+      if (contributed[k] == 0) {
+        continue;
+      }
+      encode(k, std::span<const Scalar>(values(k), sum.size()), step(k, round), payload_);
+      const std::uint64_t frame[3] = {first_worker_ + k, round, payload_.size()};
+      const std::size_t at = mine_.size();
+      mine_.resize(at + sizeof(frame) + payload_.size());
+      std::memcpy(mine_.data() + at, frame, sizeof(frame));
+      std::memcpy(mine_.data() + at + sizeof(frame), payload_.data(), payload_.size());
+    }
+    across.all_gather(std::span<const std::byte>(mine_), all_, sizes_);
+    std::fill(sum.begin(), sum.end(), Scalar{0});
+    std::size_t count = 0;
+    for (std::size_t at = 0; at < all_.size();) {
+      std::uint64_t frame[3];
+      if (all_.size() - at < sizeof(frame)) {
+        throw std::runtime_error("asyncopt: a gathered round ends inside a message's frame");
+      }
+      std::memcpy(frame, all_.data() + at, sizeof(frame));
+      at += sizeof(frame);
+      if (frame[2] > all_.size() - at) {
+        throw std::runtime_error("asyncopt: a gathered round's message runs past its end");
+      }
+      // Decoded with the sender's own step: a process whose workers have all left keeps no
+      // count of the rounds.
+      receiver_.add(std::span<const std::byte>(all_.data() + at, frame[2]),
+                    Step{.round = frame[1], .worker = frame[0]}, sum);
+      at += frame[2];
+      ++count;
+    }
+    return count;
   }
 
   /// Ends a round whose decoded messages sum to `sum`, `count` of them (Receiver::finish).
   void finish(std::span<Scalar> sum, std::size_t count) { receiver_.finish(sum, count); }
 
-  /// Bytes of the messages encoded so far.
+  /// Bytes of the messages this process encoded so far.
   [[nodiscard]] std::uint64_t sent_bytes() const noexcept { return sent_bytes_; }
   /// Bytes the same messages take uncompressed (n values each).
   [[nodiscard]] std::uint64_t raw_bytes() const noexcept { return raw_bytes_; }
 
  private:
+  [[nodiscard]] Step step(std::size_t k, std::uint64_t round) const noexcept {
+    return {.round = round, .worker = first_worker_ + k};
+  }
+
+  void encode(std::size_t k, std::span<const Scalar> x, Step step, Payload& out) {
+    senders_[k].send(x, step, out);
+    sent_bytes_ += out.size();
+    raw_bytes_ += x.size_bytes();
+  }
+
   std::vector<Sender<Scalar, AnyCodec>> senders_;
   Receiver<Scalar, AnyCodec> receiver_;
+  std::uint64_t first_worker_ = 0;
   Payload payload_;
+  std::vector<std::byte> mine_;
+  std::vector<std::byte> all_;
+  std::vector<std::uint64_t> sizes_;
   std::uint64_t sent_bytes_ = 0;
   std::uint64_t raw_bytes_ = 0;
 };

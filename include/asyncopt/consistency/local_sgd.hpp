@@ -9,6 +9,7 @@
 #include <shared_mutex>
 #include <span>
 #include <stdexcept>
+#include <tuple>
 #include <vector>
 
 #include <asyncopt/compress/stage.hpp>
@@ -39,8 +40,8 @@ namespace asyncopt::consistency {
 /// replica minus the shared parameters), through the compression stage (compress::Config);
 /// the shared parameters move by the mean of the decoded deltas, and the store's statistics
 /// count the bytes (StoreStats::compressed_bytes). With the identity codec this agrees with
-/// no compression to rounding (x + mean(x_k - x) against mean(x_k)). Within one process for
-/// now: a round across processes (the MPI transport) refuses it.
+/// no compression to rounding (x + mean(x_k - x) against mean(x_k)). Across processes (the
+/// MPI transport) the compressed deltas are what travels, gathered as under Synchronous.
 struct LocalSgd {
   /// Local steps between two averaging rounds (H in the papers).
   std::uint64_t period = 8;
@@ -88,12 +89,12 @@ struct LocalSgd {
           across_(across) {
       policy.validate();
       if (policy.compression) {
-        if (across_.size() > 1) {
+        if (across_.size() > 1 && !across_.gathers()) {
           throw std::invalid_argument(
-              "asyncopt: LocalSgd::compression runs within one process for now; the rounds of "
-              "the MPI transport cannot compress their model deltas yet");
+              "asyncopt: LocalSgd::compression across processes needs a collective with "
+              "all_gather(), which sends the compressed model deltas");
         }
-        stage_.emplace(*policy.compression, n, workers);
+        stage_.emplace(*policy.compression, n, workers, collective::offset(across_, workers));
       }
     }
 
@@ -192,16 +193,26 @@ struct LocalSgd {
           for (std::size_t i = 0; i < n_; ++i) {
             row[i] -= shared[i];
           }
-          stage_->message(k, std::span<const Scalar>(row, n_), rounds_.round(),
-                          std::span<Scalar>(row, n_));
+          if (across_.size() <= 1) {  // across processes, gathered() encodes it
+            stage_->message(k, std::span<const Scalar>(row, n_), rounds_.round(),
+                            std::span<Scalar>(row, n_));
+          }
         }
       }
-      const auto [sum, count] = detail::sum_round(
-          [&](std::size_t k) {
-            Scalar* const row = replicas_.data() + k * (n_ + 1);
-            return detail::Contribution<Scalar>{.values = row, .scratch = row};
-          },
-          contributed, replicas_.data(), n_ + 1, n_, spare_.data(), across_);
+      Scalar* sum = spare_.data();
+      std::size_t count = 0;
+      if (across_.size() > 1) {  // the messages travel compressed, gathered
+        count = stage_->gathered(
+            contributed, [&](std::size_t k) { return replicas_.data() + k * (n_ + 1); },
+            rounds_.round(), across_, std::span<Scalar>(sum, n_));
+      } else {
+        std::tie(sum, count) = detail::sum_round(
+            [&](std::size_t k) {
+              Scalar* const row = replicas_.data() + k * (n_ + 1);
+              return detail::Contribution<Scalar>{.values = row, .scratch = row};
+            },
+            contributed, replicas_.data(), n_ + 1, n_, spare_.data(), across_);
+      }
       if (count == 0) {
         return false;
       }

@@ -37,8 +37,9 @@ namespace asyncopt::consistency {
 /// round sums what the receiver decodes, in worker order, and the store's statistics count
 /// the bytes of the messages (StoreStats::compressed_bytes) against the same messages
 /// uncompressed. The identity codec, or top-k with k = n, trains bit for bit as no
-/// compression does. Within one process for now: a round across processes (the MPI
-/// transport) refuses it.
+/// compression does. Across processes (the MPI transport) the compressed messages are what
+/// travels: every process's are gathered (the collective's all_gather), and every process
+/// decodes and sums them in the order of the job's worker ids.
 struct Synchronous {
   /// Workers move in rounds: a transport must support it (shared memory and MPI do).
   static constexpr bool coordinates_rounds = true;
@@ -74,7 +75,8 @@ struct Synchronous {
     /// Allocates one gradient slot of n elements per worker; every worker starts live. The
     /// rounds span the processes of `across` (by default, this process alone).
     /// Throws std::invalid_argument for a compression stage that cannot run (bad options,
-    /// DIANA's alpha above 1 / (omega + 1), or rounds across processes).
+    /// DIANA's alpha above 1 / (omega + 1), or rounds across processes whose collective
+    /// cannot gather). With compression across processes, construction is collective.
     Guard(const Synchronous& policy, std::size_t n, std::size_t workers,
           collective::Ref across = {})
         : SharedParameters<Scalar>(n),
@@ -85,12 +87,12 @@ struct Synchronous {
           across_(across) {
       policy.validate();
       if (policy.compression) {
-        if (across_.size() > 1) {
+        if (across_.size() > 1 && !across_.gathers()) {
           throw std::invalid_argument(
-              "asyncopt: Synchronous::compression runs within one process for now; the rounds "
-              "of the MPI transport cannot compress their gradients yet");
+              "asyncopt: Synchronous::compression across processes needs a collective with "
+              "all_gather(), which sends the compressed gradients");
         }
-        stage_.emplace(*policy.compression, n, workers);
+        stage_.emplace(*policy.compression, n, workers, collective::offset(across_, workers));
       }
     }
 
@@ -164,6 +166,16 @@ struct Synchronous {
     // The round's sum over the job, and its count. With compression, each contribution is
     // first replaced by what the receiver decodes of its message, in the worker's row.
     std::pair<Scalar*, std::size_t> reduce(std::span<const unsigned char> contributed) {
+      if (stage_ && across_.size() > 1) {
+        // Across processes the messages travel compressed: gathered, then decoded and summed
+        // on every process.
+        const std::span<Scalar> sum(spare_.data(), n_);
+        const std::size_t count = stage_->gathered(
+            contributed, [&](std::size_t k) { return contributions_[k].values; }, rounds_.round(),
+            across_, sum);
+        stage_->finish(sum, count);
+        return {spare_.data(), count};
+      }
       if (stage_) {
         for (std::size_t k = 0; k < contributed.size(); ++k) {
           if (contributed[k] != 0) {

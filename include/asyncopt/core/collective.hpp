@@ -7,7 +7,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <stdexcept>
 #include <type_traits>
+#include <vector>
 
 namespace asyncopt {
 
@@ -27,6 +29,11 @@ namespace asyncopt {
 /// A collective may also offer `round_closed()`, which the round policies call on every
 /// process after each round of the job has been applied (while this process's workers wait
 /// in it or have left): a round boundary, where the MPI transport writes its checkpoints.
+///
+/// And it may offer `all_gather(mine, all, sizes)`: every process's bytes `mine` (of any
+/// length, empty included) end up in `all` on every process, concatenated in rank order, with
+/// `sizes[p]` the length of process p's (the collective resizes both). A round whose messages
+/// are compressed sends them this way; without it, such a round is refused.
 template <class C>
 concept Collective = requires(C& c, std::span<float> f, std::span<double> d, std::size_t root) {
   { c.rank() } -> std::convertible_to<std::size_t>;
@@ -54,6 +61,12 @@ struct InProcess {
   static constexpr void broadcast(std::span<Scalar> /*values*/, std::size_t /*root*/) noexcept {}
   /// Nobody to wait for.
   static constexpr void barrier() noexcept {}
+  /// This process's bytes are all there are.
+  static void all_gather(std::span<const std::byte> mine, std::vector<std::byte>& all,
+                         std::vector<std::uint64_t>& sizes) {
+    all.assign(mine.begin(), mine.end());
+    sizes.assign(1, mine.size());
+  }
 };
 
 /// A reference to a Collective, whatever its type, which a round policy's guard holds: one
@@ -84,7 +97,19 @@ class Ref {
           if constexpr (requires(C & c) { c.round_closed(); }) {
             static_cast<C*>(s)->round_closed();
           }
-        }) {}
+        }) {
+    if constexpr (requires(C & c, std::span<const std::byte> mine, std::vector<std::byte> & all,
+                           std::vector<std::uint64_t> & sizes) {
+                    c.all_gather(mine, all, sizes);
+                  }) {
+      gather_ = [](void* s, std::span<const std::byte> mine, std::vector<std::byte>& all,
+                   std::vector<std::uint64_t>& sizes) {
+        static_cast<C*>(s)->all_gather(mine, all, sizes);
+      };
+    } else {
+      gather_ = nullptr;
+    }
+  }
 
   /// This process's number in the job.
   [[nodiscard]] std::size_t rank() const noexcept { return rank_; }
@@ -107,6 +132,17 @@ class Ref {
   /// A round of the job has been applied: calls the collective's round_closed() when it has
   /// one.
   void round_closed() const { round_closed_(self_); }
+  /// Whether the collective offers all_gather().
+  [[nodiscard]] bool gathers() const noexcept { return gather_ != nullptr; }
+  /// Every process's bytes, concatenated in rank order, with their lengths (see
+  /// Collective). Throws std::logic_error when the collective does not offer it.
+  void all_gather(std::span<const std::byte> mine, std::vector<std::byte>& all,
+                  std::vector<std::uint64_t>& sizes) const {
+    if (gather_ == nullptr) {
+      throw std::logic_error("asyncopt: this collective has no all_gather()");
+    }
+    gather_(self_, mine, all, sizes);
+  }
 
  private:
   void* self_ = nullptr;
@@ -120,7 +156,28 @@ class Ref {
                                                                         std::size_t) {};
   void (*barrier_)(void*) = [](void*) {};
   void (*round_closed_)(void*) = [](void*) {};
+  // A job of one process gathers its own bytes (InProcess::all_gather).
+  void (*gather_)(void*, std::span<const std::byte>, std::vector<std::byte>&,
+                  std::vector<std::uint64_t>&) =
+      [](void*, std::span<const std::byte> mine, std::vector<std::byte>& all,
+         std::vector<std::uint64_t>& sizes) { InProcess::all_gather(mine, all, sizes); };
 };
+
+/// The sum of `mine` over the processes ranked before this one in `across` (collective: every
+/// process calls it): where this process's share starts, as its first worker's id in the job.
+inline std::size_t offset(const Ref& across, std::size_t mine) {
+  if (across.size() <= 1) {
+    return 0;
+  }
+  std::vector<double> counts(across.size(), 0.0);
+  counts[across.rank()] = static_cast<double>(mine);
+  across.all_reduce_sum(std::span<double>(counts));
+  double before = 0.0;
+  for (std::size_t p = 0; p < across.rank(); ++p) {
+    before += counts[p];
+  }
+  return static_cast<std::size_t>(before);
+}
 
 static_assert(Collective<InProcess>);
 static_assert(Collective<Ref>);

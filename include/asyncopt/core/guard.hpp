@@ -190,13 +190,6 @@ void join(G& guard, std::size_t id, std::uint64_t clock, std::span<const Scalar>
   }
 }
 
-/// One round of the job that no worker of this process takes part in, because they have all
-/// left: a process whose shard is done keeps taking part in the other processes' rounds, with
-/// nothing to contribute, until none contributes. `commit(sum, count)` applies the mean of a
-/// combining guard's `count` gradients as apply() does in push(); a replicating guard writes
-/// the mean model into `shared` itself. Returns whether any process contributed (false also for a
-/// guard that does not move in rounds). Call it only while no worker of this process pulls or
-/// pushes.
 /// Bytes of the messages a guard's compression stage encoded and of the same messages
 /// uncompressed; {0, 0} for a guard without one.
 template <class G>
@@ -208,6 +201,13 @@ std::pair<std::uint64_t, std::uint64_t> compression_bytes(const G& guard) noexce
   }
 }
 
+/// One round of the job that no worker of this process takes part in, because they have all
+/// left: a process whose shard is done keeps taking part in the other processes' rounds, with
+/// nothing to contribute, until none contributes. `commit(sum, count)` applies the mean of a
+/// combining guard's `count` gradients as apply() does in push(); a replicating guard writes
+/// the mean model into `shared` itself. Returns whether any process contributed (false also for a
+/// guard that does not move in rounds). Call it only while no worker of this process pulls or
+/// pushes.
 template <class G, class Scalar, class Commit>
 bool idle_round(G& guard, std::span<Scalar> shared, Commit&& commit) {
   if constexpr (replicates<G, Scalar>) {

@@ -22,6 +22,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <climits>
 
@@ -177,6 +178,37 @@ class Communicator {
   /// Returns once every process has called it (MPI_Barrier).
   void barrier() const { detail::check(MPI_Barrier(comm_), "MPI_Barrier"); }
 
+  /// Every process's bytes `mine`, concatenated in rank order into `all` on every process,
+  /// `sizes[p]` bytes from process p (MPI_Allgather of the lengths, then MPI_Allgatherv).
+  /// Throws std::length_error when the job's total passes MPI's int counts.
+  void all_gather(std::span<const std::byte> mine, std::vector<std::byte>& all,
+                  std::vector<std::uint64_t>& sizes) const {
+    const auto length = static_cast<std::uint64_t>(mine.size());
+    sizes.resize(size_);
+    detail::check(MPI_Allgather(&length, 1, MPI_UINT64_T, sizes.data(), 1, MPI_UINT64_T, comm_),
+                  "MPI_Allgather");
+    std::vector<int> counts(size_);
+    std::vector<int> offsets(size_);
+    std::uint64_t total = 0;
+    for (std::size_t p = 0; p < size_; ++p) {
+      if (sizes[p] > detail::max_count || total > detail::max_count) {
+        throw std::length_error("asyncopt: an all-gather of " + std::to_string(total + sizes[p]) +
+                                " bytes passes MPI's int counts");
+      }
+      counts[p] = static_cast<int>(sizes[p]);
+      offsets[p] = static_cast<int>(total);
+      total += sizes[p];
+    }
+    if (total > detail::max_count) {
+      throw std::length_error("asyncopt: an all-gather of " + std::to_string(total) +
+                              " bytes passes MPI's int counts");
+    }
+    all.resize(total);
+    detail::check(MPI_Allgatherv(mine.data(), static_cast<int>(length), MPI_BYTE, all.data(),
+                                 counts.data(), offsets.data(), MPI_BYTE, comm_),
+                  "MPI_Allgatherv");
+  }
+
  private:
   MPI_Comm comm_;
   std::size_t rank_ = 0;
@@ -213,6 +245,14 @@ class Counted {
   /// The inner barrier, timed.
   void barrier() {
     timed(0, [&] { inner_->barrier(); });
+  }
+  /// The inner all-gather, counted (this process's bytes), where the inner collective has one.
+  void all_gather(std::span<const std::byte> mine, std::vector<std::byte>& all,
+                  std::vector<std::uint64_t>& sizes) requires requires(C& c) {
+    c.all_gather(mine, all, sizes);
+  }
+  {
+    timed(mine.size(), [&] { inner_->all_gather(mine, all, sizes); });
   }
 
   /// Calls `observer()` at every round_closed() from now on (nothing when empty).

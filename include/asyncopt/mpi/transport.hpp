@@ -206,16 +206,21 @@ class Mpi::Store : private mpi::detail::Endpoint,
 
   /// The counters of the whole job. `updates` counts a Synchronous round once (every
   /// process applies it) and LocalSgd's local steps over all processes; `rejected`,
-  /// `wait_seconds`, `collective_bytes` and `collective_seconds` are sums over the processes.
+  /// `wait_seconds`, `collective_bytes`, `collective_seconds`, `compressed_bytes` and
+  /// `uncompressed_bytes` are sums over the processes.
   /// Round policies never apply a stale gradient: staleness is 0 throughout. Collective;
   /// call it while no worker is pushing.
   [[nodiscard]] StoreStats stats() {
     const StoreStats mine = Base::stats();
     constexpr bool per_round = hooks::combines_rounds<guard_type, Scalar>;
-    std::array<double, 5> sums = {
+    std::array<double, 7> sums = {
         per_round && rank() != 0 ? 0.0 : static_cast<double>(mine.updates),
-        static_cast<double>(mine.rejected), mine.wait_seconds,
-        static_cast<double>(this->rounds().bytes()), this->rounds().seconds()};
+        static_cast<double>(mine.rejected),
+        mine.wait_seconds,
+        static_cast<double>(this->rounds().bytes()),
+        this->rounds().seconds(),
+        static_cast<double>(mine.compressed_bytes),
+        static_cast<double>(mine.uncompressed_bytes)};
     this->comm().all_reduce_sum(std::span<double>(sums));
     StoreStats job;
     job.updates = static_cast<std::uint64_t>(sums[0]);
@@ -223,6 +228,8 @@ class Mpi::Store : private mpi::detail::Endpoint,
     job.wait_seconds = sums[2];
     job.collective_bytes = static_cast<std::uint64_t>(sums[3]);
     job.collective_seconds = sums[4];
+    job.compressed_bytes = static_cast<std::uint64_t>(sums[5]);
+    job.uncompressed_bytes = static_cast<std::uint64_t>(sums[6]);
     if (job.updates > 0) {
       job.staleness = {job.updates};
     }
