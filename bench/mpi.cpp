@@ -577,6 +577,83 @@ Traffic measure_traffic(const LeastSquares& f, const Consistency& consistency, c
 }
 
 // ---------------------------------------------------------------------------------------------
+// A compressed round against an uncompressed one
+// ---------------------------------------------------------------------------------------------
+
+// Synchronous rounds of the library with top-k 1% and error feedback against the same rounds
+// uncompressed, at one n: each is pull_view, the gradient written into the lent buffer,
+// push_in_place and clock, as the library kind above; blocks of the two alternate.
+struct Compressed {
+  std::size_t n = 0;
+  double round = 0.0;               // seconds, median over the blocks of the mean per round
+  double uncompressed_round = 0.0;  // the same, uncompressed
+  std::uint64_t compressed_bytes = 0;
+  std::uint64_t uncompressed_bytes = 0;
+};
+
+const asyncopt::compress::Config top_k_one_percent{
+    .codec = asyncopt::compress::TopK{.fraction = 0.01},
+    .memory = {.feedback = asyncopt::compress::Feedback::error_feedback}};
+
+Compressed measure_compressed(std::size_t n, const Settings& settings, int rank) {
+  std::vector<float> source(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    source[i] = gradient_value(i, rank);
+  }
+  std::vector<float> w_plain(n, 0.0F);
+  std::vector<float> w_compressed(n, 0.0F);
+  const SyncOptimizer plain(Rule{.learning_rate = learning_rate});
+  const SyncOptimizer compressed(Rule{.learning_rate = learning_rate},
+                                 Synchronous{.compression = top_k_one_percent});
+  auto plain_store = plain.attach(std::span<float>(w_plain), 1);  // collective
+  auto compressed_store = compressed.attach(std::span<float>(w_compressed), 1);
+  auto plain_handle = plain_store->worker(0);
+  auto compressed_handle = compressed_store->worker(0);
+  volatile float sink = 0.0F;
+  auto block = [&](auto& handle, std::int64_t rounds) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto start = Clock::now();
+    for (std::int64_t k = 0; k < rounds; ++k) {
+      const std::span<const float> w = handle.pull_view();
+      sink = w[0];
+      const std::span<float> gradient = handle.gradient_buffer();
+      std::copy(source.begin(), source.end(), gradient.begin());
+      if (!handle.push_in_place(gradient).applied) {
+        throw std::runtime_error("a push was not applied");
+      }
+      handle.clock();
+    }
+    double mine = seconds(start, Clock::now()) / static_cast<double>(rounds);
+    MPI_Allreduce(MPI_IN_PLACE, &mine, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return mine / world_size();
+  };
+  // Rounds per block: enough for min_block_time of the slower (compressed) round.
+  const double once = block(compressed_handle, 1);
+  (void)block(plain_handle, 1);
+  const auto rounds =
+      std::max(min_rounds, static_cast<std::int64_t>(std::ceil(settings.min_block_time / once)));
+  std::vector<double> times;
+  std::vector<double> plain_times;
+  for (int r = 0; r < settings.repetitions; ++r) {
+    if (r % 2 == 0) {
+      times.push_back(block(compressed_handle, rounds));
+      plain_times.push_back(block(plain_handle, rounds));
+    } else {
+      plain_times.push_back(block(plain_handle, rounds));
+      times.push_back(block(compressed_handle, rounds));
+    }
+  }
+  const asyncopt::StoreStats stats = compressed_store->stats();  // collective
+  std::sort(times.begin(), times.end());
+  std::sort(plain_times.begin(), plain_times.end());
+  return {.n = n,
+          .round = times[times.size() / 2],
+          .uncompressed_round = plain_times[plain_times.size() / 2],
+          .compressed_bytes = stats.compressed_bytes,
+          .uncompressed_bytes = stats.uncompressed_bytes};
+}
+
+// ---------------------------------------------------------------------------------------------
 // Output
 // ---------------------------------------------------------------------------------------------
 
@@ -649,7 +726,7 @@ std::string date_text() {
 
 std::string to_json(const Settings& settings, int size, double clock_ns,
                     const std::vector<std::pair<std::size_t, Block>>& blocks,
-                    const std::vector<Traffic>& traffic) {
+                    const std::vector<Traffic>& traffic, const Compressed& compressed) {
   std::ostringstream out;
   out << "{\n  \"context\": {\n"
       << "    \"date\": " << json_string(date_text()) << ",\n"
@@ -703,7 +780,13 @@ std::string to_json(const Settings& settings, int size, double clock_ns,
         << ", \"final_loss\": " << number(t.final_loss) << "}";
     separator = ",\n";
   }
-  out << "\n  ]\n}\n";
+  out << "\n  ],\n  \"compressed\": [\n"
+      << "    {\"ranks\": " << size << ", \"n\": " << compressed.n
+      << R"(, "codec": "top-k 1% + error feedback")"
+      << ", \"round_us\": " << number(compressed.round * 1e6)
+      << ", \"uncompressed_round_us\": " << number(compressed.uncompressed_round * 1e6)
+      << ", \"compressed_bytes\": " << compressed.compressed_bytes
+      << ", \"uncompressed_bytes\": " << compressed.uncompressed_bytes << "}\n  ]\n}\n";
   return out.str();
 }
 
@@ -763,7 +846,23 @@ int run(const Settings& settings) {
       ok = false;
     }
   }
+  // At the largest size: the issue's measure is 1e7 floats.
+  const Compressed compressed = measure_compressed(
+      *std::max_element(settings.sizes.begin(), settings.sizes.end()), settings, rank);
+  if (compressed.compressed_bytes == 0 || !(compressed.round > 0.0)) {
+    if (rank == 0) {
+      std::fprintf(stderr, "bench_mpi: the compressed rounds sent no bytes\n");
+    }
+    ok = false;
+  }
   if (rank == 0) {
+    std::printf(
+        "%d processes, n = %zu: a round with top-k 1%% + error feedback %.1f us against %.1f us "
+        "uncompressed (x %.3f), %.2f%% of the bytes\n",
+        size, compressed.n, compressed.round * 1e6, compressed.uncompressed_round * 1e6,
+        compressed.round / compressed.uncompressed_round,
+        100.0 * static_cast<double>(compressed.compressed_bytes) /
+            static_cast<double>(compressed.uncompressed_bytes));
     for (const Traffic& t : traffic) {
       std::printf("%s (period %llu): %.1f collective bytes per example\n", t.consistency.c_str(),
                   static_cast<unsigned long long>(t.period),
@@ -771,7 +870,7 @@ int run(const Settings& settings) {
     }
     if (!settings.out.empty()) {
       std::ofstream file(settings.out);
-      file << to_json(settings, size, clock_ns, blocks, traffic);
+      file << to_json(settings, size, clock_ns, blocks, traffic, compressed);
       if (!file) {
         std::fprintf(stderr, "bench_mpi: cannot write %s\n", settings.out.c_str());
         ok = false;

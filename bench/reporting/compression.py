@@ -105,9 +105,9 @@ def findings(points: dict) -> list[str]:
             lines.append(f"codec_vs_copy/{codec}: its encode and its decode are each a copy, so "
                          f"{bound(codec):.2f} of one copy is the bound and the goal sits on it; "
                          "which side a run lands on is noise")
-    lines.append("round_time_with_top_k_1%_vs_uncompressed/1e7: not measured yet; the MPI "
-                 "rounds compress (their messages gathered), but bench_mpi has no compressed "
-                 "kind of round to time")
+    lines.append("round_time_with_top_k_1%_vs_uncompressed/1e7 over MPI: reported by "
+                 "`bench/report mpi` (context: compressed_round_vs_uncompressed), which runs "
+                 "the rounds under mpiexec")
     return lines
 
 

@@ -83,7 +83,7 @@ def run_benchmark(binary: Path, json_path: Path, quick: bool) -> dict:
     for key, value in MPI_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     before = load_before_run("round times will be high and spreads wide")
-    merged: dict = {"context": {}, "benchmarks": [], "traffic": []}
+    merged: dict = {"context": {}, "benchmarks": [], "traffic": [], "compressed": []}
     wall = own = other = 0.0
     for ranks in RANKS:
         part = json_path.with_name(f"{json_path.stem}-{ranks}.json")
@@ -102,6 +102,7 @@ def run_benchmark(binary: Path, json_path: Path, quick: bool) -> dict:
         merged["context"][f"clock_read_ns_{ranks}"] = context.get("clock_read_ns")
         merged["benchmarks"] += data.get("benchmarks", [])
         merged["traffic"] += data.get("traffic", [])
+        merged["compressed"] += data.get("compressed", [])
         wall += measured.wall
         own += measured.own_cpu_seconds
         other += measured.other_cores * measured.wall
@@ -226,6 +227,14 @@ def context(points: dict[tuple[str, int, int], Point], data: dict) -> list[tuple
                       value_text(local["bytes_per_example"], "{:.2f}")))
         lines.append((f"local_sgd_vs_synchronous_bytes/{ranks}",
                       value_text(ratio(local["bytes_per_example"], sync["bytes_per_example"]))))
+    for entry in data.get("compressed", []):
+        where = f"{entry['ranks']}/{decimal_size_label(int(entry['n']))}"
+        lines.append((f"compressed_round_vs_uncompressed/{where} ({entry['codec']}; "
+                      f"{us(entry['round_us'])} us against {us(entry['uncompressed_round_us'])})",
+                      value_text(ratio(entry["round_us"], entry["uncompressed_round_us"]))))
+        lines.append((f"compressed_bytes_fraction/{where} ({entry['codec']})",
+                      value_text(ratio(entry["compressed_bytes"], entry["uncompressed_bytes"]),
+                                 "{:.4f}")))
     return lines
 
 

@@ -250,6 +250,35 @@ TEST_CASE("uneven shards across processes neither hang nor bias the mean") {
   }
 }
 
+TEST_CASE("compressed rounds with uneven shards equal shared memory bit for bit") {
+  // As above, with QSGD and error feedback: the draws follow the job's round numbers, which a
+  // process whose workers have left keeps counting through its idle rounds.
+  namespace compress = asyncopt::compress;
+  const std::size_t p = processes();
+  const asyncopt::update::Sgd sgd{.learning_rate = 0.03};
+  const compress::Config qsgd{.codec = compress::Qsgd{.levels = 2, .seed = 8},
+                              .memory = {.feedback = compress::Feedback::error_feedback}};
+  for (const std::size_t examples : {4 * p + 1, 9 * p + 1}) {
+    INFO("examples = " << examples);
+    const LeastSquares f = planted(static_cast<Eigen::Index>(examples), 6, 5);
+    Options options{.workers = 1, .batch_size = 3, .epochs = 2, .seed = 2};
+    const Synchronous sync{.compression = qsgd};
+    const LocalSgd local_sgd{.period = 2, .compression = qsgd};
+    const Run job = train<asyncopt::update::Sgd, Synchronous, Mpi>(f, sgd, sync, options);
+    const Run local = train<asyncopt::update::Sgd, LocalSgd, Mpi>(f, sgd, local_sgd, options);
+    options.workers = p;
+    const Run single =
+        train<asyncopt::update::Sgd, Synchronous, SharedMemory>(f, sgd, sync, options);
+    const Run single_local =
+        train<asyncopt::update::Sgd, LocalSgd, SharedMemory>(f, sgd, local_sgd, options);
+    CHECK(same_everywhere(checksum(job.params)));
+    CHECK(same_everywhere(checksum(local.params)));
+    CHECK(job.params == single.params);
+    CHECK(local.params == single_local.params);
+    CHECK(job.report.compressed_bytes == single.report.compressed_bytes);
+  }
+}
+
 namespace {
 
 // f(w) = mean over examples i of |w - t_i|^2 / 2, with t_i[j] = sin(7 i + j): a cheap

@@ -81,7 +81,8 @@ struct Config {
 /// A round's side of the stage for `workers` workers of n values each: worker k's message of
 /// a round goes through its own Sender (its memory, its codec's state), then is decoded as
 /// the receiver sees it, and counted; finish() adds DIANA's mean shift to the round's sum.
-/// Messages draw their randomness from the job's worker id, first_worker + k.
+/// Messages draw their randomness from the job's worker id, first_worker + k, and the round's
+/// number, which the stage counts.
 template <class Scalar>
 class RoundStage {
  public:
@@ -94,11 +95,10 @@ class RoundStage {
     }
   }
 
-  /// Worker k's message of round `round` for x (n values): encoded with k's memory, then
-  /// decoded into `decoded` (n values; it may be x itself).
-  void message(std::size_t k, std::span<const Scalar> x, std::uint64_t round,
-               std::span<Scalar> decoded) {
-    const Step step = this->step(k, round);
+  /// Worker k's message of the current round for x (n values): encoded with k's memory,
+  /// then decoded into `decoded` (n values; it may be x itself).
+  void message(std::size_t k, std::span<const Scalar> x, std::span<Scalar> decoded) {
+    const Step step = this->step(k, round_);
     encode(k, x, step, payload_);
     receiver_.decode(std::span<const std::byte>(payload_), step, decoded);
   }
@@ -110,7 +110,8 @@ class RoundStage {
   /// one process sums its workers. Returns the job's number of messages.
   template <class Values>
   std::size_t gathered(std::span<const unsigned char> contributed, Values&& values,
-                       std::uint64_t round, const collective::Ref& across, std::span<Scalar> sum) {
+                       const collective::Ref& across, std::span<Scalar> sum) {
+    const std::uint64_t round = round_;
     // Framed: the worker's id, the round, the payload's length, the payload.
     mine_.clear();
     for (std::size_t k = 0; k < contributed.size(); ++k) {
@@ -147,8 +148,16 @@ class RoundStage {
     return count;
   }
 
-  /// Ends a round whose decoded messages sum to `sum`, `count` of them (Receiver::finish).
-  void finish(std::span<Scalar> sum, std::size_t count) { receiver_.finish(sum, count); }
+  /// Ends a round whose decoded messages sum to `sum`, `count` of them (Receiver::finish);
+  /// a round with messages counts as one of the job's. Every process ends every round of the
+  /// job, its workers' or an idle one, so the rounds' numbers agree across processes and
+  /// with a run in one process.
+  void finish(std::span<Scalar> sum, std::size_t count) {
+    receiver_.finish(sum, count);
+    if (count > 0) {
+      ++round_;
+    }
+  }
 
   /// Bytes of the messages this process encoded so far.
   [[nodiscard]] std::uint64_t sent_bytes() const noexcept { return sent_bytes_; }
@@ -169,6 +178,7 @@ class RoundStage {
   std::vector<Sender<Scalar, AnyCodec>> senders_;
   Receiver<Scalar, AnyCodec> receiver_;
   std::uint64_t first_worker_ = 0;
+  std::uint64_t round_ = 0;  // rounds finished: the current round's number
   Payload payload_;
   std::vector<std::byte> mine_;
   std::vector<std::byte> all_;

@@ -194,8 +194,7 @@ struct LocalSgd {
             row[i] -= shared[i];
           }
           if (across_.size() <= 1) {  // across processes, gathered() encodes it
-            stage_->message(k, std::span<const Scalar>(row, n_), rounds_.round(),
-                            std::span<Scalar>(row, n_));
+            stage_->message(k, std::span<const Scalar>(row, n_), std::span<Scalar>(row, n_));
           }
         }
       }
@@ -203,8 +202,8 @@ struct LocalSgd {
       std::size_t count = 0;
       if (across_.size() > 1) {  // the messages travel compressed, gathered
         count = stage_->gathered(
-            contributed, [&](std::size_t k) { return replicas_.data() + k * (n_ + 1); },
-            rounds_.round(), across_, std::span<Scalar>(sum, n_));
+            contributed, [&](std::size_t k) { return replicas_.data() + k * (n_ + 1); }, across_,
+            std::span<Scalar>(sum, n_));
       } else {
         std::tie(sum, count) = detail::sum_round(
             [&](std::size_t k) {
@@ -213,10 +212,10 @@ struct LocalSgd {
             },
             contributed, replicas_.data(), n_ + 1, n_, spare_.data(), across_);
       }
+      stage_->finish(std::span<Scalar>(sum, n_), count);
       if (count == 0) {
         return false;
       }
-      stage_->finish(std::span<Scalar>(sum, n_), count);
       {
         const std::unique_lock lock(params_mutex_);
         const auto divisor = static_cast<Scalar>(count);

@@ -77,10 +77,6 @@ class Rounds {
   /// entry, so no lock is needed.
   [[nodiscard]] bool live(std::size_t id) const noexcept { return live_[id] != 0; }
 
-  /// The number of rounds closed so far: the current round's number. Read it under the
-  /// round's lock, that is, within `close`.
-  [[nodiscard]] std::uint64_t round() const noexcept { return round_; }
-
   /// Worker `id` takes part again. If a contribution it made when leaving is still in an
   /// open round, waits for that round to close (the live workers close it), so that one
   /// worker never contributes twice to a round.

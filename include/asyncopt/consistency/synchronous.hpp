@@ -171,8 +171,7 @@ struct Synchronous {
         // on every process.
         const std::span<Scalar> sum(spare_.data(), n_);
         const std::size_t count = stage_->gathered(
-            contributed, [&](std::size_t k) { return contributions_[k].values; }, rounds_.round(),
-            across_, sum);
+            contributed, [&](std::size_t k) { return contributions_[k].values; }, across_, sum);
         stage_->finish(sum, count);
         return {spare_.data(), count};
       }
@@ -181,7 +180,7 @@ struct Synchronous {
           if (contributed[k] != 0) {
             Scalar* const row = gradients_.data() + k * (n_ + 1);
             stage_->message(k, std::span<const Scalar>(contributions_[k].values, n_),
-                            rounds_.round(), std::span<Scalar>(row, n_));
+                            std::span<Scalar>(row, n_));
             contributions_[k] = {.values = row, .scratch = row};
           }
         }
