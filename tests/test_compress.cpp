@@ -434,6 +434,12 @@ TEST_CASE("decoders refuse malformed payloads with a clear error") {
     compress::Payload other_scalar = p;
     other_scalar[1] = std::byte{8};
     refuses(codec, other_scalar, "8-byte scalars, expected 4");
+    compress::Payload other_version = p;
+    other_version[2] = std::byte{2};
+    refuses(codec, other_version, "its format version is 2, this library reads 1");
+    compress::Payload padded = p;
+    padded[5] = std::byte{1};
+    refuses(codec, padded, "padding is not zero");
     std::vector<float> fewer(39);
     CHECK_THROWS_WITH(codec.decode(std::span<const std::byte>(p), Step{}, std::span<float>(fewer)),
                       Contains("encodes 40 values, expected 39"));

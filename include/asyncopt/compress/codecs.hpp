@@ -541,30 +541,37 @@ struct Qsgd {
   void encode(std::span<const Scalar> x, Step step, Payload& out) const {
     validate();
     const std::size_t n = x.size();
-    // ||x||^2 summed in 8 double lanes (value i in lane i % 8), added in a fixed tree.
-    std::array<double, 8> lanes{};
+    // ||x||^2 summed in 16 double lanes (value i in lane i % 16), added in a fixed tree: four
+    // independent chains of vector additions.
+    std::array<double, 16> lanes{};
     std::size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      for (std::size_t j = 0; j < 8; ++j) {
+    for (; i + 16 <= n; i += 16) {
+      for (std::size_t j = 0; j < 16; ++j) {
         const auto v = static_cast<double>(x[i + j]);
         lanes[j] += v * v;
       }
     }
     for (; i < n; ++i) {
       const auto v = static_cast<double>(x[i]);
-      lanes[i % 8] += v * v;
+      lanes[i % 16] += v * v;
     }
-    const double norm = std::sqrt(((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) +
-                                  ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7])));
+    for (std::size_t width = 8; width >= 1; width /= 2) {
+      for (std::size_t j = 0; j < width; ++j) {
+        lanes[j] += lanes[j + width];
+      }
+    }
+    const double norm = std::sqrt(lanes[0]);
     compress::detail::Writer w(out);
     w.header<Scalar>(Kind::qsgd, n);
     w.put(static_cast<Scalar>(norm));
     std::byte* const base = w.reserve<std::int8_t>(n).base;
     // s |x_i| / ||x|| = l + p rounds up to l + 1 with probability p: a 24-bit uniform draw
-    // below p. Four xoshiro256** streams side by side give 8 draws per step (value j of a
-    // group of 8 takes half j / 4 of stream j % 4's output), in float: the loops vectorize,
-    // and every build draws the same.
-    detail::Streams4 rng(detail::step_seed(seed, step, false));
+    // below p. Two sets of four xoshiro256** streams side by side give 16 draws per step
+    // (value e of a group of 16 takes set e / 8, stream e % 4, half (e % 8) / 4), in float:
+    // the loops vectorize, the two sets' chains overlap, and every build draws the same.
+    const std::uint64_t mixed = detail::step_seed(seed, step, false);
+    detail::Streams4 first(mixed);
+    detail::Streams4 second(~mixed);
     const auto to_level = static_cast<float>(norm > 0.0 ? static_cast<double>(levels) / norm : 0.0);
     const auto top = static_cast<float>(levels);
     std::array<std::int8_t, detail::block> buffer{};
@@ -573,19 +580,19 @@ struct Qsgd {
       std::size_t j = 0;
 #if defined(__AVX2__)
       if constexpr (std::is_same_v<Scalar, float>) {
-        j = quantize_avx2(x.data() + begin, m, to_level, top, rng, buffer.data());
+        j = quantize_avx2(x.data() + begin, m, to_level, top, first, second, buffer.data());
       }
 #endif
-      for (; j < m; j += 8) {
-        const std::array<std::uint64_t, 4> bits = rng.next();
-        const std::size_t group = std::min<std::size_t>(8, m - j);
-        std::array<float, 8> v{};
+      for (; j < m; j += 16) {
+        const std::array<std::array<std::uint64_t, 4>, 2> bits = {first.next(), second.next()};
+        const std::size_t group = std::min<std::size_t>(16, m - j);
+        std::array<float, 16> v{};
         for (std::size_t e = 0; e < group; ++e) {
           v[e] = static_cast<float>(x[begin + j + e]);
         }
-        std::array<std::int8_t, 8> q{};
-        for (std::size_t e = 0; e < 8; ++e) {
-          const auto draw = static_cast<std::uint32_t>(bits[e % 4] >> (32 * (e / 4)));
+        std::array<std::int8_t, 16> q{};
+        for (std::size_t e = 0; e < 16; ++e) {
+          const auto draw = static_cast<std::uint32_t>(bits[e / 8][e % 4] >> (32 * ((e % 8) / 4)));
           const float u = static_cast<float>(draw >> 8U) * 0x1.0p-24F;
           const float r = std::abs(v[e]) * to_level;
           const float floor = std::floor(r);
@@ -600,32 +607,21 @@ struct Qsgd {
   }
 
 #if defined(__AVX2__)
-  // The groups of 8 whole in [0, m) of the loop in encode(), with the same draws and the same
-  // float operations, 8 at a time; returns where it stopped.
-  static std::size_t quantize_avx2(const float* x, std::size_t m, float to_level, float top,
-                                   detail::Streams4& rng, std::int8_t* out) noexcept {
-    auto& st = rng.state();
-    auto load = [](const std::array<std::uint64_t, 4>& w) {
-      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.data()));  // NOLINT
-    };
-    __m256i s0 = load(st[0]);
-    __m256i s1 = load(st[1]);
-    __m256i s2 = load(st[2]);
-    __m256i s3 = load(st[3]);
-    auto rotl = [](__m256i v, int k) {
-      return _mm256_or_si256(_mm256_slli_epi64(v, k), _mm256_srli_epi64(v, 64 - k));
-    };
-    const __m256i halves = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    const __m256 scale = _mm256_set1_ps(to_level);
-    const __m256 most = _mm256_set1_ps(top);
-    const __m256 one = _mm256_set1_ps(1.0F);
-    const __m256 unit = _mm256_set1_ps(0x1.0p-24F);
-    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    std::size_t j = 0;
-    for (; j + 8 <= m; j += 8) {
+  // One xoshiro256** step of four streams side by side: their outputs.
+  struct Lanes {
+    __m256i s0, s1, s2, s3;
+    explicit Lanes(std::array<std::array<std::uint64_t, 4>, 4>& st) noexcept
+        : s0(load(st[0])), s1(load(st[1])), s2(load(st[2])), s3(load(st[3])) {}
+    void store(std::array<std::array<std::uint64_t, 4>, 4>& st) const noexcept {
+      put(st[0], s0);
+      put(st[1], s1);
+      put(st[2], s2);
+      put(st[3], s3);
+    }
+    __m256i next() noexcept {
       const __m256i times5 = _mm256_add_epi64(_mm256_slli_epi64(s1, 2), s1);
       const __m256i rotated = rotl(times5, 7);
-      const __m256i bits = _mm256_add_epi64(_mm256_slli_epi64(rotated, 3), rotated);
+      const __m256i result = _mm256_add_epi64(_mm256_slli_epi64(rotated, 3), rotated);
       const __m256i t = _mm256_slli_epi64(s1, 17);
       s2 = _mm256_xor_si256(s2, s0);
       s3 = _mm256_xor_si256(s3, s1);
@@ -633,27 +629,57 @@ struct Qsgd {
       s0 = _mm256_xor_si256(s0, s3);
       s2 = _mm256_xor_si256(s2, t);
       s3 = rotl(s3, 45);
-      const __m256i draw = _mm256_permutevar8x32_epi32(bits, halves);
-      const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(draw, 8)), unit);
-      const __m256 v = _mm256_loadu_ps(x + j);
-      const __m256 r = _mm256_mul_ps(_mm256_and_ps(v, magnitude), scale);
-      const __m256 floor = _mm256_floor_ps(r);
-      const __m256 up = _mm256_and_ps(_mm256_cmp_ps(u, _mm256_sub_ps(r, floor), _CMP_LT_OQ), one);
-      const __m256i level = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_add_ps(floor, up), most));
-      const __m256i negative = _mm256_srai_epi32(_mm256_castps_si256(v), 31);
-      const __m256i q = _mm256_sub_epi32(_mm256_xor_si256(level, negative), negative);
-      const __m128i words =
-          _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j),  // NOLINT
-                       _mm_packs_epi16(words, words));
+      return result;
     }
-    auto store = [](std::array<std::uint64_t, 4>& w, __m256i v) {
+    static __m256i rotl(__m256i v, int k) noexcept {
+      return _mm256_or_si256(_mm256_slli_epi64(v, k), _mm256_srli_epi64(v, 64 - k));
+    }
+    static __m256i load(const std::array<std::uint64_t, 4>& w) noexcept {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.data()));  // NOLINT
+    }
+    static void put(std::array<std::uint64_t, 4>& w, __m256i v) noexcept {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(w.data()), v);  // NOLINT
-    };
-    store(st[0], s0);
-    store(st[1], s1);
-    store(st[2], s2);
-    store(st[3], s3);
+    }
+  };
+
+  // 8 levels from 8 values and one step's 256 bits of one set, as 8 32-bit integers.
+  static __m256i levels8(const float* x, __m256i bits, __m256 scale, __m256 most) noexcept {
+    const __m256i halves = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m256 one = _mm256_set1_ps(1.0F);
+    const __m256 unit = _mm256_set1_ps(0x1.0p-24F);
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i draw = _mm256_permutevar8x32_epi32(bits, halves);
+    const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(draw, 8)), unit);
+    const __m256 v = _mm256_loadu_ps(x);
+    const __m256 r = _mm256_mul_ps(_mm256_and_ps(v, magnitude), scale);
+    const __m256 floor = _mm256_floor_ps(r);
+    const __m256 up = _mm256_and_ps(_mm256_cmp_ps(u, _mm256_sub_ps(r, floor), _CMP_LT_OQ), one);
+    const __m256i level = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_add_ps(floor, up), most));
+    const __m256i negative = _mm256_srai_epi32(_mm256_castps_si256(v), 31);
+    return _mm256_sub_epi32(_mm256_xor_si256(level, negative), negative);
+  }
+
+  // The groups of 16 whole in [0, m) of the loop in encode(), with the same draws and the same
+  // float operations, 16 at a time; returns where it stopped.
+  static std::size_t quantize_avx2(const float* x, std::size_t m, float to_level, float top,
+                                   detail::Streams4& first, detail::Streams4& second,
+                                   std::int8_t* out) noexcept {
+    Lanes a(first.state());
+    Lanes b(second.state());
+    const __m256 scale = _mm256_set1_ps(to_level);
+    const __m256 most = _mm256_set1_ps(top);
+    std::size_t j = 0;
+    for (; j + 16 <= m; j += 16) {
+      const __m256i qa = levels8(x + j, a.next(), scale, most);
+      const __m256i qb = levels8(x + j + 8, b.next(), scale, most);
+      const __m128i wa =
+          _mm_packs_epi32(_mm256_castsi256_si128(qa), _mm256_extracti128_si256(qa, 1));
+      const __m128i wb =
+          _mm_packs_epi32(_mm256_castsi256_si128(qb), _mm256_extracti128_si256(qb, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), _mm_packs_epi16(wa, wb));  // NOLINT
+    }
+    a.store(first.state());
+    b.store(second.state());
     return j;
   }
 #endif
@@ -678,7 +704,24 @@ struct Qsgd {
       const std::size_t m = std::min(detail::block, out.size() - begin);
       std::memcpy(buffer.data(), level.data() + begin, m);
       int beyond = 0;  // checked for the block at once, so the loops vectorize
-      for (std::size_t j = 0; j < m; ++j) {
+      std::size_t j = 0;
+#if defined(__AVX2__)
+      if constexpr (std::is_same_v<Scalar, float>) {
+        const __m256i top = _mm256_set1_epi32(s);
+        const __m256i bottom = _mm256_set1_epi32(-s);
+        const __m256 scale = _mm256_set1_ps(unit);
+        __m256i bad = _mm256_setzero_si256();
+        for (; j + 8 <= m; j += 8) {
+          const __m256i l = _mm256_cvtepi8_epi32(
+              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(buffer.data() + j)));  // NOLINT
+          bad = _mm256_or_si256(
+              bad, _mm256_or_si256(_mm256_cmpgt_epi32(l, top), _mm256_cmpgt_epi32(bottom, l)));
+          _mm256_storeu_ps(out.data() + begin + j, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(l)));
+        }
+        beyond = _mm256_testz_si256(bad, bad) == 0 ? 1 : 0;
+      }
+#endif
+      for (; j < m; ++j) {
         const int l = buffer[j];  // NOLINT(bugprone-signed-char-misuse): a signed level
         beyond |= static_cast<int>(l > s || l < -s);
         out[begin + j] = unit * static_cast<Scalar>(l);

@@ -2,6 +2,7 @@
 // many values) and the codec's body, written and read field by field with every read checked.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace asyncopt::compress {
@@ -39,8 +41,13 @@ enum class Kind : std::uint8_t {
   power_sgd = 8,  ///< PowerSgd
 };
 
-/// The bytes of the header that starts every payload: kind (1), scalar size (1), n (8).
-inline constexpr std::size_t header_bytes = 10;
+/// The version of the payload format, in every header.
+inline constexpr std::uint8_t format_version = 1;
+
+/// The bytes of the header that starts every payload: kind (1), scalar size (1), format
+/// version (1), five zero bytes, n (8). Sixteen, so that a body that starts right after it
+/// keeps the 16-byte alignment of the payload's storage.
+inline constexpr std::size_t header_bytes = 16;
 
 namespace detail {
 
@@ -75,11 +82,13 @@ class Writer {
   Writer& operator=(const Writer&) = delete;
   ~Writer() { out_.resize(at_); }  // shrinking: no allocation, nothing thrown
 
-  /// The header: kind, the size of Scalar, and n.
+  /// The header: kind, the size of Scalar, the format's version, padding, and n.
   template <class Scalar>
   void header(Kind kind, std::size_t n) {
     put(static_cast<std::uint8_t>(kind));
     put(static_cast<std::uint8_t>(sizeof(Scalar)));
+    put(format_version);
+    put(std::array<std::uint8_t, 5>{});
     put(static_cast<std::uint64_t>(n));
   }
 
@@ -124,7 +133,7 @@ class Writer {
 /// header names another codec, scalar or length.
 class Reader {
  public:
-  Reader(std::span<const std::byte> in, std::string_view codec) : in_(in), codec_(codec) {}
+  Reader(std::span<const std::byte> in, std::string codec) : in_(in), codec_(std::move(codec)) {}
 
   /// Checks the header against what the decoder expects.
   template <class Scalar>
@@ -138,6 +147,15 @@ class Reader {
     if (scalar != sizeof(Scalar)) {
       malformed(codec_, "it holds " + std::to_string(scalar) + "-byte scalars, expected " +
                             std::to_string(sizeof(Scalar)));
+    }
+    const auto version = get<std::uint8_t>();
+    if (version != format_version) {
+      malformed(codec_, "its format version is " + std::to_string(version) +
+                            ", this library reads " + std::to_string(format_version));
+    }
+    const auto padding = get<std::array<std::uint8_t, 5>>();
+    if (padding != std::array<std::uint8_t, 5>{}) {
+      malformed(codec_, "its header's padding is not zero");
     }
     const auto count = get<std::uint64_t>();
     if (count != n) {
@@ -197,7 +215,7 @@ class Reader {
   }
 
   std::span<const std::byte> in_;
-  std::string_view codec_;
+  std::string codec_;  // owned: a codec's name() may be a temporary
   std::size_t at_ = 0;
 };
 
