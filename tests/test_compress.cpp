@@ -2,6 +2,7 @@
 // unbiased ones by Monte Carlo against their variance bounds, error feedback's invariant,
 // DIANA against synchronous SGD and on heterogeneous workers, and malformed payloads.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -307,8 +308,9 @@ TEST_CASE("error feedback keeps x - lr * e = x0 - lr * sum of the gradients") {
 namespace {
 
 // Rounds of compressed gradient descent on f(x) = mean_i 0.5 ||x - b_i||^2 over `workers`
-// heterogeneous workers: each sends its gradient x - b_i through a Sender; the receiver sums,
-// adds DIANA's shift, and x moves by lr times the mean. Returns ||x - x*|| after `rounds`.
+// heterogeneous workers: each sends its gradient x - b_i through a Sender; the receiver sums
+// the estimates (with DIANA's shifts added back), and x moves by lr times the mean. Returns ||x -
+// x*|| after `rounds`.
 template <class C>
 double compressed_descent(C codec, compress::Memory memory, std::size_t rounds,
                           std::vector<double>* final_x = nullptr) {
@@ -347,7 +349,6 @@ double compressed_descent(C codec, compress::Memory memory, std::size_t rounds,
       senders[i].send(std::span<const double>(g), step, p);
       receiver.add(std::span<const std::byte>(p), step, std::span<double>(sum));
     }
-    receiver.finish(std::span<double>(sum), workers);
     for (std::size_t j = 0; j < n; ++j) {
       x[j] -= lr * (sum[j] / static_cast<double>(workers));
     }
@@ -388,6 +389,33 @@ TEST_CASE("DIANA with random-2-of-10 converges where the same codec without the 
   CHECK(diana < 1e-10);
   CHECK(unshifted > 1e-2);
   CHECK(plain == unshifted);  // alpha = 0 keeps every shift at zero: plain compression
+}
+
+TEST_CASE("DIANA's estimate is over the workers that sent, whichever they are") {
+  // Identity codec, alpha = 1: each worker's shift becomes its last gradient. Round 1: both
+  // send, the mean is 20. Round 2: only worker 0 sends, 10, and the mean is its estimate, 10.
+  const compress::Memory diana{.feedback = compress::Feedback::diana, .alpha = 1.0};
+  std::vector<compress::Sender<double, compress::Identity>> senders;
+  senders.emplace_back(compress::Identity{}, diana, 1);
+  senders.emplace_back(compress::Identity{}, diana, 1);
+  compress::Receiver<double, compress::Identity> receiver(compress::Identity{}, diana, 1);
+  compress::Payload p;
+  auto round = [&](std::uint64_t t, const std::vector<std::pair<std::size_t, double>>& sent) {
+    double sum = 0.0;
+    for (const auto& [worker, g] : sent) {
+      const Step step{.round = t, .worker = worker};
+      senders[worker].send(std::span<const double>(&g, 1), step, p);
+      receiver.add(std::span<const std::byte>(p), step, std::span<double>(&sum, 1));
+    }
+    return sum / static_cast<double>(sent.size());
+  };
+  CHECK(round(0, {{0, 10.0}, {1, 30.0}}) == 20.0);
+  CHECK(round(1, {{0, 10.0}}) == 10.0);
+  CHECK(round(2, {{1, 34.0}}) == 34.0);
+  CHECK(round(3, {{0, 12.0}, {1, 36.0}}) == 24.0);
+  // The receiver's mirrors equal the senders' shifts.
+  CHECK(receiver.shift(0)[0] == senders[0].state()[0]);
+  CHECK(receiver.shift(1)[0] == senders[1].state()[0]);
 }
 
 TEST_CASE("the stage refuses DIANA with a biased codec or too large an alpha") {
@@ -497,5 +525,56 @@ TEST_CASE("decoders refuse malformed payloads with a clear error") {
   compress::Payload huge = p;
   const std::uint64_t rank = 1000;
   std::memcpy(huge.data() + compress::header_bytes + 8, &rank, 8);
-  refuses(power, huge, "does not fit 40 values");
+  refuses(power, huge, "is not this codec's for 40 values");
+}
+
+TEST_CASE("codecs stay finite and agree at the edges of the float range") {
+  // QSGD of a vector whose norm is below 1e-37 (s / ||x|| overflows a float): finite levels,
+  // zeros stay zero, and the signs are kept.
+  std::vector<float> tiny(64, 0.0F);
+  tiny[0] = 1e-38F;
+  tiny[5] = -2e-38F;
+  compress::Qsgd q{.levels = 8, .seed = 1};
+  const auto y = round_trip<float>(q, tiny);
+  for (std::size_t i = 0; i < tiny.size(); ++i) {
+    INFO("value " << i);
+    CHECK(std::isfinite(y[i]));
+    if (tiny[i] == 0.0F) {
+      CHECK(y[i] == 0.0F);
+    }
+  }
+  CHECK(y[0] >= 0.0F);
+  CHECK(y[5] <= 0.0F);
+  // A norm beyond float's range is sent as its largest value, decodable.
+  std::vector<float> huge(4, 3e38F);
+  const auto z = round_trip<float>(q, huge);
+  for (const float v : z) {
+    CHECK(std::isfinite(v));
+  }
+  // Sign's mean magnitude of values near float's largest stays finite.
+  compress::Sign sign;
+  std::vector<float> big(300, 3e38F);
+  const auto b = round_trip<float>(sign, big);
+  CHECK(std::isfinite(b[0]));
+  CHECK(b[0] == Approx(3e38F).epsilon(1e-6));
+  // fp16 keeps a NaN's top payload bits and makes it quiet, one way and back.
+  CHECK(compress::to_fp16(std::bit_cast<float>(0x7fffffffU)) == 0x7fffU);
+  CHECK(std::bit_cast<std::uint32_t>(compress::from_fp16(0x7c01U)) == 0x7fc02000U);
+}
+
+TEST_CASE("a PowerSGD payload of another shape or rank is refused") {
+  using Catch::Matchers::Contains;
+  const auto x = random_vector<float>(40, 9);
+  std::vector<float> out(40);
+  compress::PowerSgd power{.rank = 2};
+  compress::Payload p;
+  power.encode(std::span<const float>(x), Step{}, p);
+  CHECK_THROWS_WITH(compress::PowerSgd{.rank = 3}.decode(std::span<const std::byte>(p), Step{},
+                                                         std::span<float>(out)),
+                    Contains("is not this codec's for 40 values (7 rows, rank 3)"));
+  compress::Payload rows = p;
+  const std::uint64_t m = 39;  // a shape that fits the values, but not the codec's
+  std::memcpy(rows.data() + compress::header_bytes, &m, 8);
+  CHECK_THROWS_WITH(power.decode(std::span<const std::byte>(rows), Step{}, std::span<float>(out)),
+                    Contains("(39 rows, rank 2) is not this codec's"));
 }

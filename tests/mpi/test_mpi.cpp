@@ -250,6 +250,20 @@ TEST_CASE("uneven shards across processes neither hang nor bias the mean") {
   }
 }
 
+TEST_CASE("checkpoints of a compressed job are refused in one sentence") {
+  using Catch::Matchers::Contains;
+  namespace compress = asyncopt::compress;
+  const LeastSquares f = planted(40, 4, 1);
+  std::vector<float> w(4, 0.0F);
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Synchronous, Mpi> opt(
+      asyncopt::update::Sgd{.learning_rate = 0.01},
+      Synchronous{.compression = compress::Config{.codec = compress::TopK{.k = 1}}},
+      Mpi{.checkpoints = {.path = "/nonexistent/asyncopt-compressed.ckpt", .every_rounds = 1}});
+  CHECK_THROWS_WITH(opt.optimize(f, std::span<float>(w), {.workers = 1, .epochs = 1}),
+                    Contains("checkpoints do not hold a compression stage's memory"));
+  CHECK(w == std::vector<float>(4, 0.0F));
+}
+
 TEST_CASE("compressed rounds with uneven shards equal shared memory bit for bit") {
   // As above, with QSGD and error feedback: the draws follow the job's round numbers, which a
   // process whose workers have left keeps counting through its idle rounds.

@@ -137,8 +137,9 @@ float as_float(Scalar x) noexcept {
   const auto x = std::bit_cast<std::uint32_t>(f);
   const auto sign = static_cast<std::uint16_t>((x >> 16U) & 0x8000U);
   const std::uint32_t mag = x & 0x7fffffffU;
-  if (mag >= 0x7f800000U) {  // infinity or NaN
-    return static_cast<std::uint16_t>(sign | 0x7c00U | (mag > 0x7f800000U ? 0x200U : 0U));
+  if (mag >= 0x7f800000U) {  // infinity, or NaN: quiet, its payload's top bits kept (as F16C)
+    return static_cast<std::uint16_t>(sign | 0x7c00U |
+                                      (mag > 0x7f800000U ? 0x200U | ((mag >> 13U) & 0x3ffU) : 0U));
   }
   if (mag >= 0x477ff000U) {  // 65520 and above round to infinity
     return static_cast<std::uint16_t>(sign | 0x7c00U);
@@ -161,8 +162,9 @@ float as_float(Scalar x) noexcept {
     const float value = static_cast<float>(mantissa) * 0x1.0p-24F;
     return std::bit_cast<float>(sign | std::bit_cast<std::uint32_t>(value));
   }
-  if (exponent == 31) {
-    return std::bit_cast<float>(sign | 0x7f800000U | (mantissa << 13U));
+  if (exponent == 31) {  // infinity, or NaN made quiet (as F16C)
+    return std::bit_cast<float>(sign | 0x7f800000U | (mantissa << 13U) |
+                                (mantissa != 0 ? 0x400000U : 0U));
   }
   return std::bit_cast<float>(sign | ((exponent + 112U) << 23U) | (mantissa << 13U));
 }
@@ -563,7 +565,9 @@ struct Qsgd {
     const double norm = std::sqrt(lanes[0]);
     compress::detail::Writer w(out);
     w.header<Scalar>(Kind::qsgd, n);
-    w.put(static_cast<Scalar>(norm));
+    // A norm beyond Scalar's range is sent as its largest finite value (finite in, finite out).
+    w.put(static_cast<Scalar>(
+        std::min(norm, static_cast<double>(std::numeric_limits<Scalar>::max()))));
     std::byte* const base = w.reserve<std::int8_t>(n).base;
     // s |x_i| / ||x|| = l + p rounds up to l + 1 with probability p: a 24-bit uniform draw
     // below p. Two sets of four xoshiro256** streams side by side give 16 draws per step
@@ -572,7 +576,11 @@ struct Qsgd {
     const std::uint64_t mixed = detail::step_seed(seed, step, false);
     detail::Streams4 first(mixed);
     detail::Streams4 second(~mixed);
-    const auto to_level = static_cast<float>(norm > 0.0 ? static_cast<double>(levels) / norm : 0.0);
+    // s / ||x|| in float, unless it overflows (a norm below about 1e-37): then each level is
+    // formed in double, value by value, with no vector path.
+    const double per_norm = norm > 0.0 ? static_cast<double>(levels) / norm : 0.0;
+    const bool tiny = per_norm > static_cast<double>(std::numeric_limits<float>::max());
+    const auto to_level = static_cast<float>(tiny ? 0.0 : per_norm);
     const auto top = static_cast<float>(levels);
     std::array<std::int8_t, detail::block> buffer{};
     for (std::size_t begin = 0; begin < n; begin += detail::block) {
@@ -580,7 +588,9 @@ struct Qsgd {
       std::size_t j = 0;
 #if defined(__AVX2__)
       if constexpr (std::is_same_v<Scalar, float>) {
-        j = quantize_avx2(x.data() + begin, m, to_level, top, first, second, buffer.data());
+        if (!tiny) {
+          j = quantize_avx2(x.data() + begin, m, to_level, top, first, second, buffer.data());
+        }
       }
 #endif
       for (; j < m; j += 16) {
@@ -594,7 +604,11 @@ struct Qsgd {
         for (std::size_t e = 0; e < 16; ++e) {
           const auto draw = static_cast<std::uint32_t>(bits[e / 8][e % 4] >> (32 * ((e % 8) / 4)));
           const float u = static_cast<float>(draw >> 8U) * 0x1.0p-24F;
-          const float r = std::abs(v[e]) * to_level;
+          const float r =
+              tiny ? static_cast<float>(std::abs(static_cast<double>(
+                                            x[begin + j + std::min<std::size_t>(e, group - 1)])) /
+                                        norm * static_cast<double>(levels))
+                   : std::abs(v[e]) * to_level;
           const float floor = std::floor(r);
           const float l = std::min(floor + (u < r - floor ? 1.0F : 0.0F), top);
           const auto magnitude = static_cast<int>(l);
@@ -761,37 +775,42 @@ struct Sign {
     // The scale, then the bits, filled in one pass over x.
     std::byte* const at = w.reserve<std::byte>(sizeof(Scalar) + nbytes).base;
     std::byte* const bits = at + sizeof(Scalar);
-    // |x| summed in blocks of 256 values, each in 8 lanes (value i in lane i % 8) added in a
-    // fixed tree, the blocks in double: the same bits with and without vector instructions.
+    // |x| summed in double, in blocks of 256 values, each in 8 lanes (value i in lane i % 8)
+    // added in a fixed tree: the same bits with and without vector instructions.
     double l1 = 0.0;
     for (std::size_t begin = 0; begin < n; begin += detail::block) {
       const std::size_t end = std::min(n, begin + detail::block);
-      std::array<Scalar, 8> lanes{};
+      std::array<double, 8> lanes{};  // in double: no block of finite values overflows
       std::size_t i = begin;
 #if defined(__AVX__)
       if constexpr (std::is_same_v<Scalar, float>) {
         const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-        __m256 sum = _mm256_setzero_ps();
+        __m256d low = _mm256_setzero_pd();
+        __m256d high = _mm256_setzero_pd();
         for (; i + 8 <= end; i += 8) {
           const __m256 v = _mm256_loadu_ps(x.data() + i);
           bits[i / 8] = static_cast<std::byte>(_mm256_movemask_ps(v));
-          sum = _mm256_add_ps(sum, _mm256_and_ps(v, magnitude));
+          const __m256 a = _mm256_and_ps(v, magnitude);
+          low = _mm256_add_pd(low, _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+          high = _mm256_add_pd(high, _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
         }
-        _mm256_storeu_ps(lanes.data(), sum);
+        _mm256_storeu_pd(lanes.data(), low);
+        _mm256_storeu_pd(lanes.data() + 4, high);
       }
 #endif
       for (; i < end; i += 8) {
         unsigned packed = 0;
         for (std::size_t j = i; j < std::min(end, i + 8); ++j) {
           packed |= (std::signbit(x[j]) ? 1U : 0U) << (j % 8);
-          lanes[j % 8] += std::abs(x[j]);
+          lanes[j % 8] += std::abs(static_cast<double>(x[j]));
         }
         bits[i / 8] = static_cast<std::byte>(packed);
       }
-      l1 += static_cast<double>(((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) +
-                                ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7])));
+      l1 += ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) +
+            ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
     }
-    const auto scale = static_cast<Scalar>(n == 0 ? 0.0 : l1 / static_cast<double>(n));
+    const auto scale =
+        static_cast<Scalar>(n == 0 ? 0.0 : l1 / static_cast<double>(n));  // <= max|x|
     std::memcpy(at, &scale, sizeof(Scalar));
   }
 
@@ -947,9 +966,10 @@ struct PowerSgd {
     r.header<Scalar>(Kind::power_sgd, out.size());
     const auto m = r.get<std::uint64_t>();
     const auto rk = r.get<std::uint64_t>();
-    if (m == 0 || m > out.size() + 1 || rk == 0 || rk > out.size() + 1) {
+    if (m != shape(out.size()).first || rk != rank) {
       r.fail("its shape (" + std::to_string(m) + " rows, rank " + std::to_string(rk) +
-             ") does not fit " + std::to_string(out.size()) + " values");
+             ") is not this codec's for " + std::to_string(out.size()) + " values (" +
+             std::to_string(shape(out.size()).first) + " rows, rank " + std::to_string(rank) + ")");
     }
     const std::size_t c = (out.size() + m - 1) / m;
     const auto raw = r.values<Scalar>((m + c) * rk);

@@ -1,9 +1,10 @@
 // The compression stage around a codec: what a worker keeps between its messages (nothing,
-// the compression error, or DIANA's shift) and what the round keeps (DIANA's mean shift).
+// the compression error, or DIANA's shift) and what the round keeps (a mirror of each shift).
 #pragma once
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -24,9 +25,9 @@ enum class Feedback {
   /// is lost, only delayed.
   error_feedback,
   /// DIANA (Mishchenko, Gorbunov, Takac and Richtarik 2019): worker i sends C(x - h_i) and
-  /// moves h_i <- h_i + alpha * decode(...); the round adds the mean shift h = mean(h_i),
-  /// kept by the receiver, so the compression error vanishes where the x_i stop changing.
-  /// Needs an unbiased codec and 0 <= alpha <= 1 / (omega + 1).
+  /// moves h_i <- h_i + alpha * decode(...); the receiver mirrors each h_i and adds it back,
+  /// so the compression error vanishes where the x_i stop changing. Needs an unbiased codec
+  /// and 0 <= alpha <= 1 / (omega + 1).
   diana,
 };
 
@@ -133,8 +134,10 @@ class Sender {
   std::vector<Scalar> decoded_;
 };
 
-/// The round's side of the stage: decodes and sums the workers' messages; under DIANA it
-/// keeps the mean shift h and adds it back.
+/// The round's side of the stage: decodes the workers' messages; under DIANA it mirrors each
+/// worker's shift h_k (by the job's worker id) from the messages it decodes, and adds it back
+/// to that worker's message, so that a round's estimate is the mean of h_k + C(g_k - h_k) over
+/// the workers that sent in it, whichever they are.
 template <class Scalar, class C>
 requires Codec<C, Scalar>
 class Receiver {
@@ -143,9 +146,6 @@ class Receiver {
   Receiver(C codec, Memory memory, std::size_t n)
       : codec_(std::move(codec)), memory_(memory), decoded_(n) {
     memory_.validate(codec_, n);
-    if (memory_.feedback == Feedback::diana) {
-      shift_.assign(n, Scalar{0});
-    }
   }
 
   /// out <- decode(payload) (n values). Throws std::invalid_argument for a malformed payload.
@@ -154,34 +154,41 @@ class Receiver {
     codec_.decode(payload, step, out);
   }
 
-  /// sum += decode(payload). Throws std::invalid_argument for a malformed payload, leaving
-  /// `sum` unchanged.
+  /// out <- what worker step.worker's message stands for: decode(payload), plus under DIANA
+  /// that worker's shift h_k, which then moves by alpha times the decoded message, as the
+  /// sender's own shift does. Throws std::invalid_argument for a malformed payload, changing
+  /// no shift.
+  void estimate(std::span<const std::byte> payload, Step step, std::span<Scalar> out) {
+    check(out.size(), "estimate");
+    codec_.decode(payload, step, out);
+    if (memory_.feedback != Feedback::diana) {
+      return;
+    }
+    std::vector<Scalar>& h = shift_of(step.worker);
+    const auto alpha = static_cast<Scalar>(memory_.alpha);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const Scalar delta = out[i];
+      out[i] = h[i] + delta;
+      h[i] += alpha * delta;
+    }
+  }
+
+  /// sum += estimate(payload). Throws std::invalid_argument for a malformed payload, leaving
+  /// `sum` and the shifts unchanged.
   void add(std::span<const std::byte> payload, Step step, std::span<Scalar> sum) {
     check(sum.size(), "add");
-    codec_.decode(payload, step, std::span<Scalar>(decoded_));
+    estimate(payload, step, std::span<Scalar>(decoded_));
     for (std::size_t i = 0; i < sum.size(); ++i) {
       sum[i] += decoded_[i];
     }
   }
 
-  /// Ends a round whose `count` messages add() summed into `sum`. Under DIANA, `sum` becomes
-  /// the sum of the workers' estimates, count * h + sum, and h moves by alpha times the
-  /// mean message; otherwise nothing changes.
-  void finish(std::span<Scalar> sum, std::size_t count) {
-    if (memory_.feedback != Feedback::diana || count == 0) {
-      return;
-    }
-    const auto alpha = static_cast<Scalar>(memory_.alpha);
-    const auto k = static_cast<Scalar>(count);
-    for (std::size_t i = 0; i < sum.size(); ++i) {
-      const Scalar deltas = sum[i];
-      sum[i] = k * shift_[i] + deltas;
-      shift_[i] += alpha * (deltas / k);
-    }
+  /// DIANA's mirror of worker k's shift h_k (empty before its first message, and without
+  /// DIANA).
+  [[nodiscard]] std::span<const Scalar> shift(std::size_t worker) const noexcept {
+    return worker < shifts_.size() ? std::span<const Scalar>(shifts_[worker])
+                                   : std::span<const Scalar>();
   }
-
-  /// DIANA's mean shift h (empty otherwise).
-  [[nodiscard]] std::span<const Scalar> shift() const noexcept { return shift_; }
 
  private:
   void check(std::size_t n, const char* call) const {
@@ -192,10 +199,21 @@ class Receiver {
     }
   }
 
+  std::vector<Scalar>& shift_of(std::uint64_t worker) {
+    if (worker >= shifts_.size()) {
+      shifts_.resize(static_cast<std::size_t>(worker) + 1);
+    }
+    std::vector<Scalar>& h = shifts_[static_cast<std::size_t>(worker)];
+    if (h.empty()) {
+      h.assign(decoded_.size(), Scalar{0});
+    }
+    return h;
+  }
+
   C codec_;
   Memory memory_;
   std::vector<Scalar> decoded_;
-  std::vector<Scalar> shift_;
+  std::vector<std::vector<Scalar>> shifts_;  // DIANA: h_k by the job's worker id
 };
 
 }  // namespace asyncopt::compress

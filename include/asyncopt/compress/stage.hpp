@@ -80,7 +80,7 @@ struct Config {
 
 /// A round's side of the stage for `workers` workers of n values each: worker k's message of
 /// a round goes through its own Sender (its memory, its codec's state), then is decoded as
-/// the receiver sees it, and counted; finish() adds DIANA's mean shift to the round's sum.
+/// the receiver sees it (with DIANA's shift of that worker added back), and counted.
 /// Messages draw their randomness from the job's worker id, first_worker + k, and the round's
 /// number, which the stage counts.
 template <class Scalar>
@@ -100,7 +100,7 @@ class RoundStage {
   void message(std::size_t k, std::span<const Scalar> x, std::span<Scalar> decoded) {
     const Step step = this->step(k, round_);
     encode(k, x, step, payload_);
-    receiver_.decode(std::span<const std::byte>(payload_), step, decoded);
+    receiver_.estimate(std::span<const std::byte>(payload_), step, decoded);
   }
 
   /// A round across the processes of `across`: each contributed worker k of this process
@@ -148,12 +148,10 @@ class RoundStage {
     return count;
   }
 
-  /// Ends a round whose decoded messages sum to `sum`, `count` of them (Receiver::finish);
-  /// a round with messages counts as one of the job's. Every process ends every round of the
-  /// job, its workers' or an idle one, so the rounds' numbers agree across processes and
-  /// with a run in one process.
-  void finish(std::span<Scalar> sum, std::size_t count) {
-    receiver_.finish(sum, count);
+  /// Ends a round of `count` messages; a round with messages counts as one of the job's.
+  /// Every process ends every round of the job, its workers' or an idle one, so the rounds'
+  /// numbers agree across processes and with a run in one process.
+  void finish(std::size_t count) noexcept {
     if (count > 0) {
       ++round_;
     }

@@ -212,7 +212,7 @@ struct LocalSgd {
             },
             contributed, replicas_.data(), n_ + 1, n_, spare_.data(), across_);
       }
-      stage_->finish(std::span<Scalar>(sum, n_), count);
+      stage_->finish(count);
       if (count == 0) {
         return false;
       }

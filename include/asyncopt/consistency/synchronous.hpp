@@ -172,7 +172,7 @@ struct Synchronous {
         const std::span<Scalar> sum(spare_.data(), n_);
         const std::size_t count = stage_->gathered(
             contributed, [&](std::size_t k) { return contributions_[k].values; }, across_, sum);
-        stage_->finish(sum, count);
+        stage_->finish(count);
         return {spare_.data(), count};
       }
       if (stage_) {
@@ -189,7 +189,7 @@ struct Synchronous {
           detail::sum_round([&](std::size_t k) { return contributions_[k]; }, contributed,
                             gradients_.data(), n_ + 1, n_, spare_.data(), across_);
       if (stage_) {
-        stage_->finish(std::span<Scalar>(result.first, n_), result.second);
+        stage_->finish(result.second);
       }
       return result;
     }
