@@ -435,6 +435,10 @@ TEST_CASE("the stage refuses DIANA with a biased codec or too large an alpha") {
   const std::vector<float> three(3, 1.0F);
   CHECK_THROWS_WITH(sender.send(std::span<const float>(three), {}, p),
                     Contains("send of 3 values, made for 4"));
+  const std::vector<float> four(4, 1.0F);
+  std::vector<float> decoded(3);
+  CHECK_THROWS_WITH(sender.send(std::span<const float>(four), {}, p, std::span<float>(decoded)),
+                    Contains("send of 3 decoded values, made for 4"));
 }
 
 TEST_CASE("decoders refuse malformed payloads with a clear error") {

@@ -70,44 +70,47 @@ class Sender {
  public:
   /// For messages of n values; throws std::invalid_argument if `memory` cannot run with
   /// `codec` (Memory::validate).
-  Sender(C codec, Memory memory, std::size_t n)
-      : codec_(std::move(codec)), memory_(memory), work_(n), decoded_(n) {
+  Sender(C codec, Memory memory, std::size_t n) : codec_(std::move(codec)), memory_(memory), n_(n) {
     memory_.validate(codec_, n);
     if (memory_.feedback != Feedback::none) {
       state_.assign(n, Scalar{0});
+      work_.resize(n);
+      decoded_.resize(n);
     }
   }
 
   /// Encodes this worker's message for x (n values) into `out`: C(x), C(x + e) with error
   /// feedback, C(x - h_i) under DIANA, and updates the memory from what the receiver will
-  /// decode.
-  void send(std::span<const Scalar> x, Step step, Payload& out) {
-    check(x.size());
-    switch (memory_.feedback) {
-      case Feedback::none:
-        codec_.encode(x, step, out);
-        return;
-      case Feedback::error_feedback:
-        for (std::size_t i = 0; i < x.size(); ++i) {
-          work_[i] = x[i] + state_[i];
-        }
-        codec_.encode(std::span<const Scalar>(work_), step, out);
-        codec_.decode(std::span<const std::byte>(out), step, std::span<Scalar>(decoded_));
-        for (std::size_t i = 0; i < x.size(); ++i) {
-          state_[i] = work_[i] - decoded_[i];
-        }
-        return;
-      case Feedback::diana: {
-        for (std::size_t i = 0; i < x.size(); ++i) {
-          work_[i] = x[i] - state_[i];
-        }
-        codec_.encode(std::span<const Scalar>(work_), step, out);
-        codec_.decode(std::span<const std::byte>(out), step, std::span<Scalar>(decoded_));
-        const auto alpha = static_cast<Scalar>(memory_.alpha);
-        for (std::size_t i = 0; i < x.size(); ++i) {
-          state_[i] += alpha * decoded_[i];
-        }
-        return;
+  /// decode. A non-empty `decoded` (n values; it may be x itself) receives that decoded
+  /// message, decoded once for the memory and the caller alike.
+  void send(std::span<const Scalar> x, Step step, Payload& out, std::span<Scalar> decoded = {}) {
+    check(x.size(), "values");
+    if (!decoded.empty()) {
+      check(decoded.size(), "decoded values");
+    }
+    if (memory_.feedback == Feedback::none) {
+      codec_.encode(x, step, out);
+      if (!decoded.empty()) {
+        codec_.decode(std::span<const std::byte>(out), step, decoded);
+      }
+      return;
+    }
+    // x is read whole before `decoded`, which may be x, is written.
+    const bool diana = memory_.feedback == Feedback::diana;
+    for (std::size_t i = 0; i < n_; ++i) {
+      work_[i] = diana ? x[i] - state_[i] : x[i] + state_[i];
+    }
+    const std::span<Scalar> d = decoded.empty() ? std::span<Scalar>(decoded_) : decoded;
+    codec_.encode(std::span<const Scalar>(work_), step, out);
+    codec_.decode(std::span<const std::byte>(out), step, d);
+    if (diana) {
+      const auto alpha = static_cast<Scalar>(memory_.alpha);
+      for (std::size_t i = 0; i < n_; ++i) {
+        state_[i] += alpha * d[i];
+      }
+    } else {
+      for (std::size_t i = 0; i < n_; ++i) {
+        state_[i] = work_[i] - d[i];
       }
     }
   }
@@ -120,18 +123,19 @@ class Sender {
   [[nodiscard]] const Memory& memory() const noexcept { return memory_; }
 
  private:
-  void check(std::size_t n) const {
-    if (n != work_.size()) {
-      throw std::invalid_argument("asyncopt: compress::Sender::send of " + std::to_string(n) +
-                                  " values, made for " + std::to_string(work_.size()));
+  void check(std::size_t n, const char* what) const {
+    if (n != n_) {
+      throw std::invalid_argument("asyncopt: compress::Sender::send of " + std::to_string(n) + " " +
+                                  what + ", made for " + std::to_string(n_));
     }
   }
 
   C codec_;
   Memory memory_;
+  std::size_t n_;
   std::vector<Scalar> state_;
-  std::vector<Scalar> work_;
-  std::vector<Scalar> decoded_;
+  std::vector<Scalar> work_;     // x + e or x - h_i (with a memory only)
+  std::vector<Scalar> decoded_;  // the decoded message, when the caller wants none
 };
 
 /// The round's side of the stage: decodes the workers' messages; under DIANA it mirrors each
@@ -161,14 +165,21 @@ class Receiver {
   void estimate(std::span<const std::byte> payload, Step step, std::span<Scalar> out) {
     check(out.size(), "estimate");
     codec_.decode(payload, step, out);
+    add_shift(step.worker, out);
+  }
+
+  /// The same for a message already decoded into `decoded` (by its Sender): under DIANA
+  /// `decoded` becomes h_k + decoded and h_k moves by alpha times it; otherwise nothing.
+  void add_shift(std::uint64_t worker, std::span<Scalar> decoded) {
     if (memory_.feedback != Feedback::diana) {
       return;
     }
-    std::vector<Scalar>& h = shift_of(step.worker);
+    check(decoded.size(), "add_shift");
+    std::vector<Scalar>& h = shift_of(worker);
     const auto alpha = static_cast<Scalar>(memory_.alpha);
-    for (std::size_t i = 0; i < out.size(); ++i) {
-      const Scalar delta = out[i];
-      out[i] = h[i] + delta;
+    for (std::size_t i = 0; i < decoded.size(); ++i) {
+      const Scalar delta = decoded[i];
+      decoded[i] = h[i] + delta;
       h[i] += alpha * delta;
     }
   }

@@ -99,8 +99,8 @@ class RoundStage {
   /// then decoded into `decoded` (n values; it may be x itself).
   void message(std::size_t k, std::span<const Scalar> x, std::span<Scalar> decoded) {
     const Step step = this->step(k, round_);
-    encode(k, x, step, payload_);
-    receiver_.estimate(std::span<const std::byte>(payload_), step, decoded);
+    encode(k, x, step, payload_, decoded);  // the sender's decode is the receiver's
+    receiver_.add_shift(step.worker, decoded);
   }
 
   /// A round across the processes of `across`: each contributed worker k of this process
@@ -167,8 +167,9 @@ class RoundStage {
     return {.round = round, .worker = first_worker_ + k};
   }
 
-  void encode(std::size_t k, std::span<const Scalar> x, Step step, Payload& out) {
-    senders_[k].send(x, step, out);
+  void encode(std::size_t k, std::span<const Scalar> x, Step step, Payload& out,
+              std::span<Scalar> decoded = {}) {
+    senders_[k].send(x, step, out, decoded);
     sent_bytes_ += out.size();
     raw_bytes_ += x.size_bytes();
   }
