@@ -140,6 +140,17 @@ inline std::string failure_message(const CLI::App* /*app*/, const CLI::Error& er
   return std::string("error: ") + error.what() + "\nRun with --help for the options.\n";
 }
 
+/// With compression: the bytes of the messages against the same messages uncompressed.
+inline void print_compression(const asyncopt::Report& report) {
+  if (report.uncompressed_bytes > 0) {
+    std::printf("compressed messages: %.2f MB of %.2f MB (%.2f%%)\n",
+                static_cast<double>(report.compressed_bytes) / 1e6,
+                static_cast<double>(report.uncompressed_bytes) / 1e6,
+                100.0 * static_cast<double>(report.compressed_bytes) /
+                    static_cast<double>(report.uncompressed_bytes));
+  }
+}
+
 /// Prints why the run stopped and returns the program's exit status: 0, or 1 (with an error
 /// line on stderr) when the run diverged or applied no update at all, so that a script
 /// never takes a failed run for a trained model.

@@ -11,16 +11,23 @@
 // instantiates the lambda once.
 #pragma once
 
+#include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include <asyncopt/compress/stage.hpp>
 #include <asyncopt/consistency/bounded_staleness.hpp>
 #include <asyncopt/consistency/local_sgd.hpp>
 #include <asyncopt/consistency/lock_free.hpp>
@@ -48,7 +55,100 @@ struct PolicySettings {
   std::size_t stripes = 64;     ///< locked.
   std::uint64_t staleness = 2;  ///< ssp.
   std::uint64_t period = 8;     ///< local.
+  /// synchronous and local: what each worker's message goes through (--compress).
+  std::optional<asyncopt::compress::Config> compression{};
 };
+
+/// What --compress takes, for --help.
+inline constexpr std::string_view compression_syntax =
+    "none, or CODEC[,MEMORY]: CODEC is identity, fp16, bf16, topk:FRACTION, randomk:FRACTION, "
+    "qsgd:LEVELS, sign or powersgd:RANK; MEMORY is ef (error feedback) or diana:ALPHA";
+
+/// The compression stage `text` names (compression_syntax): "topk:0.01,ef",
+/// "qsgd:8,diana:0.1", "none". Throws std::invalid_argument with what is wrong.
+inline std::optional<asyncopt::compress::Config> parse_compression(std::string_view text) {
+  namespace compress = asyncopt::compress;
+  if (text == "none") {
+    return std::nullopt;
+  }
+  auto fail = [&](const std::string& why) -> std::invalid_argument {
+    return std::invalid_argument("'" + std::string(text) + "': " + why);
+  };
+  // A number after "name:", all of it.
+  auto number = [&](std::string_view part, std::string_view name) {
+    const std::string_view digits = part.substr(name.size() + 1);
+    double value = 0.0;
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (error != std::errc{} || end != digits.data() + digits.size() || digits.empty() ||
+        !std::isfinite(value)) {
+      throw fail(std::string(name) + " needs a number after ':', got '" + std::string(digits) +
+                 "'");
+    }
+    return value;
+  };
+  auto whole = [&](double value, std::string_view name) {
+    if (value < 1.0 || value != std::floor(value) || value > 1e9) {
+      throw fail(std::string(name) + " needs a positive whole number");
+    }
+    return static_cast<std::size_t>(value);
+  };
+  const std::size_t comma = text.find(',');
+  const std::string_view codec = text.substr(0, comma);
+  const std::string_view memory =
+      comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+  auto is = [](std::string_view part, std::string_view name) {
+    return part.starts_with(name) && part.size() > name.size() && part[name.size()] == ':';
+  };
+  compress::Config config;
+  if (codec == "identity") {
+    config.codec = compress::Identity{};
+  } else if (codec == "fp16") {
+    config.codec = compress::Fp16{};
+  } else if (codec == "bf16") {
+    config.codec = compress::Bf16{};
+  } else if (codec == "sign") {
+    config.codec = compress::Sign{};
+  } else if (is(codec, "topk")) {
+    config.codec = compress::TopK{.fraction = number(codec, "topk")};
+  } else if (is(codec, "randomk")) {
+    config.codec = compress::RandomK{.fraction = number(codec, "randomk")};
+  } else if (is(codec, "qsgd")) {
+    config.codec = compress::Qsgd{
+        .levels = static_cast<unsigned>(std::min<std::size_t>(
+            whole(number(codec, "qsgd"), "qsgd"), std::numeric_limits<unsigned>::max()))};
+  } else if (is(codec, "powersgd")) {
+    config.codec = compress::PowerSgd{.rank = whole(number(codec, "powersgd"), "powersgd")};
+  } else {
+    throw fail("unknown codec '" + std::string(codec) + "'; " + std::string(compression_syntax));
+  }
+  if (memory == "ef") {
+    config.memory.feedback = compress::Feedback::error_feedback;
+  } else if (is(memory, "diana")) {
+    config.memory = {.feedback = compress::Feedback::diana, .alpha = number(memory, "diana")};
+  } else if (!memory.empty()) {
+    throw fail("unknown memory '" + std::string(memory) + "'; " + std::string(compression_syntax));
+  }
+  try {
+    config.validate();
+  } catch (const std::invalid_argument& e) {
+    throw fail(e.what());
+  }
+  return config;
+}
+
+/// A CLI11 check of --compress: the reason parse_compression() refuses the text.
+inline CLI::Validator compression_check() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        try {
+          (void)parse_compression(text);
+        } catch (const std::invalid_argument& e) {
+          return e.what();
+        }
+        return std::string();
+      },
+      "CODEC[,MEMORY]");
+}
 
 /// The update rules.
 namespace rule {
@@ -156,13 +256,17 @@ struct Ssp {
 struct Synchronous {
   static constexpr std::string_view name = "synchronous";
   static constexpr std::string_view note = "mean gradient per round";
-  static auto make(const PolicySettings& /*s*/) { return consistency::Synchronous{}; }
+  static auto make(const PolicySettings& s) {
+    return consistency::Synchronous{.compression = s.compression};
+  }
 };
 
 struct LocalSgd {
   static constexpr std::string_view name = "local";
   static constexpr std::string_view note = "local SGD: replicas averaged every --period steps";
-  static auto make(const PolicySettings& s) { return consistency::LocalSgd{.period = s.period}; }
+  static auto make(const PolicySettings& s) {
+    return consistency::LocalSgd{.period = s.period, .compression = s.compression};
+  }
 };
 
 }  // namespace policy

@@ -168,6 +168,7 @@ int train(Settings& s, const Place& place) {
                   std::to_string(place.size) + " processes x " + std::to_string(s.workers) +
                   " workers");
     }
+    cli::print_compression(report);
     status = cli::finish(report);
     std::printf("final loss: %.4e\n", report.final_loss());
     if (models.classes != 0) {

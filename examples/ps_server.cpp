@@ -27,6 +27,7 @@ struct Settings {
   long heartbeat_ms = 5000;
   long checkpoint_ms = 10000;
   std::string checkpoint;
+  std::string compress = "none";
 };
 
 // Serves until SIGINT or SIGTERM.
@@ -134,6 +135,11 @@ int run(int argc, char** argv) {
                  "never reads its replies takes")
       ->check(examples::cli::positive_integer<int>())
       ->capture_default_str();
+  app.add_option("--compress", s.compress,
+                 "the workers' compression of dense pushes (ps_worker --compress, the same); " +
+                     std::string(examples::dispatch::compression_syntax))
+      ->check(examples::dispatch::compression_check())
+      ->capture_default_str();
   app.add_option("--checkpoint", s.checkpoint, "checkpoint file; an existing one is resumed from")
       ->capture_default_str();
   app.add_option("--checkpoint-ms", s.checkpoint_ms, "milliseconds between checkpoints")
@@ -145,6 +151,7 @@ int run(int argc, char** argv) {
   s.server.checkpoint_interval = std::chrono::milliseconds(s.checkpoint_ms);
 
   try {
+    s.server.compression = examples::dispatch::parse_compression(s.compress);
     return policies.with(s.consistency, s.policies, [&](const auto& consistency) {
       return rules.with(s.rule, s.rules,
                         [&](const auto& rule) { return serve(s, rule, consistency); });

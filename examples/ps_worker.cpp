@@ -22,6 +22,7 @@
 #include <asyncopt/zmq/zmq.hpp>
 
 #include "cli.hpp"
+#include "dispatch.hpp"
 
 namespace {
 
@@ -45,6 +46,7 @@ struct Settings {
   long timeout_ms = 30000;
   std::size_t limit = 0;
   bool evaluate = false;
+  std::string compress = "none";
   std::string data_dir = asyncopt::io::default_fashion_mnist_dir().string();
 };
 
@@ -96,6 +98,11 @@ int run(int argc, char** argv) {
   app.add_option("--limit", s.limit, "use only the first N training images (0 = all)")
       ->check(examples::cli::non_negative_integer<std::size_t>())
       ->capture_default_str();
+  app.add_option("--compress", s.compress,
+                 "compress dense pushes, as the servers' --compress does; " +
+                     std::string(examples::dispatch::compression_syntax))
+      ->check(examples::dispatch::compression_check())
+      ->capture_default_str();
   app.add_flag("--evaluate", s.evaluate, "only print the test accuracy of the servers' model");
   app.add_option("--data-dir", s.data_dir, "directory with the Fashion-MNIST .gz files")
       ->capture_default_str();
@@ -133,7 +140,8 @@ int run(int argc, char** argv) {
     asyncopt::transport::Zmq transport{
         .servers = split(s.servers),
         .first_worker = static_cast<std::uint32_t>(s.rank * s.threads),
-        .timeout = std::chrono::milliseconds(s.timeout_ms)};
+        .timeout = std::chrono::milliseconds(s.timeout_ms),
+        .compression = examples::dispatch::parse_compression(s.compress)};
     const Optimizer optimizer(asyncopt::update::Sgd{}, asyncopt::consistency::LockFree{},
                               transport);
     std::vector<float> w(train_set.dimension(), 0.0F);
@@ -159,6 +167,7 @@ int run(int argc, char** argv) {
     std::printf("ps_worker %zu: %llu updates in %.2f s (%.0f updates/s), mean staleness %.3f\n",
                 s.rank, static_cast<unsigned long long>(report.updates), report.training_seconds,
                 report.updates_per_second(), report.mean_staleness());
+    examples::cli::print_compression(report);
     return examples::cli::finish(report);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ps_worker %zu: error: %s\n", s.rank, e.what());

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -581,4 +582,40 @@ TEST_CASE("a PowerSGD payload of another shape or rank is refused") {
   std::memcpy(rows.data() + compress::header_bytes, &m, 8);
   CHECK_THROWS_WITH(power.decode(std::span<const std::byte>(rows), Step{}, std::span<float>(out)),
                     Contains("(39 rows, rank 2) is not this codec's"));
+}
+
+TEST_CASE("a stage's description and fingerprint tell every option apart") {
+  using compress::Config;
+  using compress::Feedback;
+  const std::vector<Config> configs{
+      {.codec = compress::Identity{}},
+      {.codec = compress::Fp16{}},
+      {.codec = compress::Bf16{}},
+      {.codec = compress::Sign{}},
+      {.codec = compress::Sign{}, .memory = {.feedback = Feedback::error_feedback}},
+      {.codec = compress::TopK{.k = 3}},
+      {.codec = compress::TopK{.fraction = 0.05}},
+      {.codec = compress::RandomK{.k = 3}},
+      {.codec = compress::RandomK{.k = 3, .seed = 1}},
+      {.codec = compress::RandomK{.k = 3, .shared = false}},
+      {.codec = compress::RandomK{.k = 3, .scaled = false}},
+      {.codec = compress::Qsgd{.levels = 4}},
+      {.codec = compress::Qsgd{.levels = 4, .seed = 2}},
+      {.codec = compress::Qsgd{.levels = 4}, .memory = {.feedback = Feedback::diana, .alpha = 0.1}},
+      {.codec = compress::Qsgd{.levels = 4}, .memory = {.feedback = Feedback::diana, .alpha = 0.2}},
+      {.codec = compress::PowerSgd{.rank = 2}},
+      {.codec = compress::PowerSgd{.rank = 2, .rows = 4}},
+  };
+  CHECK(compress::describe(configs[6]) == "top-k(k=0, fraction=0.05), no memory");
+  CHECK(compress::describe(configs[13]) == "qsgd(levels=4, seed=0), diana(alpha=0.1)");
+  CHECK(compress::fingerprint(std::nullopt) == 0);
+  for (std::size_t i = 0; i < configs.size(); ++i) {
+    CHECK(compress::fingerprint(configs[i]) != 0);
+    CHECK(compress::fingerprint(configs[i]) == compress::fingerprint(Config(configs[i])));
+    for (std::size_t j = 0; j < i; ++j) {
+      INFO(compress::describe(configs[i]) << " against " << compress::describe(configs[j]));
+      CHECK(compress::describe(configs[i]) != compress::describe(configs[j]));
+      CHECK(compress::fingerprint(configs[i]) != compress::fingerprint(configs[j]));
+    }
+  }
 }

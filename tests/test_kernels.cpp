@@ -117,7 +117,7 @@ TEMPLATE_TEST_CASE("the sparse kernel applies each listed entry once and nothing
 TEMPLATE_TEST_CASE("all_finite finds a NaN or an infinity at any position", "", float, double) {
   using Limits = std::numeric_limits<TestType>;
   REQUIRE(asyncopt::kernels::all_finite(std::span<const TestType>{}));
-  for (const std::size_t n : {1, 5, 16, 37}) {
+  for (const std::size_t n : {1, 5, 16, 37, 64, 100, 131}) {
     std::vector<TestType> v(n, Limits::max());
     REQUIRE(asyncopt::kernels::all_finite(std::span<const TestType>(v)));
     for (const TestType bad : {Limits::quiet_NaN(), Limits::infinity(), -Limits::infinity()}) {
@@ -134,7 +134,7 @@ TEMPLATE_TEST_CASE("all_finite finds a NaN or an infinity at any position", "", 
 TEMPLATE_TEST_CASE("copy_all_finite copies every value and agrees with all_finite", "", float,
                    double) {
   using Limits = std::numeric_limits<TestType>;
-  for (const std::size_t n : {0, 1, 5, 16, 37}) {
+  for (const std::size_t n : {0, 1, 5, 16, 37, 64, 100, 131}) {
     auto v = random_vector<TestType>(n, 3);
     for (std::size_t bad = 0; bad <= n; ++bad) {  // bad == n: all finite
       auto src = v;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -626,4 +627,241 @@ TEST_CASE("compressed rounds across processes need a collective that gathers") {
   // Without compression the same collective is fine, and one process always gathers.
   CHECK_NOTHROW(Synchronous::Guard<double>(Synchronous{}, 4, 2, across));
   CHECK(asyncopt::collective::Ref().gathers());
+}
+
+namespace {
+
+using asyncopt::update::Adam;
+using asyncopt::update::OneBitAdam;
+
+// Worker k's least-squares objective 0.5 * |A_k w - b_k|^2 over d parameters: workers with
+// different data, full gradients (no sampling), so that a sequential reference can follow
+// a run step by step.
+struct Heterogeneous {
+  std::size_t workers;
+  std::size_t d;
+  std::vector<std::vector<double>> a;  // per worker, rows x d, row-major
+  std::vector<std::vector<double>> b;  // per worker, rows
+  static constexpr std::size_t rows = 12;
+
+  // With `same`, every worker has worker 0's data.
+  Heterogeneous(std::size_t worker_count, std::size_t dimension, unsigned seed, bool same = false)
+      : workers(worker_count), d(dimension), a(worker_count), b(worker_count) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<double> normal;
+    for (std::size_t k = 0; k < workers; ++k) {
+      if (same && k > 0) {
+        a[k] = a[0];
+        b[k] = b[0];
+        continue;
+      }
+      for (std::size_t i = 0; i < rows * d; ++i) {
+        a[k].push_back(normal(rng));
+      }
+      for (std::size_t i = 0; i < rows; ++i) {
+        b[k].push_back(normal(rng) + static_cast<double>(k));  // a different optimum each
+      }
+    }
+  }
+
+  // g = A_k^T (A_k w - b_k).
+  void gradient(std::size_t k, std::span<const double> w, std::span<double> g) const {
+    std::fill(g.begin(), g.end(), 0.0);
+    for (std::size_t i = 0; i < rows; ++i) {
+      double r = -b[k][i];
+      for (std::size_t j = 0; j < d; ++j) {
+        r += a[k][i * d + j] * w[j];
+      }
+      for (std::size_t j = 0; j < d; ++j) {
+        g[j] += a[k][i * d + j] * r;
+      }
+    }
+  }
+};
+
+// `steps` synchronous rounds of the library: every worker pulls, pushes its full gradient.
+template <class Rule>
+asyncopt::StoreStats run_rounds(const Heterogeneous& p, const Rule& rule, const Synchronous& sync,
+                                std::size_t steps, std::vector<double>& w) {
+  const asyncopt::AsyncOptimizer<double, Rule, Synchronous> opt(rule, sync);
+  auto store = opt.attach(std::span<double>(w), p.workers);
+  on_threads(p.workers, [&](std::size_t id) {
+    auto handle = store->worker(id);
+    std::vector<double> seen(p.d);
+    std::vector<double> g(p.d);
+    for (std::size_t t = 0; t < steps; ++t) {
+      handle.pull(seen);
+      p.gradient(id, seen, g);
+      (void)handle.push(g);
+      handle.clock();
+    }
+  });
+  return store->stats();
+}
+
+// 1-bit Adam as Tang et al. (2021) write it, sequentially, in double: Adam over the mean
+// gradient for `freeze` steps; then each worker's momentum b1 * m + (1 - b1) * g_k plus its
+// error goes out as sign(.) times its mean magnitude, the error keeps the rest, m is the
+// mean of what was sent, and w moves by lr_t * m / (sqrt(v) + eps) with v frozen.
+std::vector<double> one_bit_adam_reference(const Heterogeneous& p, const Adam& adam,
+                                           std::size_t freeze, std::size_t steps) {
+  const std::size_t d = p.d;
+  std::vector<double> w(d, 0.0);
+  std::vector<double> m(d, 0.0);
+  std::vector<double> v(d, 0.0);
+  std::vector<std::vector<double>> error(p.workers, std::vector<double>(d, 0.0));
+  std::vector<double> g(d);
+  for (std::size_t t = 0; t < steps; ++t) {
+    std::vector<double> mean(d, 0.0);
+    for (std::size_t k = 0; k < p.workers; ++k) {
+      p.gradient(k, w, g);
+      if (t < freeze) {
+        for (std::size_t j = 0; j < d; ++j) {
+          mean[j] += g[j];
+        }
+        continue;
+      }
+      std::vector<double> x(d);
+      double l1 = 0.0;
+      for (std::size_t j = 0; j < d; ++j) {
+        x[j] = adam.beta1 * m[j] + (1.0 - adam.beta1) * g[j] + error[k][j];
+        l1 += std::abs(x[j]);
+      }
+      const double scale = l1 / static_cast<double>(d);
+      for (std::size_t j = 0; j < d; ++j) {
+        const double sent = std::signbit(x[j]) ? -scale : scale;
+        error[k][j] = x[j] - sent;
+        mean[j] += sent;
+      }
+    }
+    const auto n = static_cast<double>(p.workers);
+    const double step = static_cast<double>(t) + 1.0;
+    if (t < freeze) {
+      const double lr = adam.learning_rate * std::sqrt(1.0 - std::pow(adam.beta2, step)) /
+                        (1.0 - std::pow(adam.beta1, step));
+      for (std::size_t j = 0; j < d; ++j) {
+        const double gj = mean[j] / n;
+        m[j] = adam.beta1 * m[j] + (1.0 - adam.beta1) * gj;
+        v[j] = adam.beta2 * v[j] + (1.0 - adam.beta2) * gj * gj;
+        w[j] -= lr * m[j] / (std::sqrt(v[j]) + adam.epsilon);
+      }
+    } else {
+      const double lr = adam.learning_rate *
+                        std::sqrt(1.0 - std::pow(adam.beta2, static_cast<double>(freeze))) /
+                        (1.0 - std::pow(adam.beta1, step));
+      for (std::size_t j = 0; j < d; ++j) {
+        m[j] = mean[j] / n;
+        w[j] -= lr * m[j] / (std::sqrt(v[j]) + adam.epsilon);
+      }
+    }
+  }
+  return w;
+}
+
+const compress::Config one_bit{.codec = compress::Sign{},
+                               .memory = {.feedback = compress::Feedback::error_feedback}};
+
+}  // namespace
+
+TEST_CASE("1-bit Adam with the freeze step at infinity is synchronous Adam, bit for bit") {
+  const Heterogeneous p(4, 10, 21);
+  const Adam adam{.learning_rate = 0.05};
+  std::vector<double> plain(p.d, 0.0);
+  std::vector<double> never(p.d, 0.0);
+  (void)run_rounds(p, adam, Synchronous{}, 40, plain);
+  const auto stats =
+      run_rounds(p, OneBitAdam{.adam = adam, .freeze = std::numeric_limits<std::uint64_t>::max()},
+                 Synchronous{.compression = one_bit}, 40, never);
+  CHECK(never == plain);
+  CHECK(std::abs(plain[0]) > 0.05);
+  // Every message went uncompressed.
+  CHECK(stats.uncompressed_bytes == std::uint64_t{40} * 4 * p.d * sizeof(double));
+  CHECK(stats.compressed_bytes == stats.uncompressed_bytes);
+
+  // The same through optimize(), sampled minibatches included.
+  const Problem q = planted(400, 8, 22);
+  const Options options{.workers = 3, .batch_size = 8, .epochs = 2, .seed = 6};
+  std::vector<double> a(8, 0.0);
+  std::vector<double> b(8, 0.0);
+  (void)asyncopt::AsyncOptimizer<double, Adam, Synchronous>(adam).optimize(
+      q.f, std::span<double>(a), options);
+  (void)asyncopt::AsyncOptimizer<double, OneBitAdam, Synchronous>(
+      OneBitAdam{.adam = adam, .freeze = std::numeric_limits<std::uint64_t>::max()},
+      Synchronous{.compression = one_bit})
+      .optimize(q.f, std::span<double>(b), options);
+  CHECK(a == b);
+}
+
+TEST_CASE("1-bit Adam follows the paper's algorithm: warm-up, then sign-compressed momenta") {
+  const Heterogeneous p(4, 11, 23);
+  const Adam adam{.learning_rate = 0.02};
+  constexpr std::size_t freeze = 12;
+  constexpr std::size_t steps = 60;
+  const std::vector<double> expected = one_bit_adam_reference(p, adam, freeze, steps);
+  std::vector<double> w(p.d, 0.0);
+  const auto stats = run_rounds(p, OneBitAdam{.adam = adam, .freeze = freeze},
+                                Synchronous{.compression = one_bit}, steps, w);
+  INFO("max |library - reference| = " << max_abs_difference(w, expected));
+  CHECK(max_abs_difference(w, expected) <= 1e-9);
+  CHECK(std::abs(expected[0] - one_bit_adam_reference(p, adam, steps, steps)[0]) > 1e-3);
+  // The warm-up's messages whole; afterwards a header, the scale and 11 bits each.
+  const std::uint64_t raw = steps * p.workers * p.d * sizeof(double);
+  const std::uint64_t warm = freeze * p.workers * p.d * sizeof(double);
+  CHECK(stats.uncompressed_bytes == raw);
+  CHECK(stats.compressed_bytes ==
+        warm + (steps - freeze) * p.workers * (compress::header_bytes + sizeof(double) + 2));
+  // Without compression the momenta are averaged exactly: Adam with v frozen.
+  std::vector<double> exact(p.d, 0.0);
+  (void)run_rounds(p, OneBitAdam{.adam = adam, .freeze = freeze}, Synchronous{}, steps, exact);
+  CHECK(max_abs_difference(exact, expected) > 1e-6);
+  CHECK(max_abs_difference(exact, expected) < 0.5);
+}
+
+TEST_CASE("1-bit Adam converges: exactly on equal data, near the optimum on different data",
+          "[convergence]") {
+  auto optimum_of = [](const Heterogeneous& p) {
+    // The optimum of the sum: (sum A_k^T A_k) w = sum A_k^T b_k.
+    Eigen::MatrixXd h = Eigen::MatrixXd::Zero(6, 6);
+    Eigen::VectorXd r = Eigen::VectorXd::Zero(6);
+    for (std::size_t k = 0; k < p.workers; ++k) {
+      const Eigen::Map<const Eigen::Matrix<double, Heterogeneous::rows, 6, Eigen::RowMajor>> a(
+          p.a[k].data());
+      const Eigen::Map<const Eigen::Matrix<double, Heterogeneous::rows, 1>> b(p.b[k].data());
+      h += a.transpose() * a;
+      r += a.transpose() * b;
+    }
+    const Eigen::VectorXd w = h.ldlt().solve(r);
+    return std::vector<double>(w.data(), w.data() + w.size());
+  };
+  auto distance = [&](const Heterogeneous& p, double lr, std::size_t steps) {
+    std::vector<double> w(p.d, 0.0);
+    (void)run_rounds(p, OneBitAdam{.adam = {.learning_rate = lr}, .freeze = 200},
+                     Synchronous{.compression = one_bit}, steps, w);
+    return max_abs_difference(w, optimum_of(p));
+  };
+  // Workers with the same data: their momenta vanish at the optimum, and so does the
+  // compression error.
+  const Heterogeneous same(4, 6, 24, true);
+  const double exact = distance(same, 0.01, 3000);
+  INFO("same data: " << exact);
+  CHECK(exact < 1e-10);
+  // Workers with different data: each worker's momentum stays away from 0 at the optimum,
+  // so the signs jitter around it, by an amount that shrinks with the step size.
+  const Heterogeneous different(4, 6, 24);
+  const double coarse = distance(different, 0.01, 6000);
+  const double fine = distance(different, 0.001, 6000);
+  INFO("different data: " << coarse << " at lr 0.01, " << fine << " at lr 0.001");
+  CHECK(coarse < 0.1);
+  CHECK(fine < 0.01);
+  CHECK(fine < coarse / 3.0);
+}
+
+TEST_CASE("1-bit Adam refuses a freeze step of 0 in one sentence") {
+  using Catch::Matchers::Contains;
+  std::vector<double> w(3, 0.0);
+  auto attach = [&] {
+    const asyncopt::AsyncOptimizer<double, OneBitAdam, Synchronous> opt(OneBitAdam{.freeze = 0});
+    (void)opt.attach(std::span<double>(w), 2);
+  };
+  CHECK_THROWS_WITH(attach(), Contains("OneBitAdam::freeze must be at least 1, got 0"));
 }

@@ -134,6 +134,14 @@ void add_options(CLI::App& app, Settings& s,
         ->capture_default_str()
         ->group("Consistency");
   }
+  if (policies.offers("synchronous") || policies.offers("local")) {
+    app.add_option("--compress", s.compress,
+                   "synchronous and local: compress each worker's message; " +
+                       std::string(dispatch::compression_syntax))
+        ->check(dispatch::compression_check())
+        ->capture_default_str()
+        ->group("Consistency");
+  }
 
   app.add_option("--workers", s.workers, "worker threads")
       ->check(cli::positive_integer<std::size_t>())

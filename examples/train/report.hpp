@@ -14,6 +14,7 @@
 
 #include <asyncopt/core/report.hpp>
 
+#include "../cli.hpp"
 #include "build.hpp"
 #include "data.hpp"
 #include "model.hpp"
@@ -150,6 +151,7 @@ inline void print_result(const Settings& s, const Models& models, const asyncopt
       seconds > 0.0 ? static_cast<double>(report.examples) / seconds : 0.0, report.mean_staleness(),
       static_cast<unsigned long long>(report.max_staleness()),
       static_cast<unsigned long long>(report.rejected), s.csv.c_str());
+  cli::print_compression(report);
   std::printf("final loss: %.4e\n", report.final_loss());
   if (models.classes != 0) {
     std::printf("%s accuracy: %.4f\n", models.scored_name(),

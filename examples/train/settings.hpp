@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "../dispatch.hpp"
@@ -39,6 +40,7 @@ struct Settings {
   // Consistency policy.
   std::string consistency = "lockfree";
   dispatch::PolicySettings policies;  // 64 stripes, staleness 2, period 8
+  std::string compress = "none";      // synchronous and local: dispatch::parse_compression
   // Run.
   std::size_t workers = 2;
   std::size_t epochs = 10;
@@ -75,6 +77,13 @@ inline void resolve_defaults(Settings& s) {
   s.rules.learning_rate = *s.learning_rate;
   if (!s.l2) {
     s.l2 = sparse ? 0.0 : 1e-4;
+  }
+  s.policies.compression = dispatch::parse_compression(s.compress);
+  if (s.policies.compression && s.consistency != "synchronous" && s.consistency != "local") {
+    throw std::invalid_argument(
+        "--compress applies to the messages of rounds: use it with "
+        "--consistency synchronous or local, not " +
+        s.consistency);
   }
 }
 

@@ -207,6 +207,16 @@ TEST_CASE(
                                 .memory = {.feedback = compress::Feedback::diana, .alpha = 0.5}};
     check_against_shared_memory(sgd, Synchronous{.compression = qsgd}, 1, 240, true);
   }
+  SECTION("1-bit Adam: a warm-up, then sign-compressed momenta with error feedback") {
+    const asyncopt::update::OneBitAdam one_bit_adam{.adam = {.learning_rate = 0.01}, .freeze = 10};
+    const compress::Config sign{.codec = compress::Sign{},
+                                .memory = {.feedback = compress::Feedback::error_feedback}};
+    // The warm-up's rounds are uncompressed synchronous rounds, summed in the all-reduce's
+    // order: bit for bit where those are (one worker on each of two processes).
+    const std::size_t p = processes();
+    check_against_shared_memory(one_bit_adam, Synchronous{.compression = sign}, 1, 400, p <= 2);
+    check_against_shared_memory(one_bit_adam, Synchronous{.compression = sign}, 2, 400, p == 1);
+  }
   SECTION("local SGD, QSGD with error feedback, one worker per process") {
     const compress::Config qsgd{.codec = compress::Qsgd{.levels = 2, .seed = 9},
                                 .memory = {.feedback = compress::Feedback::error_feedback}};
@@ -290,6 +300,26 @@ TEST_CASE("compressed rounds with uneven shards equal shared memory bit for bit"
     CHECK(job.params == single.params);
     CHECK(local.params == single_local.params);
     CHECK(job.report.compressed_bytes == single.report.compressed_bytes);
+    // 1-bit Adam: a process whose workers have left asks the rule, as the others do, whether
+    // a round is past the warm-up.
+    const asyncopt::update::OneBitAdam one_bit_adam{.adam = {.learning_rate = 0.02}, .freeze = 3};
+    const Synchronous sign{
+        .compression = compress::Config{
+            .codec = compress::Sign{}, .memory = {.feedback = compress::Feedback::error_feedback}}};
+    options.workers = 1;
+    const Run adam_job =
+        train<asyncopt::update::OneBitAdam, Synchronous, Mpi>(f, one_bit_adam, sign, options);
+    options.workers = p;
+    const Run adam_single = train<asyncopt::update::OneBitAdam, Synchronous, SharedMemory>(
+        f, one_bit_adam, sign, options);
+    CHECK(same_everywhere(checksum(adam_job.params)));
+    // Its warm-up rounds sum in the all-reduce's order: bit for bit on up to two processes.
+    if (p <= 2) {
+      CHECK(adam_job.params == adam_single.params);
+    } else {
+      CHECK(relative_difference(adam_job.params, adam_single.params) <= 1e-6);
+    }
+    CHECK(adam_job.report.compressed_bytes == adam_single.report.compressed_bytes);
   }
 }
 

@@ -132,6 +132,13 @@ Header sample_header(Type type, Element element, std::uint8_t flags, std::uint64
           .offset = 0x0123456789abcdefULL};
 }
 
+// The top-k (k = 2) payload of `values`: what a compressed push's value frame holds.
+Bytes compressed_payload(const std::vector<float>& values) {
+  asyncopt::compress::Payload payload;
+  asyncopt::compress::TopK{.k = 2}.encode(std::span<const float>(values), {}, payload);
+  return payload;
+}
+
 // A valid message of every shape, for corruption.
 std::vector<Frames> valid_messages() {
   const std::vector<std::uint64_t> keys{1, 5, 9};
@@ -150,6 +157,9 @@ std::vector<Frames> valid_messages() {
       {header_bytes(sample_header(Type::push, Element::float64, 0, 3)), bytes_of(doubles)});
   out.push_back({header_bytes(sample_header(Type::push, Element::float32, wire::Flag::sparse, 3)),
                  bytes_of(keys), bytes_of(floats)});
+  out.push_back({header_bytes(sample_header(Type::push, Element::float32,
+                                            wire::Flag::compressed | wire::Flag::then_pull, 3)),
+                 compressed_payload(floats)});
   out.push_back(
       {header_bytes(sample_header(Type::push_reply, Element::none, wire::Flag::applied, 0))});
   out.push_back({header_bytes(sample_header(Type::clock, Element::none, 0, 0))});
@@ -188,7 +198,11 @@ bool decodes_within(const Frames& frames, std::size_t& violations) {
       type == Type::stats_reply ? sizeof(std::uint64_t) : wire::element_size(m.header.element);
   ok = ok && m.header.count <= wire::max_count;
   ok = ok && m.index.size() == (has_index ? m.header.count * sizeof(std::uint64_t) : 0);
-  ok = ok && m.values.size() == (has_values ? m.header.count * value_size : 0);
+  ok =
+      ok && (m.is_compressed() ? type == Type::push && !m.is_sparse() &&
+                                     m.values.size() >= wire::min_compressed &&
+                                     m.values.size() <= wire::max_compressed(m.header.count)
+                               : m.values.size() == (has_values ? m.header.count * value_size : 0));
   ok = ok && (type == Type::error || m.text.empty());
   if (!ok) {
     ++violations;
@@ -214,14 +228,14 @@ Frames split(const Bytes& bytes, std::size_t parts, std::mt19937& rng) {
 
 }  // namespace
 
-TEST_CASE("the header is 48 little-endian bytes starting with AOPT and version 1") {
+TEST_CASE("the header is 48 little-endian bytes starting with AOPT and version 2") {
   const Bytes h = header_bytes(sample_header(Type::push, Element::float64, 1, 0x42));
   REQUIRE(h.size() == wire::header_size);
   CHECK(h[0] == std::byte{'A'});
   CHECK(h[1] == std::byte{'O'});
   CHECK(h[2] == std::byte{'P'});
   CHECK(h[3] == std::byte{'T'});
-  CHECK(h[4] == std::byte{1});
+  CHECK(h[4] == std::byte{2});
   CHECK(h[5] == std::byte{0});
   CHECK(h[6] == std::byte{5});  // push
   CHECK(h[7] == std::byte{0});
@@ -307,6 +321,21 @@ TEST_CASE("every message type survives encode and decode with its frames") {
     std::vector<double> got(doubles.size());
     m.copy_values(std::span<double>(got));
     CHECK(got == doubles);
+  }
+
+  SECTION("a compressed push carries its payload, of any size a payload may have") {
+    const Header h = sample_header(Type::push, Element::float32,
+                                   wire::Flag::compressed | wire::Flag::then_pull, floats.size());
+    const Bytes payload = compressed_payload(floats);
+    const Frames frames{header_bytes(h), payload};
+    const wire::Message m = decode_frames(frames);
+    check_same_header(m.header, h);
+    CHECK(m.is_compressed());
+    CHECK_FALSE(m.is_sparse());
+    CHECK(is_frame(m.values, frames, 1));
+    std::vector<float> got(floats.size());
+    asyncopt::compress::TopK{.k = 2}.decode(m.values, {}, std::span<float>(got));
+    CHECK(got == std::vector<float>{1.0F, 0.0F, 3.0e38F, 0.0F});  // the largest two kept
   }
 
   SECTION("a sparse push carries its keys, then its values") {
@@ -405,12 +434,12 @@ TEST_CASE("each way of breaking a message is refused with a message naming it") 
   }
 
   SECTION("another protocol version") {
-    for (const std::uint16_t version : {0, 2, 0x100, 0xffff}) {
+    for (const std::uint16_t version : {0, 1, 3, 0x100, 0xffff}) {
       Bytes h = header_bytes(push);
       poke<std::uint16_t>(h, 4, version);
       CHECK_MALFORMED((Frames{h, two_floats}), "protocol version " + std::to_string(version),
                       ErrorCode::version);
-      CHECK_THROWS_WITH(decode_frames({h, two_floats}), Catch::Contains("this build speaks 1"));
+      CHECK_THROWS_WITH(decode_frames({h, two_floats}), Catch::Contains("this build speaks 2"));
     }
   }
 
@@ -441,12 +470,32 @@ TEST_CASE("each way of breaking a message is refused with a message naming it") 
   }
 
   SECTION("unknown flags") {
-    for (const std::uint8_t flags : {8, 0x10, 0x80, 0xff}) {
+    for (const std::uint8_t flags : {0x10, 0x80, 0xff}) {
       Bytes h = header_bytes(push);
       poke<std::uint8_t>(h, 9, flags);
       CHECK_MALFORMED((Frames{h, two_floats}), "unknown flags " + std::to_string(flags),
                       ErrorCode::malformed);
     }
+  }
+
+  SECTION("a compressed message that is not a dense push, or a frame no payload has") {
+    using wire::Flag;
+    const Bytes payload(wire::min_compressed);
+    Bytes sparse = header_bytes(
+        sample_header(Type::push, Element::float32, Flag::compressed | Flag::sparse, 2));
+    CHECK_MALFORMED((Frames{sparse, two_keys, payload}), "push, sparse, cannot be compressed",
+                    ErrorCode::malformed);
+    Bytes reply =
+        header_bytes(sample_header(Type::pull_reply, Element::float32, Flag::compressed, 2));
+    CHECK_MALFORMED((Frames{reply, two_floats}), "pull_reply cannot be compressed",
+                    ErrorCode::malformed);
+    const Bytes h = header_bytes(sample_header(Type::push, Element::float32, Flag::compressed, 2));
+    CHECK_MALFORMED((Frames{h, Bytes(wire::min_compressed - 1)}),
+                    "compressed value frame of 15 bytes for 2 elements (from 16 to 4128)",
+                    ErrorCode::malformed);
+    CHECK_MALFORMED((Frames{h, Bytes(wire::max_compressed(2) + 1)}),
+                    "compressed value frame of 4129 bytes", ErrorCode::malformed);
+    CHECK_MALFORMED((Frames{h}), "push with 1 frames, expected 2", ErrorCode::malformed);
   }
 
   SECTION("the sparse flag on a type that has no index frame") {
@@ -612,7 +661,7 @@ TEST_CASE("decode only returns views inside its frames or throws MalformedMessag
     std::uniform_int_distribution<int> type(0, 14);
     std::uniform_int_distribution<int> element(0, 3);
     // Mostly no flag, so that many messages pass; sometimes each flag and an unknown one.
-    std::discrete_distribution<int> flags({6, 2, 1, 0, 1});
+    std::discrete_distribution<int> flags({6, 2, 1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1});
     std::uniform_int_distribution<std::uint64_t> count(0, 4);
     std::uniform_int_distribution<std::size_t> parts(0, 3);
     std::uniform_int_distribution<std::size_t> size(0, 40);
@@ -731,9 +780,9 @@ TEST_CASE("a live server answers each broken request with an error and keeps ser
   // (b) a well-formed header of another protocol version.
   Bytes old_header =
       header_bytes({.type = Type::pull, .element = Element::float32, .sequence = 101});
-  poke<std::uint16_t>(old_header, 4, 2);
+  poke<std::uint16_t>(old_header, 4, 1);
   const wire::Message version = peer.expect_error({old_header}, ErrorCode::version, 101);
-  CHECK_THAT(std::string(version.text), Catch::Contains("protocol version 2"));
+  CHECK_THAT(std::string(version.text), Catch::Contains("protocol version 1"));
 
   // (c) a push whose value frame is one byte short.
   const Bytes push8 = header_bytes(

@@ -16,6 +16,7 @@
 #include <limits>
 #include <memory>
 #include <netinet/in.h>
+#include <optional>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -64,7 +65,9 @@ class Cluster {
  public:
   Cluster(std::size_t dimension, std::size_t workers, const Rule& rule,
           const Consistency& consistency, std::vector<std::size_t> cuts = {},
-          std::span<const Scalar> initial = {}, std::chrono::milliseconds heartbeat = 5000ms) {
+          std::span<const Scalar> initial = {}, std::chrono::milliseconds heartbeat = 5000ms,
+          std::optional<asyncopt::compress::Config> compression = {})
+      : compression_(compression) {
     cuts.insert(cuts.begin(), 0);
     cuts.push_back(dimension);
     for (std::size_t k = 0; k + 1 < cuts.size(); ++k) {
@@ -74,7 +77,8 @@ class Cluster {
                                 .end = cuts[k + 1],
                                 .workers = workers,
                                 .heartbeat_timeout = heartbeat,
-                                .poll_interval = 10ms};
+                                .poll_interval = 10ms,
+                                .compression = compression};
       servers_.push_back(std::make_unique<Server<Scalar, Rule, Consistency>>(
           config, rule, consistency,
           initial.empty() ? initial : initial.subspan(cuts[k], cuts[k + 1] - cuts[k])));
@@ -88,7 +92,8 @@ class Cluster {
     Zmq t{.servers = {},
           .first_worker = first_worker,
           .timeout = 5000ms,
-          .heartbeat_interval = 100ms};
+          .heartbeat_interval = 100ms,
+          .compression = compression_};
     for (const auto& server : servers_) {
       t.servers.push_back(server->endpoint());
     }
@@ -101,6 +106,7 @@ class Cluster {
   void stop() { threads_.clear(); }
 
  private:
+  std::optional<asyncopt::compress::Config> compression_;
   std::vector<std::unique_ptr<Server<Scalar, Rule, Consistency>>> servers_;
   std::vector<std::jthread> threads_;
 };
@@ -120,6 +126,15 @@ class RawLink {
       parts.emplace_back(payload.data(), payload.size_bytes());
     }
     REQUIRE(::zmq::send_multipart(dealer_, parts));
+  }
+  // Sends the frames as they are.
+  void send_parts(std::vector<::zmq::message_t>& parts) {
+    REQUIRE(::zmq::send_multipart(dealer_, parts));
+  }
+  // The next reply, decoded; it must come within 5 s. Its views live until the next reply.
+  asyncopt::zeromq::wire::Message reply() {
+    REQUIRE(receive(reply_, 5000ms));
+    return asyncopt::zeromq::detail::decode(reply_, 0);
   }
   // Whether a reply arrived within `timeout`; it is left in `reply`.
   bool receive(asyncopt::zeromq::detail::Frames& reply, std::chrono::milliseconds timeout) {
@@ -1148,4 +1163,206 @@ TEST_CASE("raise_descriptor_limit lifts the soft descriptor limit to the hard on
   CHECK(now.rlim_cur == original.rlim_max);
   CHECK((original.rlim_max == RLIM_INFINITY || raised == original.rlim_max));
   REQUIRE(::setrlimit(RLIMIT_NOFILE, &original) == 0);
+}
+
+namespace {
+
+namespace compress = asyncopt::compress;
+
+// Pushes `gradients` in order through one worker of a cluster split at 4 of 10 keys, with
+// `compression` on the wire, and returns the parameters and the worker's counters.
+std::pair<std::vector<double>, asyncopt::StoreStats> push_through(
+    const std::vector<std::vector<double>>& gradients, std::size_t workers,
+    std::optional<compress::Config> compression) {
+  const asyncopt::update::Sgd rule{.learning_rate = 0.25};
+  const std::vector<double> w0(10, 1.0);
+  Cluster<double, asyncopt::update::Sgd, Locked> cluster(
+      10, workers, rule, Locked{}, {4}, std::span<const double>(w0), 5000ms, compression);
+  asyncopt::AsyncOptimizer<double, asyncopt::update::Sgd, Locked, Zmq> opt(rule, Locked{},
+                                                                           cluster.transport());
+  std::vector<double> params(10, 0.0);
+  auto store = opt.attach(params, workers);
+  {
+    std::vector<decltype(store->worker(0))> handles;
+    for (std::size_t id = 0; id < workers; ++id) {
+      handles.push_back(store->worker(id));
+    }
+    for (std::size_t t = 0; t < gradients.size(); ++t) {
+      REQUIRE(handles[t % workers].push(std::span<const double>(gradients[t])).applied);
+    }
+  }
+  store->sync();
+  return {params, store->stats()};
+}
+
+std::vector<std::vector<double>> some_gradients(std::size_t count, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal;
+  std::vector<std::vector<double>> out(count, std::vector<double>(10));
+  for (auto& g : out) {
+    for (double& v : g) {
+      v = normal(rng);
+    }
+  }
+  return out;
+}
+
+// What the servers hold after the same pushes, computed here: each server's part of each
+// push encoded by that worker's sender for the part, decoded (with DIANA's shift added) by a
+// receiver for the part, and applied as w -= lr * decoded.
+std::vector<double> reference(const std::vector<std::vector<double>>& gradients,
+                              std::size_t workers, const compress::Config& config) {
+  std::vector<double> w(10, 1.0);
+  const std::array<std::size_t, 3> cut{0, 4, 10};
+  std::vector<std::vector<compress::Sender<double, compress::AnyCodec>>> senders(workers);
+  std::vector<compress::Receiver<double, compress::AnyCodec>> receivers;
+  for (std::size_t part = 0; part < 2; ++part) {
+    receivers.emplace_back(config.codec, config.memory, cut[part + 1] - cut[part]);
+    for (auto& mine : senders) {
+      mine.emplace_back(config.codec, config.memory, cut[part + 1] - cut[part]);
+    }
+  }
+  compress::Payload payload;
+  for (std::size_t t = 0; t < gradients.size(); ++t) {
+    const std::size_t worker = t % workers;
+    const compress::Step step{.round = t / workers, .worker = worker};
+    for (std::size_t part = 0; part < 2; ++part) {
+      const std::size_t n = cut[part + 1] - cut[part];
+      senders[worker][part].send(std::span<const double>(gradients[t]).subspan(cut[part], n), step,
+                                 payload);
+      std::vector<double> decoded(n);
+      receivers[part].estimate(payload, step, std::span<double>(decoded));
+      for (std::size_t i = 0; i < n; ++i) {
+        w[cut[part] + i] -= 0.25 * decoded[i];
+      }
+    }
+  }
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("compressed pushes: the identity codec changes no bit, and the bytes are counted") {
+  const auto gradients = some_gradients(6, 31);
+  const auto [plain, plain_stats] = push_through(gradients, 1, std::nullopt);
+  const auto [identity, stats] =
+      push_through(gradients, 1, compress::Config{.codec = compress::Identity{}});
+  CHECK(identity == plain);
+  CHECK(plain_stats.compressed_bytes == 0);
+  // Each push: two messages (4 and 6 values), each with its header.
+  CHECK(stats.uncompressed_bytes == std::uint64_t{6} * 10 * sizeof(double));
+  CHECK(stats.compressed_bytes == 6 * (2 * compress::header_bytes + 10 * sizeof(double)));
+}
+
+TEST_CASE("compressed pushes with error feedback and DIANA equal a reference of the parts") {
+  SECTION("top-k with error feedback, one worker") {
+    const compress::Config config{.codec = compress::TopK{.k = 1},
+                                  .memory = {.feedback = compress::Feedback::error_feedback}};
+    const auto gradients = some_gradients(8, 32);
+    const auto [w, stats] = push_through(gradients, 1, config);
+    CHECK(w == reference(gradients, 1, config));
+    // Each message: its header, the count, one index and one value.
+    CHECK(stats.compressed_bytes == std::uint64_t{8} * 2 * (compress::header_bytes + 8 + 4 + 8));
+  }
+  SECTION("random-k with DIANA, three workers: the servers mirror each worker's shift") {
+    const compress::Config config{.codec = compress::RandomK{.k = 2, .seed = 4},
+                                  .memory = {.feedback = compress::Feedback::diana, .alpha = 0.2}};
+    const auto gradients = some_gradients(12, 33);
+    const auto [w, stats] = push_through(gradients, 3, config);
+    const std::vector<double> expected = reference(gradients, 3, config);
+    CHECK(w == expected);
+    // Without the servers' mirrors (alpha 0, no shift) the result differs.
+    const compress::Config no_shift{.codec = config.codec,
+                                    .memory = {.feedback = compress::Feedback::diana}};
+    CHECK(reference(gradients, 3, no_shift) != expected);
+  }
+}
+
+TEST_CASE("a worker whose compression differs from the servers' is refused at its hello") {
+  const asyncopt::update::Sgd rule{};
+  const compress::Config top{.codec = compress::TopK{.k = 1}};
+  Cluster<float, asyncopt::update::Sgd, LockFree> cluster(6, 1, rule, LockFree{}, {3}, {}, 5000ms,
+                                                          top);
+  Zmq plain = cluster.transport();
+  plain.compression.reset();
+  Zmq other = cluster.transport();
+  other.compression = compress::Config{.codec = compress::TopK{.k = 2}};
+  std::vector<float> params(6, 0.0F);
+  for (const Zmq& transport : {plain, other}) {
+    const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(
+        rule, LockFree{}, transport);
+    CHECK_THROWS_WITH(opt.attach(std::span<float>(params), 1),
+                      Catch::Contains("compresses its pushes otherwise than this server, which "
+                                      "expects top-k(k=1, fraction=0), no memory"));
+  }
+  // The same settings are let in.
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(
+      rule, LockFree{}, cluster.transport());
+  CHECK_NOTHROW(opt.attach(std::span<float>(params), 1));
+  // A server refuses DIANA with checkpoints, which would not hold its mirrors.
+  const ServerConfig diana{.dimension = 6,
+                           .checkpoint = "server.ckpt",
+                           .compression = compress::Config{
+                               .codec = compress::RandomK{.k = 2},
+                               .memory = {.feedback = compress::Feedback::diana, .alpha = 0.1}}};
+  CHECK_THROWS_WITH(diana.validate(), Catch::Contains("checkpoints do not hold the server's "
+                                                      "mirrors of the workers' shifts"));
+}
+
+TEST_CASE("a server refuses a malformed compressed push, changes nothing and keeps serving") {
+  const asyncopt::update::Sgd rule{.learning_rate = 1.0};
+  const compress::Config config{.codec = compress::Fp16{}};
+  Cluster<float, asyncopt::update::Sgd, LockFree> cluster(4, 2, rule, LockFree{}, {}, {}, 5000ms,
+                                                          config);
+  using asyncopt::zeromq::wire::Element;
+  using asyncopt::zeromq::wire::ErrorCode;
+  using asyncopt::zeromq::wire::Flag;
+  using asyncopt::zeromq::wire::Type;
+  RawLink raw(cluster.server(0).endpoint());
+  const std::vector<float> values{1.0F, 2.0F, -3.0F, 0.5F};
+  compress::Payload good;
+  compress::Fp16{}.encode(std::span<const float>(values), {}, good);
+  std::mt19937 rng(34);
+  std::uint64_t sequence = 1;
+  auto push = [&](const compress::Payload& payload) {
+    std::vector<::zmq::message_t> parts;
+    parts.push_back(
+        asyncopt::zeromq::detail::header_frame({.type = Type::push,
+                                                .element = Element::float32,
+                                                .flags = Flag::compressed,
+                                                .worker = 1,  // the store below is worker 0
+                                                .sequence = sequence++,
+                                                .count = 4}));
+    parts.emplace_back(payload.data(), payload.size());
+    raw.send_parts(parts);
+    return raw.reply();
+  };
+  // Every corruption of the payload's header is refused with a reason; the parameters stay.
+  std::size_t refused = 0;
+  for (std::size_t at = 0; at < compress::header_bytes; ++at) {
+    compress::Payload bad = good;
+    bad[at] ^= static_cast<std::byte>(std::uniform_int_distribution<int>(1, 255)(rng));
+    const auto reply = push(bad);
+    if (reply.header.type == Type::error) {
+      CHECK(reply.header.offset == static_cast<std::uint64_t>(ErrorCode::bad_request));
+      CHECK_THAT(std::string(reply.text), Catch::Contains("asyncopt:"));
+      ++refused;
+    }
+  }
+  CHECK(refused == compress::header_bytes);
+  // A payload cut short, and one with a byte too many.
+  for (const std::size_t size : {good.size() - 1, good.size() + 1}) {
+    compress::Payload bad = good;
+    bad.resize(size);
+    CHECK(push(bad).header.type == Type::error);
+  }
+  std::vector<float> w(4);
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(rule, LockFree{},
+                                                                            cluster.transport());
+  auto store = opt.attach(std::span<float>(w), 1);
+  CHECK(w == std::vector<float>(4, 0.0F));
+  // The good payload is applied.
+  CHECK(push(good).header.type == Type::push_reply);
+  store->sync();
+  CHECK(w == std::vector<float>{-1.0F, -2.0F, 3.0F, -0.5F});
 }

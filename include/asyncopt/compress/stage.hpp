@@ -4,12 +4,16 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -77,6 +81,57 @@ struct Config {
   /// against omega once the number of values is known (Memory::validate).
   void validate() const { codec.validate(); }
 };
+
+/// The codec, its options and the memory of `config`, as text: "topk(k=0, fraction=0.01),
+/// error_feedback". Two stages describe alike exactly when they encode and decode alike.
+[[nodiscard]] inline std::string describe(const Config& config) {
+  auto number = [](double v) {  // the shortest text that reads back as v
+    std::array<char, 32> text{};
+    const auto end = std::to_chars(text.data(), text.data() + text.size(), v).ptr;
+    return std::string(text.data(), end);
+  };
+  std::string codec = config.codec.name();
+  std::visit(
+      [&](const auto& c) {
+        using C = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<C, TopK>) {
+          codec += "(k=" + std::to_string(c.k) + ", fraction=" + number(c.fraction) + ")";
+        } else if constexpr (std::is_same_v<C, RandomK>) {
+          codec += "(k=" + std::to_string(c.k) + ", fraction=" + number(c.fraction) +
+                   ", seed=" + std::to_string(c.seed) + ", shared=" + std::to_string(c.shared) +
+                   ", scaled=" + std::to_string(c.scaled) + ")";
+        } else if constexpr (std::is_same_v<C, Qsgd>) {
+          codec += "(levels=" + std::to_string(c.levels) + ", seed=" + std::to_string(c.seed) + ")";
+        } else if constexpr (std::is_same_v<C, PowerSgd>) {
+          codec += "(rank=" + std::to_string(c.rank) + ", rows=" + std::to_string(c.rows) +
+                   ", seed=" + std::to_string(c.seed) + ")";
+        }
+      },
+      config.codec.get());
+  switch (config.memory.feedback) {
+    case Feedback::none:
+      return codec + ", no memory";
+    case Feedback::error_feedback:
+      return codec + ", error_feedback";
+    case Feedback::diana:
+      return codec + ", diana(alpha=" + number(config.memory.alpha) + ")";
+  }
+  return codec;
+}
+
+/// A 64-bit digest (FNV-1a) of describe(config), never 0; 0 stands for no compression. Two
+/// peers compare it to find out that they would not read each other's messages.
+[[nodiscard]] inline std::uint64_t fingerprint(const std::optional<Config>& config) {
+  if (!config) {
+    return 0;
+  }
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char c : describe(*config)) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return h == 0 ? 1 : h;
+}
 
 /// A round's side of the stage for `workers` workers of n values each: worker k's message of
 /// a round goes through its own Sender (its memory, its codec's state), then is decoded as
@@ -155,6 +210,14 @@ class RoundStage {
     if (count > 0) {
       ++round_;
     }
+  }
+
+  /// Counts `messages` messages of n values each that went uncompressed (a rule's warm-up,
+  /// update::OneBitAdam): their bytes as sent and as raw.
+  void uncompressed(std::size_t messages, std::size_t n) noexcept {
+    const std::uint64_t bytes = static_cast<std::uint64_t>(messages) * n * sizeof(Scalar);
+    sent_bytes_ += bytes;
+    raw_bytes_ += bytes;
   }
 
   /// Bytes of the messages this process encoded so far.

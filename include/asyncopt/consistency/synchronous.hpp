@@ -1,6 +1,7 @@
 // Synchronous SGD: every round averages one gradient from each worker into one update.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include <asyncopt/consistency/rounds.hpp>
 #include <asyncopt/consistency/shared_parameters.hpp>
 #include <asyncopt/core/collective.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/kernels/access.hpp>
 #include <asyncopt/kernels/dense.hpp>
 
@@ -43,6 +45,8 @@ namespace asyncopt::consistency {
 struct Synchronous {
   /// Workers move in rounds: a transport must support it (shared memory and MPI do).
   static constexpr bool coordinates_rounds = true;
+  /// A round sends what the rule asks (RoundMessages): momenta for update::OneBitAdam.
+  static constexpr bool sends_momenta = true;
 
   /// The compression stage of every worker's gradient; none by default.
   std::optional<compress::Config> compression{};
@@ -124,7 +128,7 @@ struct Synchronous {
         contributions_[id] = {.values = row, .scratch = row};
       }
       return rounds_.arrive(id, [&](std::span<const unsigned char> contributed) {
-        const auto [sum, count] = reduce(contributed);
+        const auto [sum, count] = reduce(contributed, round_messages<Scalar>(commit));
         commit(std::span<const Scalar>(sum, n_), count);
         across_.round_closed();
       });
@@ -136,7 +140,7 @@ struct Synchronous {
     /// when none did. Call it only while no worker of this process pushes.
     template <class Commit>
     bool idle_round(Commit&& commit) {
-      const auto [sum, count] = reduce({});
+      const auto [sum, count] = reduce({}, round_messages<Scalar>(commit));
       if (count == 0) {
         return false;
       }
@@ -163,9 +167,19 @@ struct Synchronous {
     void join(std::size_t id, std::uint64_t /*clock*/) { rounds_.join(id); }
 
    private:
-    // The round's sum over the job, and its count. With compression, each contribution is
-    // first replaced by what the receiver decodes of its message, in the worker's row.
-    std::pair<Scalar*, std::size_t> reduce(std::span<const unsigned char> contributed) {
+    // The round's sum over the job, and its count. A round that sends momenta first
+    // replaces each contribution by its worker's momentum, in the worker's row. With
+    // compression, each contribution is then replaced by what the receiver decodes of its
+    // message, in the worker's row; a round whose messages go uncompressed (a rule's
+    // warm-up) sums them as a round without compression does.
+    std::pair<Scalar*, std::size_t> reduce(std::span<const unsigned char> contributed,
+                                           const RoundMessages<Scalar>& messages) {
+      if (messages.momentum != nullptr) {
+        to_momenta(contributed, messages);
+      }
+      if (stage_ && !messages.compressed) {
+        return uncompressed(contributed);
+      }
       if (stage_ && across_.size() > 1) {
         // Across processes the messages travel compressed: gathered, then decoded and summed
         // on every process.
@@ -191,6 +205,34 @@ struct Synchronous {
       if (stage_) {
         stage_->finish(result.second);
       }
+      return result;
+    }
+
+    // Each contributed worker's u_k = beta * m + (1 - beta) * g_k, into its row.
+    void to_momenta(std::span<const unsigned char> contributed,
+                    const RoundMessages<Scalar>& messages) {
+      for (std::size_t k = 0; k < contributed.size(); ++k) {
+        if (contributed[k] == 0) {
+          continue;
+        }
+        Scalar* const row = gradients_.data() + k * (n_ + 1);
+        kernels::momentum_message(std::span<const Scalar>(contributions_[k].values, n_),
+                                  messages.momentum, messages.beta, messages.one_minus_beta, row);
+        contributions_[k] = {.values = row, .scratch = row};
+      }
+    }
+
+    // A round of a policy with compression whose messages go uncompressed: summed (and
+    // all-reduced) as without compression, and counted at their full size.
+    std::pair<Scalar*, std::size_t> uncompressed(std::span<const unsigned char> contributed) {
+      const auto result =
+          detail::sum_round([&](std::size_t k) { return contributions_[k]; }, contributed,
+                            gradients_.data(), n_ + 1, n_, spare_.data(), across_);
+      stage_->uncompressed(
+          static_cast<std::size_t>(std::count_if(contributed.begin(), contributed.end(),
+                                                 [](unsigned char c) { return c != 0; })),
+          n_);
+      stage_->finish(result.second);
       return result;
     }
 

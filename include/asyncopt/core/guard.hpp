@@ -133,24 +133,42 @@ void read_sparse(G& guard, std::size_t id, std::span<const std::size_t> index,
   }
 }
 
+/// A round's `commit` as a combining guard receives it: `commit(sum, count)` applies the
+/// mean, and `messages()` says what the round sends (RoundMessages), which a policy that
+/// honours it (sends_momenta_v) asks before it sums.
+template <class Apply, class Messages>
+struct RoundCommit {
+  Apply& apply;           ///< apply(sum, count).
+  Messages& messages_of;  ///< What the round sends.
+
+  /// Applies the mean of `count` gradients whose sum is `sum`.
+  template <class Sum>
+  void operator()(Sum sum, std::size_t count) const {
+    apply(sum, count);
+  }
+  /// What the round sends.
+  [[nodiscard]] auto messages() const { return messages_of(); }
+};
+
 /// Where and when worker `id`'s push is applied. `contribute(slot)` writes the worker's dense
 /// gradient into a round's slot (for a combining guard); `apply(range_guard, w, state_block,
 /// combined, count, local)` applies an update: the worker's own gradient when `combined` is
 /// null, else the mean of a round's `count` dense gradients, whose sum `combined` holds, to
 /// the parameters `w` under `range_guard` (write_dense / write_sparse), with the state copy
 /// `state_block`; `local` says `w` is the worker's replica. Returns the seconds spent
-/// waiting for a round.
-template <class G, class Scalar, class Contribute, class Apply>
+/// waiting for a round. `messages()` says what a round sends (RoundMessages).
+template <class G, class Scalar, class Contribute, class Apply, class Messages>
 double push(G& guard, std::size_t id, std::span<Scalar> shared, Contribute&& contribute,
-            Apply&& apply) {
+            Apply&& apply, Messages&& messages) {
   if constexpr (replicates<G, Scalar>) {
     apply(store::Exclusive{.n = shared.size()}, guard.replica(id).data(), id,
           static_cast<const Scalar*>(nullptr), std::size_t{1}, true);
     return 0.0;
   } else if constexpr (combines_rounds<G, Scalar>) {
-    return guard.combine(id, contribute, [&](std::span<const Scalar> sum, std::size_t count) {
+    auto commit = [&](std::span<const Scalar> sum, std::size_t count) {
       apply(guard, shared.data(), std::size_t{0}, sum.data(), count, false);
-    });
+    };
+    return guard.combine(id, contribute, RoundCommit<decltype(commit), Messages>{commit, messages});
   } else {
     apply(guard, shared.data(), std::size_t{0}, static_cast<const Scalar*>(nullptr), std::size_t{1},
           false);

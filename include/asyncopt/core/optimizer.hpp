@@ -127,6 +127,10 @@ class AsyncOptimizer {
                 "and the Consistency slot is asynchronous; asynchronous training across "
                 "processes runs on the ZeroMQ plug-in (asyncopt/zmq/transport.hpp)");
 
+  static_assert(!sends_momentum_v<Rule> || sends_momenta_v<Consistency>,
+                "asyncopt: the Rule slot's rounds send momenta (OneBitAdam), which only "
+                "consistency::Synchronous runs: use it as the Consistency slot");
+
   // Whether every check above holds. After a failed one, the slot's archetype
   // (core/archetypes.hpp) in its place below, and overloads that take what was meant for the
   // wrong type, keep the compiler from adding a cascade of errors to the one sentence.
@@ -136,8 +140,10 @@ class AsyncOptimizer {
       UpdateRule<Rule> && (!needs_w_seen_v<Rule> || provides_w_seen_v<Transport>);
   static constexpr bool consistency_checked =
       ConsistencyPolicy<Consistency> &&
-      (!coordinates_rounds_v<Consistency> || supports_rounds_v<Transport>)&&(
-          !rounds_only_v<Transport> || coordinates_rounds_v<Consistency>);
+      (!sends_momentum_v<Rule> || sends_momenta_v<Consistency>)&&(
+          !coordinates_rounds_v<Consistency> ||
+          supports_rounds_v<Transport>)&&(!rounds_only_v<Transport> ||
+                                          coordinates_rounds_v<Consistency>);
   static constexpr bool transport_checked = asyncopt::Transport<Transport>;
   static constexpr bool slots_checked =
       scalar_checked && rule_checked && consistency_checked && transport_checked;

@@ -1,6 +1,7 @@
 // What the store knows about one push when it applies it.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 
@@ -40,6 +41,62 @@ template <class T>
 inline constexpr bool needs_gradient_norm_v = [] {
   if constexpr (requires { T::needs_gradient_norm; }) {
     return static_cast<bool>(T::needs_gradient_norm);
+  } else {
+    return false;
+  }
+}();
+
+/// Whether a rule's rounds send each worker's momentum instead of its gradient, from some
+/// update on (`static constexpr bool sends_momentum = true`, with
+/// `momentum_round(version)`): 1-bit Adam (update::OneBitAdam). Only a round policy that
+/// honours it (`static constexpr bool sends_momenta = true`: consistency::Synchronous) runs
+/// such a rule.
+template <class T>
+inline constexpr bool sends_momentum_v = [] {
+  if constexpr (requires { T::sends_momentum; }) {
+    return static_cast<bool>(T::sends_momentum);
+  } else {
+    return false;
+  }
+}();
+
+/// What a round sends, as the store tells a round policy that honours it (sends_momenta_v)
+/// before the round's sum: by default each worker's gradient, through the policy's
+/// compression stage. For a rule whose rounds send momenta (sends_momentum_v), its warm-up
+/// rounds send gradients uncompressed, and its later rounds each worker k's momentum
+/// u_k = beta * m + one_minus_beta * g_k, which the round then sums in place of g_k.
+template <class Scalar>
+struct RoundMessages {
+  /// Whether the round's messages go through the compression stage (when it has one).
+  bool compressed = true;
+  /// The rule's momentum m (n values, the same on every process), or null: messages are
+  /// the gradients.
+  const Scalar* momentum = nullptr;
+  /// The momentum's decay.
+  Scalar beta{0};
+  /// 1 - beta, as the rule computes it.
+  Scalar one_minus_beta{0};
+};
+
+/// What a round's `commit` says the round sends (`commit.messages()`), or the default: each
+/// worker's gradient, through the compression stage.
+template <class Scalar, class Commit>
+[[nodiscard]] RoundMessages<Scalar> round_messages(const Commit& commit) {
+  if constexpr (requires {
+                  { commit.messages() } -> std::convertible_to<RoundMessages<Scalar>>;
+                }) {
+    return commit.messages();
+  } else {
+    return {};
+  }
+}
+
+/// Whether a consistency policy's rounds send a rule's momenta when it asks
+/// (`static constexpr bool sends_momenta = true`).
+template <class T>
+inline constexpr bool sends_momenta_v = [] {
+  if constexpr (requires { T::sends_momenta; }) {
+    return static_cast<bool>(T::sends_momenta);
   } else {
     return false;
   }

@@ -180,9 +180,10 @@ void copy(const Scalar* src, Scalar* dst, std::size_t begin, std::size_t end) no
 namespace detail {
 
 // One pass over `values`: x * 0 is 0 for finite x and NaN for NaN and Inf, so the lanes of
-// the accumulated products are all 0 exactly when every value is finite. A tail shorter than
-// a batch is taken as the last full batch, which overlaps the one before: a value seen twice
-// changes no answer (and is copied twice, alike). Copy also stores each value to dst.
+// the accumulated products are all 0 exactly when every value is finite. Four accumulators,
+// so that the additions' latency does not bound the pass on data in cache. A tail shorter
+// than a batch is taken as the last full batch, which overlaps the one before: a value seen
+// twice changes no answer (and is copied twice, alike). Copy also stores each value to dst.
 template <bool Copy, class Scalar>
 [[nodiscard]] bool finite_pass(std::span<const Scalar> values, Scalar* dst) noexcept {
   using Batch = xsimd::batch<Scalar>;
@@ -200,22 +201,28 @@ template <bool Copy, class Scalar>
     return total == Scalar{0};
   }
   const Batch zero(Scalar{0});
-  Batch acc(Scalar{0});
-  auto take = [&](std::size_t i) {
+  std::array<Batch, 4> acc{zero, zero, zero, zero};
+  auto take = [&](std::size_t i, Batch& into) {
     const Batch v = Batch::load_unaligned(p + i);
     if constexpr (Copy) {
       v.store_unaligned(dst + i);
     }
-    acc += v * zero;
+    into += v * zero;
   };
   std::size_t i = 0;
+  for (; i + 4 * width <= n; i += 4 * width) {
+    take(i, acc[0]);
+    take(i + width, acc[1]);
+    take(i + 2 * width, acc[2]);
+    take(i + 3 * width, acc[3]);
+  }
   for (; i + width <= n; i += width) {
-    take(i);
+    take(i, acc[0]);
   }
   if (i < n) {
-    take(n - width);
+    take(n - width, acc[1]);
   }
-  return xsimd::all(acc == zero);
+  return xsimd::all(((acc[0] + acc[1]) + (acc[2] + acc[3])) == zero);
 }
 
 }  // namespace detail
@@ -232,6 +239,26 @@ template <class Scalar>
 template <class Scalar>
 [[nodiscard]] bool copy_all_finite(std::span<const Scalar> src, Scalar* dst) noexcept {
   return detail::finite_pass<true>(src, dst);
+}
+
+/// out[i] = beta * m[i] + one_minus_beta * g[i] for the n = g.size() values: a worker's
+/// momentum message (update::OneBitAdam). `out` may be g itself.
+template <class Scalar>
+void momentum_message(std::span<const Scalar> g, const Scalar* m, Scalar beta,
+                      Scalar one_minus_beta, Scalar* out) noexcept {
+  using Batch = xsimd::batch<Scalar>;
+  constexpr std::size_t width = Batch::size;
+  const std::size_t n = g.size();
+  const Batch b(beta);
+  const Batch c(one_minus_beta);
+  std::size_t i = 0;
+  for (; i + width <= n; i += width) {
+    const Batch u = b * Batch::load_unaligned(m + i) + c * Batch::load_unaligned(g.data() + i);
+    u.store_unaligned(out + i);
+  }
+  for (; i < n; ++i) {
+    out[i] = beta * m[i] + one_minus_beta * g[i];
+  }
 }
 
 }  // namespace asyncopt::kernels

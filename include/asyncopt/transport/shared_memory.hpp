@@ -66,6 +66,10 @@ class SharedMemory::Store : store::Immovable {
   /// momentum).
   static constexpr std::size_t slots = Rule::state_slots;
 
+  static_assert(!sends_momentum_v<Rule> || sends_momenta_v<Consistency>,
+                "asyncopt: this update rule's rounds send momenta (OneBitAdam), which only "
+                "consistency::Synchronous runs: use it as the Consistency slot");
+
   class Worker;
   class Proxy;
 
@@ -148,7 +152,7 @@ class SharedMemory::Store : store::Immovable {
   std::uint64_t finish_rounds() {
     std::vector<Scalar> seen;  // the parameters a round's gradients were computed at
     std::uint64_t rounds = 0;
-    while (hooks::idle_round(guard_, params_, [&](std::span<const Scalar> sum, std::size_t count) {
+    auto commit = [&](std::span<const Scalar> sum, std::size_t count) {
       if constexpr (needs_w_seen_v<Rule>) {
         seen.assign(params_.begin(), params_.end());
       }
@@ -159,7 +163,11 @@ class SharedMemory::Store : store::Immovable {
             store::write_mean(guard_, formula, params_.data(), sum, count, state, seen.data());
           },
           store::IgnoreAccepted{});
-    })) {
+    };
+    auto messages = [this] { return round_messages(); };
+    while (hooks::idle_round(
+        guard_, params_,
+        hooks::RoundCommit<decltype(commit), decltype(messages)>{commit, messages})) {
       ++rounds;
     }
     return rounds;
@@ -211,6 +219,24 @@ class SharedMemory::Store : store::Immovable {
     write(formula);
     counters_[worker].stats.record(staleness);
     return result;
+  }
+
+  // What the round about to close sends: for a rule whose rounds send momenta, gradients
+  // uncompressed during its warm-up, then each worker's momentum. Asked by the round's
+  // closer, while no other update runs.
+  [[nodiscard]] RoundMessages<Scalar> round_messages() noexcept {
+    if constexpr (sends_momentum_v<Rule>) {
+      const auto beta = rule_.rule().momentum_round(versions_.completed());
+      if (!beta) {
+        return {.compressed = false};
+      }
+      return {.compressed = true,
+              .momentum = rule_.block(0)[0],
+              .beta = static_cast<Scalar>(*beta),
+              .one_minus_beta = static_cast<Scalar>(1.0 - *beta)};
+    } else {
+      return {};
+    }
   }
 
   std::span<Scalar> params_;
@@ -458,7 +484,8 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
                 },
                 store::IgnoreAccepted{});
           }
-        });
+        },
+        [&s] { return s.round_messages(); });
     return result;
   }
 

@@ -19,6 +19,10 @@ struct WeightDecay {
   static_assert(UpdateRule<Inner>,
                 "asyncopt: WeightDecay<Inner> wraps an update rule; Inner must model "
                 "asyncopt::UpdateRule, such as asyncopt::update::Sgd");
+  static_assert(!sends_momentum_v<Inner>,
+                "asyncopt: WeightDecay<Inner> cannot wrap a rule whose rounds send momenta "
+                "(OneBitAdam): past its warm-up, its formula receives the round's mean momentum, "
+                "not a gradient");
   /// The wrapped update rule's type (`Inner`).
   using inner_type = detail::InnerRule<Inner>;
 
@@ -69,6 +73,10 @@ struct ClipByValue {
   static_assert(UpdateRule<Inner>,
                 "asyncopt: ClipByValue<Inner> wraps an update rule; Inner must model "
                 "asyncopt::UpdateRule, such as asyncopt::update::Sgd");
+  static_assert(!sends_momentum_v<Inner>,
+                "asyncopt: ClipByValue<Inner> cannot wrap a rule whose rounds send momenta "
+                "(OneBitAdam): past its warm-up, its formula receives the round's mean momentum, "
+                "not a gradient");
   /// The wrapped update rule's type (`Inner`).
   using inner_type = detail::InnerRule<Inner>;
 
@@ -125,6 +133,10 @@ struct ClipByNorm {
   static_assert(UpdateRule<Inner>,
                 "asyncopt: ClipByNorm<Inner> wraps an update rule; Inner must model "
                 "asyncopt::UpdateRule, such as asyncopt::update::Sgd");
+  static_assert(!sends_momentum_v<Inner>,
+                "asyncopt: ClipByNorm<Inner> cannot wrap a rule whose rounds send momenta "
+                "(OneBitAdam): past its warm-up, its formula receives the round's mean momentum, "
+                "not a gradient");
   /// The wrapped update rule's type (`Inner`).
   using inner_type = detail::InnerRule<Inner>;
 

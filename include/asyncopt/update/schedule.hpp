@@ -127,6 +127,14 @@ struct Scheduled {
   /// Whether the store must fill in UpdateInfo::gradient_norm: as the wrapped rule does.
   static constexpr bool needs_gradient_norm = needs_gradient_norm_v<inner_type>;
 
+  /// Whether the rounds send momenta: as the wrapped rule does (update::OneBitAdam).
+  static constexpr bool sends_momentum = sends_momentum_v<inner_type>;
+
+  /// The wrapped rule's momentum_round(version), for a rule whose rounds send momenta.
+  [[nodiscard]] auto momentum_round(std::uint64_t version) const noexcept requires sends_momentum {
+    return inner.momentum_round(version);
+  }
+
   /// Returns the wrapped rule's step for `info` with UpdateInfo::lr_scale multiplied by
   /// schedule(t) and UpdateInfo::lr_ratio by schedule(t) / schedule(t - 1), t = `info.version`
   /// (the ratio is left unchanged for t = 0).

@@ -19,6 +19,10 @@ struct StalenessAware {
   static_assert(UpdateRule<Inner>,
                 "asyncopt: StalenessAware<Inner> wraps an update rule; Inner must model "
                 "asyncopt::UpdateRule, such as asyncopt::update::Sgd");
+  static_assert(!sends_momentum_v<Inner>,
+                "asyncopt: StalenessAware<Inner> cannot wrap a rule whose rounds send momenta "
+                "(OneBitAdam): past its warm-up, its formula receives the round's mean momentum, "
+                "not a gradient");
   /// The wrapped update rule's type (`Inner`).
   using inner_type = detail::InnerRule<Inner>;
 

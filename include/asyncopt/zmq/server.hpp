@@ -30,6 +30,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include <asyncopt/compress/stage.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/kernels/dense.hpp>
@@ -105,6 +106,9 @@ class Server {
       }
     }
     scratch_.resize(params_.size());
+    if (config_.compression) {
+      receiver_.emplace(config_.compression->codec, config_.compression->memory, params_.size());
+    }
     if (!config_.checkpoint.empty()) {
       if (config_.resume && std::filesystem::exists(config_.checkpoint)) {
         restore();
@@ -515,6 +519,15 @@ class Server {
                          "asyncopt: the server holds " + element_name(wire::element_of<Scalar>()) +
                              " parameters but the worker speaks " + element_name(h.element)};
         }
+        if (h.offset != compress::fingerprint(config_.compression)) {
+          return Refusal{wire::ErrorCode::bad_request,
+                         "asyncopt: the worker compresses its pushes otherwise than this server, "
+                         "which expects " +
+                             (config_.compression ? compress::describe(*config_.compression)
+                                                  : std::string("none")) +
+                             ": give transport::Zmq::compression the servers' "
+                             "ServerConfig::compression"};
+        }
         if (h.value > config_.workers) {
           return Refusal{wire::ErrorCode::unknown_worker,
                          "asyncopt: this process's workers would have ids up to " +
@@ -821,9 +834,26 @@ class Server {
   }
 
   // A push's values, read in place where the frame is aligned for Scalar, from a copy
-  // otherwise.
+  // otherwise; a compressed push's, decoded (with DIANA, plus the server's mirror of the
+  // worker's shift, which moves with it). A malformed payload throws std::invalid_argument.
   [[nodiscard]] std::span<const Scalar> gradient_of(const wire::Message& m) {
     const auto count = static_cast<std::size_t>(m.header.count);
+    if (m.is_compressed()) {
+      if (!receiver_) {
+        throw std::invalid_argument(
+            "asyncopt: a compressed push to a server started without "
+            "ServerConfig::compression");
+      }
+      if (count != params_.size()) {
+        throw std::invalid_argument("asyncopt: dense push of " + std::to_string(count) +
+                                    " values to a server holding " +
+                                    std::to_string(params_.size()) + " keys");
+      }
+      values_.resize(count);
+      receiver_->estimate(m.values, {.round = m.header.offset, .worker = m.header.worker},
+                          std::span<Scalar>(values_));
+      return values_;
+    }
     const auto* const frame = reinterpret_cast<const Scalar*>(m.values.data());
     if (aligned(frame)) {
       return {frame, count};
@@ -1008,6 +1038,7 @@ class Server {
   std::vector<std::size_t> index_;
   std::vector<Scalar> values_;
   std::vector<Scalar> scratch_;
+  std::optional<compress::Receiver<Scalar, compress::AnyCodec>> receiver_;  // compression only
   ::zmq::context_t context_{1};
   ::zmq::socket_t socket_;
   std::optional<::zmq::socket_t> zap_;

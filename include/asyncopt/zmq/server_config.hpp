@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <sys/resource.h>
 #include <vector>
 
+#include <asyncopt/compress/stage.hpp>
 #include <asyncopt/zmq/channel.hpp>
 #include <asyncopt/zmq/wire.hpp>
 
@@ -62,6 +64,11 @@ struct ServerConfig {
   /// one request and a few resends in flight at most, and gets a dropped reply again when
   /// it resends. Incoming messages beyond the limit wait in the sender's queue and TCP.
   std::size_t queue_limit = 16;
+  /// The compression of the workers' dense pushes (compress::Config: a codec and a memory);
+  /// none by default. The workers' transport::Zmq::compression must be the same: a worker
+  /// whose hello announces another is refused. The server decodes each push (with DIANA,
+  /// adding back its mirror of that worker's shift) and applies it as an uncompressed one.
+  std::optional<compress::Config> compression{};
 
   /// One past the last key: `end`, or `dimension` when `end` is 0.
   [[nodiscard]] std::size_t last() const noexcept { return end == 0 ? dimension : end; }
@@ -70,10 +77,15 @@ struct ServerConfig {
   /// index frame for every key it holds, plus a header; never below 64 KiB, which the
   /// handshakes and error texts fit in. libzmq drops the connection of a peer that announces
   /// a larger frame, before it allocates it.
+  /// With compression, a compressed push's longest value frame (wire::max_compressed) if
+  /// larger.
   [[nodiscard]] std::int64_t max_message_size() const noexcept {
     const std::size_t keys = last() - begin;
-    return static_cast<std::int64_t>(std::max<std::size_t>(
-        keys * sizeof(std::uint64_t) + wire::header_size, std::size_t{64} * 1024));
+    std::size_t most = keys * sizeof(std::uint64_t) + wire::header_size;
+    if (compression) {
+      most = std::max<std::size_t>(most, wire::max_compressed(keys) + wire::header_size);
+    }
+    return static_cast<std::int64_t>(std::max<std::size_t>(most, std::size_t{64} * 1024));
   }
 
   /// Throws std::invalid_argument naming the field when the configuration cannot work.
@@ -130,6 +142,14 @@ struct ServerConfig {
     } else if (!allowed_workers.empty()) {
       throw std::invalid_argument(
           "asyncopt: ServerConfig::allowed_workers needs CURVE (ServerConfig::curve_secret_key)");
+    }
+    if (compression) {
+      compression->validate();
+      if (compression->memory.feedback == compress::Feedback::diana && !checkpoint.empty()) {
+        throw std::invalid_argument(
+            "asyncopt: ServerConfig::checkpoint with DIANA compression: checkpoints do not hold "
+            "the server's mirrors of the workers' shifts; use error feedback or no checkpoints");
+      }
     }
     if (heartbeat_timeout.count() < 0 || poll_interval.count() <= 0 ||
         checkpoint_interval.count() <= 0) {

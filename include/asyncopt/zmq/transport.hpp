@@ -13,6 +13,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -23,6 +24,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include <asyncopt/compress/stage.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
@@ -89,6 +91,12 @@ struct Zmq {
   /// CURVE: this process's key pair (Z85); the servers must list its public key in
   /// ServerConfig::allowed_workers, or they refuse the connection.
   zeromq::CurveKeyPair curve_keys{};
+  /// The compression of each worker's dense pushes (compress::Config: a codec and a memory);
+  /// none by default. Each server's part of a push is a message of its own, encoded with the
+  /// worker's memory for that part (its error, or its DIANA shift) and the worker's count of
+  /// compressed pushes as the step. The servers must have the same
+  /// ServerConfig::compression, or they refuse this process. Sparse pushes go uncompressed.
+  std::optional<compress::Config> compression{};
 
   /// The servers keep a copy of the parameters each worker pulled (delay compensation).
   static constexpr bool provides_w_seen = true;
@@ -113,6 +121,9 @@ struct Zmq {
                                       "transport::Zmq::curve_keys.public_key");
       zeromq::detail::check_curve_key(curve_keys.secret_key,
                                       "transport::Zmq::curve_keys.secret_key");
+    }
+    if (compression) {
+      compression->validate();
     }
     if (timeout.count() <= 0 || heartbeat_interval.count() < 0 || resend_interval.count() < 0) {
       throw std::invalid_argument(
@@ -352,7 +363,8 @@ class Zmq::Store : store::Immovable {
           link.send({.type = zeromq::wire::Type::hello,
                      .element = zeromq::wire::element_of<Scalar>(),
                      .worker = zeromq::observer,
-                     .value = std::uint64_t{transport_.first_worker} + counters_.size()});
+                     .value = std::uint64_t{transport_.first_worker} + counters_.size(),
+                     .offset = compress::fingerprint(transport_.compression)});
       const zeromq::wire::Message welcome = link.receive(seq, zeromq::wire::Type::welcome, "hello");
       const zeromq::wire::Header& h = welcome.header;
       if (h.value != params_.size()) {
@@ -502,7 +514,7 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     }
     const auto& shards = store_->shards_;
     for (std::size_t k = 0; k < shards.size(); ++k) {
-      zeromq::wire::Header h = request(zeromq::wire::Type::push);
+      zeromq::wire::Header h = dense_push();
       h.count = shards[k].end - shards[k].begin;
       sent_[k] = links_[k].send(h, std::move(frames_[k]));
     }
@@ -527,8 +539,8 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
     const auto& shards = store_->shards_;
     ++clock_;
     for (std::size_t k = 0; k < shards.size(); ++k) {
-      zeromq::wire::Header h = request(zeromq::wire::Type::push);
-      h.flags = zeromq::wire::Flag::then_pull;
+      zeromq::wire::Header h = dense_push();
+      h.flags |= zeromq::wire::Flag::then_pull;
       h.value = clock_;
       h.count = shards[k].end - shards[k].begin;
       sent_[k] = links_[k].send(h, std::move(frames_[k]));
@@ -622,7 +634,11 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
         starts_(std::move(other.starts_)),
         values_(std::move(other.values_)),
         frames_(std::move(other.frames_)),
-        clock_(other.clock_) {}
+        clock_(other.clock_),
+        senders_(std::move(other.senders_)),
+        payload_(std::move(other.payload_)),
+        compressed_pushes_(other.compressed_pushes_),
+        push_step_(other.push_step_) {}
   Worker& operator=(Worker&&) = delete;
   /// Leaves for good: the servers no longer wait for this worker, and another process may
   /// take its worker id.
@@ -646,20 +662,53 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
         targets_(store.shards_.size()) {
     for (const Shard& s : store.shards_) {
       links_.emplace_back(store.context_, s.endpoint, store.transport_);
+      if (const auto& config = store.transport_.compression) {
+        senders_.emplace_back(config->codec, config->memory, s.end - s.begin);
+      }
     }
     join();
   }
 
   // Copies each server's part of a dense gradient into its message (frames_) and checks it
-  // for NaN and Inf in the same pass; false when the gradient is not finite.
+  // for NaN and Inf in the same pass; false when the gradient is not finite. With
+  // compression, checks the gradient, then encodes each part with its sender (counting the
+  // bytes) as the payload of its message.
   bool dense_frames(std::span<const Scalar> gradient) {
     frames_.clear();
+    if (!senders_.empty()) {
+      if (!kernels::all_finite(gradient)) {
+        return false;
+      }
+      StoreStats& stats = store_->counters_[id_].stats;
+      push_step_ = compressed_pushes_++;
+      const compress::Step step{.round = push_step_, .worker = global_};
+      for (std::size_t k = 0; k < store_->shards_.size(); ++k) {
+        const Shard& shard = store_->shards_[k];
+        const std::size_t count = shard.end - shard.begin;
+        senders_[k].send(gradient.subspan(shard.begin, count), step, payload_);
+        frames_.emplace_back(payload_.data(), payload_.size());
+        stats.compressed_bytes += payload_.size();
+        stats.uncompressed_bytes += count * sizeof(Scalar);
+      }
+      return true;
+    }
     return std::ranges::all_of(store_->shards_, [&](const Shard& shard) {
       const std::size_t count = shard.end - shard.begin;
       frames_.emplace_back(count * sizeof(Scalar));
       return kernels::copy_all_finite(gradient.subspan(shard.begin, count),
                                       static_cast<Scalar*>(frames_.back().data()));
     });
+  }
+
+  // The header of a dense push: with compression, compressed at the step its frames were
+  // encoded at.
+  [[nodiscard]] zeromq::wire::Header dense_push() noexcept {
+    zeromq::wire::Header h = request(zeromq::wire::Type::push);
+    if (!senders_.empty()) {
+      h.flags = zeromq::wire::Flag::compressed;
+      h.offset = push_step_;
+    }
+    return h;
   }
 
   void record(const PushResult& result) {
@@ -764,6 +813,12 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
   std::vector<Scalar> values_;
   std::vector<::zmq::message_t> frames_;  // a dense push's parts
   std::uint64_t clock_ = 0;
+  // With compression: a sender per server (its part's memory), the payload being written,
+  // and the dense pushes sent so far (each one's step).
+  std::vector<compress::Sender<Scalar, compress::AnyCodec>> senders_;
+  compress::Payload payload_;
+  std::uint64_t compressed_pushes_ = 0;
+  std::uint64_t push_step_ = 0;  // the step of the dense push being sent
 };
 
 }  // namespace asyncopt::transport

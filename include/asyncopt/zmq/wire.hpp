@@ -23,8 +23,9 @@ static_assert(std::endian::native == std::endian::little,
 
 /// The first four bytes of every header: "AOPT".
 inline constexpr std::uint32_t magic = 0x54504f41U;
-/// The protocol version this build speaks; a peer with another version is refused.
-inline constexpr std::uint16_t protocol_version = 1;
+/// The protocol version this build speaks; a peer with another version is refused. Version 2
+/// added compressed pushes (Flag::compressed) and the hello's compression fingerprint.
+inline constexpr std::uint16_t protocol_version = 2;
 /// Size of the header frame in bytes.
 inline constexpr std::size_t header_size = 48;
 /// The largest element count a message may announce (2^36 elements, 256 GiB of floats):
@@ -32,17 +33,30 @@ inline constexpr std::size_t header_size = 48;
 inline constexpr std::uint64_t max_count = std::uint64_t{1} << 36;
 /// The longest text an error message may carry, in bytes.
 inline constexpr std::size_t max_text = 4096;
+/// The shortest value frame of a compressed push: a payload's header (compress::Payload).
+inline constexpr std::size_t min_compressed = 16;
+
+/// The longest value frame of a compressed push of `count` values: 16 bytes a value (top-k
+/// of doubles with k = count takes 12, PowerSGD's factors of full rank 16) and 4 KiB for
+/// the payload's header and sizes. A bound for the wire check; the codec checks the exact
+/// size.
+[[nodiscard]] constexpr std::uint64_t max_compressed(std::uint64_t count) noexcept {
+  return 16 * count + 4096;
+}
 
 /// What a message is. Requests go from a worker to a server; each has one reply type.
 enum class Type : std::uint16_t {
   hello = 1,         ///< worker -> server: announce worker `worker` and its element type;
-                     ///< `value` = one past the largest worker id the process will use
+                     ///< `value` = one past the largest worker id the process will use,
+                     ///< `offset` = its pushes' compression (compress::fingerprint; 0: none)
   welcome = 2,       ///< server -> worker: `value` = dimension, `offset` = first key,
                      ///< `count` = keys, element = the server's element type
   pull = 3,          ///< worker -> server: dense (no frames) or sparse (index frame);
                      ///< element = the element type wanted
   pull_reply = 4,    ///< server -> worker: value frame; `value` = server version seen
-  push = 5,          ///< worker -> server: value frame, sparse with an index frame before it
+  push = 5,          ///< worker -> server: value frame, sparse with an index frame before it;
+                     ///< compressed (dense only): the value frame is a compress::Payload of
+                     ///< `count` values, encoded at the worker's step `offset`
   push_reply = 6,    ///< server -> worker: `value` = staleness, flag `applied`
   clock = 7,         ///< worker -> server: worker `worker` finished step `value`; no reply
   leave = 8,         ///< worker -> server: worker `worker` holds nobody back; `count` 1: for
@@ -66,10 +80,11 @@ enum class Element : std::uint8_t {
 
 /// Bits of Header::flags.
 enum Flag : std::uint8_t {
-  sparse = 1,    ///< the message has an index frame (pull, push)
-  applied = 2,   ///< push_reply, or pull_reply to then_pull: the gradient was applied
-  then_pull = 4  ///< push (dense): then clock to `value` (if later) and pull; the answer is
-                 ///< a pull_reply with the push's staleness in `offset`
+  sparse = 1,     ///< the message has an index frame (pull, push)
+  applied = 2,    ///< push_reply, or pull_reply to then_pull: the gradient was applied
+  then_pull = 4,  ///< push (dense): then clock to `value` (if later) and pull; the answer
+                  ///< is a pull_reply with the push's staleness in `offset`
+  compressed = 8  ///< push (dense): the value frame is a compressed payload (see Type::push)
 };
 
 /// Why a server refused a request (Header::offset of an error reply).
@@ -265,6 +280,10 @@ struct Message {
 
   /// Whether the message carries an index frame.
   [[nodiscard]] bool is_sparse() const noexcept { return (header.flags & Flag::sparse) != 0; }
+  /// Whether the value frame is a compressed payload (a push).
+  [[nodiscard]] bool is_compressed() const noexcept {
+    return (header.flags & Flag::compressed) != 0;
+  }
 
   /// Copies the index frame into `out` (`header.count` entries).
   void copy_index(std::span<std::uint64_t> out) const noexcept {
@@ -330,7 +349,8 @@ struct Message {
     detail::malformed("unknown element type " + std::to_string(element));
   }
   m.header.element = static_cast<Element>(element);
-  if ((m.header.flags & ~(Flag::sparse | Flag::applied | Flag::then_pull)) != 0) {
+  if ((m.header.flags & ~(Flag::sparse | Flag::applied | Flag::then_pull | Flag::compressed)) !=
+      0) {
     detail::malformed("unknown flags " + std::to_string(m.header.flags));
   }
   m.header.type = static_cast<Type>(type);
@@ -340,6 +360,11 @@ struct Message {
   }
   if ((m.header.flags & Flag::then_pull) != 0 && m.header.type != Type::push) {
     detail::malformed(std::string(type_name(m.header.type)) + " cannot carry then_pull");
+  }
+  const bool compressed = (m.header.flags & Flag::compressed) != 0;
+  if (compressed && (m.header.type != Type::push || m.is_sparse())) {
+    detail::malformed(std::string(type_name(m.header.type)) + (m.is_sparse() ? ", sparse," : "") +
+                      " cannot be compressed");
   }
   if (m.is_sparse() && !s.index) {
     detail::malformed(std::string(type_name(m.header.type)) + " cannot be sparse");
@@ -372,7 +397,14 @@ struct Message {
     const std::size_t bytes =
         m.header.type == Type::stats_reply ? count * sizeof(std::uint64_t) : count * size;
     const std::span<const std::byte> f = frames[next++];
-    if (f.size() != bytes) {
+    if (compressed) {
+      if (f.size() < min_compressed || f.size() > max_compressed(count)) {
+        detail::malformed("compressed value frame of " + std::to_string(f.size()) + " bytes for " +
+                          std::to_string(count) + " elements (from " +
+                          std::to_string(min_compressed) + " to " +
+                          std::to_string(max_compressed(count)) + ")");
+      }
+    } else if (f.size() != bytes) {
       detail::malformed("value frame of " + std::to_string(f.size()) + " bytes for " +
                         std::to_string(count) + " elements");
     }
