@@ -96,7 +96,21 @@ inline std::optional<asyncopt::compress::Config> parse_compression(std::string_v
   const std::string_view codec = text.substr(0, comma);
   const std::string_view memory =
       comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
-  auto is = [](std::string_view part, std::string_view name) {
+  if (codec == "none") {
+    throw fail("no compression keeps no memory: give none alone");
+  }
+  if (comma != std::string_view::npos && memory.empty()) {
+    throw fail("nothing after ','; give ef or diana:ALPHA, or no comma");
+  }
+  // Whether `part` is "name:..."; a name that needs its argument and has none is refused.
+  auto is = [&](std::string_view part, std::string_view name) {
+    if (part == name) {
+      throw fail(std::string(name) + " needs " +
+                 (name == "qsgd"       ? "its levels: qsgd:LEVELS"
+                  : name == "powersgd" ? "its rank: powersgd:RANK"
+                  : name == "diana"    ? "its alpha: diana:ALPHA"
+                                    : "the fraction it keeps: " + std::string(name) + ":FRACTION"));
+    }
     return part.starts_with(name) && part.size() > name.size() && part[name.size()] == ':';
   };
   compress::Config config;
@@ -132,6 +146,17 @@ inline std::optional<asyncopt::compress::Config> parse_compression(std::string_v
     config.validate();
   } catch (const std::invalid_argument& e) {
     throw fail(e.what());
+  }
+  // What does not depend on the number of values: a biased codec under DIANA, a negative
+  // alpha (alpha's upper bound, which does, is checked when the run starts).
+  if (config.memory.feedback == compress::Feedback::diana) {
+    if (!std::isfinite(config.codec.omega(1))) {
+      throw fail("DIANA needs an unbiased codec (identity, randomk, qsgd), not " +
+                 config.codec.name());
+    }
+    if (!(config.memory.alpha >= 0.0)) {
+      throw fail("diana's alpha must be at least 0");
+    }
   }
   return config;
 }

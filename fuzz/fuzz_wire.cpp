@@ -93,9 +93,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t value_size = type == wire::Type::stats_reply
                                      ? sizeof(std::uint64_t)
                                      : wire::element_size(m.header.element);
+  // A compressed push's value frame is a payload of any size between the wire's bounds.
+  const bool values_fit = m.is_compressed()
+                              ? type == wire::Type::push && !m.is_sparse() &&
+                                    m.values.size() >= wire::min_compressed &&
+                                    m.values.size() <= wire::max_compressed(m.header.count)
+                              : m.values.size() == (has_values ? m.header.count * value_size : 0);
   if (m.header.count > wire::max_count ||
-      m.index.size() != (has_index ? m.header.count * sizeof(std::uint64_t) : 0) ||
-      m.values.size() != (has_values ? m.header.count * value_size : 0) ||
+      m.index.size() != (has_index ? m.header.count * sizeof(std::uint64_t) : 0) || !values_fit ||
       (type != wire::Type::error && !m.text.empty())) {
     std::abort();
   }

@@ -612,6 +612,97 @@ struct NoGather {
 
 }  // namespace
 
+namespace {
+
+// A second process that contributes exactly what this one does: every sum doubles, and a
+// gather returns this process's bytes twice. It counts what went through it.
+struct Twin {
+  std::size_t gathers = 0;
+  std::vector<std::size_t> reduced;  // the length of each all-reduce
+  [[nodiscard]] static std::size_t rank() { return 0; }
+  [[nodiscard]] static std::size_t size() { return 2; }
+  template <class Scalar>
+  void all_reduce_sum(std::span<Scalar> values) {
+    reduced.push_back(values.size());
+    for (Scalar& v : values) {
+      v += v;
+    }
+  }
+  template <class Scalar>
+  static void broadcast(std::span<Scalar> /*values*/, std::size_t /*root*/) {}
+  static void barrier() {}
+  void all_gather(std::span<const std::byte> mine, std::vector<std::byte>& all,
+                  std::vector<std::uint64_t>& sizes) {
+    ++gathers;
+    all.assign(mine.begin(), mine.end());
+    all.insert(all.end(), mine.begin(), mine.end());
+    sizes.assign(2, mine.size());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("across processes, messages that keep the same positions ride an all-reduce") {
+  const std::vector<double> g = {1.0, -2.0, 3.0, 0.5, -0.25, 4.0, 8.0, -1.0, 2.0, 6.0};
+  auto round = [&](const compress::Config& config, Twin& twin) {
+    const asyncopt::collective::Ref across(twin);
+    Synchronous::Guard<double> guard(Synchronous{.compression = config}, g.size(), 1, across);
+    std::vector<double> sum;
+    std::size_t count = 0;
+    (void)guard.combine(
+        0, [&](std::span<double> slot) { std::copy(g.begin(), g.end(), slot.begin()); },
+        [&](std::span<const double> s, std::size_t c) {
+          sum.assign(s.begin(), s.end());
+          count = c;
+        });
+    CHECK(count == 2);
+    return sum;
+  };
+  // What one message of worker 0 in round 0 decodes to, twice.
+  auto twice = [&](const compress::Config& config) {
+    compress::Payload payload;
+    compress::AnyCodec codec = config.codec;
+    codec.encode(std::span<const double>(g), {.round = 0, .worker = 0}, payload);
+    std::vector<double> decoded(g.size());
+    codec.decode(std::span<const std::byte>(payload), {.round = 0, .worker = 0},
+                 std::span<double>(decoded));
+    for (double& v : decoded) {
+      v += v;
+    }
+    return decoded;
+  };
+  SECTION("random-k with shared indices: its k values and the count") {
+    const compress::Config config{.codec = compress::RandomK{.k = 3, .seed = 2}};
+    Twin twin;
+    CHECK(round(config, twin) == twice(config));
+    CHECK(twin.gathers == 0);
+    REQUIRE(twin.reduced.size() == 2);  // the workers' offsets, then the round
+    CHECK(twin.reduced.back() == 4);
+  }
+  SECTION("the identity codec: the values and the count") {
+    const compress::Config config{.codec = compress::Identity{}};
+    Twin twin;
+    CHECK(round(config, twin) == twice(config));
+    CHECK(twin.gathers == 0);
+    CHECK(twin.reduced.back() == g.size() + 1);
+  }
+  SECTION("random-k with each worker's own indices, top-k, and DIANA are gathered") {
+    for (const compress::Config& config :
+         {compress::Config{.codec = compress::RandomK{.k = 3, .seed = 2, .shared = false}},
+          compress::Config{.codec = compress::TopK{.k = 3}},
+          compress::Config{.codec = compress::Identity{},
+          .memory = {.feedback = compress::Feedback::diana, .alpha = 0.5}}}) {
+      Twin twin;
+      const std::vector<double> sum = round(config, twin);
+      CHECK(twin.gathers == 1);
+      CHECK(twin.reduced.size() == 1);  // the workers' offsets only
+      if (config.memory.feedback != compress::Feedback::diana) {
+        CHECK(sum == twice(config));
+      }
+    }
+  }
+}
+
 TEST_CASE("compressed rounds across processes need a collective that gathers") {
   using Catch::Matchers::Contains;
   NoGather two;

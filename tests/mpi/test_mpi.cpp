@@ -187,7 +187,8 @@ TEST_CASE("local SGD with period 1 across processes equals synchronous SGD") {
 }
 
 // Every process gathers every message and sums the decoded ones in the order of the job's
-// worker ids, as one process sums its workers: the same bits whatever the layout.
+// worker ids, as one process sums its workers: the same bits whatever the layout. Messages
+// that keep the same positions are all-reduced instead, summed as uncompressed rounds are.
 TEST_CASE(
     "compressed rounds across processes equal the shared-memory store with as many "
     "workers") {
@@ -222,10 +223,15 @@ TEST_CASE(
                                 .memory = {.feedback = compress::Feedback::error_feedback}};
     check_against_shared_memory(sgd, LocalSgd{.period = 3, .compression = qsgd}, 1, 240, true);
   }
-  SECTION("local SGD, random-k with error feedback, two workers per process") {
+  SECTION("random-k with shared indices rides an all-reduce, summed as rounds are") {
+    // Its messages keep the same positions, so their values are summed within each process
+    // and then all-reduced: bit for bit where an uncompressed round is.
+    const std::size_t p = processes();
     const compress::Config random_k{.codec = compress::RandomK{.k = 4, .seed = 5, .scaled = false},
                                     .memory = {.feedback = compress::Feedback::error_feedback}};
-    check_against_shared_memory(sgd, LocalSgd{.period = 4, .compression = random_k}, 2, 400, true);
+    check_against_shared_memory(sgd, LocalSgd{.period = 4, .compression = random_k}, 2, 400,
+                                p == 1);
+    check_against_shared_memory(sgd, Synchronous{.compression = random_k}, 1, 400, p <= 2);
   }
 }
 
@@ -320,6 +326,24 @@ TEST_CASE("compressed rounds with uneven shards equal shared memory bit for bit"
       CHECK(relative_difference(adam_job.params, adam_single.params) <= 1e-6);
     }
     CHECK(adam_job.report.compressed_bytes == adam_single.report.compressed_bytes);
+    // Random-k with shared indices, summed in an all-reduce: an idle process adds nothing
+    // and a count of 0, and draws the round's positions as the others do.
+    const Synchronous random_k{.compression = compress::Config{
+                                   .codec = compress::RandomK{.k = 2, .seed = 6},
+                                   .memory = {.feedback = compress::Feedback::error_feedback}}};
+    options.workers = 1;
+    const Run summed_job =
+        train<asyncopt::update::Sgd, Synchronous, Mpi>(f, sgd, random_k, options);
+    options.workers = p;
+    const Run summed_single =
+        train<asyncopt::update::Sgd, Synchronous, SharedMemory>(f, sgd, random_k, options);
+    CHECK(same_everywhere(checksum(summed_job.params)));
+    if (p <= 2) {
+      CHECK(summed_job.params == summed_single.params);
+    } else {
+      CHECK(relative_difference(summed_job.params, summed_single.params) <= 1e-6);
+    }
+    CHECK(summed_job.report.updates == summed_single.report.updates);
   }
 }
 

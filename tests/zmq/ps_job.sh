@@ -3,6 +3,9 @@
 #   ps_job.sh converge <bin dir> <port> 2 servers + 2 workers reach the test accuracy of
 #                                          the same training in one process (shared
 #                                          memory), within 0.02
+#   ps_job.sh compressed <bin dir> <port> the converge job with top-k 5% and error feedback
+#                                          on the pushes: about a tenth of the bytes, and a
+#                                          model that trains
 #   ps_job.sh worker <bin dir> <port>   kill -9 one of two workers under bounded
 #                                          staleness: the other finishes all its epochs
 #   ps_job.sh server <bin dir> <port>   kill -9 the server mid-run and restart it from
@@ -69,28 +72,38 @@ wait_for_line() {
   done
 }
 
+# two_servers_two_workers ARGS...: the job of the converge and compressed modes: servers
+# for the two halves of the keys at ${endpoint} and ${second}, then workers of ranks 0 and 1
+# over 12000 images for EPOCHS epochs, with ARGS given to every process; returns when both
+# workers have finished.
+two_servers_two_workers() {
+  local epochs=$1
+  shift
+  second="tcp://127.0.0.1:$((port + 1))"
+  local half=$((dimension / 2))
+  local common=(--dimension "${dimension}" --workers 2 --rule sgd --lr 0.01 "$@")
+  "${bin}/ps_server" --endpoint "${endpoint}" --end "${half}" "${common[@]}" \
+    >"${work}/server0.log" 2>&1 &
+  pids+=($!)
+  "${bin}/ps_server" --endpoint "${second}" --begin "${half}" "${common[@]}" \
+    >"${work}/server1.log" 2>&1 &
+  pids+=($!)
+  wait_for_line "${work}/server0.log" "listening" 20
+  wait_for_line "${work}/server1.log" "listening" 20
+  local worker=(--servers "${endpoint},${second}" --ranks 2 --limit 12000 --epochs "${epochs}" "$@")
+  "${bin}/ps_worker" "${worker[@]}" --rank 0 >"${work}/w0.log" 2>&1 &
+  local w0=$!
+  pids+=("${w0}")
+  "${bin}/ps_worker" "${worker[@]}" --rank 1 >"${work}/w1.log" 2>&1 &
+  local w1=$!
+  pids+=("${w1}")
+  wait_for "${w0}" 180 || fail "worker 0 failed"
+  wait_for "${w1}" 180 || fail "worker 1 failed"
+}
+
 case "${mode}" in
   converge)
-    second="tcp://127.0.0.1:$((port + 1))"
-    half=$((dimension / 2))
-    common=(--dimension "${dimension}" --workers 2 --rule sgd --lr 0.01)
-    "${bin}/ps_server" --endpoint "${endpoint}" --end "${half}" "${common[@]}" \
-      >"${work}/server0.log" 2>&1 &
-    pids+=($!)
-    "${bin}/ps_server" --endpoint "${second}" --begin "${half}" "${common[@]}" \
-      >"${work}/server1.log" 2>&1 &
-    pids+=($!)
-    wait_for_line "${work}/server0.log" "listening" 20
-    wait_for_line "${work}/server1.log" "listening" 20
-    worker=(--servers "${endpoint},${second}" --ranks 2 --limit 12000 --epochs 3)
-    "${bin}/ps_worker" "${worker[@]}" --rank 0 >"${work}/w0.log" 2>&1 &
-    w0=$!
-    pids+=("${w0}")
-    "${bin}/ps_worker" "${worker[@]}" --rank 1 >"${work}/w1.log" 2>&1 &
-    w1=$!
-    pids+=("${w1}")
-    wait_for "${w0}" 180 || fail "worker 0 failed"
-    wait_for "${w1}" 180 || fail "worker 1 failed"
+    two_servers_two_workers 3
     accuracy=$("${bin}/ps_worker" --servers "${endpoint},${second}" --evaluate |
       sed -n 's/^test accuracy: //p')
     reference=$("${bin}/train_fashion_mnist" --limit 12000 --epochs 3 --workers 2 \
@@ -98,6 +111,30 @@ case "${mode}" in
     echo "ps_job.sh converge: test accuracy ${accuracy} over ZeroMQ, ${reference} in one process"
     awk -v a="${accuracy}" -v r="${reference}" 'BEGIN { exit !(a >= r - 0.02) }' ||
       fail "test accuracy ${accuracy}, more than 0.02 below ${reference}"
+    ;;
+  compressed)
+    # The same job with top-k 5% and error feedback on the pushes, set alike on the servers
+    # and the workers: every worker reports its compressed bytes, about a tenth of the
+    # uncompressed ones (a 4-byte index and a 4-byte value for 5% of the values, plus
+    # headers), and the model trains (chance is 0.1).
+    two_servers_two_workers 2 --compress topk:0.05,ef
+    for log in "${work}/w0.log" "${work}/w1.log"; do
+      percent=$(sed -n 's/^compressed messages: .* MB of .* MB (\(.*\)%)$/\1/p' "${log}")
+      [[ -n "${percent}" ]] || fail "no compressed bytes in ${log}"
+      awk -v p="${percent}" 'BEGIN { exit !(p > 9 && p < 12) }' ||
+        fail "compressed to ${percent}% of the bytes, expected about 10%"
+    done
+    # Without --compress an observer is refused by these servers, with the reason.
+    if "${bin}/ps_worker" --servers "${endpoint}" --evaluate >"${work}/plain.log" 2>&1; then
+      fail "an observer without --compress was let in"
+    fi
+    grep -q "compresses its pushes otherwise than this server" "${work}/plain.log" ||
+      fail "the refusal does not say why"
+    accuracy=$("${bin}/ps_worker" --servers "${endpoint},${second}" --evaluate \
+      --compress topk:0.05,ef | sed -n 's/^test accuracy: //p')
+    echo "ps_job.sh compressed: test accuracy ${accuracy}, compressed to ${percent}%"
+    awk -v a="${accuracy}" 'BEGIN { exit !(a >= 0.6) }' ||
+      fail "test accuracy ${accuracy} below 0.6"
     ;;
   worker)
     # Staleness 1: without the dead worker being dropped, the survivor would wait forever.

@@ -491,10 +491,10 @@ TEST_CASE("each way of breaking a message is refused with a message naming it") 
                     ErrorCode::malformed);
     const Bytes h = header_bytes(sample_header(Type::push, Element::float32, Flag::compressed, 2));
     CHECK_MALFORMED((Frames{h, Bytes(wire::min_compressed - 1)}),
-                    "compressed value frame of 15 bytes for 2 elements (from 16 to 4128)",
+                    "compressed value frame of 15 bytes for 2 elements (from 16 to 4160)",
                     ErrorCode::malformed);
     CHECK_MALFORMED((Frames{h, Bytes(wire::max_compressed(2) + 1)}),
-                    "compressed value frame of 4129 bytes", ErrorCode::malformed);
+                    "compressed value frame of 4161 bytes", ErrorCode::malformed);
     CHECK_MALFORMED((Frames{h}), "push with 1 frames, expected 2", ErrorCode::malformed);
   }
 

@@ -1169,11 +1169,12 @@ namespace {
 
 namespace compress = asyncopt::compress;
 
-// Pushes `gradients` in order through one worker of a cluster split at 4 of 10 keys, with
-// `compression` on the wire, and returns the parameters and the worker's counters.
+// Pushes `gradients` in order through the workers of a cluster split at 4 of 10 keys (push
+// t by worker t % workers; with `then_pull`, as push_clock_pull), with `compression` on the
+// wire, and returns the parameters and the workers' counters.
 std::pair<std::vector<double>, asyncopt::StoreStats> push_through(
     const std::vector<std::vector<double>>& gradients, std::size_t workers,
-    std::optional<compress::Config> compression) {
+    std::optional<compress::Config> compression, bool then_pull = false) {
   const asyncopt::update::Sgd rule{.learning_rate = 0.25};
   const std::vector<double> w0(10, 1.0);
   Cluster<double, asyncopt::update::Sgd, Locked> cluster(
@@ -1187,8 +1188,12 @@ std::pair<std::vector<double>, asyncopt::StoreStats> push_through(
     for (std::size_t id = 0; id < workers; ++id) {
       handles.push_back(store->worker(id));
     }
+    std::vector<double> pulled(10);
     for (std::size_t t = 0; t < gradients.size(); ++t) {
-      REQUIRE(handles[t % workers].push(std::span<const double>(gradients[t])).applied);
+      const std::span<const double> g(gradients[t]);
+      REQUIRE((then_pull ? handles[t % workers].push_clock_pull(g, std::span<double>(pulled))
+                         : handles[t % workers].push(g))
+                  .applied);
     }
   }
   store->sync();
@@ -1211,8 +1216,8 @@ std::vector<std::vector<double>> some_gradients(std::size_t count, unsigned seed
 // push encoded by that worker's sender for the part, decoded (with DIANA's shift added) by a
 // receiver for the part, and applied as w -= lr * decoded.
 std::vector<double> reference(const std::vector<std::vector<double>>& gradients,
-                              std::size_t workers, const compress::Config& config) {
-  std::vector<double> w(10, 1.0);
+                              std::size_t workers, const compress::Config& config,
+                              std::vector<double> w = std::vector<double>(10, 1.0)) {
   const std::array<std::size_t, 3> cut{0, 4, 10};
   std::vector<std::vector<compress::Sender<double, compress::AnyCodec>>> senders(workers);
   std::vector<compress::Receiver<double, compress::AnyCodec>> receivers;
@@ -1248,6 +1253,8 @@ TEST_CASE("compressed pushes: the identity codec changes no bit, and the bytes a
   const auto [identity, stats] =
       push_through(gradients, 1, compress::Config{.codec = compress::Identity{}});
   CHECK(identity == plain);
+  CHECK(push_through(gradients, 1, compress::Config{.codec = compress::Identity{}}, true).first ==
+        plain);
   CHECK(plain_stats.compressed_bytes == 0);
   // Each push: two messages (4 and 6 values), each with its header.
   CHECK(stats.uncompressed_bytes == std::uint64_t{6} * 10 * sizeof(double));
@@ -1276,6 +1283,71 @@ TEST_CASE("compressed pushes with error feedback and DIANA equal a reference of 
                                     .memory = {.feedback = compress::Feedback::diana}};
     CHECK(reference(gradients, 3, no_shift) != expected);
   }
+}
+
+TEST_CASE("a new handle's DIANA shift starts at zero on the servers too") {
+  // Two stores one after the other, as a restarted worker process: the second one's
+  // senders start empty, and the servers' mirrors of worker 0's shifts with them.
+  const compress::Config config{.codec = compress::RandomK{.k = 2, .seed = 7},
+                                .memory = {.feedback = compress::Feedback::diana, .alpha = 0.3}};
+  const auto gradients = some_gradients(6, 35);
+  const asyncopt::update::Sgd rule{.learning_rate = 0.25};
+  const std::vector<double> w0(10, 1.0);
+  Cluster<double, asyncopt::update::Sgd, Locked> cluster(
+      10, 1, rule, Locked{}, {4}, std::span<const double>(w0), 5000ms, config);
+  asyncopt::AsyncOptimizer<double, asyncopt::update::Sgd, Locked, Zmq> opt(rule, Locked{},
+                                                                           cluster.transport());
+  std::vector<double> params(10, 0.0);
+  for (const std::size_t session : {0, 1}) {
+    auto store = opt.attach(params, 1);
+    auto handle = store->worker(0);
+    for (std::size_t t = 3 * session; t < 3 * session + 3; ++t) {
+      REQUIRE(handle.push(std::span<const double>(gradients[t])).applied);
+    }
+  }
+  auto store = opt.attach(params, 1);  // copies the servers' parameters in
+  const std::vector<std::vector<double>> first(gradients.begin(), gradients.begin() + 3);
+  const std::vector<std::vector<double>> second(gradients.begin() + 3, gradients.end());
+  CHECK(params == reference(second, 1, config, reference(first, 1, config)));
+}
+
+TEST_CASE("a compressed push that is not finite is rejected and moves no DIANA shift") {
+  const asyncopt::update::Sgd rule{.learning_rate = 1.0};
+  const compress::Config config{.codec = compress::Identity{},
+                                .memory = {.feedback = compress::Feedback::diana, .alpha = 0.5}};
+  Cluster<float, asyncopt::update::Sgd, LockFree> cluster(4, 2, rule, LockFree{}, {}, {}, 5000ms,
+                                                          config);
+  using asyncopt::zeromq::wire::Element;
+  using asyncopt::zeromq::wire::Flag;
+  using asyncopt::zeromq::wire::Type;
+  RawLink raw(cluster.server(0).endpoint());
+  std::uint64_t sequence = 1;
+  auto push = [&](const std::vector<float>& values) {
+    compress::Payload payload;
+    compress::Identity{}.encode(std::span<const float>(values), {}, payload);
+    std::vector<::zmq::message_t> parts;
+    parts.push_back(asyncopt::zeromq::detail::header_frame({.type = Type::push,
+                                                            .element = Element::float32,
+                                                            .flags = Flag::compressed,
+                                                            .worker = 1,
+                                                            .sequence = sequence++,
+                                                            .count = 4}));
+    parts.emplace_back(payload.data(), payload.size());
+    raw.send_parts(parts);
+    const auto reply = raw.reply();
+    REQUIRE(reply.header.type == Type::push_reply);
+    return (reply.header.flags & Flag::applied) != 0;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  CHECK_FALSE(push({1.0F, nan, 2.0F, 3.0F}));
+  // The shift is still zero: the next message is applied as it is.
+  CHECK(push({1.0F, 2.0F, -3.0F, 0.5F}));
+  std::vector<float> w(4);
+  asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, LockFree, Zmq> opt(rule, LockFree{},
+                                                                            cluster.transport());
+  auto store = opt.attach(std::span<float>(w), 1);
+  CHECK(w == std::vector<float>{-1.0F, -2.0F, 3.0F, -0.5F});
+  CHECK(cluster.server(0).stats().rejected == 1);
 }
 
 TEST_CASE("a worker whose compression differs from the servers' is refused at its hello") {

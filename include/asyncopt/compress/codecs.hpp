@@ -871,16 +871,28 @@ struct PowerSgd {
   /// The codec's name, as messages give it.
   [[nodiscard]] static std::string name() { return "powersgd"; }
   /// Throws std::invalid_argument when rank is 0.
-  void validate() const { (void)shape(1); }
-
-  /// The matrix shape for n values: rows, then columns.
-  [[nodiscard]] std::pair<std::size_t, std::size_t> shape(std::size_t n) const {
+  void validate() const {
     if (rank == 0) {
       detail::bad_option("PowerSgd: rank must be at least 1");
     }
+  }
+  /// Throws std::invalid_argument as validate() does, or when the rank exceeds the smaller
+  /// side of the matrix that n values are laid out as (a rank no factorization needs, whose
+  /// message would outgrow the values).
+  void validate(std::size_t n) const { (void)shape(n); }
+
+  /// The matrix shape for n values: rows, then columns. Throws as validate(n) does.
+  [[nodiscard]] std::pair<std::size_t, std::size_t> shape(std::size_t n) const {
+    validate();
     std::size_t m =
         rows != 0 ? rows : static_cast<std::size_t>(std::ceil(std::sqrt(static_cast<double>(n))));
     m = std::max<std::size_t>(m, 1);
+    const std::size_t c = std::max<std::size_t>((n + m - 1) / m, 1);
+    if (rank > std::min(m, c)) {
+      detail::bad_option("PowerSgd: rank " + std::to_string(rank) +
+                         " exceeds the smaller side of " + std::to_string(m) + " x " +
+                         std::to_string(c) + ", the matrix of " + std::to_string(n) + " values");
+    }
     return {m, (n + m - 1) / m};
   }
 

@@ -44,6 +44,9 @@ struct Memory {
   template <class C>
   void validate(const C& codec, std::size_t n) const {
     codec.validate();
+    if constexpr (requires { codec.validate(n); }) {
+      codec.validate(n);  // the options that depend on n (PowerSgd's rank)
+    }
     if (feedback != Feedback::diana) {
       return;
     }
@@ -191,6 +194,14 @@ class Receiver {
     estimate(payload, step, std::span<Scalar>(decoded_));
     for (std::size_t i = 0; i < sum.size(); ++i) {
       sum[i] += decoded_[i];
+    }
+  }
+
+  /// Forgets worker k's shift h_k: its next message is mirrored from zero, as a new sender's
+  /// (a worker whose memory starts again).
+  void reset(std::uint64_t worker) noexcept {
+    if (worker < shifts_.size()) {
+      shifts_[static_cast<std::size_t>(worker)].clear();
     }
   }
 

@@ -53,6 +53,17 @@ class AnyCodec {
   void validate() const {
     std::visit([](const auto& c) { c.validate(); }, codec_);
   }
+  /// The held codec's checks that depend on the number of values n (PowerSgd's rank), where
+  /// it has them.
+  void validate(std::size_t n) const {
+    std::visit(
+        [n](const auto& c) {
+          if constexpr (requires { c.validate(n); }) {
+            c.validate(n);
+          }
+        },
+        codec_);
+  }
   /// The held codec's omega(n).
   [[nodiscard]] double omega(std::size_t n) const {
     return std::visit([n](const auto& c) { return c.omega(n); }, codec_);
@@ -87,7 +98,7 @@ struct Config {
 [[nodiscard]] inline std::string describe(const Config& config) {
   auto number = [](double v) {  // the shortest text that reads back as v
     std::array<char, 32> text{};
-    const auto end = std::to_chars(text.data(), text.data() + text.size(), v).ptr;
+    auto* const end = std::to_chars(text.data(), text.data() + text.size(), v).ptr;
     return std::string(text.data(), end);
   };
   std::string codec = config.codec.name();
@@ -143,7 +154,10 @@ class RoundStage {
  public:
   /// Throws std::invalid_argument when `config` cannot run on n values (Memory::validate).
   RoundStage(const Config& config, std::size_t n, std::size_t workers, std::size_t first_worker = 0)
-      : receiver_(config.codec, config.memory, n), first_worker_(first_worker) {
+      : receiver_(config.codec, config.memory, n),
+        codec_(config.codec),
+        summable_(summable_config(config)),
+        first_worker_(first_worker) {
     senders_.reserve(workers);
     for (std::size_t k = 0; k < workers; ++k) {
       senders_.emplace_back(config.codec, config.memory, n);
@@ -158,13 +172,85 @@ class RoundStage {
     receiver_.add_shift(step.worker, decoded);
   }
 
+  /// Whether a round's messages can be summed as they travel (summable()): then
+  /// across_processes() all-reduces what they carry instead of gathering them.
+  [[nodiscard]] bool summable() const noexcept { return summable_; }
+
   /// A round across the processes of `across`: each contributed worker k of this process
-  /// (contributed[k] != 0, its n values at values(k)) encodes its message, every process's
-  /// messages are gathered (Collective's all_gather), and every process decodes them all and
-  /// sums them into `sum` (n values) in the order of the job's worker ids, as a round within
-  /// one process sums its workers. Returns the job's number of messages.
+  /// (contributed[k] != 0, its n values at values(k)) encodes its message, and every process
+  /// ends with the sum of the job's decoded messages in `sum` (n values). Returns the job's
+  /// number of messages. Summable messages (the identity codec, or random-k with shared
+  /// indices, without DIANA: every message of a round keeps the same positions) are decoded
+  /// by their sender, summed within the process and then all-reduced: only the kept values
+  /// and the count travel. The others are gathered (Collective's all_gather), and every
+  /// process decodes them all and sums them in the order of the job's worker ids, as a round
+  /// within one process sums its workers.
   template <class Values>
-  std::size_t gathered(std::span<const unsigned char> contributed, Values&& values,
+  std::size_t across_processes(std::span<const unsigned char> contributed, Values&& values,
+                               const collective::Ref& across, std::span<Scalar> sum) {
+    if (summable_) {
+      return summed(contributed, values, across, sum);
+    }
+    return gathered(contributed, values, across, sum);
+  }
+
+ private:
+  // A stage whose messages of a round keep the same positions of the values, so that their
+  // sum is the sum of what they carry: the identity codec, and random-k with shared
+  // indices; not under DIANA, whose receiver adds a shift of each sender's own.
+  [[nodiscard]] static bool summable_config(const Config& config) noexcept {
+    if (config.memory.feedback == Feedback::diana) {
+      return false;
+    }
+    const auto& codec = config.codec.get();
+    if (std::holds_alternative<Identity>(codec)) {
+      return true;
+    }
+    const auto* random = std::get_if<RandomK>(&codec);
+    return random != nullptr && random->shared;
+  }
+
+  // The summed round (see across_processes): each message decoded by its sender; the kept
+  // values summed over this process's workers in their order (the first one copied, as a
+  // round within one process sums), with the count after them; one all-reduce; the sums
+  // scattered back to their positions.
+  template <class Values>
+  std::size_t summed(std::span<const unsigned char> contributed, Values& values,
+                     const collective::Ref& across, std::span<Scalar> sum) {
+    const std::size_t n = sum.size();
+    const std::uint64_t round = round_;
+    const auto* random = std::get_if<RandomK>(&codec_.get());
+    if (random != nullptr) {
+      random->indices(n, step(0, round), kept_);  // shared: the same for every worker
+    }
+    const std::size_t keep = random != nullptr ? kept_.size() : n;
+    auto position = [&](std::size_t e) { return random != nullptr ? kept_[e] : e; };
+    carried_.assign(keep + 1, Scalar{0});
+    decoded_.resize(n);
+    std::size_t count = 0;
+    for (std::size_t k = 0; k < contributed.size(); ++k) {
+      if (contributed[k] == 0) {
+        continue;
+      }
+      encode(k, std::span<const Scalar>(values(k), n), step(k, round), payload_,
+             std::span<Scalar>(decoded_));
+      for (std::size_t e = 0; e < keep; ++e) {
+        carried_[e] = count == 0 ? decoded_[position(e)] : carried_[e] + decoded_[position(e)];
+      }
+      ++count;
+    }
+    carried_[keep] = static_cast<Scalar>(count);
+    across.all_reduce_sum(std::span<Scalar>(carried_));
+    std::fill(sum.begin(), sum.end(), Scalar{0});
+    for (std::size_t e = 0; e < keep; ++e) {
+      sum[position(e)] = carried_[e];
+    }
+    return static_cast<std::size_t>(carried_[keep]);
+  }
+
+  // The gathered round (see across_processes).
+  template <class Values>
+  std::size_t gathered(std::span<const unsigned char> contributed, Values& values,
                        const collective::Ref& across, std::span<Scalar> sum) {
     const std::uint64_t round = round_;
     // Framed: the worker's id, the round, the payload's length, the payload.
@@ -203,6 +289,7 @@ class RoundStage {
     return count;
   }
 
+ public:
   /// Ends a round of `count` messages; a round with messages counts as one of the job's.
   /// Every process ends every round of the job, its workers' or an idle one, so the rounds'
   /// numbers agree across processes and with a run in one process.
@@ -239,6 +326,11 @@ class RoundStage {
 
   std::vector<Sender<Scalar, AnyCodec>> senders_;
   Receiver<Scalar, AnyCodec> receiver_;
+  AnyCodec codec_;  // the stage's codec, for the positions a summed round keeps
+  bool summable_;
+  std::vector<std::uint32_t> kept_;  // a summed round's positions (random-k)
+  std::vector<Scalar> carried_;      // a summed round's kept values, then the count
+  std::vector<Scalar> decoded_;      // a summed round's message, as its sender decodes it
   std::uint64_t first_worker_ = 0;
   std::uint64_t round_ = 0;  // rounds finished: the current round's number
   Payload payload_;

@@ -41,7 +41,7 @@ namespace asyncopt::consistency {
 /// the shared parameters move by the mean of the decoded deltas, and the store's statistics
 /// count the bytes (StoreStats::compressed_bytes). With the identity codec this agrees with
 /// no compression to rounding (x + mean(x_k - x) against mean(x_k)). Across processes (the
-/// MPI transport) the compressed deltas are what travels, gathered as under Synchronous.
+/// MPI transport) the compressed deltas are what travels, as under Synchronous.
 struct LocalSgd {
   /// Local steps between two averaging rounds (H in the papers).
   std::uint64_t period = 8;
@@ -193,15 +193,15 @@ struct LocalSgd {
           for (std::size_t i = 0; i < n_; ++i) {
             row[i] -= shared[i];
           }
-          if (across_.size() <= 1) {  // across processes, gathered() encodes it
+          if (across_.size() <= 1) {  // across processes, across_processes() encodes it
             stage_->message(k, std::span<const Scalar>(row, n_), std::span<Scalar>(row, n_));
           }
         }
       }
       Scalar* sum = spare_.data();
       std::size_t count = 0;
-      if (across_.size() > 1) {  // the messages travel compressed, gathered
-        count = stage_->gathered(
+      if (across_.size() > 1) {  // the messages travel compressed
+        count = stage_->across_processes(
             contributed, [&](std::size_t k) { return replicas_.data() + k * (n_ + 1); }, across_,
             std::span<Scalar>(sum, n_));
       } else {

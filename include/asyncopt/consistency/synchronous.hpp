@@ -40,8 +40,10 @@ namespace asyncopt::consistency {
 /// the bytes of the messages (StoreStats::compressed_bytes) against the same messages
 /// uncompressed. The identity codec, or top-k with k = n, trains bit for bit as no
 /// compression does. Across processes (the MPI transport) the compressed messages are what
-/// travels: every process's are gathered (the collective's all_gather), and every process
-/// decodes and sums them in the order of the job's worker ids.
+/// travels: summed in an all-reduce of what they carry where every message of a round keeps
+/// the same positions (the identity codec, random-k with shared indices, without DIANA),
+/// otherwise gathered (the collective's all_gather), every process then decoding and summing
+/// them in the order of the job's worker ids.
 struct Synchronous {
   /// Workers move in rounds: a transport must support it (shared memory and MPI do).
   static constexpr bool coordinates_rounds = true;
@@ -181,10 +183,10 @@ struct Synchronous {
         return uncompressed(contributed);
       }
       if (stage_ && across_.size() > 1) {
-        // Across processes the messages travel compressed: gathered, then decoded and summed
-        // on every process.
+        // Across processes the messages travel compressed: summed as they travel where they
+        // can be, else gathered, then decoded and summed on every process.
         const std::span<Scalar> sum(spare_.data(), n_);
-        const std::size_t count = stage_->gathered(
+        const std::size_t count = stage_->across_processes(
             contributed, [&](std::size_t k) { return contributions_[k].values; }, across_, sum);
         stage_->finish(count);
         return {spare_.data(), count};

@@ -82,9 +82,10 @@ struct RoundMessages {
 /// worker's gradient, through the compression stage.
 template <class Scalar, class Commit>
 [[nodiscard]] RoundMessages<Scalar> round_messages(const Commit& commit) {
-  if constexpr (requires {
-                  { commit.messages() } -> std::convertible_to<RoundMessages<Scalar>>;
-                }) {
+  if constexpr (requires { commit.messages(); }) {
+    static_assert(std::same_as<decltype(commit.messages()), RoundMessages<Scalar>>,
+                  "asyncopt: a round's commit.messages() must return RoundMessages of the "
+                  "round's Scalar");
     return commit.messages();
   } else {
     return {};

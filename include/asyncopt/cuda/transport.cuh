@@ -118,6 +118,9 @@ class CudaDevice::Store : store::Immovable {
                 "asyncopt: transport::CudaDevice runs asynchronous consistency policies "
                 "(LockFree, Locked, BoundedStaleness or one of your own); Synchronous and "
                 "LocalSgd move workers in rounds, which need transport::SharedMemory");
+  static_assert(!sends_momentum_v<Rule>,
+                "asyncopt: this update rule's rounds send momenta (OneBitAdam), which only "
+                "consistency::Synchronous runs, on transport::SharedMemory or transport::Mpi");
 
   using guard_type = typename Consistency::template Guard<Scalar>;
 

@@ -16,6 +16,7 @@
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/core/store.hpp>
+#include <asyncopt/core/update_info.hpp>
 #include <asyncopt/kernels/dense.hpp>
 
 namespace asyncopt::delay {
@@ -147,6 +148,10 @@ struct Simulated {
 /// `history` parameter vectors.
 template <class Scalar, class Rule, class Consistency>
 class Simulated::Store : store::Immovable {
+  static_assert(!sends_momentum_v<Rule>,
+                "asyncopt: this update rule's rounds send momenta (OneBitAdam), which only "
+                "consistency::Synchronous runs, on transport::SharedMemory or transport::Mpi");
+
  public:
   /// The type of the parameters and gradients: `Scalar`, float or double.
   using scalar_type = Scalar;

@@ -600,6 +600,9 @@ class Server {
         peers_[h.worker].dropped = false;
         handles_[h.worker].join();
         handles_[h.worker].clock_to(h.value);
+        if (h.count == 1 && receiver_) {
+          receiver_->reset(h.worker);  // a new handle's DIANA shift starts at zero
+        }
         send_joined(to, h);
         retry_deferred();
         return std::nullopt;
@@ -835,7 +838,8 @@ class Server {
 
   // A push's values, read in place where the frame is aligned for Scalar, from a copy
   // otherwise; a compressed push's, decoded (with DIANA, plus the server's mirror of the
-  // worker's shift, which moves with it). A malformed payload throws std::invalid_argument.
+  // worker's shift, which moves with it, unless the message is not finite). A malformed
+  // payload throws std::invalid_argument.
   [[nodiscard]] std::span<const Scalar> gradient_of(const wire::Message& m) {
     const auto count = static_cast<std::size_t>(m.header.count);
     if (m.is_compressed()) {
@@ -850,8 +854,12 @@ class Server {
                                     std::to_string(params_.size()) + " keys");
       }
       values_.resize(count);
-      receiver_->estimate(m.values, {.round = m.header.offset, .worker = m.header.worker},
-                          std::span<Scalar>(values_));
+      receiver_->decode(m.values, {.round = m.header.offset, .worker = m.header.worker},
+                        std::span<Scalar>(values_));
+      // A message that is not finite is rejected as the push of one is, and moves no shift.
+      if (kernels::all_finite(std::span<const Scalar>(values_))) {
+        receiver_->add_shift(m.header.worker, std::span<Scalar>(values_));
+      }
       return values_;
     }
     const auto* const frame = reinterpret_cast<const Scalar*>(m.values.data());

@@ -599,22 +599,7 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
 
   /// Takes part again after leave(), at this worker's clock or, where a server has a later
   /// clock for this worker id (a restarted worker process), at that one.
-  void join() {
-    if (store_ == nullptr) {
-      return;
-    }
-    for (std::size_t k = 0; k < links_.size(); ++k) {
-      sent_[k] = links_[k].send({.type = zeromq::wire::Type::join,
-                                 .worker = global_,
-                                 .value = clock_,
-                                 .offset = store_->token_});
-    }
-    for (std::size_t k = 0; k < links_.size(); ++k) {
-      clock_ = std::max(
-          clock_, links_[k].receive(sent_[k], zeromq::wire::Type::joined, "join").header.value);
-    }
-    store_->live_[id_].store(true, std::memory_order_release);
-  }
+  void join() { join(false); }
 
   /// This worker's id within the process.
   [[nodiscard]] std::size_t id() const noexcept { return id_; }
@@ -666,7 +651,27 @@ class Zmq::Store<Scalar, Rule, Consistency>::Worker {
         senders_.emplace_back(config->codec, config->memory, s.end - s.begin);
       }
     }
-    join();
+    join(true);
+  }
+
+  // Takes part again; `fresh`: as a new handle, whose compression memory starts empty, which
+  // the servers' mirrors of its DIANA shifts then do too.
+  void join(bool fresh) {
+    if (store_ == nullptr) {
+      return;
+    }
+    for (std::size_t k = 0; k < links_.size(); ++k) {
+      sent_[k] = links_[k].send({.type = zeromq::wire::Type::join,
+                                 .worker = global_,
+                                 .value = clock_,
+                                 .count = fresh ? 1U : 0U,
+                                 .offset = store_->token_});
+    }
+    for (std::size_t k = 0; k < links_.size(); ++k) {
+      clock_ = std::max(
+          clock_, links_[k].receive(sent_[k], zeromq::wire::Type::joined, "join").header.value);
+    }
+    store_->live_[id_].store(true, std::memory_order_release);
   }
 
   // Copies each server's part of a dense gradient into its message (frames_) and checks it

@@ -36,12 +36,13 @@ inline constexpr std::size_t max_text = 4096;
 /// The shortest value frame of a compressed push: a payload's header (compress::Payload).
 inline constexpr std::size_t min_compressed = 16;
 
-/// The longest value frame of a compressed push of `count` values: 16 bytes a value (top-k
-/// of doubles with k = count takes 12, PowerSGD's factors of full rank 16) and 4 KiB for
-/// the payload's header and sizes. A bound for the wire check; the codec checks the exact
-/// size.
+/// The longest value frame of a compressed push of `count` values: 32 bytes a value (top-k
+/// of doubles with k = count takes 12; PowerSGD's factors of the largest rank it allows, in
+/// double, take at most 16 per entry of its matrix, which pads the values by less than one
+/// row) and 4 KiB for the payload's header and sizes. A bound for the wire check; the codec
+/// checks the exact size.
 [[nodiscard]] constexpr std::uint64_t max_compressed(std::uint64_t count) noexcept {
-  return 16 * count + 4096;
+  return 32 * count + 4096;
 }
 
 /// What a message is. Requests go from a worker to a server; each has one reply type.
@@ -62,7 +63,8 @@ enum class Type : std::uint16_t {
   leave = 8,         ///< worker -> server: worker `worker` holds nobody back; `count` 1: for
                      ///< good (its handle is gone), 0: until it joins again; no reply
   join = 9,          ///< worker -> server: worker `worker` takes part again at clock `value`;
-                     ///< `offset` = the worker process's claim token; answered with joined
+                     ///< `offset` = the worker process's claim token; `count` 1: a new
+                     ///< handle, whose compression memory starts empty; answered with joined
   heartbeat = 10,    ///< worker -> server: workers [`worker`, `worker` + `count`) are alive;
                      ///< `offset` = the worker process's claim token
   error = 11,        ///< server -> worker: `offset` = ErrorCode, text frame
@@ -293,7 +295,8 @@ struct Message {
   }
 
   /// Copies the value frame into `out` (`header.count` entries); the caller has checked
-  /// that `header.element` is element_of<Scalar>().
+  /// that `header.element` is element_of<Scalar>() and that the message is not compressed
+  /// (a compressed push's frame is a payload, decoded by its codec).
   template <class Scalar>
   void copy_values(std::span<Scalar> out) const noexcept {
     if (!values.empty()) {
