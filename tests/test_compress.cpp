@@ -6,12 +6,15 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <optional>
+#include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -617,5 +620,45 @@ TEST_CASE("a stage's description and fingerprint tell every option apart") {
       CHECK(compress::describe(configs[i]) != compress::describe(configs[j]));
       CHECK(compress::fingerprint(configs[i]) != compress::fingerprint(configs[j]));
     }
+  }
+}
+
+TEMPLATE_TEST_CASE("a message beyond the caches is written as one of the cache's size is", "",
+                   compress::Identity, compress::Fp16, compress::Bf16) {
+  // Outputs of compress::detail::stream_threshold bytes or more go out with streaming
+  // stores, in whole lines; the rest, and every smaller output, as usual. The same values,
+  // at any alignment of the output: each message of 1000 values of the large one, encoded and
+  // decoded alone, gives the same bytes and the same values.
+  const std::size_t n = compress::detail::stream_threshold / 2 + 1237;
+  std::vector<float> x(n);
+  std::mt19937 rng(41);
+  std::normal_distribution<float> normal(0.0F, 100.0F);
+  for (float& v : x) {
+    v = normal(rng);
+  }
+  TestType codec;
+  compress::Payload whole;
+  codec.encode(std::span<const float>(x), {}, whole);
+  // The decoded values (n floats) stream; so does the payload's body.
+  REQUIRE(compress::detail::streams(n * sizeof(float)));
+  REQUIRE(compress::detail::streams(whole.size() - compress::header_bytes));
+  for (const std::size_t shift : {0, 1, 3}) {  // the output 0, 4 and 12 bytes past alignment
+    std::vector<float> storage(n + shift);
+    const std::span<float> out(storage.data() + shift, n);
+    codec.decode(std::span<const std::byte>(whole), {}, out);
+    const std::size_t width = whole.size() - compress::header_bytes == n * 4 ? 4 : 2;
+    compress::Payload part;
+    std::vector<float> back(1000);
+    bool same = true;
+    for (std::size_t begin = 0; begin < n && same; begin += 1000) {
+      const std::size_t m = std::min<std::size_t>(1000, n - begin);
+      codec.encode(std::span<const float>(x).subspan(begin, m), {}, part);
+      same = std::memcmp(part.data() + compress::header_bytes,
+                         whole.data() + compress::header_bytes + begin * width, m * width) == 0;
+      codec.decode(std::span<const std::byte>(part), {}, std::span<float>(back.data(), m));
+      same = same && std::memcmp(back.data(), out.data() + begin, m * sizeof(float)) == 0;
+    }
+    INFO("output shifted by " << shift << " floats");
+    CHECK(same);
   }
 }

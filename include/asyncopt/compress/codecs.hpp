@@ -234,12 +234,10 @@ struct HalfPrecision {
     w.header<Scalar>(K, x.size());
     std::byte* const base = w.reserve<std::uint16_t>(x.size()).base;
     // A block at a time through a local buffer, so the conversion vectorizes.
-    std::array<std::uint16_t, detail::block> buffer{};
-    for (std::size_t begin = 0; begin < x.size(); begin += detail::block) {
-      const std::size_t m = std::min(detail::block, x.size() - begin);
-      convert_block(x.data() + begin, m, buffer.data());
-      std::memcpy(base + begin * sizeof(std::uint16_t), buffer.data(), m * sizeof(std::uint16_t));
-    }
+    detail::write_blocks<std::uint16_t, detail::block>(
+        base, x.size(), [&](std::size_t begin, std::size_t m, std::uint16_t* into) {
+          convert_block(x.data() + begin, m, into);
+        });
   }
   /// Decodes `in` into out (its n values); throws std::invalid_argument, leaving out
   /// unspecified, for a malformed payload.
@@ -250,11 +248,19 @@ struct HalfPrecision {
     const auto bytes = r.values<std::uint16_t>(out.size());
     r.finish();
     std::array<std::uint16_t, detail::block> buffer{};
-    for (std::size_t begin = 0; begin < out.size(); begin += detail::block) {
-      const std::size_t m = std::min(detail::block, out.size() - begin);
+    auto expand = [&](std::size_t begin, std::size_t m, Scalar* into) {
       std::memcpy(buffer.data(), bytes.data() + begin * sizeof(std::uint16_t),
                   m * sizeof(std::uint16_t));
-      expand_block(buffer.data(), m, out.data() + begin);
+      expand_block(buffer.data(), m, into);
+    };
+    if (detail::streams(out.size_bytes())) {  // through a local buffer, then streamed out
+      detail::write_blocks<Scalar, detail::block>(
+          reinterpret_cast<std::byte*>(out.data()),  // NOLINT
+          out.size(), expand);
+      return;
+    }
+    for (std::size_t begin = 0; begin < out.size(); begin += buffer.size()) {
+      expand(begin, std::min(buffer.size(), out.size() - begin), out.data() + begin);
     }
   }
 

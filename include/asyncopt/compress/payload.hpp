@@ -2,6 +2,7 @@
 // many values) and the codec's body, written and read field by field with every read checked.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -13,6 +14,10 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace asyncopt::compress {
 
@@ -50,6 +55,73 @@ inline constexpr std::uint8_t format_version = 1;
 inline constexpr std::size_t header_bytes = 16;
 
 namespace detail {
+
+/// Outputs of at least this many bytes are written with streaming (non-temporal) stores:
+/// far beyond the caches, a plain store first reads the line it writes, which costs as much
+/// again as the write. Smaller outputs stay in the cache, where the next pass reads them.
+inline constexpr std::size_t stream_threshold = std::size_t{8} << 20;
+
+/// Whether an output of `bytes` is written with streaming stores (stream_threshold).
+[[nodiscard]] constexpr bool streams(std::size_t bytes) noexcept {
+  return bytes >= stream_threshold;
+}
+
+/// Writes n values of T to dst (any alignment), produced `Block` at a time by
+/// fill(begin, m, into), which puts values [begin, begin + m) into `into` (m <= Block). A
+/// large output (streams()) goes out through whole 64-byte lines with streaming stores, when
+/// AVX is at hand and dst's misalignment is a whole number of values; its first partial line
+/// and its last values are written as usual. Every value is written once either way.
+template <class T, std::size_t Block, class Fill>
+void write_blocks(std::byte* dst, std::size_t n, Fill&& fill) {
+  static_assert(std::is_trivially_copyable_v<T> && (Block * sizeof(T)) % 64 == 0);
+  alignas(64) std::array<T, Block> buffer{};
+  std::size_t begin = 0;
+  auto plain = [&](std::size_t end) {  // values [begin, end), through the cache
+    while (begin < end) {
+      const std::size_t m = std::min(Block, end - begin);
+      fill(begin, m, buffer.data());
+      std::memcpy(dst + begin * sizeof(T), buffer.data(), m * sizeof(T));
+      begin += m;
+    }
+  };
+#if defined(__AVX__)
+  const std::size_t misaligned = reinterpret_cast<std::uintptr_t>(dst) % 64;
+  const std::size_t to_line = misaligned == 0 ? 0 : 64 - misaligned;
+  if (streams(n * sizeof(T)) && to_line % sizeof(T) == 0) {
+    plain(std::min(n, to_line / sizeof(T)));
+    for (; begin + Block <= n; begin += Block) {
+      fill(begin, Block, buffer.data());
+      std::byte* const line = dst + begin * sizeof(T);
+      const auto* from = reinterpret_cast<const std::byte*>(buffer.data());  // NOLINT
+      for (std::size_t i = 0; i < Block * sizeof(T); i += 32) {
+        _mm256_stream_si256(
+            reinterpret_cast<__m256i*>(line + i),  // NOLINT: intrinsic's type
+            _mm256_load_si256(reinterpret_cast<const __m256i*>(from + i)));  // NOLINT
+      }
+    }
+    plain(n);
+    _mm_sfence();  // the streamed lines are in place before anything reads them
+    return;
+  }
+#endif
+  plain(n);
+}
+
+/// Copies `bytes` from src to dst as memcpy does, with streaming stores for a large output
+/// (write_blocks), so that the destination is written without being read first.
+inline void copy_out(std::byte* dst, const void* src, std::size_t bytes) noexcept {
+  if (!streams(bytes)) {
+    if (bytes != 0) {
+      std::memcpy(dst, src, bytes);
+    }
+    return;
+  }
+  const auto* from = static_cast<const std::byte*>(src);
+  write_blocks<std::byte, 4096>(dst, bytes,
+                                [from](std::size_t begin, std::size_t m, std::byte* into) {
+                                  std::memcpy(into, from + begin, m);
+                                });
+}
 
 [[noreturn]] inline void malformed(std::string_view codec, const std::string& what) {
   throw std::invalid_argument("asyncopt: malformed " + std::string(codec) + " payload: " + what);
@@ -111,7 +183,7 @@ class Writer {
   template <class T>
   void put_all(std::span<const T> values) {
     if (!values.empty()) {
-      std::memcpy(reserve<T>(values.size()).base, values.data(), values.size_bytes());
+      copy_out(reserve<T>(values.size()).base, values.data(), values.size_bytes());
     }
   }
 
@@ -176,7 +248,8 @@ class Reader {
   template <class T>
   void get_all(std::span<T> out) {
     if (!out.empty()) {
-      std::memcpy(out.data(), take(sizeof(T), out.size()), out.size_bytes());
+      copy_out(reinterpret_cast<std::byte*>(out.data()),  // NOLINT: bytes of T, as memcpy
+               take(sizeof(T), out.size()), out.size_bytes());
     }
   }
 
