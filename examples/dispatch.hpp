@@ -151,8 +151,8 @@ inline std::optional<asyncopt::compress::Config> parse_compression(std::string_v
   // alpha (alpha's upper bound, which does, is checked when the run starts).
   if (config.memory.feedback == compress::Feedback::diana) {
     if (!std::isfinite(config.codec.omega(1))) {
-      throw fail("DIANA needs an unbiased codec (identity, randomk, qsgd), not " +
-                 config.codec.name());
+      throw fail("DIANA needs an unbiased codec (identity, randomk or qsgd), not " +
+                 std::string(codec));
     }
     if (!(config.memory.alpha >= 0.0)) {
       throw fail("diana's alpha must be at least 0");

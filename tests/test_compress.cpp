@@ -570,6 +570,19 @@ TEST_CASE("codecs stay finite and agree at the edges of the float range") {
   CHECK(std::bit_cast<std::uint32_t>(compress::from_fp16(0x7c01U)) == 0x7fc02000U);
 }
 
+TEST_CASE("PowerSGD refuses more rows than values and a rank above the matrix's side") {
+  using Catch::Matchers::Contains;
+  const compress::Memory none{};
+  CHECK_THROWS_WITH((compress::Sender<double, compress::PowerSgd>(
+                        compress::PowerSgd{.rank = 1, .rows = 1000}, none, 100)),
+                    Contains("PowerSgd: rows 1000 exceeds the 100 values"));
+  CHECK_THROWS_WITH(
+      (compress::Sender<double, compress::PowerSgd>(compress::PowerSgd{.rank = 11}, none, 100)),
+      Contains("PowerSgd: rank 11 exceeds the smaller side of 10 x 10"));
+  CHECK_NOTHROW(
+      compress::Sender<double, compress::PowerSgd>(compress::PowerSgd{.rank = 10}, none, 100));
+}
+
 TEST_CASE("a PowerSGD payload of another shape or rank is refused") {
   using Catch::Matchers::Contains;
   const auto x = random_vector<float>(40, 9);
@@ -642,7 +655,7 @@ TEMPLATE_TEST_CASE("a message beyond the caches is written as one of the cache's
   // The decoded values (n floats) stream; so does the payload's body.
   REQUIRE(compress::detail::streams(n * sizeof(float)));
   REQUIRE(compress::detail::streams(whole.size() - compress::header_bytes));
-  for (const std::size_t shift : {0, 1, 3}) {  // the output 0, 4 and 12 bytes past alignment
+  for (const std::size_t shift : {0, 1, 3}) {  // the output moved by 0, 4 and 12 bytes
     std::vector<float> storage(n + shift);
     const std::span<float> out(storage.data() + shift, n);
     codec.decode(std::span<const std::byte>(whole), {}, out);

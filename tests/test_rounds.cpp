@@ -676,7 +676,7 @@ TEST_CASE("across processes, messages that keep the same positions ride an all-r
     Twin twin;
     CHECK(round(config, twin) == twice(config));
     CHECK(twin.gathers == 0);
-    REQUIRE(twin.reduced.size() == 2);  // the workers' offsets, then the round
+    REQUIRE(twin.reduced.size() == 3);  // the workers' offsets, the stages' check, the round
     CHECK(twin.reduced.back() == 4);
   }
   SECTION("the identity codec: the values and the count") {
@@ -695,12 +695,60 @@ TEST_CASE("across processes, messages that keep the same positions ride an all-r
       Twin twin;
       const std::vector<double> sum = round(config, twin);
       CHECK(twin.gathers == 1);
-      CHECK(twin.reduced.size() == 1);  // the workers' offsets only
+      CHECK(twin.reduced.size() == 2);  // the workers' offsets and the stages' check only
       if (config.memory.feedback != compress::Feedback::diana) {
         CHECK(sum == twice(config));
       }
     }
   }
+}
+
+namespace {
+
+// A second process whose stage is `theirs`: it adds its share to every all-reduce (its one
+// worker to the workers' count, its stage's fingerprint pieces to the stages' check).
+struct Stranger {
+  compress::Config theirs;
+  [[nodiscard]] static std::size_t rank() { return 0; }
+  [[nodiscard]] static std::size_t size() { return 2; }
+  template <class Scalar>
+  void all_reduce_sum(std::span<Scalar> values) {
+    if (values.size() == 7) {  // the stages' check: three pieces and their squares, and 1
+      const std::uint64_t fingerprint = compress::fingerprint(theirs);
+      for (std::size_t k = 0; k < 3; ++k) {
+        const auto piece = static_cast<Scalar>((fingerprint >> (20 * k)) & 0xfffffU);
+        values[2 * k] += piece;
+        values[2 * k + 1] += piece * piece;
+      }
+      values[6] += 1;
+    } else {
+      values[1] += 1;  // the workers' count of process 1
+    }
+  }
+  template <class Scalar>
+  static void broadcast(std::span<Scalar> /*values*/, std::size_t /*root*/) {}
+  static void barrier() {}
+  static void all_gather(std::span<const std::byte> /*mine*/, std::vector<std::byte>& /*all*/,
+                         std::vector<std::uint64_t>& /*sizes*/) {}
+};
+
+}  // namespace
+
+TEST_CASE("the processes of a job must run the same compression stage") {
+  using Catch::Matchers::Contains;
+  const compress::Config top{.codec = compress::TopK{.k = 2}};
+  const compress::Config other{.codec = compress::TopK{.k = 3}};
+  Stranger same{top};
+  CHECK_NOTHROW(Synchronous::Guard<double>(Synchronous{.compression = top}, 8, 1,
+                                           asyncopt::collective::Ref(same)));
+  Stranger different{other};
+  CHECK_THROWS_WITH(Synchronous::Guard<double>(Synchronous{.compression = top}, 8, 1,
+                                               asyncopt::collective::Ref(different)),
+                    Contains("the processes of the job run different compression stages; this "
+                             "one runs top-k(k=2, fraction=0), no memory"));
+  CHECK_THROWS_WITH(LocalSgd::Guard<double>(LocalSgd{.period = 2, .compression = top}, 8, 1,
+                                            asyncopt::collective::Ref(different)),
+                    Contains("the processes of the job run different compression stages"));
 }
 
 TEST_CASE("compressed rounds across processes need a collective that gathers") {
@@ -715,8 +763,13 @@ TEST_CASE("compressed rounds across processes need a collective that gathers") {
   CHECK_THROWS_WITH(
       LocalSgd::Guard<double>(LocalSgd{.period = 2, .compression = top}, 4, 2, across),
       Contains("LocalSgd::compression across processes needs a collective with all_gather()"));
-  // Without compression the same collective is fine, and one process always gathers.
+  // Without compression the same collective is fine, and so are messages summed as they
+  // travel, which it all-reduces; one process always gathers.
   CHECK_NOTHROW(Synchronous::Guard<double>(Synchronous{}, 4, 2, across));
+  const asyncopt::compress::Config summed{.codec = asyncopt::compress::RandomK{.k = 1}};
+  CHECK_NOTHROW(Synchronous::Guard<double>(Synchronous{.compression = summed}, 4, 2, across));
+  CHECK_NOTHROW(
+      LocalSgd::Guard<double>(LocalSgd{.period = 2, .compression = summed}, 4, 2, across));
   CHECK(asyncopt::collective::Ref().gathers());
 }
 

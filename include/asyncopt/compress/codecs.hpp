@@ -882,14 +882,18 @@ struct PowerSgd {
       detail::bad_option("PowerSgd: rank must be at least 1");
     }
   }
-  /// Throws std::invalid_argument as validate() does, or when the rank exceeds the smaller
-  /// side of the matrix that n values are laid out as (a rank no factorization needs, whose
-  /// message would outgrow the values).
+  /// Throws std::invalid_argument as validate() does, or when `rows` exceeds n or the rank
+  /// exceeds the smaller side of the matrix that n values are laid out as (shapes no
+  /// factorization needs, whose message would outgrow the values).
   void validate(std::size_t n) const { (void)shape(n); }
 
   /// The matrix shape for n values: rows, then columns. Throws as validate(n) does.
   [[nodiscard]] std::pair<std::size_t, std::size_t> shape(std::size_t n) const {
     validate();
+    if (rows > std::max<std::size_t>(n, 1)) {
+      detail::bad_option("PowerSgd: rows " + std::to_string(rows) + " exceeds the " +
+                         std::to_string(n) + " values");
+    }
     std::size_t m =
         rows != 0 ? rows : static_cast<std::size_t>(std::ceil(std::sqrt(static_cast<double>(n))));
     m = std::max<std::size_t>(m, 1);

@@ -156,7 +156,7 @@ class RoundStage {
   RoundStage(const Config& config, std::size_t n, std::size_t workers, std::size_t first_worker = 0)
       : receiver_(config.codec, config.memory, n),
         codec_(config.codec),
-        summable_(summable_config(config)),
+        summable_(summable(config)),
         first_worker_(first_worker) {
     senders_.reserve(workers);
     for (std::size_t k = 0; k < workers; ++k) {
@@ -172,9 +172,56 @@ class RoundStage {
     receiver_.add_shift(step.worker, decoded);
   }
 
-  /// Whether a round's messages can be summed as they travel (summable()): then
-  /// across_processes() all-reduces what they carry instead of gathering them.
+  /// Whether a round's messages can be summed as they travel: then across_processes()
+  /// all-reduces what they carry instead of gathering them.
   [[nodiscard]] bool summable() const noexcept { return summable_; }
+
+  /// Whether the messages of a stage with `config` can be summed as they travel: every
+  /// message of a round keeps the same positions (the identity codec, random-k with shared
+  /// indices) and no receiver adds a sender's own shift (not DIANA).
+  [[nodiscard]] static bool summable(const Config& config) noexcept {
+    if (config.memory.feedback == Feedback::diana) {
+      return false;
+    }
+    const auto& codec = config.codec.get();
+    if (std::holds_alternative<Identity>(codec)) {
+      return true;
+    }
+    const auto* random = std::get_if<RandomK>(&codec);
+    return random != nullptr && random->shared;
+  }
+
+  /// Checks, with one all-reduce over the processes of `across` (collective: every process
+  /// calls it), that they all run the stage `config`; throws std::invalid_argument on every
+  /// process otherwise, before a round could have them call different collectives.
+  static void agree(const collective::Ref& across, const Config& config) {
+    if (across.size() <= 1) {
+      return;
+    }
+    // Three 20-bit pieces of the fingerprint, each with its square: the sums equal the
+    // processes' count times this process's exactly when every process has the same pieces
+    // (a sum of squares equal to count times the square of the mean leaves no spread), and
+    // every sum is exact in double.
+    const std::uint64_t mine = fingerprint(config);
+    std::array<double, 7> sums{};
+    for (std::size_t k = 0; k < 3; ++k) {
+      const auto piece = static_cast<double>((mine >> (20 * k)) & 0xfffffU);
+      sums[2 * k] = piece;
+      sums[2 * k + 1] = piece * piece;
+    }
+    sums[6] = 1.0;
+    across.all_reduce_sum(std::span<double>(sums));
+    const double processes = sums[6];
+    for (std::size_t k = 0; k < 3; ++k) {
+      const auto piece = static_cast<double>((mine >> (20 * k)) & 0xfffffU);
+      if (sums[2 * k] != processes * piece || sums[2 * k + 1] != processes * piece * piece) {
+        throw std::invalid_argument(
+            "asyncopt: the processes of the job run different compression stages; this one "
+            "runs " +
+            describe(config) + ": give every process the same compress::Config");
+      }
+    }
+  }
 
   /// A round across the processes of `across`: each contributed worker k of this process
   /// (contributed[k] != 0, its n values at values(k)) encodes its message, and every process
@@ -195,21 +242,6 @@ class RoundStage {
   }
 
  private:
-  // A stage whose messages of a round keep the same positions of the values, so that their
-  // sum is the sum of what they carry: the identity codec, and random-k with shared
-  // indices; not under DIANA, whose receiver adds a shift of each sender's own.
-  [[nodiscard]] static bool summable_config(const Config& config) noexcept {
-    if (config.memory.feedback == Feedback::diana) {
-      return false;
-    }
-    const auto& codec = config.codec.get();
-    if (std::holds_alternative<Identity>(codec)) {
-      return true;
-    }
-    const auto* random = std::get_if<RandomK>(&codec);
-    return random != nullptr && random->shared;
-  }
-
   // The summed round (see across_processes): each message decoded by its sender; the kept
   // values summed over this process's workers in their order (the first one copied, as a
   // round within one process sums), with the count after them; one all-reduce; the sums
@@ -279,8 +311,8 @@ class RoundStage {
       if (frame[2] > all_.size() - at) {
         throw std::runtime_error("asyncopt: a gathered round's message runs past its end");
       }
-      // Decoded with the sender's own step: a process whose workers have all left keeps no
-      // count of the rounds.
+      // Decoded with the step the sender framed it with (every process counts the job's
+      // rounds alike, idle ones included; see finish()).
       receiver_.add(std::span<const std::byte>(all_.data() + at, frame[2]),
                     Step{.round = frame[1], .worker = frame[0]}, sum);
       at += frame[2];

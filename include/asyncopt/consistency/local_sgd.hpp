@@ -89,12 +89,14 @@ struct LocalSgd {
           across_(across) {
       policy.validate();
       if (policy.compression) {
-        if (across_.size() > 1 && !across_.gathers()) {
+        if (across_.size() > 1 && !across_.gathers() &&
+            !compress::RoundStage<Scalar>::summable(*policy.compression)) {
           throw std::invalid_argument(
               "asyncopt: LocalSgd::compression across processes needs a collective with "
               "all_gather(), which sends the compressed model deltas");
         }
         stage_.emplace(*policy.compression, n, workers, collective::offset(across_, workers));
+        compress::RoundStage<Scalar>::agree(across_, *policy.compression);
       }
     }
 

@@ -93,12 +93,14 @@ struct Synchronous {
           across_(across) {
       policy.validate();
       if (policy.compression) {
-        if (across_.size() > 1 && !across_.gathers()) {
+        if (across_.size() > 1 && !across_.gathers() &&
+            !compress::RoundStage<Scalar>::summable(*policy.compression)) {
           throw std::invalid_argument(
               "asyncopt: Synchronous::compression across processes needs a collective with "
               "all_gather(), which sends the compressed gradients");
         }
         stage_.emplace(*policy.compression, n, workers, collective::offset(across_, workers));
+        compress::RoundStage<Scalar>::agree(across_, *policy.compression);
       }
     }
 
