@@ -65,6 +65,17 @@ double relative_difference(std::span<const float> a, std::span<const float> b) {
   return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
 }
 
+// A job's parameters against the single process's: bit for bit, or to 1e-6 relative where
+// the all-reduce sums in another order than the single process does.
+void check_same(std::span<const float> job, std::span<const float> single, bool bitwise) {
+  if (bitwise) {
+    REQUIRE(job.size() == single.size());
+    CHECK(std::memcmp(job.data(), single.data(), job.size_bytes()) == 0);
+  } else {
+    CHECK(relative_difference(job, single) <= 1e-6);
+  }
+}
+
 struct Run {
   std::vector<float> params;
   asyncopt::Report report;
@@ -105,12 +116,7 @@ void check_against_shared_memory(const Rule& rule, const Consistency& consistenc
   for (const std::uint64_t sum : job.epoch_checksums) {
     CHECK(same_everywhere(sum));
   }
-  if (bitwise) {
-    CHECK(std::memcmp(job.params.data(), single.params.data(), job.params.size() * sizeof(float)) ==
-          0);
-  } else {
-    CHECK(relative_difference(job.params, single.params) <= 1e-6);
-  }
+  check_same(job.params, single.params, bitwise);
   // The Report covers the whole job: the same counts as the single process's.
   CHECK(job.report.updates == single.report.updates);
   CHECK(job.report.examples == single.report.examples);
@@ -256,13 +262,8 @@ TEST_CASE("uneven shards across processes neither hang nor bias the mean") {
     CHECK(same_everywhere(checksum(job.params)));
     CHECK(same_everywhere(checksum(local.params)));
     CHECK(job.report.updates == single.report.updates);
-    if (p <= 2) {
-      CHECK(job.params == single.params);
-      CHECK(local.params == single_local.params);
-    } else {
-      CHECK(relative_difference(job.params, single.params) <= 1e-6);
-      CHECK(relative_difference(local.params, single_local.params) <= 1e-6);
-    }
+    check_same(job.params, single.params, p <= 2);
+    check_same(local.params, single_local.params, p <= 2);
   }
 }
 
@@ -320,11 +321,7 @@ TEST_CASE("compressed rounds with uneven shards equal shared memory bit for bit"
         f, one_bit_adam, sign, options);
     CHECK(same_everywhere(checksum(adam_job.params)));
     // Its warm-up rounds sum in the all-reduce's order: bit for bit on up to two processes.
-    if (p <= 2) {
-      CHECK(adam_job.params == adam_single.params);
-    } else {
-      CHECK(relative_difference(adam_job.params, adam_single.params) <= 1e-6);
-    }
+    check_same(adam_job.params, adam_single.params, p <= 2);
     CHECK(adam_job.report.compressed_bytes == adam_single.report.compressed_bytes);
     // Random-k with shared indices, summed in an all-reduce: an idle process adds nothing
     // and a count of 0, and draws the round's positions as the others do.
@@ -338,11 +335,7 @@ TEST_CASE("compressed rounds with uneven shards equal shared memory bit for bit"
     const Run summed_single =
         train<asyncopt::update::Sgd, Synchronous, SharedMemory>(f, sgd, random_k, options);
     CHECK(same_everywhere(checksum(summed_job.params)));
-    if (p <= 2) {
-      CHECK(summed_job.params == summed_single.params);
-    } else {
-      CHECK(relative_difference(summed_job.params, summed_single.params) <= 1e-6);
-    }
+    check_same(summed_job.params, summed_single.params, p <= 2);
     CHECK(summed_job.report.updates == summed_single.report.updates);
   }
 }

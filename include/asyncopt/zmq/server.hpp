@@ -736,7 +736,6 @@ class Server {
   void push(const ::zmq::message_t& to, const wire::Message& m) {
     const wire::Header& h = m.header;
     const auto count = static_cast<std::size_t>(h.count);
-    const std::span<const Scalar> values = gradient_of(m);
     auto& handle = handles_[h.worker];
     const bool sparse = m.is_sparse();
     if (sparse) {
@@ -746,6 +745,7 @@ class Server {
                                   " values to a server holding " + std::to_string(params_.size()) +
                                   " keys");
     }
+    const std::span<const Scalar> values = gradient_of(m);
     // The answer goes out once the store has accepted the gradient (finite; a rule that
     // reads the parameters seen has them) and before the update runs: this thread serves
     // every request in order, so any later request, of any worker, sees the update.
@@ -837,9 +837,9 @@ class Server {
   }
 
   // A push's values, read in place where the frame is aligned for Scalar, from a copy
-  // otherwise; a compressed push's, decoded (with DIANA, plus the server's mirror of the
-  // worker's shift, which moves with it, unless the message is not finite). A malformed
-  // payload throws std::invalid_argument.
+  // otherwise; a compressed push's (dense, its count checked by the caller), decoded (with DIANA,
+  // plus the server's mirror of the worker's shift, which moves with it, unless the message is not
+  // finite). A malformed payload throws std::invalid_argument.
   [[nodiscard]] std::span<const Scalar> gradient_of(const wire::Message& m) {
     const auto count = static_cast<std::size_t>(m.header.count);
     if (m.is_compressed()) {
@@ -847,11 +847,6 @@ class Server {
         throw std::invalid_argument(
             "asyncopt: a compressed push to a server started without "
             "ServerConfig::compression");
-      }
-      if (count != params_.size()) {
-        throw std::invalid_argument("asyncopt: dense push of " + std::to_string(count) +
-                                    " values to a server holding " +
-                                    std::to_string(params_.size()) + " keys");
       }
       values_.resize(count);
       receiver_->decode(m.values, {.round = m.header.offset, .worker = m.header.worker},
