@@ -32,6 +32,7 @@
 #include <asyncopt/consistency/local_sgd.hpp>
 #include <asyncopt/consistency/lock_free.hpp>
 #include <asyncopt/consistency/locked.hpp>
+#include <asyncopt/consistency/scaffold.hpp>
 #include <asyncopt/consistency/synchronous.hpp>
 #include <asyncopt/update/update.hpp>
 
@@ -54,7 +55,7 @@ struct RuleSettings {
 struct PolicySettings {
   std::size_t stripes = 64;     ///< locked.
   std::uint64_t staleness = 2;  ///< ssp.
-  std::uint64_t period = 8;     ///< local.
+  std::uint64_t period = 8;     ///< local and scaffold.
   /// synchronous and local: what each worker's message goes through (--compress).
   std::optional<asyncopt::compress::Config> compression{};
 };
@@ -294,6 +295,13 @@ struct LocalSgd {
   }
 };
 
+struct Scaffold {
+  static constexpr std::string_view name = "scaffold";
+  static constexpr std::string_view note =
+      "SCAFFOLD: local SGD with control variates, rounds every --period steps";
+  static auto make(const PolicySettings& s) { return consistency::Scaffold{.period = s.period}; }
+};
+
 }  // namespace policy
 
 /// The kinds a program offers, in the order --help lists them. `what` names the family in
@@ -361,13 +369,14 @@ inline constexpr Table<RuleSettings, rule::Sgd, rule::Momentum, rule::HeavyBall<
 
 /// Every consistency policy; ssp is bounded staleness over lockfree.
 inline constexpr Table<PolicySettings, policy::Locked, policy::LockFree,
-                       policy::Ssp<policy::LockFree>, policy::Synchronous, policy::LocalSgd>
+                       policy::Ssp<policy::LockFree>, policy::Synchronous, policy::LocalSgd,
+                       policy::Scaffold>
     policies{"consistency policy"};
 
 /// The policies that move workers in rounds, the only ones that run across the processes of
 /// an MPI job (transport::Mpi).
-inline constexpr Table<PolicySettings, policy::Synchronous, policy::LocalSgd> round_policies{
-    "consistency policy"};
+inline constexpr Table<PolicySettings, policy::Synchronous, policy::LocalSgd, policy::Scaffold>
+    round_policies{"consistency policy"};
 
 /// f(rule) for the rule called `name`, with `settings`.
 template <class F>

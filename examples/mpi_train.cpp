@@ -1,9 +1,9 @@
 // The general trainer across the processes of an MPI job: the same data, models, rules and
-// command line as examples/train (examples/train/), with the MPI transport and the two
-// round policies, synchronous and local SGD. Every process loads the whole data set and
-// runs --workers threads on its shard; each round (synchronous) or every --period steps
-// (local) the processes all-reduce once and apply the same update, so their parameters stay
-// equal bit for bit. Process 0 prints, writes the loss curve and plots it.
+// command line as examples/train (examples/train/), with the MPI transport and the round
+// policies: synchronous SGD, local SGD and SCAFFOLD. Every process loads the whole data set
+// and runs --workers threads on its shard; each round (synchronous) or every --period steps
+// (local, scaffold) the processes all-reduce once and apply the same update, so their
+// parameters stay equal bit for bit. Process 0 prints, writes the loss curve and plots it.
 //
 //   mpirun -np 4 build/release/examples/mpi_train --consistency local --period 8
 //
@@ -189,7 +189,8 @@ int run(int argc, char** argv) {
   CLI::App app{
       "Trains a linear model across the processes of an MPI job (start it with mpirun or "
       "srun): every process loads the same data and runs --workers threads, and the processes "
-      "all-reduce once per round (synchronous) or every --period steps (local). Process 0 "
+      "all-reduce once per round (synchronous) or every --period steps (local, scaffold). "
+      "Process 0 "
       "prints and writes the loss curve."};
   app.get_formatter()->column_width(32);
   app.failure_message(cli::failure_message);

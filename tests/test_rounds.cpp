@@ -1009,3 +1009,250 @@ TEST_CASE("1-bit Adam refuses a freeze step of 0 in one sentence") {
   };
   CHECK_THROWS_WITH(attach(), Contains("OneBitAdam::freeze must be at least 1, got 0"));
 }
+
+// ---------------------------------------------------------------------------------------
+// SCAFFOLD
+
+using asyncopt::consistency::Scaffold;
+
+// The exact statement: with one local step, the mean model delta is -lr times the mean of
+// g_k - c_k + c, and c is the mean of the c_k, so x moves by -lr * mean(g_k): synchronous
+// SGD, to rounding (the mean is of the replicas' steps).
+TEST_CASE("SCAFFOLD with period 1 is synchronous SGD") {
+  const Problem p = planted(1000, 8, 4);
+  for (const std::size_t workers : {2, 3, 4}) {
+    INFO("workers = " << workers);
+    const Options options{.workers = workers, .batch_size = 7, .epochs = 3, .seed = 5};
+    std::vector<double> sync(8, 0.0);
+    std::vector<double> scaffold(8, 0.0);
+    const auto rs = asyncopt::AsyncOptimizer<double, Sgd, Synchronous>(Sgd{.learning_rate = 0.05})
+                        .optimize(p.f, std::span<double>(sync), options);
+    CHECK(rs.staleness_max == 0);
+    const auto r = asyncopt::AsyncOptimizer<double, Sgd, Scaffold>(Sgd{.learning_rate = 0.05},
+                                                                   Scaffold{.period = 1})
+                       .optimize(p.f, std::span<double>(scaffold), options);
+    CHECK(r.updates == 3 * messages_per_epoch(1000, workers, 7));
+    CHECK(r.staleness_max == 0);
+    INFO("max |sync - scaffold| = " << max_abs_difference(sync, scaffold));
+    CHECK(max_abs_difference(sync, scaffold) <= 1e-12);
+    CHECK(std::abs(sync[0]) > 0.1);
+  }
+}
+
+namespace {
+
+// Worker 0 minimizes f1 = sum_j (x_j - 1)^2 / 2, worker 1 f2 = sum_j 5 (x_j + 1)^2: the sum
+// is least at x* = -9/11 in every coordinate. `rounds` rounds of `period` local steps each,
+// run through the store's worker handles on two threads.
+template <class Rule, class Policy>
+std::vector<double> two_quadratics(const Rule& rule, const Policy& policy, std::size_t rounds,
+                                   std::uint64_t period) {
+  constexpr std::size_t dimension = 3;
+  constexpr std::array<double, 2> curvature = {1.0, 10.0};
+  constexpr std::array<double, 2> centre = {1.0, -1.0};
+  const asyncopt::AsyncOptimizer<double, Rule, Policy> opt(rule, policy);
+  std::vector<double> w = {0.0, 0.5, -2.0};
+  auto store = opt.attach(std::span<double>(w), 2);
+  on_threads(2, [&](std::size_t id) {
+    auto handle = store->worker(id);
+    std::vector<double> x(dimension);
+    std::vector<double> g(dimension);
+    for (std::uint64_t t = 0; t < rounds * period; ++t) {
+      handle.pull(x);
+      for (std::size_t j = 0; j < dimension; ++j) {
+        g[j] = curvature[id] * (x[j] - centre[id]);
+      }
+      handle.push(g);
+      handle.clock();
+    }
+    handle.leave();
+  });
+  return w;
+}
+
+double max_distance(std::span<const double> w, double target) {
+  double m = 0.0;
+  for (const double v : w) {
+    m = std::max(m, std::abs(v - target));
+  }
+  return m;
+}
+
+}  // namespace
+
+// Karimireddy et al.'s point: local steps on heterogeneous data drift towards each worker's
+// own optimum. Local SGD's rounds contract to the fixed point of x <- mean_i(r_i x +
+// (1 - r_i) b_i), r_i = (1 - lr a_i)^K, not to x*; SCAFFOLD's corrected steps reach x*.
+TEST_CASE("on heterogeneous quadratics local SGD stalls at its drift and SCAFFOLD reaches x*") {
+  constexpr double lr = 0.05;
+  constexpr std::uint64_t period = 10;
+  const double r1 = std::pow(1.0 - lr * 1.0, static_cast<double>(period));
+  const double r2 = std::pow(1.0 - lr * 10.0, static_cast<double>(period));
+  const double drift = (1.0 * (1.0 - r1) + -1.0 * (1.0 - r2)) / ((1.0 - r1) + (1.0 - r2));
+  REQUIRE(std::abs(drift - -0.426884) < 1e-6);
+  constexpr double optimum = -9.0 / 11.0;
+
+  const std::vector<double> local =
+      two_quadratics(Sgd{.learning_rate = lr}, LocalSgd{.period = period}, 100, period);
+  INFO("local SGD: " << local[0] << " " << local[1] << " " << local[2]);
+  CHECK(max_distance(local, drift) <= 1e-12);
+  CHECK(max_distance(local, optimum) > 0.39);
+
+  const std::vector<double> scaffold =
+      two_quadratics(Sgd{.learning_rate = lr}, Scaffold{.period = period}, 100, period);
+  INFO("SCAFFOLD: " << scaffold[0] << " " << scaffold[1] << " " << scaffold[2]);
+  CHECK(max_distance(scaffold, optimum) <= 1e-12);
+
+  // Any rule is the local solver: heavy-ball momentum (its velocity kept per worker across
+  // rounds) on the corrected gradients reaches x* too; local SGD with it still drifts.
+  const std::vector<double> momentum = two_quadratics(
+      HeavyBall{.learning_rate = lr, .momentum = 0.5}, Scaffold{.period = period}, 100, period);
+  INFO("SCAFFOLD with momentum: " << momentum[0] << " " << momentum[1] << " " << momentum[2]);
+  CHECK(max_distance(momentum, optimum) <= 1e-12);
+  const std::vector<double> local_momentum = two_quadratics(
+      HeavyBall{.learning_rate = lr, .momentum = 0.5}, LocalSgd{.period = period}, 100, period);
+  CHECK(max_distance(local_momentum, optimum) > 0.1);
+}
+
+// The round's arithmetic on the guard itself, against the definitions: c_k+ is the mean of
+// worker k's gradients of the round, c the mean of every c_k, x moves by lr_g times the mean
+// model delta. Worker 1 takes two steps and leaves, worker 0 takes three and closes the round.
+TEST_CASE("a SCAFFOLD round follows the paper's option II, and c stays the mean of the c_k") {
+  constexpr std::size_t n = 4;
+  const Scaffold policy{.period = 3, .global_learning_rate = 0.5};
+  Scaffold::Guard<double> guard(policy, n, 2);
+  std::vector<double> shared = {1.0, -2.0, 0.25, 3.0};
+  guard.join(0, 0, shared);
+  guard.join(1, 0, shared);
+
+  // Worker k's step t: gradient g = (k + 1) * (t + 1) * (i + 1) / 8 in coordinate i, the
+  // replica moved by -0.1 times the corrected gradient (as Sgd would), sums kept here.
+  const auto gradient = [](std::size_t k, std::size_t t, std::size_t i) {
+    return static_cast<double>((k + 1) * (t + 1) * (i + 1)) / 8.0;
+  };
+  std::array<std::vector<double>, 2> sums = {std::vector<double>(n, 0.0),
+                                             std::vector<double>(n, 0.0)};
+  const auto step = [&](std::size_t k, std::size_t t) {
+    std::vector<double> g(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      g[i] = gradient(k, t, i);
+      sums[k][i] += g[i];
+    }
+    const std::span<const double> corrected = guard.correct(k, g);
+    // The control variates are still zero: the correction changes nothing yet.
+    CHECK(std::vector<double>(corrected.begin(), corrected.end()) == g);
+    const std::span<double> replica = guard.replica(k);
+    for (std::size_t i = 0; i < n; ++i) {
+      replica[i] -= 0.1 * corrected[i];
+    }
+  };
+  step(1, 0);
+  step(1, 1);
+  const std::vector<double> y1(guard.replica(1).begin(), guard.replica(1).end());
+  guard.leave(1, shared);  // its steps wait for the round
+  for (std::size_t t = 0; t < 3; ++t) {
+    step(0, t);
+    if (t < 2) {
+      CHECK(guard.clock(0, t + 1, shared) == 0.0);
+    }
+  }
+  const std::vector<double> y0(guard.replica(0).begin(), guard.replica(0).end());
+  const std::vector<double> x0 = shared;
+  guard.clock(0, 3, shared);  // closes the round
+
+  for (std::size_t i = 0; i < n; ++i) {
+    INFO("coordinate " << i);
+    const double c0 = sums[0][i] / 3.0;
+    const double c1 = sums[1][i] / 2.0;
+    CHECK(guard.control(0)[i] == c0);
+    CHECK(guard.control(1)[i] == c1);
+    CHECK(guard.control()[i] == Approx((c0 + c1) / 2.0).epsilon(1e-15));
+    const double moved = 0.5 * (((y0[i] - x0[i]) + (y1[i] - x0[i])) / 2.0);
+    CHECK(shared[i] == Approx(x0[i] + moved).epsilon(1e-15));
+    CHECK(guard.replica(0)[i] == shared[i]);  // worker 0 restarts from x
+  }
+
+  // The next step is corrected by c - c_0, and a sparse gradient gives the same bits as
+  // the dense gradient that is zero elsewhere.
+  const std::vector<std::size_t> index = {1, 3};
+  const std::vector<double> values = {0.75, -1.5};
+  const std::vector<double> dense = {0.0, 0.75, 0.0, -1.5};
+  const std::span<const double> from_dense = guard.correct(0, dense);
+  const std::vector<double> corrected_dense(from_dense.begin(), from_dense.end());
+  const std::span<const double> from_sparse = guard.correct(0, index, values);
+  const std::vector<double> corrected_sparse(from_sparse.begin(), from_sparse.end());
+  CHECK(corrected_sparse == corrected_dense);
+  for (std::size_t i = 0; i < n; ++i) {
+    CHECK(corrected_dense[i] == (dense[i] - guard.control(0)[i]) + guard.control()[i]);
+  }
+}
+
+// Through the store: a sparse push is the dense corrected step, bit for bit.
+TEST_CASE("a sparse push under SCAFFOLD is the dense push of the same gradient, bit for bit") {
+  const asyncopt::AsyncOptimizer<double, HeavyBall, Scaffold> opt(
+      HeavyBall{.learning_rate = 0.1, .momentum = 0.9}, Scaffold{.period = 2});
+  std::vector<double> sparse_w = {1.0, 2.0, 3.0, 4.0, 5.0};
+  std::vector<double> dense_w = sparse_w;
+  auto sparse_store = opt.attach(std::span<double>(sparse_w), 1);
+  auto dense_store = opt.attach(std::span<double>(dense_w), 1);
+  {
+    auto sparse_handle = sparse_store->worker(0);
+    auto dense_handle = dense_store->worker(0);
+    std::vector<double> a(5);
+    std::vector<double> b(5);
+    for (std::size_t t = 0; t < 7; ++t) {
+      sparse_handle.pull(a);
+      dense_handle.pull(b);
+      REQUIRE(a == b);
+      const std::vector<std::size_t> index = {t % 5, 4};
+      const std::vector<double> values = {a[t % 5] - 0.5, 0.25 * a[4]};
+      std::vector<double> g(5, 0.0);
+      g[t % 5] = values[0];
+      g[4] += values[1];
+      if (t % 5 == 4) {
+        continue;  // one index twice: not a valid list
+      }
+      sparse_handle.push(index, values);
+      dense_handle.push(g);
+      sparse_handle.clock();
+      dense_handle.clock();
+    }
+  }
+  CHECK(sparse_w == dense_w);
+  CHECK(sparse_w != std::vector<double>{1.0, 2.0, 3.0, 4.0, 5.0});
+}
+
+TEST_CASE("SCAFFOLD with bad options is refused in one sentence") {
+  const Problem p = planted(50, 3, 8);
+  std::vector<double> w = {1.0, 2.0, 3.0};
+  const auto refuse = [&](const Scaffold& policy, const std::string& message) {
+    const asyncopt::AsyncOptimizer<double, Sgd, Scaffold> opt(Sgd{.learning_rate = 0.1}, policy);
+    REQUIRE_THROWS_WITH(opt.optimize(p.f, std::span<double>(w), {.workers = 2}), message);
+    CHECK(w == std::vector<double>{1.0, 2.0, 3.0});
+  };
+  refuse(Scaffold{.period = 0}, "asyncopt: Scaffold::period must be at least 1");
+  refuse(Scaffold{.global_learning_rate = 0.0},
+         "asyncopt: Scaffold::global_learning_rate must be finite and positive, got 0.000000");
+  refuse(Scaffold{.global_learning_rate = std::numeric_limits<double>::quiet_NaN()},
+         "asyncopt: Scaffold::global_learning_rate must be finite and positive, got nan");
+}
+
+TEST_CASE("SCAFFOLD converges to the normal-equations optimum", "[convergence]") {
+  const Problem p = planted(800, 12, 7);
+  for (const std::size_t workers : {1, 2, 4}) {
+    INFO("workers = " << workers);
+    std::vector<double> w(12, 0.0);
+    const auto r = asyncopt::AsyncOptimizer<double, Sgd, Scaffold>(Sgd{.learning_rate = 0.02},
+                                                                   Scaffold{.period = 8})
+                       .optimize(p.f, std::span<double>(w),
+                                 {.workers = workers, .batch_size = 4, .epochs = 60});
+    std::vector<double> optimum(p.optimum.data(), p.optimum.data() + p.optimum.size());
+    INFO("SCAFFOLD: " << max_abs_difference(w, optimum));
+    CHECK(max_abs_difference(w, optimum) < 2e-3);
+    CHECK(r.updates == 60U * messages_per_epoch(800, workers, 4));
+  }
+}
+
+TEST_CASE("a worker that throws does not hang SCAFFOLD's rounds") {
+  check_thrower_does_not_hang(Scaffold{.period = 3});
+}

@@ -129,7 +129,7 @@ void add_options(CLI::App& app, Settings& s,
         ->group("Consistency");
   }
   if (policies.offers("local")) {
-    app.add_option("--period", s.policies.period, "local: steps between averages")
+    app.add_option("--period", s.policies.period, "local, scaffold: steps between rounds")
         ->check(cli::positive_integer<std::uint64_t>())
         ->capture_default_str()
         ->group("Consistency");

@@ -8,6 +8,7 @@
 #include <asyncopt/consistency/local_sgd.hpp>
 #include <asyncopt/consistency/lock_free.hpp>
 #include <asyncopt/consistency/locked.hpp>
+#include <asyncopt/consistency/scaffold.hpp>
 #include <asyncopt/consistency/synchronous.hpp>
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>

@@ -25,6 +25,7 @@
 
 using asyncopt::Options;
 using asyncopt::consistency::LocalSgd;
+using asyncopt::consistency::Scaffold;
 using asyncopt::consistency::Synchronous;
 using asyncopt::transport::Mpi;
 using asyncopt::transport::SharedMemory;
@@ -178,6 +179,48 @@ TEST_CASE("local SGD across processes equals the shared-memory store with as man
   SECTION("period 4, two workers per process") {
     check_against_shared_memory(sgd, LocalSgd{.period = 4}, 2, 400, p == 1);
   }
+}
+
+// A round all-reduces both deltas and the count: two processes of one worker sum them as two
+// threads do.
+TEST_CASE("SCAFFOLD across processes equals the shared-memory store with as many workers") {
+  const std::size_t p = processes();
+  SECTION("period 4, one worker per process") {
+    check_against_shared_memory(asyncopt::update::Sgd{.learning_rate = 0.02}, Scaffold{.period = 4},
+                                1, 400, p <= 2);
+  }
+  SECTION("period 3, two workers per process, heavy ball as the local solver") {
+    check_against_shared_memory(asyncopt::update::HeavyBall{.learning_rate = 0.01},
+                                Scaffold{.period = 3, .global_learning_rate = 0.5}, 2, 400, p == 1);
+  }
+  SECTION("uneven shards: a process with nothing left still moves c with the others") {
+    const asyncopt::update::Sgd sgd{.learning_rate = 0.03};
+    for (const std::size_t examples : {4 * p + 1, 9 * p + 1}) {
+      INFO("examples = " << examples);
+      const LeastSquares f = planted(static_cast<Eigen::Index>(examples), 6, 5);
+      Options options{.workers = 1, .batch_size = 3, .epochs = 2, .seed = 2};
+      const Run job =
+          train<asyncopt::update::Sgd, Scaffold, Mpi>(f, sgd, Scaffold{.period = 2}, options);
+      options.workers = p;
+      const Run single = train<asyncopt::update::Sgd, Scaffold, SharedMemory>(
+          f, sgd, Scaffold{.period = 2}, options);
+      CHECK(same_everywhere(checksum(job.params)));
+      CHECK(job.report.updates == single.report.updates);
+      check_same(job.params, single.params, p <= 2);
+    }
+  }
+}
+
+TEST_CASE("checkpoints of a SCAFFOLD job are refused in one sentence") {
+  using Catch::Matchers::Contains;
+  const LeastSquares f = planted(40, 4, 1);
+  std::vector<float> w(4, 0.0F);
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Scaffold, Mpi> opt(
+      asyncopt::update::Sgd{.learning_rate = 0.01}, Scaffold{},
+      Mpi{.checkpoints = {.path = "/nonexistent/asyncopt-scaffold.ckpt", .every_rounds = 1}});
+  CHECK_THROWS_WITH(opt.optimize(f, std::span<float>(w), {.workers = 1, .epochs = 1}),
+                    Contains("checkpoints do not hold Scaffold's control variates"));
+  CHECK(w == std::vector<float>(4, 0.0F));
 }
 
 TEST_CASE("local SGD with period 1 across processes equals synchronous SGD") {

@@ -80,12 +80,8 @@ struct LocalSgd {
     /// default, this process alone). Throws std::invalid_argument when `period` is 0.
     Guard(const LocalSgd& policy, std::size_t n, std::size_t workers, collective::Ref across = {})
         : SharedParameters<Scalar>(n),
-          period_(policy.period),
-          replicas_((n + 1) * workers),
+          replicas_(n, n + 1, workers, policy.period),
           spare_(n + 1),
-          clocks_(workers, 0),
-          changed_(workers, 0),
-          rounds_(workers),
           across_(across) {
       policy.validate();
       if (policy.compression) {
@@ -110,42 +106,33 @@ struct LocalSgd {
     /// Worker `id`'s private parameters, for its pushes to update with no lock (one thread
     /// uses a worker id at a time); they then hold steps not yet averaged.
     [[nodiscard]] std::span<Scalar> replica(std::size_t id) noexcept {
-      changed_[id] = 1;
-      return {replicas_.data() + id * (n_ + 1), n_};
+      return replicas_.replica(id);
     }
 
     /// The same, for its pulls to read.
     [[nodiscard]] std::span<const Scalar> replica(std::size_t id) const noexcept {
-      return {replicas_.data() + id * (n_ + 1), n_};
+      return replicas_.replica(id);
     }
 
     /// Worker `id` finished step `clock`: every period-th one, averages with the other live
     /// workers into `shared` and restarts from the mean. Returns the seconds spent waiting.
     double clock(std::size_t id, std::uint64_t clock, std::span<Scalar> shared) {
-      clocks_[id] = clock;
-      if (clock % period_ != 0) {
-        return 0.0;
-      }
-      const double waited = rounds_.arrive(id, [&](std::span<const unsigned char> contributed) {
-        average_into(shared, contributed);
-      });
-      restart(id, shared);
-      return waited;
+      return replicas_.clock(
+          id, clock, shared, params_mutex_,
+          [&](std::span<const unsigned char> contributed) { average_into(shared, contributed); });
     }
 
     /// Worker `id` stops: its steps not yet averaged go into the round in progress.
     void leave(std::size_t id, std::span<Scalar> shared) {
-      rounds_.leave(id, changed_[id] != 0, [&](std::span<const unsigned char> contributed) {
+      replicas_.leave(id, [&](std::span<const unsigned char> contributed) {
         average_into(shared, contributed);
       });
     }
 
-    /// Worker `id` takes part again, at `clock`, from the shared parameters. If it left
-    /// steps in a round that is still open, waits until the other live workers close it.
-    void join(std::size_t id, std::uint64_t clock, std::span<const Scalar> shared) {
-      rounds_.join(id);
-      clocks_[id] = clock;
-      restart(id, shared);
+    /// Worker `id` takes part again, from the shared parameters. If it left steps in a round
+    /// that is still open, waits until the other live workers close it.
+    void join(std::size_t id, std::uint64_t /*clock*/, std::span<const Scalar> shared) {
+      replicas_.join(id, shared, params_mutex_);
     }
 
     /// A round of the job in which no worker of this process takes part (they have all
@@ -163,10 +150,10 @@ struct LocalSgd {
       }
       const auto [sum, count] = detail::sum_round(
           [&](std::size_t k) {
-            Scalar* const replica = replicas_.data() + k * (n_ + 1);
+            Scalar* const replica = replicas_.row(k);
             return detail::Contribution<Scalar>{.values = replica, .scratch = replica};
           },
-          contributed, replicas_.data(), n_ + 1, n_, spare_.data(), across_);
+          contributed, replicas_.row(0), n_ + 1, n_, spare_.data(), across_);
       if (count == 0) {
         return false;
       }
@@ -191,7 +178,7 @@ struct LocalSgd {
     bool average_deltas(std::span<Scalar> shared, std::span<const unsigned char> contributed) {
       for (std::size_t k = 0; k < contributed.size(); ++k) {
         if (contributed[k] != 0) {
-          Scalar* const row = replicas_.data() + k * (n_ + 1);
+          Scalar* const row = replicas_.row(k);
           for (std::size_t i = 0; i < n_; ++i) {
             row[i] -= shared[i];
           }
@@ -204,15 +191,15 @@ struct LocalSgd {
       std::size_t count = 0;
       if (across_.size() > 1) {  // the messages travel compressed
         count = stage_->across_processes(
-            contributed, [&](std::size_t k) { return replicas_.data() + k * (n_ + 1); }, across_,
+            contributed, [&](std::size_t k) { return replicas_.row(k); }, across_,
             std::span<Scalar>(sum, n_));
       } else {
         std::tie(sum, count) = detail::sum_round(
             [&](std::size_t k) {
-              Scalar* const row = replicas_.data() + k * (n_ + 1);
+              Scalar* const row = replicas_.row(k);
               return detail::Contribution<Scalar>{.values = row, .scratch = row};
             },
-            contributed, replicas_.data(), n_ + 1, n_, spare_.data(), across_);
+            contributed, replicas_.row(0), n_ + 1, n_, spare_.data(), across_);
       }
       stage_->finish(count);
       if (count == 0) {
@@ -229,22 +216,10 @@ struct LocalSgd {
       return true;
     }
 
-    void restart(std::size_t id, std::span<const Scalar> shared) {
-      const std::shared_lock lock(params_mutex_);
-      std::copy(shared.begin(), shared.end(),
-                replicas_.begin() + static_cast<std::ptrdiff_t>(id * (n_ + 1)));
-      changed_[id] = 0;
-    }
-
-    std::uint64_t period_;
     // Row k, n + 1 apart: worker k's parameters; a round's sum goes into the first
     // contributor's row, with the count after it, and every replica restarts from the mean.
-    std::vector<Scalar> replicas_;
+    detail::Replicas<Scalar> replicas_;
     std::vector<Scalar> spare_;  // the round's sum where this process contributes nothing
-    // Per worker, touched only by the thread that uses the worker id.
-    std::vector<std::uint64_t> clocks_;
-    std::vector<unsigned char> changed_;  // pushed to since the last average
-    detail::Rounds rounds_;
     collective::Ref across_;
     std::optional<compress::RoundStage<Scalar>> stage_;  // with compression only
   };

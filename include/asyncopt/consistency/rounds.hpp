@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <shared_mutex>
 #include <span>
 #include <utility>
 #include <vector>
@@ -195,5 +196,83 @@ std::pair<Scalar*, std::size_t> sum_round(Source&& source,
   across.all_reduce_sum(std::span<Scalar>(sum, n + 1));
   return {sum, static_cast<std::size_t>(sum[n])};
 }
+
+/// The private replicas of a policy whose workers step on their own copy of the parameters
+/// and meet in averaging rounds every `period` steps (LocalSgd, Scaffold): per worker a row
+/// of `stride` >= n + 1 values, the first n its replica (the rest is the policy's, for what
+/// it sends at a round, with the count last), and the rounds. The policy's `close` turns
+/// the contributed rows into the shared parameters; every replica then restarts from them.
+template <class Scalar>
+class Replicas {
+ public:
+  /// For n parameters, rows of `stride` values and `workers` workers, averaging every
+  /// `period` steps; every worker starts live.
+  Replicas(std::size_t n, std::size_t stride, std::size_t workers, std::uint64_t period)
+      : n_(n),
+        stride_(stride),
+        period_(period),
+        rows_(stride * workers),
+        changed_(workers, 0),
+        rounds_(workers) {}
+
+  /// Worker `id`'s replica, for its pushes to update with no lock (one thread uses a worker
+  /// id at a time); it then holds steps not yet averaged.
+  [[nodiscard]] std::span<Scalar> replica(std::size_t id) noexcept {
+    changed_[id] = 1;
+    return {row(id), n_};
+  }
+
+  /// The same, for its pulls to read.
+  [[nodiscard]] std::span<const Scalar> replica(std::size_t id) const noexcept {
+    return {rows_.data() + id * stride_, n_};
+  }
+
+  /// Worker k's row.
+  [[nodiscard]] Scalar* row(std::size_t k) noexcept { return rows_.data() + k * stride_; }
+
+  /// Worker `id` finished step `clock`: every period-th one, waits for the other live
+  /// workers, the round's closer calling `close(contributed)` under the rounds' lock, and
+  /// restarts from `shared` (read under `mutex`). Returns the seconds spent waiting.
+  template <class Close>
+  double clock(std::size_t id, std::uint64_t clock, std::span<const Scalar> shared,
+               std::shared_mutex& mutex, Close&& close) {
+    if (clock % period_ != 0) {
+      return 0.0;
+    }
+    const double waited = rounds_.arrive(id, close);
+    restart(id, shared, mutex);
+    return waited;
+  }
+
+  /// Worker `id` stops: its steps not yet averaged go into the round in progress, which
+  /// `close` closes when this completes it.
+  template <class Close>
+  void leave(std::size_t id, Close&& close) {
+    rounds_.leave(id, changed_[id] != 0, close);
+  }
+
+  /// Worker `id` takes part again, from `shared`. If it left steps in a round that is still
+  /// open, waits until the other live workers close it.
+  void join(std::size_t id, std::span<const Scalar> shared, std::shared_mutex& mutex) {
+    rounds_.join(id);
+    restart(id, shared, mutex);
+  }
+
+ private:
+  void restart(std::size_t id, std::span<const Scalar> shared, std::shared_mutex& mutex) {
+    const std::shared_lock lock(mutex);
+    std::copy(shared.begin(), shared.end(), row(id));
+    changed_[id] = 0;
+  }
+
+  std::size_t n_;
+  std::size_t stride_;
+  std::uint64_t period_;
+  std::vector<Scalar> rows_;
+  // Per worker, touched only by the thread that uses the worker id (and by a round's closer
+  // while that worker waits or has left).
+  std::vector<unsigned char> changed_;  // pushed to since the last average
+  Rounds rounds_;
+};
 
 }  // namespace asyncopt::consistency::detail

@@ -3,6 +3,7 @@
 // model for a job of one process, and a type-erased reference the policies' guards hold.
 #pragma once
 
+#include <array>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -177,6 +178,17 @@ inline std::size_t offset(const Ref& across, std::size_t mine) {
     before += counts[p];
   }
   return static_cast<std::size_t>(before);
+}
+
+/// The sum of `mine` over the processes of `across` (collective: every process calls it): the
+/// job's number of workers when each process gives its own.
+inline std::size_t total(const Ref& across, std::size_t mine) {
+  if (across.size() <= 1) {
+    return mine;
+  }
+  std::array<double, 1> sum = {static_cast<double>(mine)};
+  across.all_reduce_sum(std::span<double>(sum));
+  return static_cast<std::size_t>(sum[0]);
 }
 
 static_assert(Collective<InProcess>);

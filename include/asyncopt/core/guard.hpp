@@ -28,6 +28,16 @@ inline constexpr bool combines_rounds = CombiningGuard<G, Scalar>;
 template <class G, class Scalar>
 inline constexpr bool replicates = ReplicatingGuard<G, Scalar>;
 
+/// Whether the guard corrects every gradient before the rule applies it (Scaffold's control
+/// variates): `correct(id, gradient)` and `correct(id, index, values)` return worker `id`'s
+/// corrected dense gradient, which the store then pushes in its place.
+template <class G, class Scalar>
+inline constexpr bool corrects = requires(G& g, std::span<const Scalar> values,
+                                          std::span<const std::size_t> index) {
+  { g.correct(std::size_t{0}, values) } -> std::same_as<std::span<const Scalar>>;
+  { g.correct(std::size_t{0}, index, values) } -> std::same_as<std::span<const Scalar>>;
+};
+
 /// Whether a live worker may read the shared parameters where they are between its pull and
 /// its push, because the guard writes them only when a round that waits for that push closes
 /// (Synchronous): a pull needs no copy.

@@ -157,8 +157,8 @@ class Mpi::Store : private mpi::detail::Endpoint,
   /// Attaches to `params` in place for `workers` worker threads of this process, and makes
   /// them process 0's on every process. Collective. Throws std::invalid_argument when
   /// `workers` is 0 or the processes' parameter counts differ, or for checkpoints of a
-  /// policy with a compression stage; std::logic_error when MPI is not running; and what the
-  /// shared-memory store's constructor throws.
+  /// policy with a compression stage or of Scaffold; std::logic_error when MPI is not
+  /// running; and what the shared-memory store's constructor throws.
   Store(const Mpi& transport, const Rule& rule, const Consistency& consistency,
         std::span<Scalar> params, std::size_t workers)
       : Endpoint(transport.communicator),
@@ -170,6 +170,13 @@ class Mpi::Store : private mpi::detail::Endpoint,
         throw std::invalid_argument(
             "asyncopt: transport::Mpi checkpoints do not hold a compression stage's memory "
             "(errors, shifts, round numbers) yet; run a compressed job without checkpoints");
+      }
+    }
+    if constexpr (hooks::corrects<guard_type, Scalar>) {
+      if (!checkpoints_.path.empty()) {
+        throw std::invalid_argument(
+            "asyncopt: transport::Mpi checkpoints do not hold Scaffold's control variates yet; "
+            "run a Scaffold job without checkpoints");
       }
     }
     lay_out(params, workers);

@@ -414,12 +414,11 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
     if (!kernels::all_finite(gradient)) {
       return reject();
     }
-    return push_through(
-        store::DenseContribution<Scalar>{.gradient = gradient, .scratch_buffer = scratch},
-        [&](auto&& range, Scalar* w, const auto& state, const auto& formula) {
-          store::write_dense(range, formula, w, gradient, state, w_seen);
-        },
-        gradient, accepted);
+    if constexpr (hooks::corrects<guard_type, Scalar>) {
+      return push_checked(this->store().guard_.correct(id(), gradient), w_seen, accepted, nullptr);
+    } else {
+      return push_checked(gradient, w_seen, accepted, scratch);
+    }
   }
 
   /// A sparse push; `accepted` as for a dense one.
@@ -435,6 +434,15 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
   template <class Accepted>
   PushResult push_sparse_checked(std::span<const std::size_t> index, std::span<const Scalar> value,
                                  Accepted&& accepted) {
+    if constexpr (hooks::corrects<guard_type, Scalar>) {
+      // The correction touches every parameter: the step is dense.
+      const Scalar* const w_seen = seen_.template dense<Rule>();
+      if (!kernels::all_finite(value)) {
+        return reject();
+      }
+      return push_checked(this->store().guard_.correct(id(), index, value), w_seen, accepted,
+                          nullptr);
+    }
     // A combined round applies one dense update, which needs every parameter seen.
     const Scalar* const w_seen = hooks::combines_rounds<guard_type, Scalar>
                                      ? seen_.template dense<Rule>()
@@ -457,6 +465,18 @@ class SharedMemory::Store<Scalar, Rule, Consistency>::Worker : public store::Han
 
  private:
   friend class Store;
+
+  // A dense push of a finite gradient computed at w_seen.
+  template <class Accepted>
+  PushResult push_checked(std::span<const Scalar> gradient, const Scalar* w_seen,
+                          Accepted& accepted, Scalar* scratch) {
+    return push_through(
+        store::DenseContribution<Scalar>{.gradient = gradient, .scratch_buffer = scratch},
+        [&](auto&& range, Scalar* w, const auto& state, const auto& formula) {
+          store::write_dense(range, formula, w, gradient, state, w_seen);
+        },
+        gradient, accepted);
+  }
 
   // The push path every policy shares: the guard's push hook decides where and when the
   // update runs; `write` applies the worker's own gradient, a round's mean gradient is
