@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <span>
 #include <stdexcept>
@@ -357,6 +358,55 @@ TEST_CASE("local SGD with one worker is sequential SGD, momentum included, bit f
   (void)asyncopt::AsyncOptimizer<double, HeavyBall, Locked>(rule).optimize(
       p.f, std::span<double>(locked), options);
   CHECK(local == locked);
+}
+
+namespace {
+
+// Every worker sees the same data: each step's gradient is the full-batch gradient of `f`,
+// whatever the batch, and there are `examples` examples to shard.
+struct SameData {
+  const LeastSquares* f;
+  std::vector<std::size_t> all;
+  std::size_t examples;
+
+  [[nodiscard]] std::size_t dimension() const { return f->dimension(); }
+  [[nodiscard]] std::size_t num_examples() const { return examples; }
+  [[nodiscard]] double loss(std::span<const double> w) const { return f->loss(w); }
+  void gradient(std::span<const double> w, std::span<const std::size_t> /*batch*/,
+                std::span<double> grad) const {
+    f->gradient(w, all, grad);
+  }
+};
+
+}  // namespace
+
+// Local Adam: every replica runs Adam with its own moments and step count, and the models are
+// averaged every H steps. On identical data the replicas stay equal, and the round's pairwise
+// sum of 2^k equal replicas divided by their count is the replica itself, so local Adam is
+// serial Adam bit for bit. (Summed one after another, 8 equal values already round.)
+TEST_CASE("local Adam on identical data is serial Adam, bit for bit, with 2, 4 and 8 workers") {
+  const Problem p = planted(64, 6, 9);
+  std::vector<std::size_t> all(64);
+  std::iota(all.begin(), all.end(), std::size_t{0});
+  constexpr std::size_t steps = 10;  // per worker and epoch; rounds every 3, and at the end
+  const asyncopt::update::Adam adam{.learning_rate = 0.05};
+  const Options serial_options{.workers = 1, .batch_size = 1, .epochs = 4, .seed = 1};
+  std::vector<double> serial(6, 0.0);
+  (void)asyncopt::AsyncOptimizer<double, asyncopt::update::Adam, Locked>(adam).optimize(
+      SameData{&p.f, all, steps}, std::span<double>(serial), serial_options);
+  for (const std::size_t workers : {1, 2, 4, 8}) {
+    INFO("workers = " << workers);
+    Options options = serial_options;
+    options.workers = workers;
+    std::vector<double> local(6, 0.0);
+    const auto r =
+        asyncopt::AsyncOptimizer<double, asyncopt::update::Adam, LocalSgd>(adam,
+                                                                           LocalSgd{.period = 3})
+            .optimize(SameData{&p.f, all, workers * steps}, std::span<double>(local), options);
+    CHECK(r.updates == 4 * workers * steps);
+    CHECK(local == serial);
+  }
+  CHECK(max_abs_difference(serial, std::vector<double>(6, 0.0)) > 0.1);
 }
 
 // Tolerance as for the asynchronous policies: constant-step SGD settles in a ball whose

@@ -146,7 +146,9 @@ TEST_CASE("synchronous SGD across processes equals the shared-memory store with 
     check_against_shared_memory(sgd, Synchronous{}, 1, 400, p <= 2);
   }
   SECTION("two workers per process") {
-    check_against_shared_memory(sgd, Synchronous{}, 2, 400, p == 1);
+    // Each process sums its two in the round's pairwise tree, a subtree of the job's: two
+    // processes add the two subtrees as one process does.
+    check_against_shared_memory(sgd, Synchronous{}, 2, 400, p <= 2);
   }
 }
 
@@ -177,7 +179,7 @@ TEST_CASE("local SGD across processes equals the shared-memory store with as man
     check_against_shared_memory(sgd, LocalSgd{.period = 8}, 1, 400, p <= 2);
   }
   SECTION("period 4, two workers per process") {
-    check_against_shared_memory(sgd, LocalSgd{.period = 4}, 2, 400, p == 1);
+    check_against_shared_memory(sgd, LocalSgd{.period = 4}, 2, 400, p <= 2);
   }
 }
 
@@ -191,7 +193,7 @@ TEST_CASE("SCAFFOLD across processes equals the shared-memory store with as many
   }
   SECTION("period 3, two workers per process, heavy ball as the local solver") {
     check_against_shared_memory(asyncopt::update::HeavyBall{.learning_rate = 0.01},
-                                Scaffold{.period = 3, .global_learning_rate = 0.5}, 2, 400, p == 1);
+                                Scaffold{.period = 3, .global_learning_rate = 0.5}, 2, 400, p <= 2);
   }
   SECTION("uneven shards: a process with nothing left still moves c with the others") {
     const asyncopt::update::Sgd sgd{.learning_rate = 0.03};
@@ -265,7 +267,7 @@ TEST_CASE(
     // order: bit for bit where those are (one worker on each of two processes).
     const std::size_t p = processes();
     check_against_shared_memory(one_bit_adam, Synchronous{.compression = sign}, 1, 400, p <= 2);
-    check_against_shared_memory(one_bit_adam, Synchronous{.compression = sign}, 2, 400, p == 1);
+    check_against_shared_memory(one_bit_adam, Synchronous{.compression = sign}, 2, 400, p <= 2);
   }
   SECTION("local SGD, QSGD with error feedback, one worker per process") {
     const compress::Config qsgd{.codec = compress::Qsgd{.levels = 2, .seed = 9},
@@ -279,7 +281,7 @@ TEST_CASE(
     const compress::Config random_k{.codec = compress::RandomK{.k = 4, .seed = 5, .scaled = false},
                                     .memory = {.feedback = compress::Feedback::error_feedback}};
     check_against_shared_memory(sgd, LocalSgd{.period = 4, .compression = random_k}, 2, 400,
-                                p == 1);
+                                p <= 2);
     check_against_shared_memory(sgd, Synchronous{.compression = random_k}, 1, 400, p <= 2);
   }
 }

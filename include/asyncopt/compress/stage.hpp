@@ -22,6 +22,7 @@
 #include <asyncopt/compress/memory.hpp>
 #include <asyncopt/compress/payload.hpp>
 #include <asyncopt/core/collective.hpp>
+#include <asyncopt/core/pairwise.hpp>
 
 namespace asyncopt::compress {
 
@@ -230,8 +231,8 @@ class RoundStage {
   /// indices, without DIANA: every message of a round keeps the same positions) are decoded
   /// by their sender, summed within the process and then all-reduced: only the kept values
   /// and the count travel. The others are gathered (Collective's all_gather), and every
-  /// process decodes them all and sums them in the order of the job's worker ids, as a round
-  /// within one process sums its workers.
+  /// process decodes them all and sums them in the order of the job's worker ids, in the
+  /// pairwise tree in which a round within one process sums its workers (PairwiseSum).
   template <class Values>
   std::size_t across_processes(std::span<const unsigned char> contributed, Values&& values,
                                const collective::Ref& across, std::span<Scalar> sum) {
@@ -243,8 +244,8 @@ class RoundStage {
 
  private:
   // The summed round (see across_processes): each message decoded by its sender; the kept
-  // values summed over this process's workers in their order (the first one copied, as a
-  // round within one process sums), with the count after them; one all-reduce; the sums
+  // values summed over this process's workers in their order, in the pairwise tree a round
+  // within one process sums in, with the count after them; one all-reduce; the sums
   // scattered back to their positions.
   template <class Values>
   std::size_t summed(std::span<const unsigned char> contributed, Values& values,
@@ -259,19 +260,21 @@ class RoundStage {
     auto position = [&](std::size_t e) { return random != nullptr ? kept_[e] : e; };
     carried_.assign(keep + 1, Scalar{0});
     decoded_.resize(n);
-    std::size_t count = 0;
+    asyncopt::detail::PairwiseSum<Scalar> pairwise(keep);
     for (std::size_t k = 0; k < contributed.size(); ++k) {
       if (contributed[k] == 0) {
         continue;
       }
       encode(k, std::span<const Scalar>(values(k), n), step(k, round), payload_,
              std::span<Scalar>(decoded_));
+      Scalar* const kept = level(pairwise.depth(), keep);
       for (std::size_t e = 0; e < keep; ++e) {
-        carried_[e] = count == 0 ? decoded_[position(e)] : carried_[e] + decoded_[position(e)];
+        kept[e] = decoded_[position(e)];
       }
-      ++count;
+      pairwise.add(kept, kept);
     }
-    carried_[keep] = static_cast<Scalar>(count);
+    pairwise.finish();  // into carried_, the first level
+    carried_[keep] = static_cast<Scalar>(pairwise.count());
     across.all_reduce_sum(std::span<Scalar>(carried_));
     std::fill(sum.begin(), sum.end(), Scalar{0});
     for (std::size_t e = 0; e < keep; ++e) {
@@ -299,8 +302,7 @@ class RoundStage {
       std::memcpy(mine_.data() + at + sizeof(frame), payload_.data(), payload_.size());
     }
     across.all_gather(std::span<const std::byte>(mine_), all_, sizes_);
-    std::fill(sum.begin(), sum.end(), Scalar{0});
-    std::size_t count = 0;
+    asyncopt::detail::PairwiseSum<Scalar> pairwise(sum.size());
     for (std::size_t at = 0; at < all_.size();) {
       std::uint64_t frame[3];
       if (all_.size() - at < sizeof(frame)) {
@@ -313,12 +315,32 @@ class RoundStage {
       }
       // Decoded with the step the sender framed it with (every process counts the job's
       // rounds alike, idle ones included; see finish()).
-      receiver_.add(std::span<const std::byte>(all_.data() + at, frame[2]),
-                    Step{.round = frame[1], .worker = frame[0]}, sum);
+      const std::size_t depth = pairwise.depth();
+      Scalar* const out = depth == 0 ? sum.data() : level(depth, sum.size());
+      receiver_.estimate(std::span<const std::byte>(all_.data() + at, frame[2]),
+                         Step{.round = frame[1], .worker = frame[0]},
+                         std::span<Scalar>(out, sum.size()));
+      pairwise.add(out, out);
       at += frame[2];
-      ++count;
     }
-    return count;
+    if (pairwise.finish() == nullptr) {
+      std::fill(sum.begin(), sum.end(), Scalar{0});
+    }
+    return pairwise.count();
+  }
+
+  // The buffer of `size` values for partial sums at level j of a round's pairwise sum (see
+  // PairwiseSum::depth); level 0 is carried_ (asked for by a summed round only).
+  Scalar* level(std::size_t j, std::size_t size) {
+    if (j == 0) {
+      return carried_.data();
+    }
+    if (levels_.size() < j) {
+      levels_.resize(j);
+    }
+    std::vector<Scalar>& buffer = levels_[j - 1];
+    buffer.resize(size);
+    return buffer.data();
   }
 
  public:
@@ -360,9 +382,10 @@ class RoundStage {
   Receiver<Scalar, AnyCodec> receiver_;
   AnyCodec codec_;  // the stage's codec, for the positions a summed round keeps
   bool summable_;
-  std::vector<std::uint32_t> kept_;  // a summed round's positions (random-k)
-  std::vector<Scalar> carried_;      // a summed round's kept values, then the count
-  std::vector<Scalar> decoded_;      // a summed round's message, as its sender decodes it
+  std::vector<std::uint32_t> kept_;          // a summed round's positions (random-k)
+  std::vector<Scalar> carried_;              // a summed round's kept values, then the count
+  std::vector<Scalar> decoded_;              // a summed round's message, as its sender decodes it
+  std::vector<std::vector<Scalar>> levels_;  // partial sums of levels 1, 2, ... of a round
   std::uint64_t first_worker_ = 0;
   std::uint64_t round_ = 0;  // rounds finished: the current round's number
   Payload payload_;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <asyncopt/core/collective.hpp>
+#include <asyncopt/core/pairwise.hpp>
 
 namespace asyncopt::consistency::detail {
 
@@ -140,49 +141,41 @@ struct Contribution {
 /// The sum over the job of a round's contributions, which the round divides by the count it
 /// returns (in the update's pass, or while copying the mean out). `source(k)` is worker k's
 /// Contribution; `rows` are the guard's rows, row k at rows + k * stride with stride >= n + 1,
-/// and `spare` has n + 1 values. This process's contributions are summed in worker order into
-/// the first contributor's scratch (or a copy in its row), which then goes across the
-/// processes once, as an all-reduce of n + 1 values, the last being this process's count: in
-/// place when the sum is in a row (which has that room: a copy, or a worker's gradient buffer
-/// lent by the guard), else after moving the sum to `spare`. Every process makes that same
-/// call whatever its workers pushed, as a collective requires. So the sum depends neither on
-/// the order in which workers arrived nor on which process computes it, and every process
-/// reduces the same way. A process with no contribution (an empty `contributed`) adds zeros
-/// and a count of 0. Returns where the sum is, and the job's count of contributions (0:
-/// nobody contributed, and the sum is all zero).
+/// and `spare` has n + 1 values. This process's contributions are summed in worker order, in
+/// the pairwise tree of PairwiseSum (so the mean of 2^k equal contributions is exact), into
+/// the first contributor's scratch (or its row), which then goes across the processes once,
+/// as an all-reduce of n + 1 values, the last being this process's count: in place when the
+/// sum is in a row (which has that room: a row, or a worker's gradient buffer lent by the
+/// guard), else after moving the sum to `spare`. Every process makes that same call whatever
+/// its workers pushed, as a collective requires. So the sum depends neither on the order in
+/// which workers arrived nor on which process computes it, and every process reduces the
+/// same way. A process with no contribution (an empty `contributed`) adds zeros and a count
+/// of 0. Returns where the sum is, and the job's count of contributions (0: nobody
+/// contributed, and the sum is all zero).
 template <class Scalar, class Source>
 std::pair<Scalar*, std::size_t> sum_round(Source&& source,
                                           std::span<const unsigned char> contributed, Scalar* rows,
                                           std::size_t stride, std::size_t n, Scalar* spare,
                                           const collective::Ref& across) {
-  Scalar* sum = nullptr;
-  bool room = true;  // whether sum[n] may hold the count
-  std::size_t count = 0;
+  asyncopt::detail::PairwiseSum<Scalar> pairwise(n);
+  Scalar* first_row = nullptr;
   for (std::size_t k = 0; k < contributed.size(); ++k) {
     if (contributed[k] == 0) {
       continue;
     }
     const Contribution<Scalar> c = source(k);
-    if (sum == nullptr) {
-      Scalar* const row = rows + k * stride;
-      if (c.scratch != nullptr) {
-        sum = c.scratch;
-        room = sum == row;
-      } else {
-        sum = row;
-        for (std::size_t i = 0; i < n; ++i) {
-          sum[i] = c.values[i];
-        }
-      }
-    } else {
-      for (std::size_t i = 0; i < n; ++i) {
-        sum[i] += c.values[i];
-      }
+    Scalar* const row = rows + k * stride;
+    if (first_row == nullptr) {
+      first_row = row;
     }
-    ++count;
+    pairwise.add(c.values, c.scratch != nullptr ? c.scratch : row);
   }
+  const std::size_t count = pairwise.count();
+  Scalar* sum = pairwise.finish();
+  bool room = sum == first_row;  // whether sum[n] may hold the count
   if (sum == nullptr) {
     sum = spare;
+    room = true;
     std::fill(sum, sum + n, Scalar{0});
   }
   if (across.size() <= 1) {
