@@ -101,7 +101,8 @@ int train(Settings& s, const Place& place) {
                .batch_size = *s.batch_size,
                .epochs = s.epochs,
                .max_seconds = s.max_seconds,
-               .seed = s.seed};
+               .seed = s.seed,
+               .storm = storm_of(s)};
     options.validate();
     dispatch::with_rule(s.rule, s.rules, [](const auto& rule) {
       asyncopt::update::validate(rule, asyncopt::Precision::of<Scalar>());

@@ -49,7 +49,8 @@ int run(Settings& s) {
                             .batch_size = *s.batch_size,
                             .epochs = s.epochs,
                             .max_seconds = s.max_seconds,
-                            .seed = s.seed},
+                            .seed = s.seed,
+                            .storm = storm_of(s)},
                 .callback = callback};
   const asyncopt::Report report =
       dispatch::with_policy(s.consistency, s.policies, [&](const auto& consistency) {

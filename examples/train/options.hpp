@@ -114,6 +114,11 @@ void add_options(CLI::App& app, Settings& s,
       ->check(cli::positive_number())
       ->capture_default_str()
       ->group("Update rule");
+  app.add_option("--storm", s.storm,
+                 "each worker pushes STORM's gradient estimate, with weight A in (0, 1] on the "
+                 "fresh gradient (two gradients per step; default: off)")
+      ->check(cli::number_in(0.0, 1.0, true, false))
+      ->group("Update rule");
 
   dispatch::add_choice(app, "--consistency", s.consistency, "", policies)->group("Consistency");
   if (policies.offers("locked")) {

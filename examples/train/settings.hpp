@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <asyncopt/core/options.hpp>
+
 #include "../dispatch.hpp"
 
 #ifndef ASYNCOPT_PLOT_SCRIPT
@@ -36,6 +38,7 @@ struct Settings {
   // Rule.
   std::string rule = "sgd";
   std::optional<double> learning_rate;
+  std::optional<double> storm;  // STORM's a: each worker pushes STORM's estimate
   dispatch::RuleSettings rules;  // the library's defaults; resolve_defaults() sets the lr
   // Consistency policy.
   std::string consistency = "lockfree";
@@ -61,6 +64,11 @@ struct Settings {
 /// - L2: 0 for the sparse sources, where a sparse step penalises only the weights it touches
 ///   (the Hogwild! convention), so rare features' weights escape a penalty that the reported
 ///   loss counts in full; 1e-4 for the dense ones.
+/// Options::storm from --storm.
+inline std::optional<asyncopt::Storm> storm_of(const Settings& s) {
+  return s.storm ? std::optional<asyncopt::Storm>(asyncopt::Storm{.a = *s.storm}) : std::nullopt;
+}
+
 inline void resolve_defaults(Settings& s) {
   const bool sparse = s.data == "libsvm" || s.data == "rcv1-like";
   if (s.model.empty()) {

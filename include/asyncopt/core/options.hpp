@@ -6,10 +6,36 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 namespace asyncopt {
+
+/// STORM's gradient estimator (Cutkosky and Orabona, "Momentum-Based Variance Reduction in
+/// Non-Convex SGD", NeurIPS 2019), kept by every worker: at step t, with its batch xi_t,
+///
+///     d_t = g(x_t; xi_t) + (1 - a) (d_{t-1} - g(x_{t-1}; xi_t)),    d_1 = g(x_1; xi_1),
+///
+/// two gradients of the same batch, at the parameters the worker pulled now and at those it
+/// pulled for its previous step; the worker pushes d_t instead of its gradient, and the rule
+/// (any rule) applies it. On a noise model g(x; xi) = grad f(x) + xi (the same xi at both
+/// points) the estimate's error is a xi_t + (1 - a) e_{t-1}, of stationary variance
+/// a sigma^2 / (2 - a): a = 1 is plain SGD, a smaller a averages the noise over about 1/a
+/// steps. The paper ties a to its adaptive step size (a = c eta^2); here a is constant and
+/// the rule chooses the step. A step costs two gradients, and steps are dense.
+struct Storm {
+  /// The weight of the fresh gradient, in (0, 1].
+  double a = 0.1;
+
+  /// Throws std::invalid_argument unless 0 < a <= 1.
+  void validate() const {
+    if (!(a > 0.0 && a <= 1.0)) {
+      throw std::invalid_argument("asyncopt: Options::storm.a must be in (0, 1], got " +
+                                  std::to_string(a));
+    }
+  }
+};
 
 /// Options of optimize(), set with designated initializers:
 /// `{.workers = 4, .batch_size = 64, .epochs = 20}`. Validated before anything starts.
@@ -31,6 +57,9 @@ struct Options {
   /// Evaluate the full loss before the first epoch and after every epoch. The tolerance
   /// and target_loss criteria need it.
   bool evaluate_loss = true;
+  /// Each worker pushes STORM's estimate instead of its gradient (see Storm); none by
+  /// default.
+  std::optional<Storm> storm{};
 
   /// Throws std::invalid_argument naming the first bad field.
   void validate() const {
@@ -58,6 +87,9 @@ struct Options {
     }
     if (epochs == 0 && max_seconds == 0.0 && !uses_loss) {
       fail("epochs is 0 (no limit) but no other stopping criterion is set");
+    }
+    if (storm) {
+      storm->validate();
     }
   }
 };

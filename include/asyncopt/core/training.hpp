@@ -179,6 +179,12 @@ struct alignas(cache_line) WorkerState {
   std::size_t end = 0;
   std::uint64_t examples = 0;
   bool pulled = false;  // w already holds this step's parameters (fused step)
+  // STORM (Options::storm): the parameters of this step and of the previous one, the
+  // gradients of this step's batch at them, and the estimate d, which carries over.
+  struct Storm {
+    std::vector<Scalar> now, previous, fresh, at_previous, estimate;
+    bool started = false;
+  } storm;
 };
 
 /// What the decision to stop reads after an epoch.
@@ -260,6 +266,12 @@ class Training {
       } else if constexpr (!Plan::sparse) {
         ws.grad.resize(n);
         ws.dense_grad = std::span<Scalar>(ws.grad);
+      }
+      if (options.storm) {
+        for (std::vector<Scalar>* v : {&ws.storm.now, &ws.storm.previous, &ws.storm.fresh,
+                                       &ws.storm.at_previous, &ws.storm.estimate}) {
+          v->resize(n);
+        }
       }
     }
     if constexpr (CheckpointingStore<Store>) {
@@ -437,7 +449,9 @@ class Training {
       prefetch_upcoming(ws);
     }
     try {
-      if constexpr (Plan::touched_gradient) {
+      if (options_.storm) {
+        storm_step(ws, batch);
+      } else if constexpr (Plan::touched_gradient) {
         touched_gradient_step(ws, batch);
       } else if constexpr (Plan::fused) {
         fused_step(ws, batch);
@@ -507,6 +521,28 @@ class Training {
       ws.handle.push(std::span<const Scalar>(ws.dense_grad));
       ws.handle.clock();
     }
+  }
+
+  // STORM: a dense pull, the batch's gradients at this step's parameters and at the previous
+  // step's, the estimate pushed in place of the gradient, a clock.
+  void storm_step(State& ws, std::span<const std::size_t> batch) {
+    auto& s = ws.storm;
+    ws.handle.pull(std::span<Scalar>(s.now));
+    objective_.gradient(std::span<const Scalar>(s.now), batch, std::span<Scalar>(s.fresh));
+    if (s.started) {
+      objective_.gradient(std::span<const Scalar>(s.previous), batch,
+                          std::span<Scalar>(s.at_previous));
+      const auto keep = static_cast<Scalar>(1.0 - options_.storm->a);
+      for (std::size_t i = 0; i < s.estimate.size(); ++i) {
+        s.estimate[i] = s.fresh[i] + keep * (s.estimate[i] - s.at_previous[i]);
+      }
+    } else {
+      std::copy(s.fresh.begin(), s.fresh.end(), s.estimate.begin());
+      s.started = true;
+    }
+    ws.handle.push(std::span<const Scalar>(s.estimate));
+    ws.handle.clock();
+    std::swap(s.now, s.previous);  // read by the push (w_seen): swapped after it
   }
 
   // A pull (of the touched parameters, or of all), a sparse or dense gradient, a push and a
