@@ -131,7 +131,7 @@ int train(Settings& s, const Place& place) {
   // Training: every process runs the same epochs and calls the callback after each. An
   // error from here on may be one process's alone, while the others wait for it in a
   // collective: it ends the whole job (MPI_Abort).
-  std::vector<Scalar> w(models.train->dimension(), Scalar(0));
+  std::vector<Scalar> w = models.train->initial_parameters(s.seed);
   if (curve) {
     curve->start(models.train->loss(w), w);
   }

@@ -39,7 +39,7 @@ int run(Settings& s) {
   print_setup(s, data, models,
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 
-  std::vector<Scalar> w(models.train->dimension(), Scalar(0));
+  std::vector<Scalar> w = models.train->initial_parameters(s.seed);
   LossCurve curve(s, models);
   curve.start(models.train->loss(w), w);
   const EpochCallback callback = [&curve](const asyncopt::EpochInfo<Scalar>& e) { curve(e); };

@@ -275,6 +275,81 @@ TEMPLATE_TEST_CASE("softmax gradient equals a central difference of the batch lo
   check_gradient_against_finite_difference<Kind::softmax, ColumnMajor<TestType>>();
 }
 
+// ---- Hessian-vector products against a finite difference of the gradient ---------------------
+
+/// H v of the objective over a batch equals (grad(w + h v) - grad(w - h v)) / 2h of the double
+/// objective built from the batch's rows alone (repeats included): an independent check of
+/// the curvature, since the reference only evaluates gradients.
+template <Kind kind, class Matrix>
+void check_hessian_vector_against_finite_difference() {
+  using T = typename Matrix::Scalar;
+  const std::vector<std::size_t> batch{3, static_cast<std::size_t>(zero_row), 0, 3, 9};
+  for (const bool intercept : {true, false}) {
+    for (const double l2 : {0.0, 0.3}) {
+      INFO(name(kind) << (is_sparse<Matrix> ? ", sparse" : ", dense") << ", intercept " << intercept
+                      << ", l2 " << l2);
+      const Options options{.l2 = l2, .intercept = intercept};
+      const auto f = make<kind, Matrix>(all_rows(), options);
+      const auto reference = make<kind, Dense<double>>(batch, options);
+      const auto w = random_parameters<T>(f.dimension(), 11);
+      const auto v = random_parameters<T>(f.dimension(), 12);
+      std::vector<T> hv(f.dimension(), std::numeric_limits<T>::quiet_NaN());
+      f.hessian_vector(w, batch, v, hv);
+
+      constexpr double h = 1e-5;
+      std::vector<double> up = cast<double>(w);
+      std::vector<double> down = up;
+      for (std::size_t j = 0; j < up.size(); ++j) {
+        up[j] += h * static_cast<double>(v[j]);
+        down[j] -= h * static_cast<double>(v[j]);
+      }
+      std::vector<std::size_t> every(reference.num_examples());
+      std::iota(every.begin(), every.end(), std::size_t{0});
+      std::vector<double> g_up(f.dimension());
+      std::vector<double> g_down(f.dimension());
+      reference.gradient(up, every, g_up);
+      reference.gradient(down, every, g_down);
+      std::vector<double> expected(f.dimension());
+      for (std::size_t j = 0; j < expected.size(); ++j) {
+        expected[j] = (g_up[j] - g_down[j]) / (2 * h);
+      }
+      require_close(hv, expected, std::is_same_v<T, float> ? 2e-5 : 1e-7);
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("Hessian-vector products equal a central difference of the gradient", "", float,
+                   double) {
+  check_hessian_vector_against_finite_difference<Kind::least_squares, Dense<TestType>>();
+  check_hessian_vector_against_finite_difference<Kind::least_squares, Sparse<TestType>>();
+  check_hessian_vector_against_finite_difference<Kind::logistic, Dense<TestType>>();
+  check_hessian_vector_against_finite_difference<Kind::logistic, Sparse<TestType>>();
+  check_hessian_vector_against_finite_difference<Kind::softmax, Dense<TestType>>();
+  check_hessian_vector_against_finite_difference<Kind::softmax, Sparse<TestType>>();
+  check_hessian_vector_against_finite_difference<Kind::softmax, ColumnMajor<TestType>>();
+}
+
+// Least squares' Hessian is (1/|B|) X_B^T X_B + l2 (on the weights), with a column of ones
+// for the intercept: its product with v, written out.
+TEST_CASE("the least-squares Hessian-vector product equals X^T X v / |B| + l2 v") {
+  const std::vector<std::size_t> batch{1, 4, 7};
+  const auto f = make<Kind::least_squares, Dense<double>>(all_rows(), {.l2 = 0.5});
+  const auto w = random_parameters<double>(f.dimension(), 3);
+  const auto v = random_parameters<double>(f.dimension(), 4);
+  const Eigen::Index d = f.data().cols();
+  Eigen::MatrixXd x(3, d + 1);
+  for (Eigen::Index r = 0; r < 3; ++r) {
+    x.row(r).head(d) = f.data().row(static_cast<Eigen::Index>(batch[r]));
+    x(r, d) = 1.0;
+  }
+  const Eigen::Map<const Eigen::VectorXd> vv(v.data(), d + 1);
+  Eigen::VectorXd expected = x.transpose() * (x * vv) / 3.0;
+  expected.head(d) += 0.5 * vv.head(d);
+  std::vector<double> hv(f.dimension());
+  f.hessian_vector(w, batch, v, hv);
+  require_close(hv, std::vector<double>(expected.begin(), expected.end()), 1e-12);
+}
+
 // ---- The loss itself --------------------------------------------------------------------------
 
 TEST_CASE("least-squares loss at a known w equals a hand computation") {

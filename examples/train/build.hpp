@@ -6,7 +6,9 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -116,6 +118,20 @@ inline std::unique_ptr<Model> build_one(const Settings& s, Data data,
       [&](auto& x) -> std::unique_ptr<Model> {
         using Matrix = std::decay_t<decltype(x)>;
         namespace objective = asyncopt::objective;
+        if (classes && s.model == "mlp") {
+          if constexpr (std::is_same_v<Matrix, SparseMatrix>) {
+            throw std::invalid_argument(
+                "--model mlp takes dense data: add --layout dense (for data that fits)");
+          } else {
+            using F = objective::Mlp<Matrix>;
+            const auto activation =
+                s.activation == "tanh" ? objective::Activation::tanh : objective::Activation::relu;
+            return std::make_unique<ModelOf<F>>(F(std::move(x), classes->map(data.y),
+                                                  classes->count(),
+                                                  {.hidden = s.hidden, .activation = activation},
+                                                  {.l2 = *s.l2, .intercept = s.intercept}));
+          }
+        }
         if (classes) {
           using F = objective::SoftmaxRegression<Matrix>;
           return std::make_unique<ModelOf<F>>(F(std::move(x), classes->map(data.y),
@@ -138,7 +154,7 @@ inline std::unique_ptr<Model> build_one(const Settings& s, Data data,
 inline Models build(const Settings& s, Split split) {
   std::optional<Classes> classes;
   std::optional<BinaryLabels> binary;
-  if (s.model == "softmax") {
+  if (s.model == "softmax" || s.model == "mlp") {
     classes.emplace(split.train.y, split.test ? &split.test->y : nullptr);
   } else if (s.model == "logistic") {
     binary.emplace(split.train.y, s.positive);

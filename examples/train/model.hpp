@@ -1,5 +1,6 @@
-// The trained model as the general trainer sees it: a type-erased Model over any of the six
-// objective types (softmax, logistic or least squares; dense or sparse), and the two views
+// The trained model as the general trainer sees it: a type-erased Model over any of the
+// objective types (softmax, logistic or least squares, dense or sparse; the MLP, dense), and
+// the two views
 // through which the optimizer sees it.
 //
 // Compile time: every rule x policy pair instantiates one optimizer, and each of those
@@ -9,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <span>
@@ -47,6 +49,8 @@ class Model {
                        std::vector<std::size_t>& index) const = 0;
   /// The fraction of examples classified right; nullopt for regression.
   [[nodiscard]] virtual std::optional<double> accuracy(std::span<const Scalar> w) const = 0;
+  /// Where training starts: zero, or the objective's initial_parameters(seed) (the MLP's).
+  [[nodiscard]] virtual std::vector<Scalar> initial_parameters(std::uint64_t seed) const = 0;
 };
 
 template <class F>
@@ -82,6 +86,13 @@ class ModelOf final : public Model {
       return f_.accuracy(w);
     } else {
       return std::nullopt;
+    }
+  }
+  [[nodiscard]] std::vector<Scalar> initial_parameters(std::uint64_t seed) const override {
+    if constexpr (requires { f_.initial_parameters(seed); }) {
+      return f_.initial_parameters(seed);
+    } else {
+      return std::vector<Scalar>(f_.dimension(), Scalar(0));
     }
   }
 

@@ -64,9 +64,19 @@ void add_options(CLI::App& app, Settings& s,
       ->group("Data");
 
   app.add_option("--model", s.model,
-                 "softmax, logistic or least-squares (default: softmax for fashion-mnist, "
-                 "least-squares for csv, logistic otherwise)")
-      ->check(CLI::IsMember({"softmax", "logistic", "least-squares"}))
+                 "softmax, logistic, least-squares or mlp (a network of --hidden layers, "
+                 "dense data; default: softmax for fashion-mnist, least-squares for csv, "
+                 "logistic otherwise)")
+      ->check(CLI::IsMember({"softmax", "logistic", "least-squares", "mlp"}))
+      ->group("Model");
+  app.add_option("--hidden", s.hidden, "mlp: the widths of its one or two hidden layers")
+      ->check(cli::positive_integer<std::size_t>())
+      ->expected(1, 2)
+      ->capture_default_str()
+      ->group("Model");
+  app.add_option("--activation", s.activation, "mlp: relu or tanh")
+      ->check(CLI::IsMember({"relu", "tanh"}))
+      ->capture_default_str()
       ->group("Model");
   app.add_option("--positive", s.positive,
                  "logistic: the label that counts as 1 (default: the larger of the two)")

@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <asyncopt/core/options.hpp>
 
@@ -34,11 +35,13 @@ struct Settings {
   // Model.
   std::string model;
   std::optional<double> l2;
+  std::vector<std::size_t> hidden = {128};  // mlp: the hidden layers' widths
+  std::string activation = "relu";          // mlp: relu or tanh
   bool intercept = true;
   // Rule.
   std::string rule = "sgd";
   std::optional<double> learning_rate;
-  std::optional<double> storm;  // STORM's a: each worker pushes STORM's estimate
+  std::optional<double> storm;   // STORM's a: each worker pushes STORM's estimate
   dispatch::RuleSettings rules;  // the library's defaults; resolve_defaults() sets the lr
   // Consistency policy.
   std::string consistency = "lockfree";

@@ -17,6 +17,7 @@
 #include <asyncopt/core/report.hpp>
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/optimizer.hpp>
+#include <asyncopt/solver/giant.hpp>
 #include <asyncopt/transport/shared_memory.hpp>
 #include <asyncopt/transport/simulated.hpp>
 #include <asyncopt/update/update.hpp>

@@ -20,6 +20,7 @@
 
 #include <asyncopt/mpi/mpi.hpp>
 #include <asyncopt/objective/objective.hpp>
+#include <asyncopt/solver/giant.hpp>
 
 #include "job.hpp"
 
@@ -223,6 +224,32 @@ TEST_CASE("checkpoints of a SCAFFOLD job are refused in one sentence") {
   CHECK_THROWS_WITH(opt.optimize(f, std::span<float>(w), {.workers = 1, .epochs = 1}),
                     Contains("checkpoints do not hold Scaffold's control variates"));
   CHECK(w == std::vector<float>(4, 0.0F));
+}
+
+// GIANT over the collective seam: each process's workers sum their weighted vectors in the
+// pairwise tree, then one all-reduce per vector; two processes add their two subtrees as one
+// process does.
+TEST_CASE("GIANT across processes equals one process with as many workers") {
+  const std::size_t p = processes();
+  const LeastSquares f = planted(400, 12, 7);
+  for (const std::size_t local : {1, 2}) {
+    INFO("workers per process = " << local);
+    const asyncopt::Giant options{.workers = local, .rounds = 3, .cg_iterations = 20};
+    std::vector<float> job(f.dimension(), 0.0F);
+    asyncopt::mpi::Communicator comm;
+    const auto report =
+        asyncopt::giant(f, std::span<float>(job), options, asyncopt::collective::Ref(comm));
+    asyncopt::Giant single_options = options;
+    single_options.workers = local * p;
+    std::vector<float> single(f.dimension(), 0.0F);
+    const auto single_report = asyncopt::giant(f, std::span<float>(single), single_options);
+    CHECK(same_everywhere(checksum(job)));
+    check_same(job, single, p <= 2);
+    CHECK(report.rounds == 3);
+    CHECK(report.hessian_vector_products == single_report.hessian_vector_products);
+    CHECK((report.collective_bytes > 0) == (p > 1));
+    CHECK(report.loss.back() < report.loss.front());
+  }
 }
 
 TEST_CASE("local SGD with period 1 across processes equals synchronous SGD") {

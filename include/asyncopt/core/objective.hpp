@@ -27,6 +27,16 @@ concept Objective = requires(const F& f, std::span<const Scalar> w,
   { f.gradient(w, batch, grad) } -> std::same_as<void>;
 };
 
+/// An Objective that multiplies its batch Hessian by a vector: `hessian_vector(w, batch, v,
+/// out)` writes H v, H the Hessian at w of the batch's mean loss (with the regularizer), as
+/// `gradient` is its gradient. Newton-type solvers (GIANT) use it.
+template <class F, class Scalar>
+concept HessianObjective = Objective<F, Scalar> &&
+    requires(const F& f, std::span<const Scalar> w, std::span<const std::size_t> batch,
+             std::span<const Scalar> v, std::span<Scalar> out) {
+  { f.hessian_vector(w, batch, v, out) } -> std::same_as<void>;
+};
+
 /// An Objective whose batch gradients touch few parameters (sparse data, Hogwild!).
 ///
 /// `sparse_gradient(w, batch, g)` clears `g` and writes the batch gradient as strictly

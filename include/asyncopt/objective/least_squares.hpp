@@ -17,6 +17,8 @@ struct SquaredLoss {
   static double value(double z, double y) { return 0.5 * (z - y) * (z - y); }
   /// Its derivative in z: z - y.
   static double slope(double z, double y) { return z - y; }
+  /// Its second derivative in z: 1.
+  static double curvature(double /*z*/, double /*y*/) { return 1.0; }
 };
 
 /// Minimises mean_i 0.5 (x_i . w + b - y_i)^2 + 0.5 l2 ||w||^2; parameters [w_0..w_{d-1}, b],

@@ -2,6 +2,7 @@
 // loss, gradient and sparse gradients, written once over the per-example loss.
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <span>
 #include <string>
@@ -75,6 +76,41 @@ class SingleOutputModel
     }
     if (this->l2() != 0.0) {
       gv.head(d) += static_cast<Scalar>(this->l2()) * wv.head(d);
+    }
+  }
+
+  /// out <- H v, H the Hessian at w of the batch's mean loss plus the L2 term: the mean over
+  /// `batch` of ell''(z_i, y_i) (x_i . v_w + v_b) [x_i, 1], plus l2 * v on the weights. For a
+  /// `Loss` with `static double curvature(double z, double y)`, its second derivative in z
+  /// (SquaredLoss, LogisticLoss): what a Newton-type solver (GIANT) multiplies by.
+  void hessian_vector(std::span<const Scalar> w, std::span<const std::size_t> batch,
+                      std::span<const Scalar> v, std::span<Scalar> out) const requires
+      requires(double z, double y) {
+    { Loss::curvature(z, y) } -> std::convertible_to<double>;
+  }
+  {
+    this->check_size("hessian_vector", "w", w.size(), dimension());
+    this->check_size("hessian_vector", "v", v.size(), dimension());
+    this->check_size("hessian_vector", "out", out.size(), dimension());
+    this->check_batch("hessian_vector", batch);
+    const auto wv = detail::as_vector(w);
+    const auto vv = detail::as_vector(v);
+    auto ov = detail::as_vector(out);
+    const Eigen::Index d = this->data().cols();
+    ov.setZero();
+    const Scalar scale = Scalar(1) / static_cast<Scalar>(batch.size());
+    for (const std::size_t id : batch) {
+      const auto i = static_cast<Eigen::Index>(id);
+      const auto curvature = static_cast<Scalar>(Loss::curvature(
+          static_cast<double>(margin(wv, i)), static_cast<double>(this->labels()[i])));
+      const Scalar c = scale * curvature * margin(vv, i);
+      detail::add_scaled_row(this->data(), i, c, ov.head(d));
+      if (this->intercept()) {
+        ov[d] += c;
+      }
+    }
+    if (this->l2() != 0.0) {
+      ov.head(d) += static_cast<Scalar>(this->l2()) * vv.head(d);
     }
   }
 

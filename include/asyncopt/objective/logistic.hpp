@@ -19,6 +19,10 @@ struct LogisticLoss {
   static double value(double z, double y) { return detail::log1p_exp(y > 0.5 ? -z : z); }
   /// Its derivative in z: sigmoid(z) - y.
   static double slope(double z, double y) { return detail::sigmoid(z) - y; }
+  /// Its second derivative in z: sigmoid(z) sigmoid(-z), whatever the label.
+  static double curvature(double z, double /*y*/) {
+    return detail::sigmoid(z) * detail::sigmoid(-z);
+  }
 };
 
 /// Minimises mean_i log(1 + exp(-s_i z_i)) + 0.5 l2 ||w||^2, z_i = x_i . w + b, s_i = 2 y_i - 1

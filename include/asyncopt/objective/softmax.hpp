@@ -94,6 +94,39 @@ class SoftmaxRegression : public ModelData<Matrix, Eigen::VectorXi> {
     }
   }
 
+  /// out <- H v, H the Hessian at w of the batch's mean cross-entropy plus the L2 term: per
+  /// example, with p = softmax(W x + b) and u = V x + v_b, the logits' Hessian
+  /// diag(p) - p p^T times u, s = p (u - p . u), spread as s x^T on the weights and s on the
+  /// biases; their mean over `batch`, plus l2 * V on the weights. What a Newton-type solver
+  /// (GIANT) multiplies by.
+  void hessian_vector(std::span<const Scalar> w, std::span<const std::size_t> batch,
+                      std::span<const Scalar> v, std::span<Scalar> out) const {
+    this->check_size("hessian_vector", "w", w.size(), dimension());
+    this->check_size("hessian_vector", "v", v.size(), dimension());
+    this->check_size("hessian_vector", "out", out.size(), dimension());
+    this->check_batch("hessian_vector", batch);
+    detail::as_vector(out).setZero();
+    Eigen::Map<detail::RowMajorMatrix<Scalar>> ow(out.data(), classes_, this->data().cols());
+    const Scalar scale = Scalar(1) / static_cast<Scalar>(batch.size());
+    detail::Vector<Scalar> p(classes_);
+    detail::Vector<Scalar> u(classes_);
+    for (const std::size_t id : batch) {
+      const auto i = static_cast<Eigen::Index>(id);
+      logits(w, i, p);
+      detail::softmax_in_place(p);
+      logits(v, i, u);
+      const Scalar pu = p.dot(u);
+      u = (scale * p.array() * (u.array() - pu)).matrix();
+      detail::add_outer_row(this->data(), i, u, ow);
+      if (this->intercept()) {
+        biases(out) += u;
+      }
+    }
+    if (this->l2() != 0.0) {
+      ow += static_cast<Scalar>(this->l2()) * weight_matrix(v);
+    }
+  }
+
   /// Clears `g`, then writes the batch gradient on the parameters the batch touches: k*d + j
   /// for every class k and feature j its rows have entries in, then the K biases. The L2 term
   /// is added on those weights only (the Hogwild! convention); elsewhere the dense gradient
