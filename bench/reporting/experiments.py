@@ -213,6 +213,29 @@ def e6_plot(csv_path: Path, png_path: Path) -> None:
     save_figure(fig, png_path, dpi=110)
 
 
+def e8_plot(csv_path: Path, png_path: Path) -> None:
+    plt = pyplot()
+    rows = read_rows(csv_path)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    floor = 1e-12
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        ax.plot([int(r["round"]) for r in mine],
+                [max(float(r["suboptimality"]), floor) for r in mine],
+                "o-" if method == "GIANT" else "-", markersize=3, label=method)
+    ax.axhline(1e-6, color="gray", linestyle=":", linewidth=1)
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("rounds (all-reduces of the gradient; GIANT: two per round)")
+    ax.set_ylabel("training loss - optimum")
+    ax.set_title("E8: logistic regression, 4 workers")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, png_path, dpi=110)
+
+
 # name -> (title, plot function)
 EXPERIMENTS = {
     "e1_stability": ("E1 stability boundary under a fixed delay", e1_plot),
@@ -221,6 +244,7 @@ EXPERIMENTS = {
     "e4_implicit_momentum": ("E4 implicit momentum against the number of workers", e4_plot),
     "e5_local_sgd": ("E5 local SGD at an equal gradient budget", e5_plot),
     "e6_compression": ("E6 compressed rounds: accuracy against bytes", e6_plot),
+    "e8_giant": ("E8 GIANT against first-order methods in rounds", e8_plot),
 }
 
 
