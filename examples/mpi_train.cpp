@@ -188,7 +188,7 @@ int run(int argc, char** argv) {
   s.consistency = "synchronous";
   s.csv = "mpi_train_loss.csv";
   CLI::App app{
-      "Trains a linear model across the processes of an MPI job (start it with mpirun or "
+      "Trains a linear model or an MLP across the processes of an MPI job (start it with mpirun or "
       "srun): every process loads the same data and runs --workers threads, and the processes "
       "all-reduce once per round (synchronous) or every --period steps (local, scaffold). "
       "Process 0 "

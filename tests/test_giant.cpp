@@ -143,7 +143,7 @@ namespace {
 // method on the dense Hessian (independent of the library's Hessian-vector products).
 struct LogisticProblem {
   Logistic f;
-  double optimum_loss;
+  double optimum_loss = 0.0;
 };
 
 LogisticProblem logistic_problem() {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <Eigen/Dense>
+#include <Eigen/SparseCore>
 #include <catch2/catch.hpp>
 
 #include <asyncopt/asyncopt.hpp>
@@ -1165,15 +1166,19 @@ TEST_CASE("on heterogeneous quadratics local SGD stalls at its drift and SCAFFOL
 }
 
 // The round's arithmetic on the guard itself, against the definitions: c_k+ is the mean of
-// worker k's gradients of the round, c the mean of every c_k, x moves by lr_g times the mean
-// model delta. Worker 1 takes two steps and leaves, worker 0 takes three and closes the round.
+// worker k's gradients of the round, c the mean of every c_k (over all N = 3 workers, one of
+// which never steps), x moves by lr_g times the mean model delta of those that stepped.
+// Worker 2 leaves at once, worker 1 takes two steps and leaves, worker 0 takes three and
+// closes the round.
 TEST_CASE("a SCAFFOLD round follows the paper's option II, and c stays the mean of the c_k") {
   constexpr std::size_t n = 4;
   const Scaffold policy{.period = 3, .global_learning_rate = 0.5};
-  Scaffold::Guard<double> guard(policy, n, 2);
+  Scaffold::Guard<double> guard(policy, n, 3);
   std::vector<double> shared = {1.0, -2.0, 0.25, 3.0};
   guard.join(0, 0, shared);
   guard.join(1, 0, shared);
+  guard.join(2, 0, shared);
+  guard.leave(2, shared);  // no steps: not a contribution
 
   // Worker k's step t: gradient g = (k + 1) * (t + 1) * (i + 1) / 8 in coordinate i, the
   // replica moved by -0.1 times the corrected gradient (as Sgd would), sums kept here.
@@ -1216,7 +1221,8 @@ TEST_CASE("a SCAFFOLD round follows the paper's option II, and c stays the mean 
     const double c1 = sums[1][i] / 2.0;
     CHECK(guard.control(0)[i] == c0);
     CHECK(guard.control(1)[i] == c1);
-    CHECK(guard.control()[i] == Approx((c0 + c1) / 2.0).epsilon(1e-15));
+    CHECK(guard.control(2)[i] == 0.0);
+    CHECK(guard.control()[i] == Approx((c0 + c1 + 0.0) / 3.0).epsilon(1e-15));
     const double moved = 0.5 * (((y0[i] - x0[i]) + (y1[i] - x0[i])) / 2.0);
     CHECK(shared[i] == Approx(x0[i] + moved).epsilon(1e-15));
     CHECK(guard.replica(0)[i] == shared[i]);  // worker 0 restarts from x
@@ -1301,6 +1307,38 @@ TEST_CASE("SCAFFOLD converges to the normal-equations optimum", "[convergence]")
     CHECK(max_abs_difference(w, optimum) < 2e-3);
     CHECK(r.updates == 60U * messages_per_epoch(800, workers, 4));
   }
+}
+
+// A corrected push is dense, so a rule that reads the parameters a gradient was computed at
+// (delay compensation) needs them all: optimize() pulls every parameter under Scaffold even
+// for a sparse objective, instead of failing on the first push.
+TEST_CASE("SCAFFOLD with delay compensation trains a sparse objective") {
+  using Sparse = Eigen::SparseMatrix<double, Eigen::RowMajor>;
+  std::mt19937 rng(6);
+  std::uniform_int_distribution<int> column(0, 19);
+  std::normal_distribution<double> normal;
+  std::vector<Eigen::Triplet<double>> entries;
+  Eigen::VectorXd y(400);
+  for (int i = 0; i < 400; ++i) {
+    double margin = 0.0;
+    for (int k = 0; k < 3; ++k) {
+      const int j = column(rng);
+      const double v = normal(rng);
+      entries.emplace_back(i, j, v);
+      margin += (j % 2 == 0 ? 1.0 : -1.0) * v;
+    }
+    y[i] = margin > 0.0 ? 1.0 : 0.0;
+  }
+  Sparse x(400, 20);
+  x.setFromTriplets(entries.begin(), entries.end());
+  const asyncopt::objective::LogisticRegression<Sparse> f(std::move(x), std::move(y));
+  std::vector<double> w(f.dimension(), 0.0);
+  const auto r =
+      asyncopt::AsyncOptimizer<double, asyncopt::update::DelayCompensated, Scaffold>(
+          asyncopt::update::DelayCompensated{.learning_rate = 0.5}, Scaffold{.period = 4})
+          .optimize(f, std::span<double>(w), {.workers = 2, .batch_size = 4, .epochs = 5});
+  CHECK(r.rejected == 0);
+  CHECK(r.loss.back() < 0.5 * r.loss.front());
 }
 
 TEST_CASE("a worker that throws does not hang SCAFFOLD's rounds") {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <span>
@@ -186,4 +187,40 @@ TEST_CASE("a STORM weight of 0, below 0, above 1 or NaN is refused in one senten
         Catch::Matchers::StartsWith("asyncopt: Options::storm.a must be in (0, 1], got "));
   }
   CHECK(w == std::vector<double>{1.0, 2.0});
+}
+
+namespace {
+
+// Least squares whose gradient on example 3 is infinite in its first coordinate.
+struct OneBadExample {
+  const LeastSquares* f;
+  [[nodiscard]] std::size_t dimension() const { return f->dimension(); }
+  [[nodiscard]] std::size_t num_examples() const { return f->num_examples(); }
+  [[nodiscard]] double loss(std::span<const double> w) const { return f->loss(w); }
+  void gradient(std::span<const double> w, std::span<const std::size_t> batch,
+                std::span<double> grad) const {
+    f->gradient(w, batch, grad);
+    if (std::find(batch.begin(), batch.end(), std::size_t{3}) != batch.end()) {
+      grad[0] = std::numeric_limits<double>::infinity();
+    }
+  }
+};
+
+}  // namespace
+
+// The store rejects the estimate the bad batch makes, and the worker does not carry it: its
+// next step starts afresh, so only that one push is lost (as without STORM).
+TEST_CASE("a rejected STORM estimate is not carried into the next steps") {
+  const LeastSquares f = planted(100, 4, 2);
+  for (const double a : {0.3, 1.0}) {
+    INFO("a = " << a);
+    std::vector<double> w(4, 0.0);
+    const auto report =
+        asyncopt::AsyncOptimizer<double, Sgd, Locked>(Sgd{.learning_rate = 0.05})
+            .optimize(OneBadExample{&f}, std::span<double>(w),
+                      {.workers = 1, .batch_size = 1, .epochs = 2, .storm = Storm{.a = a}});
+    CHECK(report.rejected == 2);  // example 3 once per epoch
+    CHECK(report.updates == 198);
+    CHECK(report.loss.back() < 0.1 * report.loss.front());
+  }
 }

@@ -59,6 +59,11 @@ struct Settings {
   std::string plot_script = ASYNCOPT_PLOT_SCRIPT;
 };
 
+/// Options::storm from --storm.
+inline std::optional<asyncopt::Storm> storm_of(const Settings& s) {
+  return s.storm ? std::optional<asyncopt::Storm>(asyncopt::Storm{.a = *s.storm}) : std::nullopt;
+}
+
 /// Fills in what the command line left to the data source and the rule:
 /// - the model: softmax for Fashion-MNIST, least squares for CSV, logistic otherwise;
 /// - the batch: 1 for the sparse sources (Hogwild!), 8 for the dense ones;
@@ -67,11 +72,6 @@ struct Settings {
 /// - L2: 0 for the sparse sources, where a sparse step penalises only the weights it touches
 ///   (the Hogwild! convention), so rare features' weights escape a penalty that the reported
 ///   loss counts in full; 1e-4 for the dense ones.
-/// Options::storm from --storm.
-inline std::optional<asyncopt::Storm> storm_of(const Settings& s) {
-  return s.storm ? std::optional<asyncopt::Storm>(asyncopt::Storm{.a = *s.storm}) : std::nullopt;
-}
-
 inline void resolve_defaults(Settings& s) {
   const bool sparse = s.data == "libsvm" || s.data == "rcv1-like";
   if (s.model.empty()) {

@@ -252,6 +252,19 @@ TEST_CASE("GIANT across processes equals one process with as many workers") {
   }
 }
 
+TEST_CASE("STORM with checkpoints is refused in one sentence") {
+  using Catch::Matchers::Contains;
+  const LeastSquares f = planted(40, 4, 1);
+  std::vector<float> w(4, 0.0F);
+  const asyncopt::AsyncOptimizer<float, asyncopt::update::Sgd, Synchronous, Mpi> opt(
+      asyncopt::update::Sgd{.learning_rate = 0.01}, Synchronous{},
+      Mpi{.checkpoints = {.path = "/nonexistent/asyncopt-storm.ckpt", .every_rounds = 1}});
+  CHECK_THROWS_WITH(opt.optimize(f, std::span<float>(w),
+                                 {.workers = 1, .epochs = 1, .storm = asyncopt::Storm{.a = 0.5}}),
+                    Contains("checkpoints do not hold the workers' STORM estimates"));
+  CHECK(w == std::vector<float>(4, 0.0F));
+}
+
 TEST_CASE("local SGD with period 1 across processes equals synchronous SGD") {
   const LeastSquares f = planted(300, 10, 3);
   const Options options{.workers = 1, .batch_size = 5, .epochs = 2, .seed = 4};

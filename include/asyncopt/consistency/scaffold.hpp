@@ -42,7 +42,10 @@ namespace asyncopt::consistency {
 /// sparse gradient becomes a dense step, since the correction c - c_i touches every
 /// parameter. Updates count local steps; the time spent waiting at rounds is wait_seconds.
 /// With period = 1, SCAFFOLD is synchronous SGD (to rounding: the mean is of the replicas'
-/// steps).
+/// steps) while every worker takes part in each round; in a round of fewer workers (shards
+/// that end unevenly) x moves by -lr (mean g_i - mean c_i + c) over those that did. A worker
+/// must not push after leave() (its handle's join() first): its control variate may still be
+/// in a round.
 struct Scaffold {
   /// Local steps between two rounds (K in the paper).
   std::uint64_t period = 8;
@@ -78,7 +81,7 @@ struct Scaffold {
     using SharedParameters<Scalar>::params_mutex_;
 
    public:
-    /// Allocates the per-worker buffers (5n + 1 values per worker) and c; every worker starts
+    /// Allocates the per-worker buffers (4n + 1 values per worker) and c; every worker starts
     /// live. The rounds span the processes of `across` (by default, this process alone), and
     /// construction is then collective. Throws std::invalid_argument for bad options.
     Guard(const Scaffold& policy, std::size_t n, std::size_t workers, collective::Ref across = {})

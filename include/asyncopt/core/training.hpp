@@ -15,12 +15,14 @@
 #include <limits>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <asyncopt/core/concepts.hpp>
 #include <asyncopt/core/config.hpp>
+#include <asyncopt/core/guard.hpp>
 #include <asyncopt/core/objective.hpp>
 #include <asyncopt/core/options.hpp>
 #include <asyncopt/core/progress.hpp>
@@ -146,10 +148,12 @@ template <class F, class Scalar, class Rule, class Consistency, class Worker>
 struct StepPlan {
   /// The objective computes sparse gradients.
   static constexpr bool sparse = SparseObjective<F, Scalar>;
-  /// A round's combined update is dense and reads every parameter the gradient was computed
-  /// at (delay compensation under Synchronous): every worker must pull all.
+  /// A round's combined update, or a corrected push (Scaffold), is dense and reads every
+  /// parameter the gradient was computed at (delay compensation): every worker must pull all.
   static constexpr bool dense_seen =
-      needs_w_seen_v<Rule> && CombiningGuard<typename Consistency::template Guard<Scalar>, Scalar>;
+      needs_w_seen_v<Rule> &&
+      (CombiningGuard<typename Consistency::template Guard<Scalar>, Scalar> ||
+       hooks::corrects<typename Consistency::template Guard<Scalar>, Scalar>);
   /// A sparse step pulls only the parameters its batch touches, when the objective names
   /// them and the transport offers a sparse pull.
   static constexpr bool sparse_pull =
@@ -272,6 +276,13 @@ class Training {
                                        &ws.storm.at_previous, &ws.storm.estimate}) {
           v->resize(n);
         }
+      }
+    }
+    if constexpr (requires { store.checkpointing(); }) {
+      if (options.storm && store.checkpointing()) {
+        throw std::invalid_argument(
+            "asyncopt: Options::storm with checkpoints: the checkpoints do not hold the workers' "
+            "STORM estimates yet; run without one of them");
       }
     }
     if constexpr (CheckpointingStore<Store>) {
@@ -451,12 +462,8 @@ class Training {
     try {
       if (options_.storm) {
         storm_step(ws, batch);
-      } else if constexpr (Plan::touched_gradient) {
-        touched_gradient_step(ws, batch);
-      } else if constexpr (Plan::fused) {
-        fused_step(ws, batch);
       } else {
-        pull_push_step(ws, batch);
+        plain_step(ws, batch);
       }
     } catch (...) {
       stop_.store(true, std::memory_order_relaxed);
@@ -472,6 +479,17 @@ class Training {
       return false;
     }
     return true;
+  }
+
+  // A step that pushes the batch's gradient: the step plan's kind.
+  void plain_step(State& ws, std::span<const std::size_t> batch) {
+    if constexpr (Plan::touched_gradient) {
+      touched_gradient_step(ws, batch);
+    } else if constexpr (Plan::fused) {
+      fused_step(ws, batch);
+    } else {
+      pull_push_step(ws, batch);
+    }
   }
 
   // The loads of the next two batches overlap this step. Forced inline: GCC takes a function
@@ -540,7 +558,10 @@ class Training {
       std::copy(s.fresh.begin(), s.fresh.end(), s.estimate.begin());
       s.started = true;
     }
-    ws.handle.push(std::span<const Scalar>(s.estimate));
+    // A rejected (non-finite) estimate is not carried: the next step starts afresh, d = g.
+    if (!ws.handle.push(std::span<const Scalar>(s.estimate)).applied) {
+      s.started = false;
+    }
     ws.handle.clock();
     std::swap(s.now, s.previous);  // read by the push (w_seen): swapped after it
   }

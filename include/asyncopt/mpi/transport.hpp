@@ -149,10 +149,11 @@ class Mpi::Store : private mpi::detail::Endpoint,
 
  public:
   using typename Base::guard_type;
-  static_assert(!coordinates_rounds_v<Consistency> ||
-                    hooks::crosses_processes<guard_type, Consistency, Scalar>,
-                "asyncopt: transport::Mpi needs a round policy whose guard takes a "
-                "collective::Ref and offers idle_round() (as Synchronous and LocalSgd do)");
+  static_assert(
+      !coordinates_rounds_v<Consistency> ||
+          hooks::crosses_processes<guard_type, Consistency, Scalar>,
+      "asyncopt: transport::Mpi needs a round policy whose guard takes a "
+      "collective::Ref and offers idle_round() (as Synchronous, LocalSgd and Scaffold do)");
 
   /// Attaches to `params` in place for `workers` worker threads of this process, and makes
   /// them process 0's on every process. Collective. Throws std::invalid_argument when
@@ -205,6 +206,8 @@ class Mpi::Store : private mpi::detail::Endpoint,
   [[nodiscard]] std::size_t rank() noexcept { return this->comm().rank(); }
   /// The number of processes in the job.
   [[nodiscard]] std::size_t processes() noexcept { return this->comm().size(); }
+  /// Whether the job writes or resumes from checkpoints (Mpi::checkpoints has a path).
+  [[nodiscard]] bool checkpointing() const noexcept { return !checkpoints_.path.empty(); }
   /// The job's number of this process's worker 0: the workers of the processes of lower
   /// rank come first.
   [[nodiscard]] std::size_t first_worker() const noexcept { return first_worker_; }

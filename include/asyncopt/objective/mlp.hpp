@@ -58,7 +58,7 @@ class Mlp : public ModelData<Matrix, Eigen::VectorXi> {
 
   /// Takes the data and labels by value: pass them with std::move to avoid a copy. Throws
   /// std::invalid_argument for bad data, labels, classes or shape.
-  Mlp(Matrix data, Labels labels, int classes, MlpShape shape = {}, Options options = {})
+  Mlp(Matrix data, Labels labels, int classes, const MlpShape& shape = {}, Options options = {})
       : Base("Mlp", std::move(data), std::move(labels), options),
         classes_(classes),
         activation_(shape.activation) {

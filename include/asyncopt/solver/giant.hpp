@@ -49,7 +49,8 @@ struct Giant {
   /// The step along -p, or the first one the line search tries.
   double step = 1.0;
   /// Backtracking: halve the step until the full objective decreases by at least 1e-4 times
-  /// step times g . p (Armijo), at most 50 times.
+  /// step times g . p (Armijo), at most 50 times; a round that finds no such step leaves w
+  /// as it is and ends the run.
   bool line_search = false;
 
   /// Throws std::invalid_argument naming the first bad field.
@@ -89,13 +90,14 @@ struct GiantReport {
   double gradient_norm = std::numeric_limits<double>::quiet_NaN();
   /// Hessian-vector products over the job's workers, each on one shard.
   std::uint64_t hessian_vector_products = 0;
-  /// Bytes this process handed to all-reduces (0 in a job of one process).
+  /// Bytes this process handed to the rounds' all-reduces of gradients and directions (0 in a
+  /// job of one process; the few counts exchanged at the start and the end are not counted).
   std::uint64_t collective_bytes = 0;
   /// Wall time of the call.
   double seconds = 0.0;
 };
 
-namespace detail {
+namespace detail::giant {
 
 // Runs body(k) for k in [0, workers) on one thread each and rethrows the first exception.
 template <class Body>
@@ -130,7 +132,7 @@ double dot(std::span<const Scalar> a, std::span<const Scalar> b) {
   return sum;
 }
 
-}  // namespace detail
+}  // namespace detail::giant
 
 /// Runs GIANT (see Giant) on `f` from `w`, in place, with the workers of this process and,
 /// when `across` spans several processes (every process holding the same data and calling
@@ -163,12 +165,11 @@ GiantReport giant(const F& f, std::span<Scalar> w, const Giant& options,
     shards[k].resize(end - begin);
     std::iota(shards[k].begin(), shards[k].end(), begin);
   }
-  // Per worker: its weighted vector of the round (n values and a slot for the all-reduce),
-  // and the conjugate gradient's vectors.
-  std::vector<std::vector<Scalar>> rows(local, std::vector<Scalar>(n + 1));
+  // Per worker: its weighted vector of the round.
+  std::vector<std::vector<Scalar>> rows(local, std::vector<Scalar>(n));
   std::vector<std::uint64_t> products(local, 0);
-  std::vector<Scalar> g(n + 1);
-  std::vector<Scalar> p(n + 1);
+  std::vector<Scalar> g(n);
+  std::vector<Scalar> p(n);
 
   GiantReport report;
   const std::span<const Scalar> params(w);
@@ -194,7 +195,7 @@ GiantReport giant(const F& f, std::span<Scalar> w, const Giant& options,
 
   for (std::size_t round = 0; round < options.rounds; ++round) {
     // The full gradient: sum_k |s_k| g_k / N.
-    detail::on_workers(local, [&](std::size_t k) {
+    detail::giant::on_workers(local, [&](std::size_t k) {
       std::vector<Scalar>& row = rows[k];
       if (shards[k].empty()) {
         std::fill(row.begin(), row.end(), Scalar{0});
@@ -209,13 +210,13 @@ GiantReport giant(const F& f, std::span<Scalar> w, const Giant& options,
     });
     job_mean(g);
     const std::span<const Scalar> gradient(g.data(), n);
-    report.gradient_norm = std::sqrt(detail::dot(gradient, gradient));
+    report.gradient_norm = std::sqrt(detail::giant::dot(gradient, gradient));
     if (report.gradient_norm <= options.gradient_tolerance) {
       break;
     }
 
     // Each worker's direction p_k ~ H_k^{-1} g by conjugate gradient, weighted by |s_k|.
-    detail::on_workers(local, [&](std::size_t k) {
+    detail::giant::on_workers(local, [&](std::size_t k) {
       std::vector<Scalar>& row = rows[k];
       const std::span<Scalar> x(row.data(), n);
       std::fill(row.begin(), row.end(), Scalar{0});
@@ -226,13 +227,13 @@ GiantReport giant(const F& f, std::span<Scalar> w, const Giant& options,
       std::vector<Scalar> r(gradient.begin(), gradient.end());
       std::vector<Scalar> d = r;
       std::vector<Scalar> hd(n);
-      double rr = detail::dot(std::span<const Scalar>(r), std::span<const Scalar>(r));
+      double rr = detail::giant::dot(std::span<const Scalar>(r), std::span<const Scalar>(r));
       const double stop = options.cg_tolerance * options.cg_tolerance * rr;
       for (std::size_t it = 0; it < options.cg_iterations && rr > stop; ++it) {
         f.hessian_vector(params, shard, std::span<const Scalar>(d), std::span<Scalar>(hd));
         ++products[k];
         const double curvature =
-            detail::dot(std::span<const Scalar>(d), std::span<const Scalar>(hd));
+            detail::giant::dot(std::span<const Scalar>(d), std::span<const Scalar>(hd));
         if (!(curvature > 0.0)) {
           break;  // not positive definite along d: keep what we have
         }
@@ -241,7 +242,8 @@ GiantReport giant(const F& f, std::span<Scalar> w, const Giant& options,
           x[i] += alpha * d[i];
           r[i] -= alpha * hd[i];
         }
-        const double next = detail::dot(std::span<const Scalar>(r), std::span<const Scalar>(r));
+        const double next =
+            detail::giant::dot(std::span<const Scalar>(r), std::span<const Scalar>(r));
         const auto beta = static_cast<Scalar>(next / rr);
         rr = next;
         for (std::size_t i = 0; i < n; ++i) {
@@ -255,24 +257,33 @@ GiantReport giant(const F& f, std::span<Scalar> w, const Giant& options,
     });
     job_mean(p);
 
-    // The step, fixed or backtracked on the full objective.
-    double step = options.step;
+    // The step, fixed or backtracked on the full objective. A line search that finds no
+    // decrease in 50 halvings leaves w as it is and ends the run: p is no descent direction
+    // at the precision left.
     if (options.line_search) {
       const double before = report.loss.back();
-      const double slope = detail::dot(gradient, std::span<const Scalar>(p.data(), n));
+      const double slope = detail::giant::dot(gradient, std::span<const Scalar>(p.data(), n));
       std::vector<Scalar> trial(n);
-      for (int halvings = 0; halvings < 50; ++halvings) {
+      double step = options.step;
+      bool accepted = false;
+      double after = before;
+      for (int halvings = 0; halvings < 50 && !accepted; ++halvings, step *= 0.5) {
+        const auto s = static_cast<Scalar>(step);
         for (std::size_t i = 0; i < n; ++i) {
-          trial[i] = w[i] - static_cast<Scalar>(step) * p[i];
+          trial[i] = w[i] - s * p[i];
         }
-        if (static_cast<double>(f.loss(std::span<const Scalar>(trial))) <=
-            before - 1e-4 * step * slope) {
-          break;
-        }
-        step *= 0.5;
+        after = static_cast<double>(f.loss(std::span<const Scalar>(trial)));
+        accepted = after <= before - 1e-4 * step * slope;
       }
+      if (!accepted) {
+        break;
+      }
+      std::copy(trial.begin(), trial.end(), w.begin());
+      ++report.rounds;
+      report.loss.push_back(after);
+      continue;
     }
-    const auto s = static_cast<Scalar>(step);
+    const auto s = static_cast<Scalar>(options.step);
     for (std::size_t i = 0; i < n; ++i) {
       w[i] -= s * p[i];
     }
