@@ -53,9 +53,10 @@ struct RuleSettings {
 
 /// The settings of every consistency policy; each policy takes the ones it has.
 struct PolicySettings {
-  std::size_t stripes = 64;     ///< locked.
-  std::uint64_t staleness = 2;  ///< ssp.
-  std::uint64_t period = 8;     ///< local and scaffold.
+  std::size_t stripes = 64;           ///< locked.
+  std::uint64_t staleness = 2;        ///< ssp.
+  std::uint64_t period = 8;           ///< local and scaffold.
+  double global_learning_rate = 1.0;  ///< scaffold.
   /// synchronous and local: what each worker's message goes through (--compress).
   std::optional<asyncopt::compress::Config> compression{};
 };
@@ -299,7 +300,10 @@ struct Scaffold {
   static constexpr std::string_view name = "scaffold";
   static constexpr std::string_view note =
       "SCAFFOLD: local SGD with control variates, rounds every --period steps";
-  static auto make(const PolicySettings& s) { return consistency::Scaffold{.period = s.period}; }
+  static auto make(const PolicySettings& s) {
+    return consistency::Scaffold{.period = s.period,
+                                 .global_learning_rate = s.global_learning_rate};
+  }
 };
 
 }  // namespace policy

@@ -149,6 +149,13 @@ void add_options(CLI::App& app, Settings& s,
         ->capture_default_str()
         ->group("Consistency");
   }
+  if (policies.offers("scaffold")) {
+    app.add_option("--global-lr", s.policies.global_learning_rate,
+                   "scaffold: the step of the shared parameters along the mean model delta")
+        ->check(cli::positive_number())
+        ->capture_default_str()
+        ->group("Consistency");
+  }
   if (policies.offers("synchronous") || policies.offers("local")) {
     app.add_option("--compress", s.compress,
                    "synchronous and local: compress each worker's message; " +
