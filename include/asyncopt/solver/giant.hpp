@@ -176,14 +176,14 @@ GiantReport giant(const F& f, std::span<Scalar> w, const Giant& options,
   report.loss.push_back(static_cast<double>(f.loss(params)));
   const auto scale = static_cast<Scalar>(1.0 / static_cast<double>(examples));
 
-  // out <- (1 / N) sum over the job of the workers' rows.
+  // out <- (1 / N) sum over the job of the workers' rows: the first row's partial sums go
+  // straight into `out`, so the sum needs no copy.
   auto job_mean = [&](std::vector<Scalar>& out) {
     detail::PairwiseSum<Scalar> pairwise(n);
     for (std::size_t k = 0; k < local; ++k) {
-      pairwise.add(rows[k].data(), rows[k].data());
+      pairwise.add(rows[k].data(), k == 0 ? out.data() : rows[k].data());
     }
-    Scalar* const sum = pairwise.finish();
-    std::copy(sum, sum + n, out.begin());
+    pairwise.finish();
     if (across.size() > 1) {
       across.all_reduce_sum(std::span<Scalar>(out.data(), n));
       report.collective_bytes += n * sizeof(Scalar);
