@@ -19,6 +19,8 @@
 #include <asyncopt/asyncopt.hpp>
 #include <asyncopt/objective/objective.hpp>
 
+#include "support/same_bits.hpp"
+
 using asyncopt::objective::Activation;
 using asyncopt::objective::Mlp;
 using asyncopt::objective::MlpShape;
@@ -178,6 +180,16 @@ TEMPLATE_TEST_CASE("the MLP's gradient and loss equal an example-by-example refe
     const double loss = reference.run(wd, xd, y, all, ignored);
     CHECK(f.loss(w) == Approx(loss).epsilon(std::is_same_v<T, float> ? 1e-5 : 1e-12));
   }
+}
+
+TEST_CASE("the MLP's gradient has the same bits wherever the caller's buffers lie") {
+  // Wide enough layers that SIMD code runs, and buffers at every float offset of a 64-byte
+  // line: a sum whose order followed the alignment would differ in its last bits.
+  const auto [x, y] = small_data<float>();
+  const Mlp<Dense<float>> f(x, y, classes, MlpShape{.hidden = {40, 24}}, {.l2 = 1e-3});
+  const std::vector<float> w = f.initial_parameters(4);
+  const std::vector<std::size_t> batch = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  asyncopt::test::require_same_bits_at_every_offset(f, w, batch);
 }
 
 // The reference above shares the formulas with the library; a central difference of the

@@ -23,6 +23,8 @@
 #include <asyncopt/core/sparse.hpp>
 #include <asyncopt/objective/objective.hpp>
 
+#include "support/same_bits.hpp"
+
 namespace {
 
 using asyncopt::SparseGradient;
@@ -1152,3 +1154,31 @@ TEST_CASE("concurrent gradient calls on one objective agree with serial ones") {
 }
 
 }  // namespace
+
+TEST_CASE("dense gradients and losses have the same bits wherever the buffers lie") {
+  std::mt19937 rng(8);
+  std::normal_distribution<float> normal;
+  Dense<float> x(40, 37);
+  Vec<float> targets(40);
+  Eigen::VectorXi labels(40);
+  for (Eigen::Index i = 0; i < x.rows(); ++i) {
+    for (Eigen::Index j = 0; j < x.cols(); ++j) {
+      x(i, j) = normal(rng);
+    }
+    targets[i] = normal(rng) > 0.0f ? 1.0f : 0.0f;
+    labels[i] = static_cast<int>(i % 7);
+  }
+  std::vector<std::size_t> batch(33);
+  std::iota(batch.begin(), batch.end(), std::size_t{2});
+  const Options options{.l2 = 1e-3, .intercept = true};
+  auto check = [&](const auto& f) {
+    std::vector<float> w(f.dimension());
+    for (std::size_t j = 0; j < w.size(); ++j) {
+      w[j] = 0.01f * static_cast<float>(static_cast<int>(j % 23) - 11);
+    }
+    asyncopt::test::require_same_bits_at_every_offset(f, w, batch);
+  };
+  check(LeastSquares<Dense<float>>(x, targets, options));
+  check(LogisticRegression<Dense<float>>(x, targets, options));
+  check(SoftmaxRegression<Dense<float>>(x, labels, 7, options));
+}

@@ -168,7 +168,15 @@ class Mlp : public ModelData<Matrix, Eigen::VectorXi> {
       const Block& input = l == 0 ? x : pass.activations[l - 1];
       weights(grad, layer).noalias() = delta.transpose() * input;
       if (this->intercept()) {
-        biases(grad, layer) = delta.colwise().sum().transpose();
+        // Row by row, element-wise: the same bits whatever the address of `grad`. (Eigen's
+        // colwise().sum() into a slice of grad sums the columns in one order in the SIMD
+        // body and in another in the unaligned head and tail, so the result depended on
+        // where the caller's buffer happened to lie.)
+        auto bias = biases(grad, layer);
+        bias.setZero();
+        for (Eigen::Index r = 0; r < delta.rows(); ++r) {
+          bias += delta.row(r).transpose();
+        }
       }
       if (l > 0) {
         Block back = delta * weights(w, layer);
