@@ -67,7 +67,8 @@ struct StoreStats {
   std::uint64_t staleness_max = 0;
   /// Wall time in seconds that workers spent blocked by the consistency policy (at a
   /// bounded-staleness gate, or waiting for a round to complete under Synchronous or
-  /// LocalSgd), summed over workers. Always 0 under transport::Simulated.
+  /// LocalSgd), summed over workers. Under transport::Simulated: 0 in its delay mode, and
+  /// simulated seconds at the gate in its timed mode.
   double wait_seconds = 0.0;
   /// Bytes that the rounds handed to the collective across processes (the MPI transport),
   /// summed over the processes: each all-reduce counts its buffer once per process. What a

@@ -439,7 +439,12 @@ class Training {
       states_[id].pulled = false;
     }
     const auto epoch_start = Clock::now();
-    transport.run(workers, [this](std::size_t id) { return step(id); });
+    auto body = [this](std::size_t id) { return step(id); };
+    if constexpr (requires { store_.run(workers, body); }) {
+      store_.run(workers, body);  // a store that schedules its workers itself (a simulator)
+    } else {
+      transport.run(workers, body);
+    }
     training_ += Clock::now() - epoch_start;
     if constexpr (SyncedStore<Store>) {
       store_.sync();  // a remote store copies the parameters back for the loss and callbacks

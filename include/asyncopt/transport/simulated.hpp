@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -93,14 +95,52 @@ struct Delay {
 
 }  // namespace asyncopt::delay
 
+namespace asyncopt::timing {
+
+/// A step time for transport::Simulated's timed mode: every step takes `step` simulated
+/// seconds, and worker `worker`'s every `every`-th step (its steps every - 1, 2 every - 1,
+/// ..., counted from 0) takes `extra` seconds more: a straggler that stalls periodically.
+struct Straggler {
+  double step = 1.0;        ///< seconds of an ordinary step, finite and non-negative
+  std::size_t worker = 0;   ///< the worker that stalls
+  std::uint64_t every = 1;  ///< it stalls on every this-many-th step (0: never)
+  double extra = 0.0;       ///< seconds a stall adds, finite and non-negative
+
+  /// The seconds worker `id`'s step number `step_index` (from 0) takes.
+  [[nodiscard]] double operator()(std::size_t id, std::uint64_t step_index) const noexcept {
+    const bool stalls = id == worker && every > 0 && (step_index + 1) % every == 0;
+    return stalls ? step + extra : step;
+  }
+};
+
+}  // namespace asyncopt::timing
+
 namespace asyncopt::transport {
 
-/// The staleness simulator: workers run in turn in the calling thread; a pull hands out the
+/// The staleness simulator, deterministic and single-threaded, in one of two modes.
+///
+/// Delay mode (the default): workers run in turn in the calling thread; a pull hands out the
 /// parameters as they were tau updates ago, tau drawn from `delay`, and pushes are applied in
 /// the order they are made. The same seed gives the same run, bit for bit. tau is capped by
 /// the number of updates so far and by `history` (the number of past parameter vectors
-/// kept). The consistency policy only guards memory here: its gates (bounded staleness)
-/// are not consulted, since the simulator decides every delay itself.
+/// kept). The consistency policy only guards memory: its gates (bounded staleness) are not
+/// consulted, since the simulator decides every delay itself.
+///
+/// Timed mode (`step_time` set): the workers run on a simulated clock. Worker w's step number
+/// k (a call of the body that pulls or pushes) starts when its previous step has ended and
+/// the consistency policy's gate lets it read, and takes step_time(w, k) seconds; its pull
+/// reads the parameters as they are at its start, and its pushes land, in that order, when
+/// it ends, so a gradient is as stale as the number of other workers' steps that end
+/// meanwhile. Steps end in the order of their end times, computed in double (ties, exact
+/// equality only: ends before starts, then the lower worker id); a step of 0 seconds ends
+/// before any other worker starts. Under consistency::BoundedStaleness the gate is the stale
+/// synchronous parallel rule: a worker that has finished c steps starts its next once every
+/// live worker has finished c - s; other policies never wait. A worker whose body returns
+/// false leaves, and holds nobody back, when the step that call made ends (at once if the
+/// call neither pulled nor pushed). StoreStats::wait_seconds sums the simulated seconds
+/// workers waited at the gate; every `run` (an epoch) starts when the previous one ended.
+/// Nothing is random: the run is a function of the step times and the workload. `delay` must
+/// stay at its default, since the schedule decides every delay.
 struct Simulated {
   /// The distribution each pull draws its tau from; the default, delay::fixed(0), hands
   /// out the current parameters every time.
@@ -110,6 +150,9 @@ struct Simulated {
   std::uint64_t seed = 1;
   /// Past parameter vectors kept; a drawn tau above history - 1 is cut to it.
   std::size_t history = 65;
+  /// Timed mode when set: the simulated seconds worker `id`'s step number `k` (from 0) takes,
+  /// finite and non-negative (see timing::Straggler).
+  std::function<double(std::size_t id, std::uint64_t k)> step_time{};
 
   /// A worker's pulled copy holds the (past) parameters its gradient was computed at, so
   /// rules that need them (delay compensation) run here.
@@ -134,12 +177,17 @@ struct Simulated {
     }
   }
 
-  /// Throws std::invalid_argument when `delay` is impossible (see delay::Delay::validate())
-  /// or `history` is 0.
+  /// Throws std::invalid_argument when `delay` is impossible (see delay::Delay::validate()),
+  /// `history` is 0, or `step_time` is set together with a delay other than the default.
   void validate() const {
     delay.validate();
     if (history == 0) {
       throw std::invalid_argument("asyncopt: Simulated::history must be at least 1");
+    }
+    if (step_time && delay.bound() != 0) {
+      throw std::invalid_argument(
+          "asyncopt: Simulated takes a delay distribution or step times, not both: with "
+          "step_time set, the delays follow from the schedule");
     }
   }
 };
@@ -174,7 +222,9 @@ class Simulated::Store : store::Immovable {
         guard_(consistency, params.size(), workers),
         rule_(rule, params.size(), 1),
         rng_(transport.seed),
-        counters_(workers, store::empty_stats()) {
+        counters_(workers, store::empty_stats()),
+        step_time_(transport.step_time),
+        lanes_(step_time_ ? workers : 0) {
     const std::uint64_t bound = transport.delay.bound();
     capacity_ = static_cast<std::size_t>(std::min<std::uint64_t>(
         bound == ~std::uint64_t{0} ? transport.history : bound + 1, transport.history));
@@ -198,8 +248,8 @@ class Simulated::Store : store::Immovable {
   /// Updates applied so far (accepted pushes; rejected ones do not count).
   [[nodiscard]] std::uint64_t version() const noexcept { return version_; }
 
-  /// The counters of all workers, merged; `wait_seconds` is always 0, since simulated
-  /// workers never wait.
+  /// The counters of all workers, merged; `wait_seconds` is 0 in delay mode and the
+  /// simulated seconds spent at the gate in timed mode.
   [[nodiscard]] StoreStats stats() const {
     StoreStats total;
     for (const auto& c : counters_) {
@@ -208,7 +258,219 @@ class Simulated::Store : store::Immovable {
     return total;
   }
 
+  /// Runs body(0), body(1), ... until every body has returned false: in turn in delay mode,
+  /// as Simulated::run does; in timed mode in the order of the simulated schedule (see
+  /// Simulated), each call one step of that worker. Throws std::invalid_argument when
+  /// `workers` exceeds the store's, or (timed mode) when step_time returns a negative or
+  /// non-finite time; whatever a body throws propagates.
+  template <class Body>
+  void run(std::size_t workers, Body&& body) {
+    if (workers > counters_.size()) {
+      throw std::invalid_argument("asyncopt: Simulated::Store::run for " + std::to_string(workers) +
+                                  " workers, but the store has " +
+                                  std::to_string(counters_.size()));
+    }
+    if (step_time_) {
+      run_timed(workers, body);
+    } else {
+      Simulated{}.run(workers, body);
+    }
+  }
+
+  /// Timed mode: the simulated time, in seconds since the store was created, of the event in
+  /// progress: during a body's call the start of its step, after a run the end of its last
+  /// step. 0 in delay mode.
+  [[nodiscard]] double simulated_seconds() const noexcept { return now_; }
+
  private:
+  // A push made during a timed step, to land when the step ends.
+  struct Pending {
+    std::vector<Scalar> values;
+    std::vector<std::size_t> index;  // empty: dense
+    std::vector<Scalar> w_seen;      // empty unless the rule needs it
+    std::uint64_t seen = 0;
+    bool sparse = false;
+    bool packed = false;
+  };
+
+  // One worker's place on the simulated clock.
+  struct Lane {
+    double ready = 0.0;       // when its next step may start (or, blocked, when it began waiting)
+    double end = 0.0;         // busy: when the step in flight ends
+    std::uint64_t steps = 0;  // steps ended, over every run: its clock
+    bool live = false;
+    bool busy = false;
+    bool blocked = false;
+    bool leaving = false;  // busy with its last step
+    std::vector<Pending> pending;
+  };
+
+  static constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
+
+  [[nodiscard]] std::uint64_t gate_bound() const noexcept {
+    if constexpr (requires { guard_.staleness_bound(); }) {
+      return guard_.staleness_bound();
+    } else {
+      return std::numeric_limits<std::uint64_t>::max();
+    }
+  }
+
+  // Whether worker id, having ended `steps` steps, may start its next: every other live
+  // worker has ended at least steps - s.
+  [[nodiscard]] bool gate_open(std::size_t id, std::uint64_t s) const noexcept {
+    const std::uint64_t c = lanes_[id].steps;
+    if (s == std::numeric_limits<std::uint64_t>::max() || c <= s) {
+      return true;
+    }
+    for (std::size_t k = 0; k < lanes_.size(); ++k) {
+      if (k != id && lanes_[k].live && lanes_[k].steps < c - s) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // At time t something changed (a step ended, a worker left): starts the waits it ends.
+  void release(double t, std::uint64_t s) {
+    for (std::size_t k = 0; k < lanes_.size(); ++k) {
+      Lane& lane = lanes_[k];
+      if (lane.blocked && gate_open(k, s)) {
+        lane.blocked = false;
+        counters_[k].wait_seconds += t - lane.ready;
+        lane.ready = t;
+      }
+    }
+  }
+
+  template <class Body>
+  void run_timed(std::size_t workers, Body& body) {
+    const std::uint64_t s = gate_bound();
+    for (std::size_t k = 0; k < lanes_.size(); ++k) {
+      Lane& lane = lanes_[k];
+      lane.live = k < workers;
+      lane.busy = false;
+      lane.blocked = false;
+      lane.leaving = false;
+      lane.pending.clear();  // a run that threw may have left some
+      lane.ready = now_;
+    }
+    for (;;) {
+      std::size_t ending = none;
+      std::size_t starting = none;
+      for (std::size_t k = 0; k < lanes_.size(); ++k) {
+        const Lane& lane = lanes_[k];
+        if (lane.busy && (ending == none || lane.end < lanes_[ending].end)) {
+          ending = k;
+        } else if (lane.live && !lane.busy && !lane.blocked &&
+                   (starting == none || lane.ready < lanes_[starting].ready)) {
+          starting = k;
+        }
+      }
+      if (ending == none && starting == none) {
+        return;
+      }
+      if (ending != none && (starting == none || lanes_[ending].end <= lanes_[starting].ready)) {
+        end_step(ending, s);
+      } else {
+        start_step(starting, body, s);
+      }
+    }
+  }
+
+  template <class Body>
+  void start_step(std::size_t id, Body& body, std::uint64_t s) {
+    Lane& lane = lanes_[id];
+    now_ = lane.ready;  // events come in time order
+    if (!gate_open(id, s)) {
+      lane.blocked = true;  // waits from lane.ready
+      return;
+    }
+    const double seconds = step_time_(id, lane.steps);
+    if (!(seconds >= 0.0) || !std::isfinite(seconds)) {
+      throw std::invalid_argument("asyncopt: Simulated::step_time(" + std::to_string(id) + ", " +
+                                  std::to_string(lane.steps) + ") returned " +
+                                  std::to_string(seconds) +
+                                  "; a step takes a finite, non-negative time");
+    }
+    stepping_ = id;
+    worked_ = false;
+    bool more = false;
+    try {
+      more = static_cast<bool>(body(id));
+    } catch (...) {
+      stepping_ = none;
+      lane.pending.clear();
+      throw;
+    }
+    stepping_ = none;
+    if (!more && !worked_) {  // a call that did nothing: the worker leaves now
+      lane.live = false;
+      release(lane.ready, s);
+      return;
+    }
+    lane.leaving = !more;  // its last step: it leaves when the step ends
+    lane.busy = true;
+    lane.end = lane.ready + seconds;
+  }
+
+  void end_step(std::size_t id, std::uint64_t s) {
+    Lane& lane = lanes_[id];
+    for (const Pending& push : lane.pending) {
+      land(id, push);
+    }
+    lane.pending.clear();
+    ++lane.steps;
+    lane.busy = false;
+    lane.live = !lane.leaving;
+    lane.leaving = false;
+    lane.ready = lane.end;
+    now_ = lane.end;
+    release(lane.end, s);
+  }
+
+  void land(std::size_t id, const Pending& push) {
+    const Scalar* w_seen = push.w_seen.empty() ? nullptr : push.w_seen.data();
+    const std::span<const Scalar> values(push.values);
+    if (push.sparse) {
+      apply(id, push.seen, values, [&](const auto& formula, const auto& state) {
+        store::write_sparse(guard_, formula, params_.data(),
+                            std::span<const std::size_t>(push.index), values, state, w_seen,
+                            push.packed);
+      });
+    } else {
+      apply(id, push.seen, values, [&](const auto& formula, const auto& state) {
+        store::write_dense(guard_, formula, params_.data(), values, state, w_seen);
+      });
+    }
+  }
+
+  // A push by worker id during its timed step: kept, with what the rule needs, until the step
+  // ends. w_seen holds `seen_count` values when the rule needs them.
+  PushResult defer(std::size_t id, std::uint64_t seen, std::span<const Scalar> values,
+                   std::span<const std::size_t> index, const Scalar* w_seen, std::size_t seen_count,
+                   bool sparse, bool packed) {
+    Pending push{.values = std::vector<Scalar>(values.begin(), values.end()),
+                 .index = std::vector<std::size_t>(index.begin(), index.end()),
+                 .w_seen = {},
+                 .seen = seen,
+                 .sparse = sparse,
+                 .packed = packed};
+    if constexpr (needs_w_seen_v<Rule>) {
+      push.w_seen.assign(w_seen, w_seen + seen_count);
+    }
+    lanes_[id].pending.push_back(std::move(push));
+    return {.applied = true, .staleness = 0};
+  }
+
+  [[nodiscard]] bool deferring(std::size_t id) const noexcept { return stepping_ == id; }
+
+  // A pull or a push by worker id: during its timed step, the call did work.
+  void note_work(std::size_t id) noexcept {
+    if (stepping_ == id) {
+      worked_ = true;
+    }
+  }
+
   // Copies the current parameters into the ring slot of the current version.
   void remember() {
     const std::size_t n = params_.size();
@@ -236,6 +498,11 @@ class Simulated::Store : store::Immovable {
   std::vector<Scalar> ring_;
   std::size_t capacity_ = 1;
   std::uint64_t version_ = 0;
+  std::function<double(std::size_t, std::uint64_t)> step_time_;
+  std::vector<Lane> lanes_;
+  double now_ = 0.0;
+  std::size_t stepping_ = none;  // timed mode: the worker whose step the body is running
+  bool worked_ = false;          // whether that call pulled or pushed
 };
 
 /// A simulated worker's handle: the same pull, push and clock as shared memory.
@@ -275,7 +542,9 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
   /// or Inf is rejected: nothing changes and the result says `applied = false`. Throws
   /// std::invalid_argument when its size is not the store's dimension, and
   /// std::logic_error when the rule needs the parameters the gradient was computed at but
-  /// there was no pull, or the last pull read only some parameters.
+  /// there was no pull, or the last pull read only some parameters. In timed mode a push made
+  /// during a step is kept and lands when the step ends; its result then says only whether it
+  /// was accepted (staleness 0), and stats() counts the staleness it lands with.
   PushResult push(std::span<const Scalar> gradient) {
     check_size(gradient.size(), "push");
     const Scalar* const w_seen = seen_.template dense<Rule>();
@@ -283,6 +552,9 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
       return reject();
     }
     Store& s = *store_;
+    if (s.deferring(id_)) {
+      return s.defer(id_, seen_version_, gradient, {}, w_seen, s.params_.size(), false, false);
+    }
     return s.apply(id_, seen_version_, gradient, [&](const auto& formula, const auto& state) {
       store::write_dense(s.guard_, formula, s.params_.data(), gradient, state, w_seen);
     });
@@ -301,6 +573,10 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
       return reject();
     }
     Store& s = *store_;
+    if (s.deferring(id_)) {
+      return s.defer(id_, seen_version_, value, index, w_seen,
+                     seen_.packed ? index.size() : s.params_.size(), true, seen_.packed);
+    }
     return s.apply(id_, seen_version_, value, [&](const auto& formula, const auto& state) {
       store::write_sparse(s.guard_, formula, s.params_.data(), index, value, state, w_seen,
                           seen_.packed);
@@ -313,11 +589,12 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
   }
 
   /// Marks the end of this worker's step: adds one to clock_count(). There is no gate to
-  /// wait at.
+  /// wait at in a call: in timed mode the store's run() applies the gate between steps.
   void clock() noexcept { ++clock_; }
-  /// Does nothing: a simulated worker never holds another back.
+  /// Does nothing: in delay mode a simulated worker never holds another back, and in timed
+  /// mode a worker leaves when its body returns false.
   void leave() noexcept {}
-  /// Does nothing: a simulated worker never holds another back.
+  /// Does nothing: in timed mode each run() starts with every worker taking part.
   void join() noexcept {}
 
   /// The worker id this handle was created for.
@@ -336,6 +613,7 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
   // version.
   const Scalar* draw_past() {
     Store& s = *store_;
+    s.note_work(id_);
     std::uint64_t tau = s.delay_.draw(s.rng_);
     tau = std::min<std::uint64_t>({tau, s.version_, s.capacity_ - 1});
     seen_version_ = s.version_ - tau;
@@ -343,6 +621,7 @@ class Simulated::Store<Scalar, Rule, Consistency>::Worker {
   }
 
   PushResult reject() noexcept {
+    store_->note_work(id_);
     ++store_->counters_[id_].rejected;
     return {.applied = false, .staleness = 0};
   }
