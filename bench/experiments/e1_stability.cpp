@@ -10,12 +10,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <numbers>
 #include <span>
 #include <vector>
 
 #include <asyncopt/asyncopt.hpp>
+
+#include "csv_argument.hpp"
 
 namespace {
 
@@ -58,11 +61,10 @@ bool stable(double a, std::uint64_t tau, std::uint64_t steps) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   const std::vector<std::uint64_t> delays = {0, 1, 2, 4, 8, 16, 32};
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv << "tau,theory,measured\n";
   }
   bool all = true;
@@ -92,4 +94,7 @@ int main(int argc, char** argv) {
     }
   }
   return all ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "e1_stability: %s\n", e.what());
+  return 2;
 }

@@ -41,6 +41,8 @@
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/logistic.hpp>
 
+#include "csv_argument.hpp"
+
 namespace {
 
 using Scalar = float;
@@ -283,6 +285,7 @@ double tie(const Results& r) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   const auto data = asyncopt::io::load_fashion_mnist<Scalar>();
   const Problem p{pick(data.train), pick(data.test)};
   std::printf(
@@ -290,9 +293,7 @@ int main(int argc, char** argv) try {
       "%zu epochs (%zu updates), %zu seeds\n",
       p.train.num_examples(), p.test.num_examples(), batch_size, epochs,
       epochs * p.train.num_examples() / batch_size, std::size(seeds));
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv.precision(10);
     csv << "delay,tau,method,lambda,lr_log2,lr,final_loss,test_accuracy\n";
   }

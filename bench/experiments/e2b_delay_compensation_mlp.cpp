@@ -47,6 +47,8 @@
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/mlp.hpp>
 
+#include "csv_argument.hpp"
+
 namespace {
 
 using Scalar = float;
@@ -165,6 +167,7 @@ std::string loss_text(double loss) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   auto data = asyncopt::io::load_fashion_mnist<Scalar>();
   normalise(data.train.images, data.test.images);
   constexpr int classes = asyncopt::io::FashionMnist<Scalar>::classes;
@@ -179,9 +182,7 @@ int main(int argc, char** argv) try {
       "test images, %zu parameters; batch %zu, %zu epochs (%zu updates), %zu seeds\n",
       train.num_examples(), test.num_examples(), train.dimension(), batch_size, epochs,
       epochs * ((train.num_examples() + batch_size - 1) / batch_size), std::size(seeds));
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv.precision(10);
     csv << "delay,workers,method,lr,epoch,loss,test_accuracy\n";
   }

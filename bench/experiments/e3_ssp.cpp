@@ -86,6 +86,8 @@
 #include <asyncopt/transport/simulated.hpp>
 #include <asyncopt/update/sgd.hpp>
 
+#include "csv_argument.hpp"
+
 namespace {
 
 using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -486,6 +488,7 @@ Trends trends(const std::vector<Summary>& runs) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   const std::vector<std::uint64_t> bounds = {0, 1, 4, unbounded};
   const Problem p = problem();
   std::printf(
@@ -493,9 +496,7 @@ int main(int argc, char** argv) try {
       "clocks per worker\n",
       p.optimum, p.target, repetitions, simulated_repetitions,
       static_cast<unsigned long long>(clocks_per_worker));
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv << "kind,split,s,repetition,iterations_to_target,reached,seconds_to_target,wait_seconds,"
            "max_staleness,final_loss,updates,max_update_staleness,seconds\n";
   }

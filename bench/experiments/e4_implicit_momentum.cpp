@@ -11,6 +11,7 @@
 // Usage: e4_implicit_momentum [CSV]. Prints one CHECK line; exits 1 if it fails.
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <limits>
 #include <random>
@@ -21,6 +22,8 @@
 
 #include <asyncopt/asyncopt.hpp>
 #include <asyncopt/objective/least_squares.hpp>
+
+#include "csv_argument.hpp"
 
 namespace {
 
@@ -69,13 +72,12 @@ double final_loss(const LeastSquares& f, double momentum, std::uint64_t workers)
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   const std::vector<double> momenta = {-0.3, 0.0, 0.3, 0.6, 0.9};
   const std::vector<std::uint64_t> worker_counts = {1, 2, 4, 8, 16};
   const LeastSquares f = problem();
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv << "workers,momentum,final_loss\n";
   }
   std::vector<double> best;
@@ -109,4 +111,7 @@ int main(int argc, char** argv) {
       "1, 2, 4, 8, 16: %+.1f %+.1f %+.1f %+.1f %+.1f]\n",
       largest_increase, pass ? "PASS" : "FAIL", best[0], best[1], best[2], best[3], best[4]);
   return pass ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "e4_implicit_momentum: %s\n", e.what());
+  return 2;
 }

@@ -38,6 +38,8 @@
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/softmax.hpp>
 
+#include "csv_argument.hpp"
+
 namespace {
 
 using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -78,6 +80,7 @@ Run train(const Softmax& f, std::uint64_t period, double lr) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   auto data = asyncopt::io::load_fashion_mnist<float>();
   const Softmax f(std::move(data.train.images), std::move(data.train.labels),
                   asyncopt::io::FashionMnist<float>::classes, {.l2 = 1e-4, .intercept = true});
@@ -88,9 +91,7 @@ int main(int argc, char** argv) try {
     rates.push_back(0.2 * std::pow(2.0, 0.5 * k));
   }
   const std::vector<std::uint64_t> periods = {1, 4, 16, 64};
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv << "period,learning_rate,final_loss,seconds,wait_seconds,updates\n";
   }
   std::printf(

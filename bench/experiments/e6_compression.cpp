@@ -41,6 +41,8 @@
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/softmax.hpp>
 
+#include "csv_argument.hpp"
+
 namespace {
 
 namespace compress = asyncopt::compress;
@@ -92,6 +94,7 @@ compress::Config with(compress::AnyCodec codec, compress::Feedback feedback, dou
 }
 
 int run(int argc, char** argv) {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   auto data = asyncopt::io::load_fashion_mnist<float>();
   const Softmax f(std::move(data.train.images), std::move(data.train.labels),
                   asyncopt::io::FashionMnist<float>::classes, {.l2 = 1e-4, .intercept = true});
@@ -125,9 +128,7 @@ int run(int argc, char** argv) {
   for (int k = -6; k <= 3; ++k) {
     rates.push_back(0.5 * std::pow(2.0, k));
   }
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv << "stage,learning_rate,final_loss,test_accuracy,bytes,uncompressed_bytes\n";
   }
   std::printf(

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -32,6 +33,8 @@
 #include <asyncopt/asyncopt.hpp>
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/softmax.hpp>
+
+#include "csv_argument.hpp"
 
 namespace {
 
@@ -131,7 +134,8 @@ Run train(const Softmax& f, const Softmax& test, const std::vector<std::vector<s
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   auto data = asyncopt::io::load_fashion_mnist<float>();
   const Eigen::VectorXi labels = data.train.labels;
   const Softmax f(std::move(data.train.images), std::move(data.train.labels),
@@ -143,9 +147,7 @@ int main(int argc, char** argv) {
       "steps per round; rounds to %.0f%% test accuracy (checked every %zu), at most %zu\n",
       workers, batch, static_cast<unsigned long long>(local_steps), 100 * target, check_every,
       max_rounds);
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv << "similarity,method,learning_rate,round,test_accuracy\n";
   }
   const std::vector<double> rates = {0.025, 0.05, 0.1, 0.2, 0.4, 0.8};
@@ -204,4 +206,7 @@ int main(int argc, char** argv) {
       "0%%, 10%%, 100%% (goal: not increasing) %s\n",
       gaps[0], gaps[1], gaps[2], shrinks ? "PASS" : "FAIL");
   return pass ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "e6b_scaffold: %s\n", e.what());
+  return 2;
 }

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -34,6 +35,8 @@
 #include <asyncopt/asyncopt.hpp>
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/mlp.hpp>
+
+#include "csv_argument.hpp"
 
 namespace {
 
@@ -75,7 +78,8 @@ Run train(const Mlp& f, const std::string& method, const Rule& rule, double lr,
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   auto data = asyncopt::io::load_fashion_mnist<float>();
   const Mlp f(std::move(data.train.images), std::move(data.train.labels),
               asyncopt::io::FashionMnist<float>::classes,
@@ -85,9 +89,7 @@ int main(int argc, char** argv) {
       "MLP 784-128-10 (ReLU) on Fashion-MNIST: %zu examples, %zu parameters; %zu workers in "
       "synchronous rounds, batch %zu each, %zu epochs\n",
       f.num_examples(), f.dimension(), workers, batch, epochs);
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv << "method,learning_rate,a,epoch,gradient_evaluations_per_example,loss\n";
   }
   // One grid of factors of 2 per method, wide enough that every best point is interior;
@@ -158,4 +160,7 @@ int main(int argc, char** argv) {
       "(STORM after %zu epochs %.5f against %.5f after %zu; STORM pays two gradients per step)\n",
       half / first_order, epochs / 2, half, first_order, epochs);
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "e7_storm: %s\n", e.what());
+  return 2;
 }

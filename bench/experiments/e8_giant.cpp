@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <limits>
 #include <span>
@@ -36,6 +37,8 @@
 #include <asyncopt/io/fashion_mnist.hpp>
 #include <asyncopt/objective/logistic.hpp>
 #include <asyncopt/solver/giant.hpp>
+
+#include "csv_argument.hpp"
 
 namespace {
 
@@ -95,7 +98,8 @@ std::string rounds_text(std::ptrdiff_t rounds, std::size_t cap) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
+  std::ofstream csv = asyncopt::experiments::open_csv(argc, argv);
   auto data = asyncopt::io::load_fashion_mnist<double>();
   std::vector<Eigen::Index> rows;
   for (Eigen::Index i = 0; i < data.train.labels.size(); ++i) {
@@ -130,9 +134,7 @@ int main(int argc, char** argv) {
   std::printf("optimum (Newton, %zu iterations, gradient norm %.2g): %.12f\n", newton.rounds,
               newton.gradient_norm, optimum);
 
-  std::ofstream csv;
-  if (argc > 1) {
-    csv.open(argv[1]);
+  if (csv.is_open()) {
     csv << "method,round,loss,suboptimality\n";
   }
 
@@ -220,4 +222,7 @@ int main(int argc, char** argv) {
       rounds_text(giant_to, giant_rounds).c_str(),
       rounds_text(sgd_to, sgd_epochs * rounds_per_epoch).c_str(), fewer_than_sgd ? "PASS" : "FAIL");
   return pass ? 0 : 1;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "e8_giant: %s\n", e.what());
+  return 2;
 }
