@@ -22,8 +22,9 @@
 // so it is printed as FINDING lines with the numbers, among them the stability bound that
 // decides it: sequential SGD's best rate lies within a factor of 2 of its stability edge,
 // and a delay of M - 1 moves the edge down by the factor that E1 measures. The same
-// comparison at every smaller rate of the grid follows as context. A run whose loss ends
-// above its starting loss (or is not finite) counts as diverged.
+// comparison at every smaller rate of the grid follows as context. A seed whose loss ends
+// above its starting loss (or is not finite) counts as diverged, and so does a setting with
+// a diverged seed.
 //
 // Usage: e2b_delay_compensation_mlp [CSV]. Prints FINDING lines; exits 2 on an error (such
 // as missing Fashion-MNIST files).
@@ -142,7 +143,8 @@ struct Compared {  // the asynchronous methods in one setting
 
 // The fraction of the gap between ASGD's loss and sequential SGD's that the better DC-ASGD
 // closes: 1 when ASGD diverged and the better DC-ASGD did not (an infinite gap, all but a
-// finite part closed), NaN when both diverged or there is no gap.
+// finite part closed), NaN when both diverged or there is no gap, and -inf when only the
+// DC-ASGD variants diverged.
 double closed(const Compared& c, const Outcome& sgd) {
   const double dc = std::min(c.dc.final(), c.dc_adaptive.final());
   if (!std::isfinite(c.asgd.final())) {

@@ -19,7 +19,8 @@
 // reported as a FINDING, and so is the comparison at synchronous SGD's best rate.
 //
 // Usage: e5_local_sgd [CSV]. Prints one CHECK line per H <= 16 and FINDING lines; exits 1
-// if a check fails, 2 on an error (such as missing Fashion-MNIST files).
+// if a check fails or a best rate lies on the grid's edge, 2 on an error (such as missing
+// Fashion-MNIST files).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
