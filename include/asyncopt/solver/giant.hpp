@@ -6,18 +6,17 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <exception>
 #include <limits>
 #include <numeric>
 #include <span>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <asyncopt/core/collective.hpp>
 #include <asyncopt/core/objective.hpp>
 #include <asyncopt/core/pairwise.hpp>
+#include <asyncopt/core/threads.hpp>
 
 namespace asyncopt {
 
@@ -99,28 +98,13 @@ struct GiantReport {
 
 namespace detail::giant {
 
-// Runs body(k) for k in [0, workers) on one thread each and rethrows the first exception.
+// Runs body(k) once for each k in [0, workers), one thread each; rethrows the first exception.
 template <class Body>
 void on_workers(std::size_t workers, Body&& body) {
-  std::vector<std::exception_ptr> errors(workers);
-  {
-    std::vector<std::jthread> threads;
-    threads.reserve(workers);
-    for (std::size_t k = 0; k < workers; ++k) {
-      threads.emplace_back([&, k] {
-        try {
-          body(k);
-        } catch (...) {
-          errors[k] = std::current_exception();
-        }
-      });
-    }
-  }
-  for (const std::exception_ptr& e : errors) {
-    if (e) {
-      std::rethrow_exception(e);
-    }
-  }
+  store::run_threads(workers, [&body](std::size_t k) {
+    body(k);
+    return false;
+  });
 }
 
 template <class Scalar>
